@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# make test: install what the tests need, start Redis and PostgreSQL on free ports in temporary
+# directories, run every test with the race detector, and stop what was started (also on
+# failure or interrupt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/deps.sh
+
+work=$(mktemp -d /tmp/leaky-test-XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { # a random port in 20000-59999 that nothing listens on
+	local p
+	while :; do
+		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+	done
+}
+
+wait_port() { # host port
+	for _ in $(seq 1 300); do
+		(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "test: nothing listens on $1:$2" >&2
+	return 1
+}
+
+# Redis
+redis_port=$(free_port)
+mkdir -p "$work/redis"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+	--dir "$work/redis" --logfile "$work/redis/redis.log" --daemonize no &
+pids+=($!)
+wait_port 127.0.0.1 "$redis_port"
+export LEAKY_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+
+# PostgreSQL (it refuses to run as root, so run it as the postgres user)
+pgbin=$(dirname "$(command -v postgres 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/postgres | tail -n1)")
+pg_port=$(free_port)
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then
+	chown postgres "$work"
+	# setpriv execs in place, so $! below is the postmaster itself.
+	as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups)
+fi
+"${as_pg[@]}" "$pgbin/initdb" -D "$work/pg" -A trust -U postgres --no-sync -E UTF8 >"$work/initdb.log" 2>&1 ||
+	{ cat "$work/initdb.log" >&2; exit 1; }
+"${as_pg[@]}" "$pgbin/postgres" -D "$work/pg" -p "$pg_port" -k "$work" -c listen_addresses=127.0.0.1 \
+	-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+	>"$work/postgres.log" 2>&1 &
+pids+=($!)
+wait_port 127.0.0.1 "$pg_port"
+export LEAKY_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"
+
+echo "test: redis on 127.0.0.1:$redis_port, postgresql on 127.0.0.1:$pg_port" >&2
+go test -race -count=1 -timeout 25m "$@" ./...
