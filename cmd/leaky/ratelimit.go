@@ -1,0 +1,22 @@
+package main
+
+import (
+	"context"
+
+	"github.com/leakytokens/leaky/ratelimit"
+)
+
+// runRatelimit runs the rate-limit service until ctx ends.
+func runRatelimit(ctx context.Context, e env, args []string) error {
+	cfg := ratelimit.DefaultConfig()
+	fs := newFlagSet(e, "ratelimit", "ratelimit [flags]")
+	cfg.RegisterFlags(fs)
+	if err := parseFlags(e, fs, args); err != nil {
+		return err
+	}
+	svc, err := ratelimit.New(ctx, cfg, e.logger.With("service", "ratelimit"))
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}

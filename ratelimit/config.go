@@ -1,0 +1,121 @@
+// Package ratelimit is the rate-limit service: Envoy's global rate-limit gRPC
+// API (envoy.service.ratelimit.v3.RateLimitService) deciding on GCRA leaky
+// buckets for domain leaky-tokens (the policy file) and on fixed windows for
+// any domain configured in envoyproxy/ratelimit's YAML format.
+package ratelimit
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/leakytokens/leaky/internal/flagenv"
+)
+
+// Config is the service's configuration. The zero value is not valid; start
+// from DefaultConfig or LoadConfig.
+type Config struct {
+	GRPCAddr string // host:port of the RateLimitService and gRPC health; port 0 picks one
+	HTTPAddr string // host:port of /livez, /readyz, /metrics; port 0 picks one
+	// ConfigPath is the policy file, an envoyproxy/ratelimit YAML file, or a
+	// directory of such files (*.yaml, *.yml). Empty means the embedded
+	// example policy. Files are re-read within ReloadInterval of a change.
+	ConfigPath     string
+	ReloadInterval time.Duration // how often ConfigPath is checked for changes
+
+	Store    string // "memory" or "redis"
+	RedisURL string // redis://[user:password@]host:port/db, for Store "redis"
+	// RedisTimeout bounds every Redis call (server side, below Envoy's 20 ms).
+	RedisTimeout  time.Duration
+	RedisPoolSize int    // connections; 0 = 10 per CPU
+	RedisPrefix   string // prefix of every key this service writes
+	// MemoryMaxKeys bounds the memory store: beyond it the bucket closest to
+	// idle is evicted.
+	MemoryMaxKeys int
+
+	// MaxDescriptors bounds the descriptors of one request; more is
+	// INVALID_ARGUMENT.
+	MaxDescriptors int
+	// ShutdownGrace bounds the graceful stop of the servers.
+	ShutdownGrace time.Duration
+}
+
+// DefaultConfig returns the defaults: the ports of DESIGN §2, the memory
+// store, the embedded policy.
+func DefaultConfig() Config {
+	return Config{
+		GRPCAddr:       "127.0.0.1:9092",
+		HTTPAddr:       "127.0.0.1:8082",
+		ReloadInterval: 50 * time.Millisecond,
+		Store:          "memory",
+		RedisURL:       "redis://127.0.0.1:6379/0",
+		RedisTimeout:   15 * time.Millisecond,
+		RedisPrefix:    "lt:",
+		MemoryMaxKeys:  1 << 20,
+		MaxDescriptors: 64,
+		ShutdownGrace:  10 * time.Second,
+	}
+}
+
+// RegisterFlags adds a flag for every field to fs, with the current values
+// as defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "gRPC listen address (RateLimitService, health)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address (/livez, /readyz, /metrics)")
+	fs.StringVar(&c.ConfigPath, "config", c.ConfigPath, "policy file, envoyproxy/ratelimit YAML file, or a directory of them; empty = embedded example policy")
+	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often the config path is checked for changes")
+	fs.StringVar(&c.Store, "store", c.Store, "bucket store: memory or redis")
+	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "Redis URL for -store redis (redis://[user:password@]host:port/db)")
+	fs.DurationVar(&c.RedisTimeout, "redis-timeout", c.RedisTimeout, "deadline of every Redis call; keep it below Envoy's 20 ms rate-limit timeout")
+	fs.StringVar(&c.RedisPrefix, "redis-prefix", c.RedisPrefix, "prefix of every Redis key the service writes")
+	fs.IntVar(&c.RedisPoolSize, "redis-pool-size", c.RedisPoolSize, "Redis connections (0 = 10 per CPU)")
+	fs.IntVar(&c.MemoryMaxKeys, "memory-max-keys", c.MemoryMaxKeys, "bound on buckets kept by the memory store")
+	fs.IntVar(&c.MaxDescriptors, "max-descriptors", c.MaxDescriptors, "most descriptors one request may carry")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "bound on graceful shutdown")
+}
+
+// LoadConfig returns the defaults overridden by LEAKY_* environment
+// variables read through getenv.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	c := DefaultConfig()
+	fs := flag.NewFlagSet("ratelimit", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	if err := flagenv.Parse(fs, nil, getenv); err != nil {
+		return Config{}, err
+	}
+	return c, c.Validate()
+}
+
+// Validate reports every problem with c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.GRPCAddr == "" {
+		errs = append(errs, errors.New("grpc-addr: required"))
+	}
+	if c.HTTPAddr == "" {
+		errs = append(errs, errors.New("http-addr: required"))
+	}
+	switch c.Store {
+	case "memory":
+	case "redis":
+		if c.RedisURL == "" {
+			errs = append(errs, errors.New("redis-url: required with -store redis"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("store %q: must be memory or redis", c.Store))
+	}
+	if c.RedisTimeout <= 0 {
+		errs = append(errs, errors.New("redis-timeout: must be positive"))
+	}
+	if c.ReloadInterval <= 0 {
+		errs = append(errs, errors.New("reload-interval: must be positive"))
+	}
+	if c.MemoryMaxKeys < 1 {
+		errs = append(errs, errors.New("memory-max-keys: must be at least 1"))
+	}
+	if c.MaxDescriptors < 1 {
+		errs = append(errs, errors.New("max-descriptors: must be at least 1"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,103 @@
+package ratelimit
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/leakytokens/leaky/internal/testenv"
+)
+
+func grpcHealth(t *testing.T, addr string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: "envoy.service.ratelimit.v3.RateLimitService"})
+	if err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	return resp.Status
+}
+
+// askTimed sends one request and reports the answer, the error and how long
+// it took.
+func (s *server) askTimed(domain string, hits uint32, kv string) (*rlsv3.RateLimitResponse, error, time.Duration) {
+	start := time.Now()
+	resp, err := s.client.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: domain, HitsAddend: hits, Descriptors: []*ratelimitv3.RateLimitDescriptor{desc(kv)}})
+	return resp, err, time.Since(start)
+}
+
+// The store's loss gets the policy's failure mode (deny here) within the
+// deadline, readiness and gRPC health report it, and the service resumes by
+// itself when Redis is back: killed, then hung.
+func TestRedisFailureModeAndRecovery(t *testing.T) {
+	rd := testenv.StartRedis(t)
+	cfg := testConfig(t, "redis", "policy.yaml", "messaging.yaml")
+	cfg.RedisURL = rd.URL
+	s := start(t, cfg)
+	ready := func() int { code, _ := httpGet(t, "http://"+s.svc.HTTPAddr()+"/readyz"); return code }
+	user := "provider=openai,tier=free,user=fault"
+	if r, err, _ := s.askTimed("leaky-tokens", 1, user); err != nil || r.OverallCode != rlsv3.RateLimitResponse_OK {
+		t.Fatalf("before the fault: %v %v", r.GetOverallCode(), err)
+	}
+
+	for _, fault := range []struct {
+		name         string
+		break_, heal func()
+	}{
+		{"killed", rd.Kill, func() {
+			if err := rd.Restart(); err != nil {
+				t.Fatalf("restart redis: %v", err)
+			}
+		}},
+		{"hung", rd.Stop, rd.Cont},
+	} {
+		t.Run(fault.name, func(t *testing.T) {
+			fault.break_()
+			for i := 0; i < 20; i++ {
+				r, err, took := s.askTimed("leaky-tokens", 1, user)
+				if err != nil || r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+					t.Fatalf("during the fault: %v %v, want OVER_LIMIT (failure_mode deny)", r.GetOverallCode(), err)
+				}
+				if took > time.Second { // the deadline is 15 ms; a hang would take far longer
+					t.Fatalf("answer took %v during the fault", took)
+				}
+				// Other domains answer UNAVAILABLE, as envoyproxy/ratelimit does.
+				if _, err, _ := s.askTimed("messaging", 1, "to_number=fault"); status.Code(err) != codes.Unavailable {
+					t.Fatalf("messaging during the fault: %v, want Unavailable", err)
+				}
+			}
+			eventually(t, "readyz 503", func() bool { return ready() == 503 })
+			if st := grpcHealth(t, s.svc.GRPCAddr()); st != healthpb.HealthCheckResponse_NOT_SERVING {
+				t.Errorf("gRPC health during the fault = %v", st)
+			}
+			fault.heal()
+			eventually(t, "decisions again", func() bool {
+				r, err, _ := s.askTimed("leaky-tokens", 1, user)
+				return err == nil && r.OverallCode == rlsv3.RateLimitResponse_OK
+			})
+			eventually(t, "readyz 200", func() bool { return ready() == 200 })
+			if st := grpcHealth(t, s.svc.GRPCAddr()); st != healthpb.HealthCheckResponse_SERVING {
+				t.Errorf("gRPC health after recovery = %v", st)
+			}
+		})
+	}
+	_, body := httpGet(t, "http://"+s.svc.HTTPAddr()+"/metrics")
+	for _, want := range []string{`ratelimit_service_failure_mode_total{mode="deny"}`, `ratelimit_service_should_rate_limit_error{err_type=`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

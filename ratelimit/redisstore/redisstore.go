@@ -1,0 +1,225 @@
+// Package redisstore is the store.Store kept in Redis, shared by every
+// instance of the rate-limit service. Each Decide is one Lua script that
+// decides and charges all items atomically; each Adjust is another. The
+// scripts mirror package gcra and store.Memory bit for bit and read the time
+// from Redis TIME, so instances never disagree about it.
+//
+// Every call has a deadline of at most Options.Timeout and is never retried:
+// a dead or hung Redis costs a caller one deadline, not go-redis's default
+// retries and dial back-offs (about 1.7 s). A call that times out may or may
+// not have been applied; it is never applied twice.
+//
+// Keys are Options.Prefix + "g:" + item key for GCRA buckets and
+// Options.Prefix + "w:" + item key for fixed windows. Every key written
+// carries a TTL that ends once the bucket is idle (equal to a fresh one), so
+// memory is bounded by the active keys. All keys of one decision are sent
+// as KEYS, but they are not hash-tagged: the store expects a single Redis,
+// not a cluster.
+package redisstore
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/leakytokens/leaky/ratelimit/gcra"
+	"github.com/leakytokens/leaky/ratelimit/store"
+)
+
+var (
+	//go:embed bucket.lua
+	bucketLua string
+	//go:embed decide.lua
+	decideLua string
+	//go:embed adjust.lua
+	adjustLua string
+)
+
+// Defaults for the zero fields of Options.
+const (
+	DefaultPrefix  = "lt:"
+	DefaultTimeout = 15 * time.Millisecond // under Envoy's 20 ms rate-limit timeout
+)
+
+// Options configures New.
+type Options struct {
+	// URL is the Redis URL: redis://[user:password@]host:port/db, or
+	// rediss:// for TLS. Timeout, retry and pool settings in its query are
+	// overridden by the fields below.
+	URL string
+	// Prefix starts every key; "" means DefaultPrefix.
+	Prefix string
+	// Timeout bounds every call, on top of the caller's context; 0 means
+	// DefaultTimeout. Dial, read, write and pool waits derive from it.
+	Timeout time.Duration
+	// PoolSize is the number of connections; 0 means go-redis's default of
+	// 10 per CPU.
+	PoolSize int
+	// Now is for tests only: when set, the scripts use its value (µs since
+	// the epoch) as the time instead of Redis TIME.
+	Now func() int64
+}
+
+// Store is a store.Store in Redis. It is safe for concurrent use.
+type Store struct {
+	c       *redis.Client
+	prefix  string
+	timeout time.Duration
+	now     func() int64
+	decide  *redis.Script
+	adjust  *redis.Script
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New connects to Redis and loads the scripts. It fails when opts.URL is
+// invalid or Redis does not answer before ctx is done. Later, a lost
+// connection or a flushed script cache (a Redis restart, SCRIPT FLUSH) heals
+// by itself: connections are redialled, and a script missing from the cache
+// is sent again with EVAL, which caches it anew.
+func New(ctx context.Context, opts Options) (*Store, error) {
+	ro, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	s := &Store{
+		prefix:  opts.Prefix,
+		timeout: opts.Timeout,
+		now:     opts.Now,
+		decide:  redis.NewScript(bucketLua + decideLua),
+		adjust:  redis.NewScript(bucketLua + adjustLua),
+	}
+	if s.prefix == "" {
+		s.prefix = DefaultPrefix
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultTimeout
+	}
+	ro.MaxRetries = -1
+	ro.ContextTimeoutEnabled = true
+	ro.DialerRetries = 1
+	ro.DialTimeout = max(4*s.timeout, 100*time.Millisecond) // dials run in the background of callers
+	ro.ReadTimeout = s.timeout
+	ro.WriteTimeout = s.timeout
+	ro.PoolTimeout = s.timeout
+	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	if opts.PoolSize > 0 {
+		ro.PoolSize = opts.PoolSize
+	}
+	s.c = redis.NewClient(ro)
+	for _, sc := range []*redis.Script{s.decide, s.adjust} {
+		if err := sc.Load(ctx, s.c).Err(); err != nil {
+			s.c.Close()
+			return nil, fmt.Errorf("redis script load: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Decide implements store.Store with one script call. The error, if any,
+// is wrapped once; ErrorKind classifies it.
+func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Decision{}, err
+	}
+	keys := make([]string, len(items))
+	args := make([]any, 0, 1+5*len(items))
+	args = append(args, s.time())
+	for i, it := range items {
+		if err := it.Validate(); err != nil {
+			return store.Decision{}, fmt.Errorf("item %d: %w", i, err)
+		}
+		keys[i] = s.key(it)
+		shadow := 0
+		if it.Shadow {
+			shadow = 1
+		}
+		args = append(args, int(it.Algorithm), it.Limit, it.Period, it.Hits, shadow)
+	}
+	if len(items) == 0 {
+		return store.Decision{Allowed: true, Results: []store.Result{}}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	vals, err := s.decide.Run(ctx, s.c, keys, args...).Int64Slice()
+	if err != nil {
+		return store.Decision{}, fmt.Errorf("redis decide: %w", err)
+	}
+	if len(vals) != 1+4*len(items) {
+		return store.Decision{}, fmt.Errorf("redis decide: %w: %d values for %d items", errBadReply, len(vals), len(items))
+	}
+	d := store.Decision{Allowed: vals[0] == 1, Results: make([]store.Result, len(items))}
+	for i := range d.Results {
+		v := vals[1+4*i:]
+		d.Results[i] = store.Result{Allowed: v[0] == 1, Remaining: v[1], RetryAfter: v[2], ResetAfter: v[3]}
+	}
+	return d, nil
+}
+
+// Adjust implements store.Store with one script call that applies the
+// adjustments in order. Delta is clamped to ±gcra.MaxSpan.
+func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	keys := make([]string, len(adj))
+	args := make([]any, 0, 1+4*len(adj))
+	args = append(args, s.time())
+	for i, a := range adj {
+		if err := a.Item.Validate(); err != nil {
+			return fmt.Errorf("adjustment %d: %w", i, err)
+		}
+		keys[i] = s.key(a.Item)
+		delta := min(max(a.Delta, -gcra.MaxSpan), gcra.MaxSpan)
+		args = append(args, int(a.Item.Algorithm), a.Item.Limit, a.Item.Period, delta)
+	}
+	if len(adj) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if err := s.adjust.Run(ctx, s.c, keys, args...).Err(); err != nil {
+		return fmt.Errorf("redis adjust: %w", err)
+	}
+	return nil
+}
+
+// Ping reports whether Redis answers within the store's timeout, for
+// readiness checks.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes the connections. Calls after Close fail.
+func (s *Store) Close() error { return s.c.Close() }
+
+// key is the Redis key of it's bucket.
+func (s *Store) key(it store.Item) string {
+	alg := "g:"
+	if it.Algorithm == store.FixedWindow {
+		alg = "w:"
+	}
+	return s.prefix + alg + it.Key
+}
+
+// time is the script's time argument: empty for Redis TIME.
+func (s *Store) time() string {
+	if s.now == nil {
+		return ""
+	}
+	return strconv.FormatInt(s.now(), 10)
+}
+
+// errBadReply marks a script reply of the wrong shape.
+var errBadReply = errors.New("unexpected script reply")

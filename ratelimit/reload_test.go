@@ -1,0 +1,92 @@
+package ratelimit
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+)
+
+func limitOf(t *testing.T, s *server) uint32 {
+	t.Helper()
+	r := s.ask(t, "leaky-tokens", 1, withHits(desc("provider=openai,tier=free,user=reload"), 0))
+	return r.Statuses[0].GetCurrentLimit().GetRequestsPerUnit()
+}
+
+func TestReloadAppliesChangesAndKeepsLastGood(t *testing.T) {
+	cfg := testConfig(t, "memory", "policy.yaml")
+	s := start(t, cfg)
+	file := filepath.Join(cfg.ConfigPath, "policy.yaml")
+	orig, _ := os.ReadFile(file)
+	if got := limitOf(t, s); got != 1000 {
+		t.Fatalf("limit = %d, want 1000", got)
+	}
+
+	changed := strings.Replace(string(orig), `"*": {capacity: 1000,`, `"*": {capacity: 1234,`, 1)
+	if err := os.WriteFile(file, []byte(changed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the new capacity", func() bool { return limitOf(t, s) == 1234 })
+
+	// A bad file is rejected, counted, and the last good one keeps serving.
+	bad := strings.Replace(changed, "leak_rate: 0.001}", "leak_rate: -1}", 1)
+	if err := os.WriteFile(file, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the load error metric", func() bool {
+		_, body := httpGet(t, "http://"+s.svc.HTTPAddr()+"/metrics")
+		return strings.Contains(body, "ratelimit_service_config_load_error 1")
+	})
+	if got := limitOf(t, s); got != 1234 {
+		t.Errorf("after a bad file: limit = %d, want the last good 1234", got)
+	}
+
+	// A removed file is an error too; the last good configuration stays.
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.ConfigPath, "messaging.yaml"), []byte("domain: [unclosed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the second load error", func() bool {
+		_, body := httpGet(t, "http://"+s.svc.HTTPAddr()+"/metrics")
+		return strings.Contains(body, "ratelimit_service_config_load_error 2")
+	})
+	if got := limitOf(t, s); got != 1234 {
+		t.Errorf("after a broken directory: limit = %d, want 1234", got)
+	}
+	if r := s.ask(t, "leaky-tokens", 1, desc("provider=openai,tier=free,user=x")); r.OverallCode != rlsv3.RateLimitResponse_OK {
+		t.Errorf("still serving: %v", r.OverallCode)
+	}
+}
+
+// A configuration that fails validation at start is an error naming the
+// file and the problem.
+func TestBadConfigAtStart(t *testing.T) {
+	tests := []struct{ name, file, content, want string }{
+		{"policy with unknown tier", "policy.yaml", "domain: leaky-tokens\ndefault_tier: gold\ntiers:\n  free: {buckets: {\"*\": {capacity: 1, leak_rate: 1}}}\n", `default_tier "gold": not a tier`},
+		{"policy with unknown key", "policy.yaml", "domain: leaky-tokens\ndefault_tier: free\ncolour: blue\ntiers:\n  free: {}\n", "colour"},
+		{"ratelimit file with bad unit", "rl.yaml", "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n", "fortnight"},
+		{"ratelimit file without domain", "rl.yaml", "descriptors:\n  - key: k\n", "domain"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, tt.file)
+			if err := os.WriteFile(path, []byte(tt.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig(t, "memory")
+			cfg.ConfigPath = dir
+			_, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New = %v, want an error naming %s and %q", err, path, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,94 @@
+package ratelimit
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/leakytokens/leaky/ratelimit/store"
+)
+
+// overLimitBody is the JSON body of an OVER_LIMIT answer (DESIGN §3).
+// RetryAfterSeconds is -1 when the request can never be admitted because it
+// asks for more than the bucket holds.
+type overLimitBody struct {
+	Error             string `json:"error"`
+	Scope             string `json:"scope"`
+	Limit             int64  `json:"limit"`
+	Remaining         int64  `json:"remaining"`
+	RetryAfterSeconds int64  `json:"retry_after_seconds"`
+	Message           string `json:"message,omitempty"`
+}
+
+// descriptorStatus builds a descriptor's status from its plan and result.
+// The store reports each bucket as the whole decision left it: charged when
+// the request was admitted, untouched when it was refused.
+func descriptorStatus(p *plan, r *store.Result, admitted bool) *rlsv3.RateLimitResponse_DescriptorStatus {
+	st := &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+	if p.zero {
+		st.Code, st.CurrentLimit = rlsv3.RateLimitResponse_OVER_LIMIT, p.status
+	}
+	if !p.hasItem {
+		if p.unlimited {
+			st.CurrentLimit, st.LimitRemaining = p.status, math.MaxUint32 // unlimited
+		}
+		return st
+	}
+	st.CurrentLimit = p.status
+	st.LimitRemaining = clampUint32(r.Remaining)
+	st.DurationUntilReset = durationpb.New(microseconds(r.ResetAfter))
+	if !r.Allowed && (!p.item.Shadow || (p.quota && !admitted)) {
+		st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+	}
+	return st
+}
+
+// overLimitAnswer adds the RateLimit-Policy, RateLimit and Retry-After
+// headers and the JSON body, from the refusing bucket that frees last.
+func overLimitAnswer(resp *rlsv3.RateLimitResponse, plans []plan, results []store.Result) {
+	worst := -1
+	for i := range plans {
+		r := &results[i]
+		if !plans[i].hasItem || r.Allowed || (plans[i].item.Shadow && !plans[i].quota) {
+			continue
+		}
+		if worst < 0 || r.RetryAfter < 0 || (results[worst].RetryAfter >= 0 && r.RetryAfter > results[worst].RetryAfter) {
+			worst = i
+		}
+	}
+	if worst < 0 {
+		return
+	}
+	p, r := &plans[worst], &results[worst]
+	body := overLimitBody{
+		Error:     "rate_limited",
+		Scope:     p.scope,
+		Limit:     p.item.Limit,
+		Remaining: r.Remaining,
+	}
+	retry := int64(-1)
+	if r.RetryAfter >= 0 {
+		retry = ceilDiv(r.RetryAfter, 1e6)
+		if retry == 0 {
+			retry = 1
+		}
+	} else {
+		body.Message = "the request asks for more tokens than the bucket holds"
+	}
+	body.RetryAfterSeconds = retry
+	name := strconv.Quote(p.scope)
+	headers := []*corev3.HeaderValue{
+		{Key: "content-type", Value: "application/json"},
+		{Key: "ratelimit-policy", Value: name + ";q=" + strconv.FormatInt(p.item.Limit, 10) + ";w=" + strconv.FormatInt(max(p.window, 1), 10)},
+		{Key: "ratelimit", Value: name + ";r=" + strconv.FormatInt(r.Remaining, 10) + ";t=" + strconv.FormatInt(max(retry, 0), 10)},
+	}
+	if retry >= 0 {
+		headers = append(headers, &corev3.HeaderValue{Key: "retry-after", Value: strconv.FormatInt(retry, 10)})
+	}
+	resp.ResponseHeadersToAdd = headers
+	resp.RawBody, _ = json.Marshal(body)
+}

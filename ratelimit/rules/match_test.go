@@ -1,0 +1,206 @@
+package rules
+
+import (
+	"os"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func mustParse(t testing.TB, path string) *Config {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(path, data)
+	if err != nil {
+		t.Fatalf("Parse(%s) error: %v", path, err)
+	}
+	return c
+}
+
+// e builds entries from key, value pairs.
+func e(kv ...string) []Entry {
+	out := make([]Entry, 0, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		out = append(out, Entry{kv[i], kv[i+1]})
+	}
+	return out
+}
+
+// lim is a limited Limit whose counter is the request's entries.
+func lim(rpu uint32, u Unit, fullKey string, entries []Entry) *Limit {
+	return &Limit{RequestsPerUnit: rpu, Unit: u, FullKey: fullKey, Counter: entries}
+}
+
+type matchCase struct {
+	name    string
+	entries []Entry
+	want    *Limit
+}
+
+func runMatch(t *testing.T, c *Config, tests []matchCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := c.Match(tt.entries)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Match(%v) mismatch (-want +got):\n%s", tt.entries, diff)
+			}
+		})
+	}
+}
+
+func TestMatchBasic(t *testing.T) {
+	c := mustParse(t, "testdata/basic.yaml")
+	runMatch(t, c, []matchCase{
+		{"nested default value", e("key1", "value1", "subkey1", "something"),
+			lim(5, Second, "test-domain.key1_value1.subkey1", e("key1", "value1", "subkey1", "something"))},
+		{"nested exact value beats default", e("key1", "value1", "subkey1", "subvalue1"),
+			lim(10, Second, "test-domain.key1_value1.subkey1_subvalue1", e("key1", "value1", "subkey1", "subvalue1"))},
+		{"no rule for the value and no default", e("key1", "something"), nil},
+		{"placeholder without limit", e("key1", "value1"), nil},
+		{"default value", e("key2", "something"), lim(20, Minute, "test-domain.key2", e("key2", "something"))},
+		{"empty value takes the default", e("key2", ""), lim(20, Minute, "test-domain.key2", e("key2", ""))},
+		{"exact value", e("key2", "value2"), lim(30, Minute, "test-domain.key2_value2", e("key2", "value2"))},
+		{"request deeper than the rules", e("key2", "value2", "subkey", "subvalue"), nil},
+		{"keys are case-sensitive", e("KEY2", "value2"), nil},
+		{"unknown key", e("nope", "x"), nil},
+		{"no entries", nil, nil},
+		{"hour, upper case in the file", e("hour", "x"), lim(1, Hour, "test-domain.hour", e("hour", "x"))},
+		{"day", e("day", "x"), lim(2, Day, "test-domain.day", e("day", "x"))},
+		{"week", e("week", "x"), lim(3, Week, "test-domain.week", e("week", "x"))},
+		{"month", e("month", "x"), lim(4, Month, "test-domain.month", e("month", "x"))},
+		{"year", e("year", "x"), lim(5, Year, "test-domain.year", e("year", "x"))},
+		{"unlimited", e("internal", "x"),
+			&Limit{Unlimited: true, FullKey: "test-domain.internal", Counter: e("internal", "x")}},
+		{"generic address", e("remote_address", "50.0.0.1"),
+			lim(10, Second, "test-domain.remote_address", e("remote_address", "50.0.0.1"))},
+		{"blocked address", e("remote_address", "50.0.0.5"),
+			lim(0, Second, "test-domain.remote_address_50.0.0.5", e("remote_address", "50.0.0.5"))},
+		{"allow-listed key", e("healthcheck", "x"), nil},
+		{"limit at depth 1", e("tier", "gold"), lim(100, Minute, "test-domain.tier_gold", e("tier", "gold"))},
+		{"limit below a limited rule", e("tier", "gold", "user", "u1"),
+			lim(10, Minute, "test-domain.tier_gold.user", e("tier", "gold", "user", "u1"))},
+		{"numeric value in the file", e("code", "429"), lim(1, Second, "test-domain.code_429", e("code", "429"))},
+	})
+
+	entries := e("key2", "v")
+	l := c.Match(entries)
+	entries[0].Value = "changed"
+	if l.Counter[0].Value != "v" {
+		t.Errorf("Match result shares the caller's entries: Counter = %v", l.Counter)
+	}
+	var nilConfig *Config
+	if got := nilConfig.Match(e("key2", "v")); got != nil {
+		t.Errorf("(*Config)(nil).Match() = %v, want nil", got)
+	}
+}
+
+func TestMatchWildcard(t *testing.T) {
+	c := mustParse(t, "testdata/wildcard.yaml")
+	runMatch(t, c, []matchCase{
+		{"exact value beats wildcard", e("path", "/api/v1"),
+			lim(100, Minute, "wild-domain.path_/api/v1", e("path", "/api/v1"))},
+		{"wildcard prefix", e("path", "/api/v2"),
+			lim(20, Minute, "wild-domain.path_/api/*", e("path", "/api/v2"))},
+		{"value equal to the prefix", e("path", "/api/"),
+			lim(20, Minute, "wild-domain.path_/api/*", e("path", "/api/"))},
+		{"first wildcard in file order wins", e("path", "/api/admin/users"),
+			lim(20, Minute, "wild-domain.path_/api/*", e("path", "/api/admin/users"))},
+		{"no prefix match falls back to the default", e("path", "/other"),
+			lim(5, Minute, "wild-domain.path", e("path", "/other"))},
+		{"literal pattern text matches the wildcard rule exactly", e("path", "/api/*"),
+			lim(20, Minute, "wild-domain.path_/api/*", e("path", "/api/*"))},
+		{"a star inside a value is literal", e("mid", "a*b"), lim(6, Minute, "wild-domain.mid_a*b", e("mid", "a*b"))},
+		{"no mid-value wildcard", e("mid", "axxb"), nil},
+		{"lone star matches anything", e("any", "anything"), lim(7, Minute, "wild-domain.any_*", e("any", "anything"))},
+		{"lone star matches the empty value", e("any", ""), lim(7, Minute, "wild-domain.any_*", e("any", ""))},
+		{"nested wildcards", e("tenant", "t-1", "user", "admin-bob"),
+			lim(8, Minute, "wild-domain.tenant_t-*.user_admin*", e("tenant", "t-1", "user", "admin-bob"))},
+		{"nested wildcard without match", e("tenant", "t-1", "user", "bob"), nil},
+		{"outer wildcard without match", e("tenant", "x-1", "user", "admin"), nil},
+		{"exact rule without nested rules, no backtracking", e("nb", "x", "sub", "y"), nil},
+		{"default rule with nested rules", e("nb", "z", "sub", "y"),
+			lim(10, Minute, "wild-domain.nb.sub", e("nb", "z", "sub", "y"))},
+		{"exact rule at its own depth", e("nb", "x"), lim(9, Minute, "wild-domain.nb_x", e("nb", "x"))},
+	})
+}
+
+func TestMatchMetricKeys(t *testing.T) {
+	c := mustParse(t, "testdata/metrics.yaml")
+	detailed := func(l *Limit) *Limit { l.DetailedMetric = true; return l }
+	shared := func(l *Limit, counter []Entry) *Limit { l.ShareThreshold = true; l.Counter = counter; return l }
+	runMatch(t, c, []matchCase{
+		{"value_to_metric on default rules", e("route", "api", "http_method", "GET", "subject_id", "123"),
+			lim(60, Minute, "metrics.route_api.http_method_GET.subject_id", e("route", "api", "http_method", "GET", "subject_id", "123"))},
+		{"value_to_metric with an empty value", e("route", "", "http_method", "GET", "subject_id", "1"),
+			lim(60, Minute, "metrics.route.http_method_GET.subject_id", e("route", "", "http_method", "GET", "subject_id", "1"))},
+		{"detailed_metric", e("detailed", "x", "user", "bob"),
+			detailed(lim(70, Minute, "metrics.detailed_x.user_bob", e("detailed", "x", "user", "bob")))},
+		{"detailed_metric wins over value_to_metric", e("both", "x", "user", "bob"),
+			detailed(lim(71, Minute, "metrics.both_x.user_bob", e("both", "x", "user", "bob")))},
+		{"detailed_metric with an empty value keeps the underscore", e("empty", ""),
+			detailed(lim(72, Minute, "metrics.empty_", e("empty", "")))},
+		{"share_threshold shares the counter", e("files", "files/a.pdf"),
+			shared(lim(100, Minute, "metrics.files_files/*", nil), e("files", "files/*"))},
+		{"share_threshold, another value, same counter", e("files", "files/b.csv"),
+			shared(lim(100, Minute, "metrics.files_files/*", nil), e("files", "files/*"))},
+		{"wildcard with value_to_metric names the full value", e("wild", "foo1"),
+			lim(101, Minute, "metrics.wild_foo1", e("wild", "foo1"))},
+		{"wildcard names the pattern, counts per value", e("plainwild", "foo1"),
+			lim(102, Minute, "metrics.plainwild_foo*", e("plainwild", "foo1"))},
+		{"share_threshold above a detailed_metric leaf", e("svc", "svc/a", "endpoint", "e1"),
+			detailed(shared(lim(80, Minute, "metrics.svc_svc/*.endpoint_e1", nil), e("svc", "svc/*", "endpoint", "e1")))},
+		{"share_threshold above a detailed_metric leaf, empty value", e("svc", "svc/a", "endpoint", ""),
+			detailed(shared(lim(80, Minute, "metrics.svc_svc/*.endpoint", nil), e("svc", "svc/*", "endpoint", "")))},
+		{"share_threshold wins over value_to_metric", e("api", "api/x", "method", "GET"),
+			shared(lim(60, Minute, "metrics.api_api/*.method", nil), e("api", "api/*", "method", "GET"))},
+	})
+}
+
+func TestMatchModes(t *testing.T) {
+	c := mustParse(t, "testdata/modes.yaml")
+	set := func(l *Limit, f func(*Limit)) *Limit { f(l); return l }
+	runMatch(t, c, []matchCase{
+		{"shadow_mode", e("service", "s", "user", "user-a"),
+			set(lim(10, Second, "modes.service.user_user-a", e("service", "s", "user", "user-a")), func(l *Limit) { l.ShadowMode = true })},
+		{"sibling without shadow_mode", e("service", "s", "user", "user-b"),
+			lim(20, Second, "modes.service.user_user-b", e("service", "s", "user", "user-b"))},
+		{"quota_mode", e("backend", "b1"),
+			set(lim(1000, Day, "modes.backend", e("backend", "b1")), func(l *Limit) { l.QuotaMode = true })},
+		{"YAML 1.1 booleans", e("legacy", "x"),
+			set(lim(1, Second, "modes.legacy", e("legacy", "x")), func(l *Limit) { l.ShadowMode = true })},
+		{"named limit", e("key_1", "value_1", "user", "bkthomps"),
+			set(lim(5, Second, "modes.key_1_value_1.user_bkthomps", e("key_1", "value_1", "user", "bkthomps")), func(l *Limit) { l.Name = "specific_limit" })},
+		{"replacing limit", e("key_2", "value_2", "user", "bkthomps"),
+			set(lim(10, Second, "modes.key_2_value_2.user_bkthomps", e("key_2", "value_2", "user", "bkthomps")), func(l *Limit) { l.Replaces = []string{"specific_limit"} })},
+		{"named unlimited", e("free", "x"),
+			&Limit{Unlimited: true, Name: "free_tier", FullKey: "modes.free", Counter: e("free", "x")}},
+	})
+}
+
+func TestMatchAnchors(t *testing.T) {
+	c := mustParse(t, "testdata/anchors.yaml")
+	runMatch(t, c, []matchCase{
+		{"anchor", e("a", "x"), lim(10, Minute, "anchors.a", e("a", "x"))},
+		{"alias", e("b", "x"), lim(10, Minute, "anchors.b", e("b", "x"))},
+		{"merge key, explicit field wins", e("c", "x"), lim(3, Minute, "anchors.c", e("c", "x"))},
+	})
+}
+
+func BenchmarkResolve(b *testing.B) {
+	c := mustParse(b, "testdata/metrics.yaml")
+	in := []Descriptor{
+		d(e("route", "api", "http_method", "GET", "subject_id", "123")),
+		d(e("files", "files/a.pdf")),
+		d(e("plainwild", "foo1")),
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Resolve(c, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

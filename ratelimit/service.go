@@ -1,0 +1,176 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/leakytokens/leaky/ratelimit/redisstore"
+	"github.com/leakytokens/leaky/ratelimit/store"
+)
+
+// maxRecvMsg bounds one gRPC request (descriptors × entries × values).
+const maxRecvMsg = 256 << 10
+
+// Service is the rate-limit service. Build it with New, then Run it.
+type Service struct {
+	cfg     Config
+	log     *slog.Logger
+	store   store.Store
+	memory  *store.Memory     // set for the memory store
+	redis   *redisstore.Store // set for the Redis store
+	limits  atomic.Pointer[limits]
+	metrics *metrics
+	health  *healthState
+	reserve *Reservations
+
+	grpcLis, httpLis net.Listener
+}
+
+// New validates cfg, loads the configuration (a bad file is an error naming
+// it), connects the store and binds both listeners, so the addresses are
+// known before Run.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	l, err := loadLimits(cfg.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: logger}
+	s.limits.Store(l)
+	switch cfg.Store {
+	case "redis":
+		rs, err := redisstore.New(ctx, redisstore.Options{
+			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout, PoolSize: cfg.RedisPoolSize,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("redis store: %w", err)
+		}
+		s.redis, s.store = rs, rs
+	default:
+		s.memory = store.NewMemory(store.MemoryOptions{MaxKeys: cfg.MemoryMaxKeys})
+		s.store = s.memory
+	}
+	s.metrics = newMetrics(s.evictions)
+	s.metrics.configOK.Inc()
+	s.health = newHealthState(s.ping)
+	s.reserve = NewReservations(s.store, nil)
+	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		s.close()
+		return nil, fmt.Errorf("grpc listen: %w", err)
+	}
+	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		s.close()
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	return s, nil
+}
+
+// GRPCAddr is the bound gRPC address.
+func (s *Service) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// HTTPAddr is the bound HTTP address.
+func (s *Service) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// Reservations is the service's reservation ledger (reserve now, settle at
+// the actual amount later).
+func (s *Service) Reservations() *Reservations { return s.reserve }
+
+func (s *Service) evictions() float64 {
+	if s.memory == nil {
+		return 0
+	}
+	return float64(s.memory.Evictions())
+}
+
+func (s *Service) ping(ctx context.Context) error {
+	if s.redis == nil {
+		return nil
+	}
+	return s.redis.Ping(ctx)
+}
+
+func (s *Service) errorKind(err error) string {
+	if s.redis != nil {
+		return redisstore.ErrorKind(err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return "timeout"
+	}
+	return "other"
+}
+
+func (s *Service) close() {
+	if s.grpcLis != nil {
+		s.grpcLis.Close()
+	}
+	if s.httpLis != nil {
+		s.httpLis.Close()
+	}
+	if s.redis != nil {
+		s.redis.Close()
+	}
+}
+
+// Run serves until ctx is cancelled, then stops gracefully: health turns
+// NOT_SERVING first, in-flight calls finish within ShutdownGrace.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.close()
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxRecvMsg), grpc.ForceServerCodec(lenientCodec{}))
+	rlsv3.RegisterRateLimitServiceServer(gs, s)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs) // lets grpcurl list and call the API
+	hsrv := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.health.run(gctx, hs) })
+	g.Go(func() error { return s.watchConfig(gctx) })
+	g.Go(func() error { return s.reserve.Run(gctx) })
+	if s.memory != nil {
+		g.Go(func() error { return s.memory.Run(gctx) })
+	}
+	g.Go(func() error {
+		if err := gs.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("grpc serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := hsrv.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		hs.Shutdown() // every service NOT_SERVING before the listeners close
+		s.health.shutdown()
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownGrace)
+		defer cancel()
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			gs.Stop()
+		}
+		return hsrv.Shutdown(sctx)
+	})
+	s.log.Info("ratelimit serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "store", s.cfg.Store)
+	return g.Wait()
+}
