@@ -169,6 +169,11 @@ func (s *Service) count(domain string, p *plan, r *store.Result, admitted bool) 
 // failure mode: the policy's for leaky-tokens, an error for other domains
 // (as envoyproxy/ratelimit does; Envoy's failure_mode_deny then decides).
 func (s *Service) failure(l *limits, domain string, plans []plan, err error) (*rlsv3.RateLimitResponse, error) {
+	if errors.Is(err, store.ErrInvalidItem) {
+		// A bug in planning, not a backend fault: no failure mode applies.
+		s.metrics.invalid.WithLabelValues("undecidable").Inc()
+		return nil, status.Error(codes.InvalidArgument, "descriptor cannot be decided")
+	}
 	s.metrics.backendErrs.WithLabelValues(s.errorKind(err)).Inc()
 	s.health.storeFailed()
 	mode := policy.FailError
@@ -179,9 +184,6 @@ func (s *Service) failure(l *limits, domain string, plans []plan, err error) (*r
 	code := rlsv3.RateLimitResponse_OK
 	switch mode {
 	case policy.FailError:
-		if errors.Is(err, store.ErrInvalidItem) {
-			return nil, status.Error(codes.InvalidArgument, "descriptor cannot be decided")
-		}
 		return nil, status.Error(codes.Unavailable, "rate-limit store unavailable")
 	case policy.FailDeny:
 		code = rlsv3.RateLimitResponse_OVER_LIMIT

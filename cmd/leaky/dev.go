@@ -51,7 +51,10 @@ Ask for 100 tokens of alice's free-tier OpenAI budget (capacity 4000, leaks 40/s
 		fmt.Fprintf(w, "  grpcurl -plaintext -d '%s' %s envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit\n", req, rlGRPC)
 	}
 	fmt.Fprintf(w, "  bin/leaky rlcheck -addr %s -d provider=openai,tier=free,user=alice -hits 100\n", rlGRPC)
-	fmt.Fprintf(w, "Ask for 5000 (more than the bucket holds): OVER_LIMIT with Retry-After and a JSON body:\n")
-	fmt.Fprintf(w, "  bin/leaky rlcheck -addr %s -d provider=openai,tier=free,user=alice -hits 5000\n", rlGRPC)
+	fmt.Fprintf(w, "Ask for the whole bucket twice: the second answer is OVER_LIMIT with Retry-After and a JSON body:\n")
+	fmt.Fprintf(w, "  bin/leaky rlcheck -addr %s -d provider=openai,tier=free,user=bob -hits 4000\n", rlGRPC)
+	fmt.Fprintf(w, "  bin/leaky rlcheck -addr %s -d provider=openai,tier=free,user=bob -hits 4000\n", rlGRPC)
+	fmt.Fprintf(w, "All or nothing across user, organisation and provider buckets (one request, three descriptors):\n")
+	fmt.Fprintf(w, "  bin/leaky rlcheck -addr %s -d provider=openai,tier=free,user=carol -d provider=openai,org=acme -d provider=openai -hits 500\n", rlGRPC)
 	fmt.Fprintf(w, "Health and metrics:\n  curl -s http://%s/readyz\n  curl -s http://%s/metrics | grep ratelimit_service_rate_limit\n\n", rlHTTP, rlHTTP)
 }

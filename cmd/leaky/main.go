@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // env is what a command gets from the process.
@@ -41,11 +43,14 @@ func commands() []command {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(os.Getenv("LEAKY_LOG_LEVEL"))}))
+	// go-redis logs through a process-wide logger; send its lines to ours.
+	redis.SetLogger(redisLogger{logger.With("component", "go-redis")})
 	err := run(ctx, os.Args[1:], env{
 		getenv: os.Getenv,
 		stdout: os.Stdout,
 		stderr: os.Stderr,
-		logger: slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(os.Getenv("LEAKY_LOG_LEVEL"))})),
+		logger: logger,
 	})
 	stop()
 	switch {
@@ -87,6 +92,13 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nEvery flag -foo-bar can also be set with the environment variable LEAKY_FOO_BAR.")
 	fmt.Fprintln(w, "LEAKY_LOG_LEVEL sets the log level (debug, info, warn, error; default info).")
+}
+
+// redisLogger adapts slog to go-redis's logging interface.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.WarnContext(ctx, fmt.Sprintf(format, v...))
 }
 
 func logLevel(s string) slog.Level {

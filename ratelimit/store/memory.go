@@ -13,8 +13,8 @@ import (
 	"github.com/leakytokens/leaky/ratelimit/gcra"
 )
 
-// DefaultMaxKeys is the bucket bound of a Memory whose MaxKeys is 0: about
-// 100 MB with 64-byte keys.
+// DefaultMaxKeys is the bucket bound of a Memory whose MaxKeys is 0. A
+// bucket with a 64-byte key takes about 220 bytes, so about 230 MB.
 const DefaultMaxKeys = 1 << 20
 
 // DefaultSweepInterval is how often Memory.Run drops idle buckets when
@@ -33,8 +33,9 @@ type MemoryOptions struct {
 	// wall clock (time.Now().UnixMicro()).
 	Now func() int64
 	// MaxKeys bounds how many buckets are held; 0 means DefaultMaxKeys. The
-	// bound is split evenly over the shards, so the store holds at most
-	// MaxKeys buckets and an eviction chooses within one shard.
+	// bound is split evenly over the shards (up to 64, each of at least 1024
+	// buckets), so the store holds at most MaxKeys buckets, a shard may fill
+	// before the others, and an eviction chooses within one shard.
 	MaxKeys int
 	// SweepInterval is how often Run drops idle buckets; 0 means
 	// DefaultSweepInterval.
@@ -138,7 +139,9 @@ func (m *Memory) Run(ctx context.Context) error {
 // earlier items of the same decision left, so a key that appears twice sees
 // its first hits; nothing is stored unless every non-shadow item is allowed.
 // Each Result's Remaining and ResetAfter describe its bucket after the whole
-// decision: charged when it is allowed, untouched when it is refused.
+// decision: charged when it is allowed, untouched when it is refused. Items
+// sharing a key should share its limit and period; if they do not, the
+// bucket ends in the state the last of them leaves.
 func (m *Memory) Decide(ctx context.Context, items []Item) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return Decision{}, err
@@ -182,7 +185,9 @@ func (m *Memory) Decide(ctx context.Context, items []Item) (Decision, error) {
 		var r Result
 		p.state, r = decideItem(now, p.state, it)
 		res[i] = Result{Allowed: r.Allowed, RetryAfter: r.RetryAfter}
-		p.charged = r.Allowed && it.Hits > 0
+		if r.Allowed && it.Hits > 0 {
+			ps[p.first].charged = true
+		}
 		if !r.Allowed && !it.Shadow {
 			allowed = false
 		}
@@ -192,8 +197,8 @@ func (m *Memory) Decide(ctx context.Context, items []Item) (Decision, error) {
 		final := p.orig
 		if allowed {
 			final = ps[ps[p.first].last].state
-			if p.charged {
-				m.shards[p.shard].put(m, now, p.key, p.state)
+			if p.first == i && p.charged {
+				m.shards[p.shard].put(m, now, p.key, final)
 			}
 		}
 		res[i].Remaining, res[i].ResetAfter = view(now, final, it)
@@ -363,7 +368,7 @@ type pending struct {
 	first       int   // index of the first item with this key
 	last        int   // on the first item: index of the latest item with this key
 	orig, state state // the stored state; the state after this item
-	charged     bool  // the item took hits
+	charged     bool  // on the first item: some item with this key took hits
 }
 
 type bucketKey struct {

@@ -43,8 +43,9 @@ func (c *Clock) Set(us int64) { c.us.Store(us) }
 // instance for the same t.
 //
 // The suite advances now itself. A backend may still expire state in real
-// time after a bucket's span, so the suite keeps spans of at least several
-// seconds where state must survive.
+// time once a bucket's span has passed (the Redis store sets TTLs from the
+// time it is given), so wherever state must survive the suite keeps spans
+// of a second or more.
 type Opener func(t *testing.T, now func() int64) store.Store
 
 // Run runs every case of the contract against the stores open returns.
@@ -278,7 +279,7 @@ func testFixedWindowBoundary(e *env) {
 }
 
 func testAdjustGCRA(e *env) {
-	const iv = second / 10 // 10 tokens/s
+	const iv = second // spans of seconds, so real-time TTLs outlast the case
 	a := func(delta int64) store.Adjustment {
 		return store.Adjustment{Item: e.gcraItem("a", 10, iv, 0), Delta: delta}
 	}
@@ -289,8 +290,8 @@ func testAdjustGCRA(e *env) {
 	// A refund never takes the bucket below empty.
 	e.adjust(a(-100))
 	e.expect(one(ok(10, 0)), check)
-	// A debit beyond the capacity is debt: 15 tokens at 10/s is 0.5 s past
-	// full, so one more token waits 0.6 s exactly.
+	// A debit beyond the capacity is debt: 15 tokens is 5 intervals past
+	// full, so one more token waits exactly 6 intervals.
 	e.adjust(a(15))
 	e.expect(one(no(0, 5*iv, 15*iv)), check)
 	e.expect(one(no(0, 6*iv, 15*iv)), e.gcraItem("a", 10, iv, 1))
