@@ -52,6 +52,7 @@ func runOpen(ctx context.Context, o Options, do func(context.Context, int) error
 
 	var sent, late, dropped int64
 	var behindUntil time.Duration // requests due before this waited for a slot
+	lag := newHistogram()
 dispatch:
 	for i := int64(0); inSchedule(i); i++ {
 		if d := due(i) - time.Since(start); d > 0 {
@@ -79,9 +80,11 @@ dispatch:
 				break dispatch
 			}
 		}
+		now := time.Since(start)
 		if waited || due(i) < behindUntil {
 			late++
 		}
+		lag.record(now - due(i))
 		jobs <- i
 		sent++
 	}
@@ -90,6 +93,6 @@ dispatch:
 
 	r := merge(tallies)
 	r.Duration = time.Since(start)
-	r.Intended, r.Late, r.Dropped = sent+dropped, late, dropped
+	r.Intended, r.Late, r.Dropped, r.Lag = sent+dropped, late, dropped, lag.latency()
 	return r
 }

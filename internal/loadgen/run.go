@@ -86,8 +86,9 @@ type Result struct {
 	// Count is the requests that completed, answered or failed. Requests
 	// cut short because ctx was cancelled are not counted.
 	Count int64
-	// Errors counts the failed requests by gRPC code (codes.Unknown for an
-	// error without a status). Nil when none failed.
+	// Errors counts the failed requests by gRPC code (for an error without
+	// a status: DeadlineExceeded or Canceled for a context error, else
+	// Unknown). Nil when none failed.
 	Errors map[codes.Code]int64
 	// Duration runs from the start of the run to the last completion.
 	Duration time.Duration
@@ -96,12 +97,19 @@ type Result struct {
 
 	// Open loop only.
 	Intended int64 // requests the schedule called for before the run ended
-	// Late is the requests sent after their intended time because
-	// Concurrency requests were outstanding; their wait is in their latency.
+	// Late counts the requests that found all Concurrency slots busy when
+	// due, or fell due while the sender waited for a slot; the wait is in
+	// their latency.
 	Late int64
 	// Dropped is the requests never sent: their slot did not free before
 	// the run's Duration ran out (or ctx ended).
 	Dropped int64
+	// Lag is how long after its due time each sent request was handed to a
+	// worker: waits for a slot, and the sender's own timer wake-ups (Go
+	// timers shorter than 1 ms may fire up to 1 ms late when the process is
+	// idle). It is part of every latency; a large Lag with few Late
+	// requests means the load generator, not the server, fell behind.
+	Lag Latency
 }
 
 // ErrorCount is the number of failed requests.
@@ -157,8 +165,23 @@ func (t *tally) add(ctx context.Context, err error, latency time.Duration) {
 		if t.errors == nil {
 			t.errors = make(map[codes.Code]int64)
 		}
-		t.errors[status.Code(err)]++
+		t.errors[codeOf(err)]++
 	}
+}
+
+// codeOf is err's gRPC code; a context error without a status gets the
+// matching code, any other error codes.Unknown.
+func codeOf(err error) codes.Code {
+	if s, ok := status.FromError(err); ok {
+		return s.Code()
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	}
+	return codes.Unknown
 }
 
 // merge folds the workers' tallies into a Result.

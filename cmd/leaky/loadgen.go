@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/leakytokens/leaky/internal/loadgen"
+)
+
+// loadTarget is a request generator: RateLimit or Authz.
+type loadTarget interface {
+	Do(ctx context.Context, i int) error
+	Answers() map[string]int64
+}
+
+type loadgenFlags struct {
+	addr, target, label string
+	serveFloor          string
+	run                 loadgen.Options
+	warmup, timeout     time.Duration
+	serverPID           int
+	json                bool
+	rl                  loadgen.RateLimitOptions
+	authz               loadgen.AuthzOptions
+}
+
+func (f *loadgenFlags) register(e env) *flag.FlagSet {
+	fs := newFlagSet(e, "loadgen", "loadgen -addr HOST:PORT [-target ratelimit|authz] [-mode closed|open] [flags]")
+	fs.StringVar(&f.addr, "addr", "127.0.0.1:9092", "gRPC address of the server under test (one connection)")
+	fs.StringVar(&f.target, "target", "ratelimit", "what to load: ratelimit (ShouldRateLimit) or authz (ext_authz Check)")
+	fs.StringVar((*string)(&f.run.Mode), "mode", string(loadgen.Closed), "closed: -concurrency workers back to back; open: -rate requests/s, latency from each request's intended send time")
+	fs.IntVar(&f.run.Concurrency, "concurrency", 64, "workers (closed loop) or most outstanding requests (open loop)")
+	fs.Float64Var(&f.run.Rate, "rate", 8000, "requests per second of the open loop")
+	fs.DurationVar(&f.run.Duration, "duration", 10*time.Second, "length of the measured run (0: until -count or interrupted)")
+	fs.Int64Var(&f.run.Count, "count", 0, "stop after this many requests (0: no bound)")
+	fs.DurationVar(&f.warmup, "warmup", time.Second, "unmeasured run in the same mode before the measured one (0: none)")
+	fs.DurationVar(&f.timeout, "timeout", time.Second, "deadline of each request; a miss counts as a DeadlineExceeded error (0: none)")
+	fs.IntVar(&f.serverPID, "server-pid", 0, "PID of the server, to report its CPU per request from /proc (0: not measured)")
+	fs.StringVar(&f.label, "label", "", "free text naming the setup in the report, e.g. the store")
+	fs.BoolVar(&f.json, "json", false, "also print the report as one JSON line")
+	fs.StringVar(&f.serveFloor, "serve-floor", "", "instead of load-testing, serve a do-nothing RateLimitService (the floor of DESIGN §8) on this address until interrupted")
+
+	d := loadgen.DefaultRateLimitOptions()
+	f.rl = d
+	fs.StringVar(&f.rl.Domain, "domain", d.Domain, "ratelimit: descriptor domain")
+	fs.IntVar(&f.rl.Keys, "keys", d.Keys, "ratelimit: distinct users (and organisations)")
+	fs.IntVar(&f.rl.Descriptors, "descriptors", d.Descriptors, "ratelimit: 1 (user) or 3 (user, org, provider) descriptors per request")
+	fs.StringVar(&f.rl.Provider, "provider", d.Provider, "ratelimit: provider entry value")
+	fs.StringVar(&f.rl.Tier, "tier", d.Tier, "ratelimit: tier entry value")
+	fs.StringVar(&f.rl.KeyPrefix, "key-prefix", d.KeyPrefix, "ratelimit: user and organisation ids are this prefix plus a number")
+	fs.Var((*uint32Flag)(&f.rl.Hits), "hits", "ratelimit: hits_addend (`tokens`) of every request")
+
+	a := loadgen.DefaultAuthzOptions()
+	f.authz = a
+	fs.StringVar(&f.authz.Token, "token", "", "authz: bearer token (JWT) sent as Authorization")
+	fs.StringVar(&f.authz.APIKey, "api-key", "", "authz: API key sent as X-Api-Key")
+	fs.StringVar(&f.authz.Path, "path", a.Path, "authz: request path (its first segment names the provider)")
+	fs.StringVar(&f.authz.Body, "body", a.Body, "authz: request body Envoy forwards")
+	return fs
+}
+
+// runLoadgen load-tests a RateLimitService or ext_authz server over one
+// gRPC connection and prints a report.
+func runLoadgen(ctx context.Context, e env, args []string) error {
+	var f loadgenFlags
+	if err := parseFlags(e, f.register(e), args); err != nil {
+		return err
+	}
+	if f.serveFloor != "" {
+		return serveFloor(ctx, e, f.serveFloor)
+	}
+	if err := f.validate(); err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	defer conn.Close()
+	if err := awaitReady(ctx, conn, 5*time.Second); err != nil {
+		return fmt.Errorf("loadgen: %s: %w", f.addr, err)
+	}
+
+	if f.warmup > 0 {
+		t, err := f.newTarget(conn)
+		if err != nil {
+			return err
+		}
+		w := f.run
+		w.Duration, w.Count = f.warmup, 0
+		loadgen.Run(ctx, w, f.do(t))
+	}
+	t, err := f.newTarget(conn)
+	if err != nil {
+		return err
+	}
+	server, client := loadgen.CPUMeter{PID: f.serverPID}, loadgen.CPUMeter{PID: os.Getpid()}
+	server.Start()
+	client.Start()
+	res := loadgen.Run(ctx, f.run, f.do(t))
+	serverCPU, err := server.Stop()
+	if err != nil {
+		return fmt.Errorf("loadgen: server cpu: %w", err)
+	}
+	clientCPU, err := client.Stop()
+	if err != nil {
+		return fmt.Errorf("loadgen: own cpu: %w", err)
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(e.stderr, "loadgen: interrupted; the report covers the requests completed so far")
+	}
+
+	rep := loadgen.Report{Target: f.target, Label: f.label, Result: res, Answers: t.Answers(), ServerCPU: serverCPU, ClientCPU: clientCPU}
+	if err := rep.WriteText(e.stdout); err != nil {
+		return err
+	}
+	if f.json {
+		b, err := rep.JSON()
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(e.stdout, "%s\n", b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *loadgenFlags) validate() error {
+	errs := []error{f.run.Validate()}
+	switch f.target {
+	case "ratelimit":
+		errs = append(errs, f.rl.Validate())
+	case "authz":
+		errs = append(errs, f.authz.Validate())
+		if f.authz.Token == "" && f.authz.APIKey == "" {
+			errs = append(errs, errors.New("authz: needs -token or -api-key"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("target %q: must be ratelimit or authz", f.target))
+	}
+	if f.warmup < 0 || f.timeout < 0 {
+		errs = append(errs, errors.New("warmup, timeout: must not be negative"))
+	}
+	if f.serverPID < 0 {
+		errs = append(errs, errors.New("server-pid: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (f *loadgenFlags) newTarget(conn *grpc.ClientConn) (loadTarget, error) {
+	var (
+		t   loadTarget
+		err error
+	)
+	if f.target == "authz" {
+		t, err = loadgen.NewAuthz(conn, f.authz)
+	} else {
+		t, err = loadgen.NewRateLimit(conn, f.rl)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	return t, nil
+}
+
+// do wraps the target's Do with the per-request deadline.
+func (f *loadgenFlags) do(t loadTarget) func(context.Context, int) error {
+	if f.timeout == 0 {
+		return t.Do
+	}
+	return func(ctx context.Context, i int) error {
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		return t.Do(ctx, i)
+	}
+}
+
+// serveFloor runs the do-nothing RateLimitService on addr until ctx ends.
+func serveFloor(ctx context.Context, e env, addr string) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	e.logger.Info("floor RateLimitService listening", "addr", lis.Addr().String())
+	return loadgen.ServeFloor(ctx, lis)
+}
+
+// awaitReady connects conn and waits until it is ready, up to timeout, so
+// that connection set-up is not measured.
+func awaitReady(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn.Connect()
+	for {
+		s := conn.GetState()
+		if s == connectivity.Ready {
+			return nil
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return fmt.Errorf("not ready after %v (state %v)", timeout, s)
+		}
+	}
+}

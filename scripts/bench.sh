@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# make bench: the DESIGN §8 performance figures, measured on this machine.
+#
+#  1. builds bin/leaky;
+#  2. runs the Go benchmarks of the algorithm and the stores (./ratelimit/...);
+#  3. measures the floor: a do-nothing RateLimitService (`leaky loadgen -serve-floor`) under the
+#     same harness, so the service's figures can be read against what the machine costs;
+#  4. starts `leaky ratelimit -store memory` on free ports and load-tests it over one gRPC
+#     connection: a closed loop (concurrency 64, 10k users, 10 s) and an open loop (8000/s, 10 s),
+#     reading the server's CPU from /proc;
+#  5. the same against `-store redis` on a private redis-server (free port, temporary directory,
+#     no persistence);
+#  6. prints the figures beside the targets, each marked met or not met.
+#
+# A missed target is reported, not fatal; the script fails only when something breaks (a build,
+# a benchmark, a server that does not start, a load generator that cannot run). Everything it
+# starts is stopped on exit, by PID. Knobs: BENCH_DURATION (default 10s), BENCH_CONCURRENCY (64),
+# BENCH_RATE (8000), BENCH_KEYS (10000), BENCH_GO=0 skips the Go benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${BENCH_DURATION:-10s}
+concurrency=${BENCH_CONCURRENCY:-64}
+rate=${BENCH_RATE:-8000}
+keys=${BENCH_KEYS:-10000}
+
+bash scripts/deps.sh
+
+work=$(mktemp -d /tmp/leaky-bench-XXXXXX)
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+free_port() { # a random port in 20000-59999 that nothing listens on
+	local p
+	while :; do
+		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+	done
+}
+
+wait_port() { # port: wait up to 30 s for a listener on 127.0.0.1:port
+	for _ in $(seq 1 300); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "bench: nothing listens on 127.0.0.1:$1" >&2
+	return 1
+}
+
+readyz() { # port: true when GET /readyz answers 200 (plain bash, no curl needed)
+	local status
+	exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+	printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+	IFS= read -r status <&3 || true
+	exec 3<&-
+	[[ $status == *" 200 "* ]]
+}
+
+proc_cpu_ticks() { # pid: utime+stime in clock ticks (1/100 s) from /proc/pid/stat
+	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+busy_ticks() { # the machine's busy time (user, nice, system, irq, softirq, steal) in clock ticks
+	awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
+# jget json key: a numeric top-level field of a loadgen -json line.
+jget() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1"; }
+
+say "build"
+go build -o bin/leaky ./cmd/leaky
+
+# The private Redis serves the store benchmarks and the redis runs.
+redis_port=$(free_port)
+mkdir -p "$work/redis"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+	--dir "$work/redis" --logfile "$work/redis/redis.log" --daemonize no &
+redis_pid=$!
+pids+=("$redis_pid")
+wait_port "$redis_port"
+redis_url="redis://127.0.0.1:$redis_port/0"
+
+if [ "${BENCH_GO:-1}" != 0 ]; then
+	say "Go benchmarks: algorithm and stores (go test -bench . -benchtime 2s ./ratelimit/...)"
+	LEAKY_TEST_REDIS_URL=$redis_url go test -run '^$' -bench . -benchtime 2s -benchmem ./ratelimit/... |
+		grep -Ev '^(PASS|\?|testing: warning)' || { echo "bench: Go benchmarks failed" >&2; exit 1; }
+fi
+
+declare -A R # R[setup.mode.field] = figure
+
+# stop pid: stop a server this script started and forget it.
+stop() {
+	local keep=() p
+	kill "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	for p in "${pids[@]}"; do
+		[ "$p" = "$1" ] || keep+=("$p")
+	done
+	pids=("${keep[@]}")
+}
+
+# loops setup pid grpc_port modes...: for each mode, an unmeasured second (connection, buckets,
+# caches) then the measured run with the server's CPU; keeps the JSON figures in R. The warm-up
+# is a run of its own so that the Redis CPU read covers the measured run only. A higher GOGC keeps
+# the load generator's own CPU, which shares the cores with the servers, low.
+loops() {
+	local setup=$1 pid=$2 port=$3 mode out json f before_redis=0 before_busy
+	shift 3
+	for mode in "$@"; do
+		local args=(-addr "127.0.0.1:$port" -target ratelimit -mode "$mode" -concurrency "$concurrency"
+			-rate "$rate" -keys "$keys" -descriptors 1 -label "$setup" -warmup 0)
+		GOGC=400 bin/leaky loadgen "${args[@]}" -duration 1s >/dev/null ||
+			{ echo "bench: loadgen failed against $setup" >&2; exit 1; }
+		[ "$setup" = redis ] && before_redis=$(proc_cpu_ticks "$redis_pid")
+		before_busy=$(busy_ticks)
+		out=$(GOGC=400 bin/leaky loadgen "${args[@]}" -duration "$duration" -server-pid "$pid" -json) ||
+			{ echo "bench: loadgen failed against $setup" >&2; exit 1; }
+		local busy=$(($(busy_ticks) - before_busy))
+		grep -v '^{' <<<"$out"
+		json=$(grep '^{' <<<"$out")
+		for f in rate p50_ms p99_ms p999_ms max_ms server_cpu_us client_cpu_us ok_pct errors count dropped late \
+			lag_p99_ms duration_s; do
+			R[$setup.$mode.$f]=$(jget "$json" "$f")
+		done
+		local n=${R[$setup.$mode.count]:-0} redis_ticks=0
+		if [ "$setup" = redis ]; then
+			redis_ticks=$(($(proc_cpu_ticks "$redis_pid") - before_redis))
+			R[$setup.$mode.redis_cpu_us]=$(awk -v t="$redis_ticks" -v n="$n" 'BEGIN { printf("%.1f", (n > 0 ? t * 10000 / n : 0)) }')
+			echo "  redis     redis-server ${R[$setup.$mode.redis_cpu_us]} µs/decision (besides the service's; no target)"
+		fi
+		# What the rest of the machine did meanwhile: busy time not spent by the server, the load
+		# generator or redis-server, as a share of all cores over the run.
+		R[$setup.$mode.other_pct]=$(awk -v busy="$busy" -v r="$redis_ticks" -v n="$n" -v cpus="$(nproc)" \
+			-v s="${R[$setup.$mode.server_cpu_us]:-0}" -v c="${R[$setup.$mode.client_cpu_us]:-0}" \
+			-v d="${R[$setup.$mode.duration_s]:-1}" \
+			'BEGIN { o = busy * 10000 - r * 10000 - n * (s + c); if (o < 0) o = 0; printf("%.0f", 100 * o / (d * 1e6 * cpus)) }')
+		echo "  machine   other processes used ${R[$setup.$mode.other_pct]}% of the $(nproc) cores during the run"
+	done
+}
+
+# The floor: a do-nothing RateLimitService (a map and a mutex) under the same harness, to read
+# the service's figures against what this machine, gRPC and the load generator cost by themselves.
+floor_port=$(free_port)
+say "floor: do-nothing RateLimitService on 127.0.0.1:$floor_port"
+bin/leaky loadgen -serve-floor "127.0.0.1:$floor_port" >"$work/floor.log" 2>&1 &
+floor_pid=$!
+pids+=("$floor_pid")
+wait_port "$floor_port"
+loops floor "$floor_pid" "$floor_port" closed
+stop "$floor_pid"
+
+# loadtest store args...: start `leaky ratelimit -store store args...`, wait for /readyz, run the
+# closed and the open loop, stop the server.
+loadtest() {
+	local store=$1
+	shift
+	local grpc_port http_port pid
+	grpc_port=$(free_port)
+	http_port=$(free_port)
+	say "ratelimit -store $store: 127.0.0.1:$grpc_port"
+	bin/leaky ratelimit -grpc-addr "127.0.0.1:$grpc_port" -http-addr "127.0.0.1:$http_port" \
+		-store "$store" "$@" >"$work/ratelimit-$store.log" 2>&1 &
+	pid=$!
+	pids+=("$pid")
+	for _ in $(seq 1 300); do
+		readyz "$http_port" 2>/dev/null && break
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "bench: leaky ratelimit -store $store exited:" >&2
+			tail -n 20 "$work/ratelimit-$store.log" >&2
+			exit 1
+		fi
+		sleep 0.1
+	done
+	readyz "$http_port" 2>/dev/null ||
+		{ echo "bench: ratelimit -store $store not ready after 30 s" >&2; tail -n 20 "$work/ratelimit-$store.log" >&2; exit 1; }
+	loops "$store" "$pid" "$grpc_port" closed open
+	stop "$pid"
+}
+
+loadtest memory
+loadtest redis -redis-url "$redis_url"
+
+# num value [decimals]: value rounded for the table: whole from 100 up, else decimals (1) places.
+num() { awk -v v="${1:-0}" -v d="${2:-1}" 'BEGIN { printf((v >= 100 ? "%.0f" : "%." d "f"), v) }'; }
+
+# row label value unit op goal [errors]: one line of the summary; op is ge, le, or info (no target).
+row() {
+	local label=$1 value=$2 unit=$3 op=$4 goal=$5 errors=${6:-0} verdict target
+	case $op in
+	ge) target="≥ $goal" ;;
+	le) target="≤ $goal" ;;
+	*) target="-" ;;
+	esac
+	if [ -z "$value" ]; then
+		verdict="no figure"
+	elif [ "${errors:-0}" != 0 ]; then
+		verdict="not met ($errors errors)"
+	elif [ "$op" = info ]; then
+		verdict="(no target)"
+	elif awk -v v="$value" -v g="$goal" -v op="$op" 'BEGIN { exit !(op == "ge" ? v >= g : v <= g) }'; then
+		verdict="met"
+	else
+		verdict="NOT MET"
+	fi
+	printf '  %-40s %10s %-4s %-9s %s\n' "$label" \
+		"$(num "$value" 2)" "$unit" "$target" "$verdict"
+}
+
+say "summary (DESIGN §8; one gRPC connection, 1 descriptor, $keys users, loopback, $(nproc) cores shared by client and server)"
+printf '  %-40s %10s %-4s %-9s %s\n' "figure" "measured" "" "target" "result"
+row "floor closed c=$concurrency decisions/s" "${R[floor.closed.rate]}" "/s" info - "${R[floor.closed.errors]}"
+row "floor server CPU per decision" "${R[floor.closed.server_cpu_us]}" "µs" info - "${R[floor.closed.errors]}"
+for s in memory redis; do
+	cpu_goal=20
+	[ $s = redis ] && cpu_goal=35
+	row "$s closed c=$concurrency decisions/s" "${R[$s.closed.rate]}" "/s" ge 30000 "${R[$s.closed.errors]}"
+	row "$s closed server CPU per decision" "${R[$s.closed.server_cpu_us]}" "µs" le $cpu_goal "${R[$s.closed.errors]}"
+	row "$s closed p99" "${R[$s.closed.p99_ms]}" "ms" info - "${R[$s.closed.errors]}"
+	row "$s open $rate/s p99" "${R[$s.open.p99_ms]}" "ms" le 5 "${R[$s.open.errors]}"
+	row "$s open $rate/s max (Envoy's timeout)" "${R[$s.open.max_ms]}" "ms" le 20 "${R[$s.open.errors]}"
+done
+printf '\n  The closed loop'"'"'s p99 is queueing at concurrency 64; DESIGN §8 sets no target for it.\n'
+printf '  Reference (same harness, DESIGN §8): envoyproxy/ratelimit + Redis 15k/s, p99 12 ms, 57 µs CPU;\n'
+printf '  a do-nothing gRPC server 38.6k/s, 17 µs. The Redis target (≥ 30k/s) is 2× envoyproxy/ratelimit.\n'
+printf '  This run'"'"'s floor (do-nothing server, same harness): %s/s, %s µs; the service'"'"'s CPU above it:\n' \
+	"$(num "${R[floor.closed.rate]}")" "$(num "${R[floor.closed.server_cpu_us]}")"
+printf '  memory %s µs, redis %s µs per decision (plus redis-server %s µs).\n' \
+	"$(num "$(awk -v a="${R[memory.closed.server_cpu_us]:-0}" -v b="${R[floor.closed.server_cpu_us]:-0}" 'BEGIN { print a - b }')")" \
+	"$(num "$(awk -v a="${R[redis.closed.server_cpu_us]:-0}" -v b="${R[floor.closed.server_cpu_us]:-0}" 'BEGIN { print a - b }')")" \
+	"$(num "${R[redis.closed.redis_cpu_us]}")"
+printf '  OK answers: memory closed %s%%, open %s%%; redis closed %s%%, open %s%%. Open loop dropped/late:\n' \
+	"$(num "${R[memory.closed.ok_pct]}")" "$(num "${R[memory.open.ok_pct]}")" \
+	"$(num "${R[redis.closed.ok_pct]}")" "$(num "${R[redis.open.ok_pct]}")"
+printf '  memory %s/%s, redis %s/%s; the sender'"'"'s own lag (p99, part of the latency): memory %s ms, redis %s ms.\n' \
+	"${R[memory.open.dropped]:-0}" "${R[memory.open.late]:-0}" "${R[redis.open.dropped]:-0}" "${R[redis.open.late]:-0}" \
+	"$(num "${R[memory.open.lag_p99_ms]}" 2)" "$(num "${R[redis.open.lag_p99_ms]}" 2)"
+printf '  Load generator CPU: memory %s µs, redis %s µs per decision (closed loop).\n' \
+	"$(num "${R[memory.closed.client_cpu_us]}")" "$(num "${R[redis.closed.client_cpu_us]}")"
+printf '  Other processes'"'"' share of the machine during the measured runs: floor %s%%, memory %s%%/%s%%,\n' \
+	"${R[floor.closed.other_pct]}" "${R[memory.closed.other_pct]}" "${R[memory.open.other_pct]}"
+printf '  redis %s%%/%s%% (closed/open); above a few percent, the figures understate the service.\n' \
+	"${R[redis.closed.other_pct]}" "${R[redis.open.other_pct]}"
