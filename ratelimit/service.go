@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -130,7 +131,14 @@ func (s *Service) close() {
 // NOT_SERVING first, in-flight calls finish within ShutdownGrace.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.close()
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxRecvMsg), grpc.ForceServerCodec(lenientCodec{}))
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(maxRecvMsg),
+		grpc.ForceServerCodec(lenientCodec{}),
+		// Reuse a few goroutines for calls instead of one new goroutine (and
+		// stack growth) per call: a measurable share of a decision's CPU.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.SharedWriteBuffer(true),
+	)
 	rlsv3.RegisterRateLimitServiceServer(gs, s)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

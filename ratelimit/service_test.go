@@ -59,7 +59,7 @@ func testConfig(t *testing.T, storeKind string, files ...string) Config {
 	return cfg
 }
 
-func start(t *testing.T, cfg Config) *server {
+func start(t testing.TB, cfg Config) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))

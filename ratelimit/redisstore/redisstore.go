@@ -74,6 +74,7 @@ type Store struct {
 	now     func() int64
 	decide  *redis.Script
 	adjust  *redis.Script
+	pipe    *pipeliner
 }
 
 var _ store.Store = (*Store)(nil)
@@ -119,6 +120,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("redis script load: %w", err)
 		}
 	}
+	s.pipe = newPipeliner(s)
 	return s, nil
 }
 
@@ -147,7 +149,7 @@ func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision,
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	vals, err := s.decide.Run(ctx, s.c, keys, args...).Int64Slice()
+	vals, err := s.pipe.do(ctx, keys, args)
 	if err != nil {
 		return store.Decision{}, fmt.Errorf("redis decide: %w", err)
 	}
@@ -201,8 +203,12 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the connections. Calls after Close fail.
-func (s *Store) Close() error { return s.c.Close() }
+// Close stops the pipeline workers and closes the connections. Calls after
+// Close fail.
+func (s *Store) Close() error {
+	s.pipe.stop()
+	return s.c.Close()
+}
 
 // key is the Redis key of it's bucket.
 func (s *Store) key(it store.Item) string {
