@@ -37,6 +37,7 @@ func commands() []command {
 		{"ratelimit", "run the rate-limit service (Envoy RateLimitService)", runRatelimit},
 		{"authz", "run the authorization service (Envoy ext_authz, OAuth2); `authz migrate` applies migrations", runAuthz},
 		{"rlcheck", "send one ShouldRateLimit request and print the answer", runRLCheck},
+		{"authcheck", "send one ext_authz Check request and print the answer", runAuthCheck},
 		{"loadgen", "load-test a ShouldRateLimit or Check server", runLoadgen},
 	}
 }

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/leakytokens/leaky/authz"
+)
+
+// runAuthz runs the authz service until ctx ends, or with the argument
+// "migrate" applies its PostgreSQL migrations and exits. The database URL
+// comes from -database-url, LEAKY_DATABASE_URL or, failing both,
+// DATABASE_URL.
+func runAuthz(ctx context.Context, e env, args []string) error {
+	if len(args) > 0 && args[0] == "migrate" {
+		return runAuthzMigrate(ctx, e, args[1:])
+	}
+	cfg := authz.DefaultConfig()
+	fs := newFlagSet(e, "authz", "authz [flags]   |   leaky authz migrate [-database-url URL]")
+	cfg.RegisterFlags(fs)
+	if err := parseFlags(e, fs, args); err != nil {
+		return err
+	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = e.getenv("DATABASE_URL")
+	}
+	svc, err := authz.New(cfg, e.logger.With("service", "authz"))
+	if err != nil {
+		return err
+	}
+	// The generated password goes to stdout once, never to the log.
+	if a := svc.Admin(); a.Password != "" {
+		fmt.Fprintf(e.stdout, "authz: bootstrap admin %q created with password %s (shown once; set LEAKY_ADMIN_PASSWORD to choose it)\n", a.Username, a.Password)
+	}
+	return svc.Run(ctx)
+}
+
+func runAuthzMigrate(ctx context.Context, e env, args []string) error {
+	cfg := authz.DefaultConfig()
+	fs := newFlagSet(e, "authz migrate", "authz migrate [-database-url URL]")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL")
+	if err := parseFlags(e, fs, args); err != nil {
+		return err
+	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = e.getenv("DATABASE_URL")
+	}
+	if cfg.DatabaseURL == "" {
+		return errors.New("authz migrate: -database-url (or LEAKY_DATABASE_URL, DATABASE_URL) is required")
+	}
+	if err := authz.Migrate(ctx, cfg.DatabaseURL); err != nil {
+		return fmt.Errorf("authz migrate: %w", err)
+	}
+	fmt.Fprintln(e.stdout, "authz: migrations applied")
+	return nil
+}
