@@ -33,10 +33,10 @@ func grpcHealth(t *testing.T, addr string) healthpb.HealthCheckResponse_ServingS
 
 // askTimed sends one request and reports the answer, the error and how long
 // it took.
-func (s *server) askTimed(domain string, hits uint32, kv string) (*rlsv3.RateLimitResponse, error, time.Duration) {
+func (s *server) askTimed(domain string, hits uint32, kv string) (*rlsv3.RateLimitResponse, time.Duration, error) {
 	start := time.Now()
 	resp, err := s.client.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: domain, HitsAddend: hits, Descriptors: []*ratelimitv3.RateLimitDescriptor{desc(kv)}})
-	return resp, err, time.Since(start)
+	return resp, time.Since(start), err
 }
 
 // The store's loss gets the policy's failure mode (deny here) within the
@@ -49,7 +49,7 @@ func TestRedisFailureModeAndRecovery(t *testing.T) {
 	s := start(t, cfg)
 	ready := func() int { code, _ := httpGet(t, "http://"+s.svc.HTTPAddr()+"/readyz"); return code }
 	user := "provider=openai,tier=free,user=fault"
-	if r, err, _ := s.askTimed("leaky-tokens", 1, user); err != nil || r.OverallCode != rlsv3.RateLimitResponse_OK {
+	if r, _, err := s.askTimed("leaky-tokens", 1, user); err != nil || r.OverallCode != rlsv3.RateLimitResponse_OK {
 		t.Fatalf("before the fault: %v %v", r.GetOverallCode(), err)
 	}
 
@@ -67,7 +67,7 @@ func TestRedisFailureModeAndRecovery(t *testing.T) {
 		t.Run(fault.name, func(t *testing.T) {
 			fault.break_()
 			for i := 0; i < 20; i++ {
-				r, err, took := s.askTimed("leaky-tokens", 1, user)
+				r, took, err := s.askTimed("leaky-tokens", 1, user)
 				if err != nil || r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
 					t.Fatalf("during the fault: %v %v, want OVER_LIMIT (failure_mode deny)", r.GetOverallCode(), err)
 				}
@@ -75,7 +75,7 @@ func TestRedisFailureModeAndRecovery(t *testing.T) {
 					t.Fatalf("answer took %v during the fault", took)
 				}
 				// Other domains answer UNAVAILABLE, as envoyproxy/ratelimit does.
-				if _, err, _ := s.askTimed("messaging", 1, "to_number=fault"); status.Code(err) != codes.Unavailable {
+				if _, _, err := s.askTimed("messaging", 1, "to_number=fault"); status.Code(err) != codes.Unavailable {
 					t.Fatalf("messaging during the fault: %v, want Unavailable", err)
 				}
 			}
@@ -85,7 +85,7 @@ func TestRedisFailureModeAndRecovery(t *testing.T) {
 			}
 			fault.heal()
 			eventually(t, "decisions again", func() bool {
-				r, err, _ := s.askTimed("leaky-tokens", 1, user)
+				r, _, err := s.askTimed("leaky-tokens", 1, user)
 				return err == nil && r.OverallCode == rlsv3.RateLimitResponse_OK
 			})
 			eventually(t, "readyz 200", func() bool { return ready() == 200 })

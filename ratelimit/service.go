@@ -137,7 +137,6 @@ func (s *Service) Run(ctx context.Context) error {
 		// Reuse a few goroutines for calls instead of one new goroutine (and
 		// stack growth) per call: a measurable share of a decision's CPU.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.SharedWriteBuffer(true),
 	)
 	rlsv3.RegisterRateLimitServiceServer(gs, s)
 	hs := health.NewServer()
