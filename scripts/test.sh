@@ -63,6 +63,11 @@ fi
 	>"$work/postgres.log" 2>&1 &
 pids+=($!)
 wait_port 127.0.0.1 "$pg_port"
+# It listens before it accepts sessions ("the database system is starting up").
+for _ in $(seq 1 300); do
+	"$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && break
+	sleep 0.1
+done
 export LEAKY_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"
 
 echo "test: redis on 127.0.0.1:$redis_port, postgresql on 127.0.0.1:$pg_port" >&2

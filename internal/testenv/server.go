@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Server is a backend process this package started. Its methods are safe for
@@ -265,7 +267,9 @@ func startPostgres(dir string) (*Server, error) {
 	}
 	s.start = func() (*exec.Cmd, error) {
 		cmd := asPostgres(cred, postgres, "-D", data, "-p", strconv.Itoa(port), "-k", dir,
-			"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+			// fsync=off survives a process kill (the OS keeps the pages);
+			// synchronous_commit stays on so a Kill loses no commit.
+			"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
 			"-c", "full_page_writes=off", "-c", "max_connections=200")
 		logf, err := os.Create(filepath.Join(dir, "postgres.log"))
 		if err == nil {
@@ -274,7 +278,7 @@ func startPostgres(dir string) (*Server, error) {
 		if err := cmd.Start(); err != nil {
 			return nil, err
 		}
-		if err := waitTCP(addr, 30*time.Second); err != nil {
+		if err := waitPostgres(s.URL, 30*time.Second); err != nil {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 			return nil, fmt.Errorf("postgres on %s: %w", addr, err)
@@ -285,6 +289,27 @@ func startPostgres(dir string) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// waitPostgres waits until PostgreSQL accepts a session: it listens before
+// it is ready ("the database system is starting up").
+func waitPostgres(url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		conn, err := pgx.Connect(cctx, url)
+		ccancel()
+		if err == nil {
+			conn.Close(ctx)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // waitTCP waits until something accepts connections on addr.

@@ -1,0 +1,336 @@
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"hash/crc32"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/internal/policy"
+)
+
+const chatBody = `{"model":"gpt-4o","messages":[{"role":"user","content":"12345678"}],"max_tokens":100}`
+
+func TestCheckJWT(t *testing.T) {
+	ts := startService(t, nil, nil)
+	alice := ts.register(t, "alice")
+	resp := ts.check(t, "/openai/v1/chat/completions?x=1", map[string]string{
+		"authorization":   "Bearer " + alice.Token,
+		"x-leaky-user-id": "someone-else",
+		"x-leaky-tier":    "admin",
+		"x-leaky-anyting": "x",
+		"content-type":    "application/json",
+	}, chatBody)
+	if resp.GetOkResponse() == nil {
+		t.Fatalf("Check(jwt) = %v, want OK", resp)
+	}
+	want := map[string]string{
+		HeaderUserID: alice.UserID, HeaderTier: "free", HeaderRoles: "USER",
+		HeaderProvider: "openai", HeaderEstimate: "106",
+	}
+	if d := cmp.Diff(want, okHeaders(resp)); d != "" {
+		t.Errorf("OK headers (-want +got):\n%s", d)
+	}
+	wantRemoved := []string{"x-leaky-anyting", "x-leaky-tier", "x-leaky-user-id"}
+	if d := cmp.Diff(wantRemoved, resp.GetOkResponse().GetHeadersToRemove()); d != "" {
+		t.Errorf("headers_to_remove (-want +got):\n%s", d)
+	}
+}
+
+func TestCheckAPIKey(t *testing.T) {
+	ts := startService(t, nil, nil)
+	bob := ts.register(t, "bob")
+	key := ts.newKey(t, bob.Token, map[string]any{"name": "ci"})
+	tests := []struct {
+		name        string
+		headers     map[string]string
+		wantRemoved []string
+	}{
+		{"x-api-key", map[string]string{"x-api-key": key.APIKey}, []string{"x-api-key"}},
+		{"bearer api key", map[string]string{"authorization": "Bearer " + key.APIKey}, []string{"authorization"}},
+		{"forged identity", map[string]string{"x-api-key": key.APIKey, "x-leaky-user-id": "admin", "x-leaky-org-id": "acme"},
+			[]string{"x-leaky-org-id", "x-leaky-user-id", "x-api-key"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := ts.check(t, "/gemini/v1beta/models/x:generateContent", tt.headers,
+				`{"contents":[{"parts":[{"text":"1234"}]}],"generationConfig":{"maxOutputTokens":10}}`)
+			if resp.GetOkResponse() == nil {
+				t.Fatalf("Check = %v, want OK", resp)
+			}
+			want := map[string]string{HeaderUserID: bob.UserID, HeaderTier: "free", HeaderRoles: "USER",
+				HeaderProvider: "gemini", HeaderEstimate: "15"}
+			if d := cmp.Diff(want, okHeaders(resp)); d != "" {
+				t.Errorf("OK headers (-want +got):\n%s", d)
+			}
+			got := resp.GetOkResponse().GetHeadersToRemove()
+			if d := cmp.Diff(tt.wantRemoved, got); d != "" {
+				t.Errorf("headers_to_remove (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestCheckDenied(t *testing.T) {
+	ts := startService(t, nil, nil)
+	carol := ts.register(t, "carol")
+	key := ts.newKey(t, carol.Token, nil)
+	wrongSecret := key.APIKey[:len(key.APIKey)-7] + "x" + key.APIKey[len(key.APIKey)-6:]
+	tests := []struct {
+		name    string
+		path    string
+		headers map[string]string
+		status  int
+		code    string
+	}{
+		{"no credentials", "/openai/v1/chat", nil, 401, "unauthenticated"},
+		{"basic auth", "/openai/v1/chat", map[string]string{"authorization": "Basic YTpi"}, 401, "unauthenticated"},
+		{"two bearer tokens", "/openai/v1/chat", map[string]string{"authorization": "Bearer " + carol.Token + ", Bearer " + carol.Token}, 401, "unauthenticated"},
+		{"garbage jwt", "/openai/v1/chat", map[string]string{"authorization": "Bearer abc.def.ghi"}, 401, "unauthenticated"},
+		{"oversized header", "/openai/v1/chat", map[string]string{"authorization": "Bearer " + strings.Repeat("a", 64<<10)}, 401, "unauthenticated"},
+		{"api key bad checksum", "/openai/v1/chat", map[string]string{"x-api-key": wrongSecret}, 401, "unauthenticated"},
+		{"seed key format", "/openai/v1/chat", map[string]string{"x-api-key": "leaky_" + carol.UserID + "_" + strings.Repeat("a", 48)}, 401, "unauthenticated"},
+		{"org not a member", "/openai/v1/chat", map[string]string{"authorization": "Bearer " + carol.Token, "x-leaky-org": "acme"}, 403, "forbidden_org"},
+		{"org malformed", "/openai/v1/chat", map[string]string{"authorization": "Bearer " + carol.Token, "x-leaky-org": "../x"}, 403, "forbidden_org"},
+		{"admin path as user", "/api/v1/admin/tiers", map[string]string{"authorization": "Bearer " + carol.Token}, 403, "forbidden_role"},
+		{"admin path double slash", "//api/v1//admin/tiers", map[string]string{"authorization": "Bearer " + carol.Token}, 403, "forbidden_role"},
+		{"admin path escaped", "/api/v1/%61dmin/tiers", map[string]string{"authorization": "Bearer " + carol.Token}, 403, "forbidden_role"},
+		{"admin path dot segments", "/api/v1/x/../admin/tiers", map[string]string{"authorization": "Bearer " + carol.Token}, 403, "forbidden_role"},
+		{"public prefix traversal", "/oauth2/../openai/v1/chat", nil, 401, "unauthenticated"},
+		{"public prefix escaped traversal", "/oauth2/%2e%2e/openai/v1/chat", nil, 401, "unauthenticated"},
+		{"bad escape", "/openai/%zz", map[string]string{"authorization": "Bearer " + carol.Token}, 400, "invalid_request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := ts.check(t, tt.path, tt.headers, "")
+			if got := deniedStatus(resp); got != tt.status {
+				t.Fatalf("Check(%s) status = %d, want %d (%v)", tt.name, got, tt.status, resp)
+			}
+			var body errorBody
+			if err := json.Unmarshal([]byte(resp.GetDeniedResponse().GetBody()), &body); err != nil || body.Error != tt.code {
+				t.Errorf("Check(%s) body = %q, want error %q", tt.name, resp.GetDeniedResponse().GetBody(), tt.code)
+			}
+			hdrs := map[string]string{}
+			for _, h := range resp.GetDeniedResponse().GetHeaders() {
+				hdrs[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+			}
+			if _, ok := hdrs["www-authenticate"]; ok != (tt.status == 401) {
+				t.Errorf("Check(%s) www-authenticate present = %v, want %v", tt.name, ok, tt.status == 401)
+			}
+			if hdrs["content-type"] != "application/json" {
+				t.Errorf("Check(%s) content-type = %q", tt.name, hdrs["content-type"])
+			}
+		})
+	}
+}
+
+func TestCheckOrgAndAdmin(t *testing.T) {
+	ts := startService(t, nil, nil)
+	dave := ts.register(t, "dave")
+	if code := ts.call(t, "POST", "/api/v1/auth/orgs", dave.Token, map[string]string{"id": "acme", "name": "Acme"}, nil); code != 201 {
+		t.Fatalf("create org = %d", code)
+	}
+	// The old token predates the membership; a new login carries it.
+	var fresh authResponse
+	ts.call(t, "POST", "/api/v1/auth/login", "", map[string]string{"username": "dave", "password": "password-dave"}, &fresh)
+	resp := ts.check(t, "/qwen/v1/chat/completions", map[string]string{"authorization": "Bearer " + fresh.Token, "x-leaky-org": "acme"}, "")
+	if got := okHeaders(resp); got[HeaderOrgID] != "acme" || got[HeaderProvider] != "qwen" {
+		t.Errorf("Check(member) headers = %v, want org acme, provider qwen", got)
+	}
+	if _, ok := okHeaders(resp)[HeaderEstimate]; ok {
+		t.Error("Check without a body set x-leaky-estimate")
+	}
+	// An API key resolves membership from the store.
+	key := ts.newKey(t, dave.Token, nil)
+	resp = ts.check(t, "/openai/x", map[string]string{"x-api-key": key.APIKey, "x-leaky-org": "acme"}, "")
+	if got := okHeaders(resp)[HeaderOrgID]; got != "acme" {
+		t.Errorf("Check(api key, member) org = %q, want acme", got)
+	}
+	admin := ts.adminToken(t)
+	resp = ts.check(t, "/api/v1/admin/tiers", map[string]string{"authorization": "Bearer " + admin}, `{"tokens":5}`)
+	if got := okHeaders(resp); got[HeaderTier] != "admin" || got[HeaderEstimate] != "5" {
+		t.Errorf("Check(admin) headers = %v, want tier admin, estimate 5", got)
+	}
+	// Public paths pass without credentials and without identity.
+	resp = ts.check(t, "/api/v1/auth/login", map[string]string{"x-leaky-user-id": "x"}, "")
+	if resp.GetOkResponse() == nil || okHeaders(resp)[HeaderUserID] != "" {
+		t.Errorf("Check(public) = %v, want OK without identity", resp)
+	}
+	if got := resp.GetOkResponse().GetHeadersToRemove(); !slices.Contains(got, "x-leaky-user-id") {
+		t.Errorf("Check(public) headers_to_remove = %v, want x-leaky-user-id", got)
+	}
+}
+
+// forgeKey builds a well-formed key (valid checksum) for id with a secret
+// of the forger's choosing, as someone who saw a key id could.
+func forgeKey(id string) string {
+	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	body := "lt_" + id + "_" + strings.Repeat("A", 33)
+	c := crc32.ChecksumIEEE([]byte(body))
+	var check [6]byte
+	for i := 5; i >= 0; i-- {
+		check[i] = alphabet[c%62]
+		c /= 62
+	}
+	return body + string(check[:])
+}
+
+// countingStore counts API key lookups.
+type countingStore struct {
+	store.Store
+	lookups atomic.Int64
+}
+
+func (c *countingStore) APIKeyByID(ctx context.Context, id string) (store.APIKey, error) {
+	c.lookups.Add(1)
+	return c.Store.APIKeyByID(ctx, id)
+}
+
+func TestCheckAPIKeyLifecycle(t *testing.T) {
+	st := &countingStore{Store: store.NewMemory()}
+	ttl := 300 * time.Millisecond
+	a := startService(t, st, func(c *Config) { c.APIKeyCacheTTL = ttl })
+	b := startService(t, st, func(c *Config) { c.APIKeyCacheTTL = ttl; c.AdminUsername = "" })
+	erin := a.register(t, "erin")
+	key := a.newKey(t, erin.Token, nil)
+	h := map[string]string{"x-api-key": key.APIKey}
+
+	// A bad checksum is refused before any lookup.
+	before := st.lookups.Load()
+	last := key.APIKey[len(key.APIKey)-1]
+	repl := "0"
+	if last == '0' {
+		repl = "1"
+	}
+	bad := key.APIKey[:len(key.APIKey)-1] + repl
+	if deniedStatus(a.check(t, "/openai/x", map[string]string{"x-api-key": bad}, "")) != 401 {
+		t.Error("bad checksum accepted")
+	}
+	if n := st.lookups.Load() - before; n != 0 {
+		t.Errorf("bad checksum made %d store lookups, want 0", n)
+	}
+	// A forged key with a real id and a valid checksum but the wrong secret
+	// reaches the store and is refused there.
+	before = st.lookups.Load()
+	if deniedStatus(a.check(t, "/openai/x", map[string]string{"x-api-key": forgeKey(key.ID)}, "")) != 401 {
+		t.Error("wrong secret with a valid checksum accepted")
+	}
+	if n := st.lookups.Load() - before; n != 1 {
+		t.Errorf("forged key made %d lookups, want 1", n)
+	}
+	before = st.lookups.Load()
+	// Repeated checks hit the cache.
+	for range 5 {
+		if a.check(t, "/openai/x", h, "").GetOkResponse() == nil {
+			t.Fatal("valid key refused")
+		}
+	}
+	if b.check(t, "/openai/x", h, "").GetOkResponse() == nil {
+		t.Fatal("valid key refused on replica b")
+	}
+	if b.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + erin.Token}, "").GetOkResponse() == nil {
+		t.Fatal("replica b refused a JWT issued by replica a")
+	}
+	if n := st.lookups.Load() - before; n != 2 {
+		t.Errorf("6 checks on 2 replicas made %d lookups, want 2", n)
+	}
+	// Revoke on a: refused on a at once, on b within the TTL.
+	if code := a.call(t, "DELETE", "/api/v1/auth/api-keys/"+key.ID, erin.Token, nil, nil); code != 204 {
+		t.Fatalf("revoke = %d, want 204", code)
+	}
+	if deniedStatus(a.check(t, "/openai/x", h, "")) != 401 {
+		t.Error("revoked key accepted on the replica that revoked it")
+	}
+	deadline := time.Now().Add(ttl + time.Second)
+	for b.check(t, "/openai/x", h, "").GetOkResponse() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("revoked key still accepted on replica b after TTL + 1s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// An expired key is refused.
+	exp := a.newKey(t, erin.Token, map[string]any{"expiresAt": time.Now().Add(400 * time.Millisecond)})
+	eh := map[string]string{"x-api-key": exp.APIKey}
+	if a.check(t, "/openai/x", eh, "").GetOkResponse() == nil {
+		t.Fatal("key refused before its expiry")
+	}
+	deadline = time.Now().Add(2 * time.Second)
+	for a.check(t, "/openai/x", eh, "").GetOkResponse() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("expired key still accepted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var body errorBody
+	_ = json.Unmarshal([]byte(a.check(t, "/openai/x", eh, "").GetDeniedResponse().GetBody()), &body)
+	if !strings.Contains(body.Message, "expired") {
+		t.Errorf("expired key message = %q, want it to say expired", body.Message)
+	}
+	if code := a.call(t, "POST", "/api/v1/auth/api-keys", erin.Token, map[string]any{"expiresAt": time.Now().Add(-time.Hour)}, nil); code != http.StatusBadRequest {
+		t.Errorf("create key expiring in the past = %d, want 400", code)
+	}
+}
+
+func TestPolicyReload(t *testing.T) {
+	path := t.TempDir() + "/policy.yaml"
+	orig := string(policy.Example())
+	if err := os.WriteFile(path, []byte(orig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts := startService(t, nil, func(c *Config) { c.PolicyPath = path })
+	u := ts.register(t, "tiered")
+	tier := func() string {
+		return okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + u.Token}, ""))[HeaderTier]
+	}
+	if got := tier(); got != "free" {
+		t.Fatalf("tier = %q, want free", got)
+	}
+	// A broken file is ignored; a good one takes effect.
+	if err := os.WriteFile(path, []byte("domain: [broken"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // the file is polled every second
+	if got := tier(); got != "free" {
+		t.Fatalf("tier after a broken policy = %q, want free (last good)", got)
+	}
+	changed := strings.Replace(orig, "roles: [USER]", "roles: [NOBODY]", 1)
+	changed = strings.Replace(changed, "roles: [PRO]", "roles: [PRO, USER]", 1)
+	if err := os.WriteFile(path, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for tier() != "pro" {
+		if time.Now().After(deadline) {
+			t.Fatal("policy change not applied within 5s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Envoy sends the body as raw_body when pack_as_bytes is set.
+func TestCheckRawBody(t *testing.T) {
+	ts := startService(t, nil, nil)
+	u := ts.register(t, "raw")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := ts.client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Path: "/api/v1/tokens/consume", RawBody: []byte(`{"provider":"gemini","tokens":42}`),
+			Headers: map[string]string{"authorization": "Bearer " + u.Token}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := okHeaders(resp)
+	if got[HeaderEstimate] != "42" || got[HeaderProvider] != "gemini" {
+		t.Errorf("Check(raw body) = %v, want estimate 42 and provider gemini from the body", got)
+	}
+}

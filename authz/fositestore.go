@@ -1,0 +1,280 @@
+package authz
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/handler/oauth2"
+
+	"github.com/leakytokens/leaky/authz/store"
+)
+
+// firstPartyClientID is the built-in public client whose refresh tokens
+// login and registration hand out; it may only use the refresh_token grant.
+const firstPartyClientID = "leaky-cli"
+
+// session is the fosite session: who the tokens speak for. It is stored
+// with every token and becomes the access token's claims.
+type session struct {
+	Subject   string                         `json:"sub"`
+	Roles     []string                       `json:"roles"`
+	Orgs      []string                       `json:"orgs,omitempty"`
+	ExpiresAt map[fosite.TokenType]time.Time `json:"exp"`
+}
+
+var _ fosite.Session = (*session)(nil)
+
+func (s *session) SetExpiresAt(key fosite.TokenType, exp time.Time) {
+	if s.ExpiresAt == nil {
+		s.ExpiresAt = map[fosite.TokenType]time.Time{}
+	}
+	s.ExpiresAt[key] = exp
+}
+
+func (s *session) GetExpiresAt(key fosite.TokenType) time.Time { return s.ExpiresAt[key] }
+func (s *session) GetUsername() string                         { return "" }
+func (s *session) GetSubject() string                          { return s.Subject }
+
+func (s *session) Clone() fosite.Session {
+	c := *s
+	c.Roles = append([]string(nil), s.Roles...)
+	c.Orgs = append([]string(nil), s.Orgs...)
+	c.ExpiresAt = make(map[fosite.TokenType]time.Time, len(s.ExpiresAt))
+	for k, v := range s.ExpiresAt {
+		c.ExpiresAt[k] = v
+	}
+	return &c
+}
+
+// storedRequest is the serialised form of a fosite request.
+type storedRequest struct {
+	ID                string    `json:"id"`
+	RequestedAt       time.Time `json:"requested_at"`
+	ClientID          string    `json:"client_id"`
+	RequestedScope    []string  `json:"requested_scope,omitempty"`
+	GrantedScope      []string  `json:"granted_scope,omitempty"`
+	RequestedAudience []string  `json:"requested_audience,omitempty"`
+	GrantedAudience   []string  `json:"granted_audience,omitempty"`
+	Session           *session  `json:"session"`
+}
+
+// fositeStore adapts store.Store to the storage interfaces of the fosite
+// handlers in use: clients, access and refresh token sessions, rotation
+// and revocation. Authorization codes are not supported.
+type fositeStore struct {
+	st       store.Store
+	audience string
+}
+
+var (
+	_ fosite.ClientManager          = (*fositeStore)(nil)
+	_ oauth2.CoreStorage            = (*fositeStore)(nil)
+	_ oauth2.TokenRevocationStorage = (*fositeStore)(nil)
+)
+
+var errNoCodes = errors.New("authorization codes are not supported")
+
+// GetClient returns a client_credentials client from the store, or the
+// built-in first-party public client.
+func (f *fositeStore) GetClient(ctx context.Context, id string) (fosite.Client, error) {
+	if id == firstPartyClientID {
+		return &fosite.DefaultClient{ID: id, Public: true, GrantTypes: []string{"refresh_token"},
+			Audience: []string{f.audience}}, nil
+	}
+	c, err := f.st.Client(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fosite.ErrNotFound
+	} else if err != nil {
+		return nil, err
+	}
+	return &fosite.DefaultClient{ID: c.ID, Secret: c.SecretDigest, GrantTypes: []string{"client_credentials"},
+		Audience: []string{f.audience}}, nil
+}
+
+// ClientAssertionJWTValid accepts every jti: JWT client assertions are not
+// enabled (no client has a key set).
+func (f *fositeStore) ClientAssertionJWTValid(context.Context, string) error { return nil }
+
+func (f *fositeStore) SetClientAssertionJWT(context.Context, string, time.Time) error { return nil }
+
+func (f *fositeStore) create(ctx context.Context, kind store.TokenKind, sig string, r fosite.Requester) error {
+	sess, ok := r.GetSession().(*session)
+	if !ok {
+		return fmt.Errorf("unexpected session type %T", r.GetSession())
+	}
+	data, err := json.Marshal(storedRequest{
+		ID: r.GetID(), RequestedAt: r.GetRequestedAt(), ClientID: r.GetClient().GetID(),
+		RequestedScope: r.GetRequestedScopes(), GrantedScope: r.GetGrantedScopes(),
+		RequestedAudience: r.GetRequestedAudience(), GrantedAudience: r.GetGrantedAudience(), Session: sess,
+	})
+	if err != nil {
+		return err
+	}
+	tokenType := fosite.AccessToken
+	if kind == store.RefreshToken {
+		tokenType = fosite.RefreshToken
+	}
+	exp := sess.GetExpiresAt(tokenType)
+	if exp.IsZero() {
+		exp = time.Now().Add(24 * time.Hour)
+	}
+	return f.st.CreateToken(ctx, store.TokenSession{Kind: kind, Signature: sig, RequestID: r.GetID(),
+		Active: true, Data: data, ExpiresAt: exp})
+}
+
+// get loads a token's request; an inactive token returns the request
+// together with fosite.ErrInactiveToken, as reuse detection needs.
+func (f *fositeStore) get(ctx context.Context, kind store.TokenKind, sig string) (fosite.Requester, error) {
+	t, err := f.st.Token(ctx, kind, sig)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fosite.ErrNotFound
+	} else if err != nil {
+		return nil, err
+	}
+	var sr storedRequest
+	if err := json.Unmarshal(t.Data, &sr); err != nil {
+		return nil, fmt.Errorf("decode token session: %w", err)
+	}
+	client, err := f.GetClient(ctx, sr.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	if sr.Session == nil {
+		sr.Session = &session{}
+	}
+	req := &fosite.Request{
+		ID: sr.ID, RequestedAt: sr.RequestedAt, Client: client,
+		RequestedScope: sr.RequestedScope, GrantedScope: sr.GrantedScope,
+		RequestedAudience: sr.RequestedAudience, GrantedAudience: sr.GrantedAudience,
+		Session: sr.Session, Form: map[string][]string{},
+	}
+	if !t.Active {
+		return req, fosite.ErrInactiveToken
+	}
+	return req, nil
+}
+
+func (f *fositeStore) CreateAccessTokenSession(ctx context.Context, sig string, r fosite.Requester) error {
+	return f.create(ctx, store.AccessToken, sig, r)
+}
+
+func (f *fositeStore) GetAccessTokenSession(ctx context.Context, sig string, _ fosite.Session) (fosite.Requester, error) {
+	return f.get(ctx, store.AccessToken, sig)
+}
+
+func (f *fositeStore) DeleteAccessTokenSession(ctx context.Context, sig string) error {
+	return f.st.DeleteToken(ctx, store.AccessToken, sig)
+}
+
+func (f *fositeStore) CreateRefreshTokenSession(ctx context.Context, sig, _ string, r fosite.Requester) error {
+	return f.create(ctx, store.RefreshToken, sig, r)
+}
+
+func (f *fositeStore) GetRefreshTokenSession(ctx context.Context, sig string, _ fosite.Session) (fosite.Requester, error) {
+	return f.get(ctx, store.RefreshToken, sig)
+}
+
+func (f *fositeStore) DeleteRefreshTokenSession(ctx context.Context, sig string) error {
+	return f.st.DeleteToken(ctx, store.RefreshToken, sig)
+}
+
+// RotateRefreshToken consumes the presented refresh token (atomically, so
+// of two concurrent refreshes one fails) and retires the family's access
+// tokens.
+func (f *fositeStore) RotateRefreshToken(ctx context.Context, requestID, sig string) error {
+	if err := f.st.ConsumeToken(ctx, store.RefreshToken, sig); errors.Is(err, store.ErrNotFound) {
+		return fosite.ErrNotFound
+	} else if err != nil {
+		return err
+	}
+	return f.st.DeactivateTokens(ctx, store.AccessToken, requestID)
+}
+
+// RevokeRefreshToken deactivates every refresh token of the family.
+func (f *fositeStore) RevokeRefreshToken(ctx context.Context, requestID string) error {
+	return f.st.DeactivateTokens(ctx, store.RefreshToken, requestID)
+}
+
+// RevokeAccessToken deactivates every access token of the family.
+func (f *fositeStore) RevokeAccessToken(ctx context.Context, requestID string) error {
+	return f.st.DeactivateTokens(ctx, store.AccessToken, requestID)
+}
+
+func (f *fositeStore) CreateAuthorizeCodeSession(context.Context, string, fosite.Requester) error {
+	return errNoCodes
+}
+
+func (f *fositeStore) GetAuthorizeCodeSession(context.Context, string, fosite.Session) (fosite.Requester, error) {
+	return nil, fosite.ErrNotFound
+}
+
+func (f *fositeStore) InvalidateAuthorizeCodeSession(context.Context, string) error {
+	return errNoCodes
+}
+
+// secretHasher compares client secrets by SHA-256: they are 256 random
+// bits, so a slow hash buys nothing.
+type secretHasher struct{}
+
+func (secretHasher) Hash(_ context.Context, data []byte) ([]byte, error) {
+	sum := sha256.Sum256(data)
+	return sum[:], nil
+}
+
+func (secretHasher) Compare(_ context.Context, hash, data []byte) error {
+	sum := sha256.Sum256(data)
+	if len(hash) != len(sum) || subtle.ConstantTimeCompare(hash, sum[:]) != 1 {
+		return fosite.ErrInvalidClient
+	}
+	return nil
+}
+
+// accessTokenStrategy issues fosite's access tokens as the service's own
+// JWTs (so Check verifies them like any other) and leaves refresh tokens
+// to fosite's HMAC strategy.
+type accessTokenStrategy struct {
+	*oauth2.HMACSHAStrategy
+	tokens *tokens
+}
+
+var _ oauth2.CoreStrategy = (*accessTokenStrategy)(nil)
+
+func (a *accessTokenStrategy) AccessTokenSignature(_ context.Context, token string) string {
+	if i := strings.LastIndexByte(token, '.'); i >= 0 {
+		return token[i+1:]
+	}
+	return ""
+}
+
+func (a *accessTokenStrategy) GenerateAccessToken(_ context.Context, r fosite.Requester) (string, string, error) {
+	sess, ok := r.GetSession().(*session)
+	if !ok {
+		return "", "", fmt.Errorf("unexpected session type %T", r.GetSession())
+	}
+	c := Claims{Roles: sess.Roles, Orgs: sess.Orgs, ClientID: r.GetClient().GetID(), Scope: r.GetGrantedScopes()}
+	c.Subject = sess.Subject
+	c.Audience = append(c.Audience, r.GetGrantedAudience()...)
+	if exp := sess.GetExpiresAt(fosite.AccessToken); !exp.IsZero() {
+		c.ExpiresAt = jwt.NewNumericDate(exp)
+	}
+	tok, err := a.tokens.issue(c)
+	if err != nil {
+		return "", "", err
+	}
+	return tok, a.AccessTokenSignature(context.Background(), tok), nil
+}
+
+func (a *accessTokenStrategy) ValidateAccessToken(_ context.Context, _ fosite.Requester, token string) error {
+	if _, err := a.tokens.verify(token); err != nil {
+		return fosite.ErrTokenExpired.WithWrap(err)
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// maxBodyBytes bounds every JSON request body of the HTTP API.
+const maxBodyBytes = 64 << 10
+
+func (s *Service) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /oauth2/jwks", s.jwks)
+	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	s.restRoutes(mux)
+	s.oauthRoutes(mux)
+	return s.logRequests(mux)
+}
+
+// readyz pings the store under the Check deadline: 200 when it answers and
+// keys are loaded, else 503 naming what is down.
+func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.CheckTimeout)
+	defer cancel()
+	storeErr := s.store.Ping(ctx)
+	s.storeOK.Store(storeErr == nil)
+	body := map[string]string{"status": "ok", "store": "ok", "signing_keys": "ok"}
+	code := http.StatusOK
+	if storeErr != nil {
+		body["status"], body["store"], code = "unavailable", "unavailable", http.StatusServiceUnavailable
+	}
+	if s.ring.set() == nil {
+		body["status"], body["signing_keys"], code = "unavailable", "missing", http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, body)
+}
+
+func (s *Service) jwks(w http.ResponseWriter, _ *http.Request) {
+	set := s.ring.set()
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=60")
+	_, _ = w.Write(set.jwks)
+}
+
+// statusWriter records the status code for the request log and metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// logRequests logs method, route pattern, status and duration. It never
+// logs the query, headers or body, where credentials travel.
+func (s *Service) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		s.metrics.httpRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		if route == "GET /metrics" || route == "GET /livez" || route == "GET /readyz" {
+			return
+		}
+		s.logger.LogAttrs(r.Context(), slog.LevelInfo, "http request",
+			slog.String("method", r.Method), slog.String("route", route),
+			slog.Int("status", sw.code), slog.Duration("duration", time.Since(start)))
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// apiError is an HTTP API failure with its status and stable code.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func badRequest(msg string) *apiError {
+	return &apiError{http.StatusBadRequest, "invalid_request", msg}
+}
+func notFound(what string) *apiError {
+	return &apiError{http.StatusNotFound, "not_found", what + " not found"}
+}
+func forbiddenErr(msg string) *apiError {
+	return &apiError{http.StatusForbidden, "forbidden", msg}
+}
+
+// writeError is the one place an HTTP API error becomes a wire answer: the
+// JSON envelope {"error": code, "message": …}. Unexpected errors are logged
+// (they never carry secrets) and answered 500 without detail, or 503 when
+// the store is unreachable.
+func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		s.logger.LogAttrs(r.Context(), slog.LevelError, "http handler failed",
+			slog.String("route", r.Pattern), slog.String("error", err.Error()))
+		ae = &apiError{http.StatusInternalServerError, "internal", "internal error"}
+		if errors.Is(err, context.DeadlineExceeded) {
+			ae = &apiError{http.StatusServiceUnavailable, "unavailable", "store unavailable, retry later"}
+		}
+	}
+	if ae.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="leaky-tokens"`)
+	}
+	writeJSON(w, ae.status, errorBody{Error: ae.code, Message: ae.message})
+}
+
+// decodeJSON reads a bounded JSON body with no unknown fields.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return &apiError{http.StatusRequestEntityTooLarge, "too_large", "request body too large"}
+		}
+		return badRequest("malformed JSON body")
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/leakytokens/leaky/authz/apikey"
+	"github.com/leakytokens/leaky/authz/store"
+)
+
+// API key verification outcomes Check turns into answers.
+var (
+	errKeyInvalid = errors.New("invalid api key")
+	errKeyExpired = errors.New("api key expired")
+	// errStore wraps a store failure or timeout: the answer is the
+	// configured failure mode, not a 401.
+	errStore = errors.New("store unavailable")
+)
+
+// keyLookup is what API key verification reads from the store.
+type keyLookup interface {
+	APIKeyByID(ctx context.Context, id string) (store.APIKey, error)
+	UserByID(ctx context.Context, id string) (store.User, error)
+	UserOrgs(ctx context.Context, userID string) ([]string, error)
+}
+
+// keyVerifier verifies API keys and caches the outcome, good or bad, by
+// the key's digest (never the key) for ttl. A malformed key or bad checksum
+// is refused before any lookup. Concurrent misses for one key share one
+// lookup. Safe for concurrent use.
+type keyVerifier struct {
+	st      keyLookup
+	ttl     time.Duration
+	size    int
+	timeout time.Duration
+	now     func() time.Time
+	group   singleflight.Group
+
+	mu      sync.RWMutex
+	entries map[apikey.Digest]keyEntry
+}
+
+type keyEntry struct {
+	keyID      string
+	principal  Principal
+	valid      bool
+	keyExpires time.Time // zero: never
+	until      time.Time // cache expiry
+}
+
+func newKeyVerifier(st keyLookup, ttl time.Duration, size int, timeout time.Duration, now func() time.Time) *keyVerifier {
+	return &keyVerifier{st: st, ttl: ttl, size: size, timeout: timeout, now: now, entries: map[apikey.Digest]keyEntry{}}
+}
+
+// How verify reached its answer, for the cache metric.
+const (
+	keyHit       = "hit"       // from the cache
+	keyMiss      = "miss"      // from the store
+	keyMalformed = "malformed" // refused without a lookup
+)
+
+// verify returns the key's owner, or errKeyInvalid, errKeyExpired, or an
+// error wrapping errStore, and how it got there (keyHit, keyMiss,
+// keyMalformed).
+func (v *keyVerifier) verify(ctx context.Context, raw string) (p Principal, how string, err error) {
+	key, err := apikey.Parse(raw)
+	if err != nil {
+		return Principal{}, keyMalformed, errKeyInvalid
+	}
+	d := key.Digest()
+	now := v.now()
+	v.mu.RLock()
+	e, ok := v.entries[d]
+	v.mu.RUnlock()
+	how = keyHit
+	if !ok || !now.Before(e.until) {
+		how = keyMiss
+		ch := v.group.DoChan(string(d[:]), func() (any, error) { return v.lookup(ctx, key) })
+		select {
+		case r := <-ch:
+			if r.Err != nil {
+				return Principal{}, how, r.Err
+			}
+			e = r.Val.(keyEntry)
+		case <-ctx.Done():
+			return Principal{}, how, fmt.Errorf("%w: %w", errStore, ctx.Err())
+		}
+	}
+	switch {
+	case !e.valid:
+		return Principal{}, how, errKeyInvalid
+	case !e.keyExpires.IsZero() && !now.Before(e.keyExpires):
+		return Principal{}, how, errKeyExpired
+	}
+	return e.principal, how, nil
+}
+
+// lookup reads the key and its owner under the Check deadline and caches
+// the outcome. Store errors are not cached.
+func (v *keyVerifier) lookup(ctx context.Context, key apikey.Key) (keyEntry, error) {
+	// Shared by concurrent callers: one caller's cancellation must not fail
+	// the others, so only the deadline carries over.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.timeout)
+	defer cancel()
+	e := keyEntry{keyID: key.ID(), until: v.now().Add(v.ttl)}
+	rec, err := v.st.APIKeyByID(ctx, key.ID())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		v.put(key.Digest(), e)
+		return e, nil
+	case err != nil:
+		return keyEntry{}, fmt.Errorf("%w: api key: %w", errStore, err)
+	}
+	if !apikey.Equal(rec.Digest, key.Digest()) {
+		v.put(key.Digest(), e)
+		return e, nil
+	}
+	u, err := v.st.UserByID(ctx, rec.UserID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		v.put(key.Digest(), e)
+		return e, nil
+	case err != nil:
+		return keyEntry{}, fmt.Errorf("%w: api key owner: %w", errStore, err)
+	}
+	orgs, err := v.st.UserOrgs(ctx, rec.UserID)
+	if err != nil {
+		return keyEntry{}, fmt.Errorf("%w: api key owner's organisations: %w", errStore, err)
+	}
+	e.valid, e.keyExpires = true, rec.ExpiresAt
+	e.principal = Principal{UserID: u.ID, Roles: u.Roles, Orgs: orgs}
+	v.put(key.Digest(), e)
+	return e, nil
+}
+
+func (v *keyVerifier) put(d apikey.Digest, e keyEntry) {
+	if v.ttl <= 0 {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.entries) >= v.size {
+		now := v.now()
+		for k, old := range v.entries {
+			if !now.Before(old.until) {
+				delete(v.entries, k)
+			}
+		}
+		// Still full: drop arbitrary entries (map order) down to 90 %.
+		for k := range v.entries {
+			if len(v.entries) < v.size*9/10 {
+				break
+			}
+			delete(v.entries, k)
+		}
+	}
+	v.entries[d] = e
+}
+
+// forget drops the cached outcome of key id on this replica (after a revoke
+// or a change of its owner's roles); other replicas see it within the TTL.
+func (v *keyVerifier) forget(keyID string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for d, e := range v.entries {
+		if e.keyID == keyID {
+			delete(v.entries, d)
+		}
+	}
+}
+
+// forgetUser drops every cached key of userID.
+func (v *keyVerifier) forgetUser(userID string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for d, e := range v.entries {
+		if e.principal.UserID == userID {
+			delete(v.entries, d)
+		}
+	}
+}

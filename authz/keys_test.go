@@ -1,0 +1,101 @@
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/leakytokens/leaky/authz/store"
+)
+
+func newTestRing(t *testing.T, s store.SigningKeyStore, secret string, now func() time.Time) *keyRing {
+	t.Helper()
+	r, err := newKeyRing(s, secret, 24*time.Hour, time.Minute, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.now = now
+	if err := r.refresh(context.Background()); err != nil {
+		t.Fatalf("refresh() = %v", err)
+	}
+	return r
+}
+
+func TestKeyRingPersistsAndRotates(t *testing.T) {
+	st := store.NewMemory()
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := func() time.Time { return clock }
+	a := newTestRing(t, st, "secret", now)
+	first := a.set().signKID
+
+	// A second replica (or a restart) reuses the stored key.
+	b := newTestRing(t, st, "secret", now)
+	if got := b.set().signKID; got != first {
+		t.Fatalf("second ring signs with %q, want the stored %q", got, first)
+	}
+	keys, _ := st.SigningKeys(context.Background())
+	if len(keys) != 1 {
+		t.Fatalf("stored keys = %d, want 1", len(keys))
+	}
+
+	// Past the rotation period a new key is made; it is published but signs
+	// only after the publish delay, and the old one keeps verifying.
+	clock = clock.Add(25 * time.Hour)
+	if err := a.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.set().signKID; got != first {
+		t.Errorf("right after rotation signing kid = %q, want still %q", got, first)
+	}
+	if n := len(a.set().verify); n != 2 {
+		t.Errorf("verification keys = %d, want 2", n)
+	}
+	clock = clock.Add(2 * time.Minute)
+	if err := a.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	second := a.set().signKID
+	if second == first {
+		t.Error("after the publish delay the new key does not sign")
+	}
+	if _, ok := a.set().verify[first]; !ok {
+		t.Error("old key dropped before its retention ended")
+	}
+	clock = clock.Add(2 * time.Hour)
+	if err := a.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.set().verify[first]; ok {
+		t.Error("old key still verifies after its retention")
+	}
+
+	var doc struct {
+		Keys []map[string]string `json:"keys"`
+	}
+	if err := json.Unmarshal(a.set().jwks, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Keys) != 1 || doc.Keys[0]["kid"] != second || doc.Keys[0]["alg"] != "RS256" {
+		t.Errorf("jwks = %s, want only %s", a.set().jwks, second)
+	}
+	for _, k := range doc.Keys {
+		for _, private := range []string{"d", "p", "q", "dp", "dq", "qi"} {
+			if _, ok := k[private]; ok {
+				t.Errorf("jwks publishes private member %q", private)
+			}
+		}
+	}
+}
+
+func TestKeyRingWrongSecret(t *testing.T) {
+	st := store.NewMemory()
+	newTestRing(t, st, "right", time.Now)
+	r, err := newKeyRing(st, "wrong", 24*time.Hour, time.Minute, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.refresh(context.Background()); err == nil {
+		t.Error("refresh() with the wrong secret = nil, want an error")
+	}
+}

@@ -1,0 +1,254 @@
+package authz
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/fosite/token/hmac"
+
+	"github.com/leakytokens/leaky/authz/store"
+)
+
+// newOAuth composes fosite with exactly the handlers in use:
+// client_credentials, refresh_token (rotating, with family revocation on
+// reuse), introspection and revocation. Access tokens are the service's
+// JWTs; refresh tokens are fosite HMAC tokens keyed by the signing secret.
+func newOAuth(cfg Config, st store.Store, t *tokens, secret string) (fosite.OAuth2Provider, *fositeStore, *accessTokenStrategy) {
+	global := sha256.Sum256([]byte("leaky-tokens oauth2 hmac v1:" + secret))
+	fc := &fosite.Config{
+		AccessTokenLifespan:        cfg.TokenTTL,
+		RefreshTokenLifespan:       cfg.RefreshTTL,
+		AccessTokenIssuer:          cfg.Issuer,
+		GlobalSecret:               global[:],
+		ClientSecretsHasher:        secretHasher{},
+		RefreshTokenScopes:         []string{}, // refresh tokens need no "offline" scope
+		ScopeStrategy:              fosite.ExactScopeStrategy,
+		AudienceMatchingStrategy:   fosite.DefaultAudienceMatchingStrategy,
+		SendDebugMessagesToClients: false,
+	}
+	fs := &fositeStore{st: st, audience: cfg.Audience}
+	strategy := &accessTokenStrategy{
+		HMACSHAStrategy: oauth2.NewHMACSHAStrategy(&hmac.HMACStrategy{Config: fc}, fc),
+		tokens:          t,
+	}
+	p := fosite.NewOAuth2Provider(fs, fc)
+	fc.TokenEndpointHandlers.Append(&oauth2.ClientCredentialsGrantHandler{
+		HandleHelper: &oauth2.HandleHelper{AccessTokenStrategy: strategy, AccessTokenStorage: fs, Config: fc},
+		Config:       fc,
+	})
+	fc.TokenEndpointHandlers.Append(&oauth2.RefreshTokenGrantHandler{
+		AccessTokenStrategy: strategy, RefreshTokenStrategy: strategy, TokenRevocationStorage: fs, Config: fc,
+	})
+	fc.TokenIntrospectionHandlers.Append(&oauth2.CoreValidator{CoreStrategy: strategy, CoreStorage: fs, Config: fc})
+	fc.RevocationHandlers.Append(&oauth2.TokenRevocationHandler{
+		TokenRevocationStorage: fs, AccessTokenStrategy: strategy, RefreshTokenStrategy: strategy,
+	})
+	return p, fs, strategy
+}
+
+func (s *Service) oauthRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /oauth2/token", s.token)
+	mux.HandleFunc("POST /oauth2/introspect", s.introspect)
+	mux.HandleFunc("POST /oauth2/revoke", s.revoke)
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.metadata)
+}
+
+// token serves /oauth2/token. The caller's identity is read from the store
+// at every grant, so a refreshed token carries current roles and
+// organisations.
+func (s *Service) token(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	sess := &session{}
+	ar, err := s.oauth.NewAccessRequest(ctx, r, sess)
+	if err != nil {
+		s.oauth.WriteAccessError(ctx, w, ar, err)
+		return
+	}
+	grant := "refresh_token"
+	if ar.GetGrantTypes().ExactOne("client_credentials") {
+		grant = "client_credentials"
+		for _, scope := range ar.GetRequestedScopes() {
+			ar.GrantScope(scope)
+		}
+	}
+	if err := s.identify(ctx, ar); err != nil {
+		s.oauth.WriteAccessError(ctx, w, ar, err)
+		return
+	}
+	if !slices.Contains(ar.GetGrantedAudience(), s.cfg.Audience) {
+		ar.GrantAudience(s.cfg.Audience)
+	}
+	resp, err := s.oauth.NewAccessResponse(ctx, ar)
+	if err != nil {
+		s.oauth.WriteAccessError(ctx, w, ar, err)
+		return
+	}
+	s.metrics.tokens.WithLabelValues(grant).Inc()
+	s.oauth.WriteAccessResponse(ctx, w, ar, resp)
+}
+
+// identify fills the session of a token request from the store: a client's
+// roles and organisation, or a user's current roles and organisations.
+func (s *Service) identify(ctx context.Context, ar fosite.AccessRequester) error {
+	sess, ok := ar.GetSession().(*session)
+	if !ok {
+		return fosite.ErrServerError.WithDebug("unexpected session type")
+	}
+	clientID := ar.GetClient().GetID()
+	if clientID != firstPartyClientID {
+		c, err := s.store.Client(ctx, clientID)
+		if errors.Is(err, store.ErrNotFound) {
+			return fosite.ErrInvalidClient.WithWrap(err)
+		} else if err != nil {
+			return fosite.ErrServerError.WithWrap(err)
+		}
+		sess.Subject, sess.Roles, sess.Orgs = c.ID, c.Roles, nil
+		if c.OrgID != "" {
+			sess.Orgs = []string{c.OrgID}
+		}
+		return nil
+	}
+	u, err := s.store.UserByID(ctx, sess.Subject)
+	if errors.Is(err, store.ErrNotFound) {
+		return fosite.ErrInvalidGrant.WithHint("The user no longer exists.")
+	} else if err != nil {
+		return fosite.ErrServerError.WithWrap(err)
+	}
+	orgs, err := s.store.UserOrgs(ctx, u.ID)
+	if err != nil {
+		return fosite.ErrServerError.WithWrap(err)
+	}
+	sess.Roles, sess.Orgs = u.Roles, orgs
+	return nil
+}
+
+func (s *Service) introspect(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	ir, err := s.oauth.NewIntrospectionRequest(ctx, r, &session{})
+	if err != nil {
+		s.oauth.WriteIntrospectionError(ctx, w, err)
+		return
+	}
+	s.oauth.WriteIntrospectionResponse(ctx, w, ir)
+}
+
+func (s *Service) revoke(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	s.oauth.WriteRevocationResponse(ctx, w, s.oauth.NewRevocationRequest(ctx, r))
+}
+
+// metadata serves RFC 8414 authorization server metadata. Endpoint URLs
+// are built from the request's host.
+func (s *Service) metadata(w http.ResponseWriter, r *http.Request) {
+	scheme := "http"
+	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+		scheme = "https"
+	}
+	base := scheme + "://" + r.Host
+	writeJSON(w, http.StatusOK, map[string]any{
+		"issuer":                                s.cfg.Issuer,
+		"token_endpoint":                        base + "/oauth2/token",
+		"introspection_endpoint":                base + "/oauth2/introspect",
+		"revocation_endpoint":                   base + "/oauth2/revoke",
+		"jwks_uri":                              base + "/oauth2/jwks",
+		"grant_types_supported":                 []string{"client_credentials", "refresh_token"},
+		"response_types_supported":              []string{},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "none"},
+		"introspection_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post"},
+		"revocation_endpoint_auth_methods_supported":       []string{"client_secret_basic", "client_secret_post", "none"},
+		"token_endpoint_auth_signing_alg_values_supported": []string{signingAlg},
+	})
+}
+
+// issuePair issues an access token and a rotating refresh token of the
+// first-party client for p, recorded like any /oauth2/token grant.
+func (s *Service) issuePair(ctx context.Context, p Principal) (string, string, error) {
+	client, err := s.fstore.GetClient(ctx, firstPartyClientID)
+	if err != nil {
+		return "", "", err
+	}
+	now := time.Now().UTC()
+	req := fosite.NewRequest()
+	req.ID = newUUID()
+	req.RequestedAt = now
+	req.Client = client
+	req.GrantAudience(s.cfg.Audience)
+	sess := &session{Subject: p.UserID, Roles: p.Roles, Orgs: p.Orgs}
+	sess.SetExpiresAt(fosite.AccessToken, now.Add(s.cfg.TokenTTL).Round(time.Second))
+	sess.SetExpiresAt(fosite.RefreshToken, now.Add(s.cfg.RefreshTTL).Round(time.Second))
+	req.Session = sess
+	access, accessSig, err := s.strategy.GenerateAccessToken(ctx, req)
+	if err != nil {
+		return "", "", err
+	}
+	refresh, refreshSig, err := s.strategy.GenerateRefreshToken(ctx, req)
+	if err != nil {
+		return "", "", err
+	}
+	if err := s.fstore.CreateAccessTokenSession(ctx, accessSig, req); err != nil {
+		return "", "", fmt.Errorf("store access token: %w", err)
+	}
+	if err := s.fstore.CreateRefreshTokenSession(ctx, refreshSig, accessSig, req); err != nil {
+		return "", "", fmt.Errorf("store refresh token: %w", err)
+	}
+	return access, refresh, nil
+}
+
+// createClient registers a client_credentials client owned by the caller:
+// a service account, or an organisation's app when orgId names an
+// organisation the caller administers. Its roles are a subset of the
+// caller's (USER when none are asked for). The secret is shown once.
+func (s *Service) createClient(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.principal(r, false)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		OrgID string   `json:"orgId"`
+		Roles []string `json:"roles"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	roles := store.NormRoles(in.Roles)
+	if len(roles) == 0 {
+		roles = []string{store.RoleUser}
+	}
+	for _, role := range roles {
+		if !p.IsAdmin() && !slices.Contains(p.Roles, role) {
+			return forbiddenErr("a client may only hold roles its owner holds")
+		}
+	}
+	if in.OrgID != "" {
+		if err := s.orgAdmin(r, p, in.OrgID); err != nil {
+			return err
+		}
+	}
+	var idb, secret [24]byte
+	_, _ = rand.Read(idb[:])
+	_, _ = rand.Read(secret[:])
+	sec := base64.RawURLEncoding.EncodeToString(secret[:])
+	digest := sha256.Sum256([]byte(sec))
+	c := store.Client{ID: "svc_" + base64.RawURLEncoding.EncodeToString(idb[:12]), SecretDigest: digest[:],
+		OwnerID: p.UserID, OrgID: in.OrgID, Roles: roles, CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
+	if err := s.store.CreateClient(r.Context(), c); errors.Is(err, store.ErrNotFound) {
+		return forbiddenErr("only users can create clients")
+	} else if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"clientId": c.ID, "clientSecret": sec, "orgId": c.OrgID,
+		"roles": c.Roles, "tokenUrl": "/oauth2/token"})
+	return nil
+}

@@ -1,0 +1,232 @@
+package authz
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/leakytokens/leaky/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// startPG runs a Service built by New on the database at url until stop is
+// called or the test ends.
+func startPG(t *testing.T, url string, mutate func(*Config)) (ts *testService, stop func()) {
+	t.Helper()
+	cfg := testConfig()
+	cfg.DatabaseURL = url
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	logs := &logBuffer{}
+	svc, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	conn, err := grpc.NewClient(svc.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		conn.Close()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run() = %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Run() did not return within 5s")
+		}
+	}
+	t.Cleanup(stop)
+	return &testService{Service: svc, client: authv3.NewAuthorizationClient(conn), base: "http://" + svc.HTTPAddr(), logs: logs}, stop
+}
+
+// TestPostgresRestartKeepsTokens: tokens and refresh tokens issued before a
+// restart stay valid after it, because the signing keys are stored sealed.
+func TestPostgresRestartKeepsTokens(t *testing.T) {
+	url := testenv.PostgresURL(t)
+	a, stopA := startPG(t, url, nil)
+	u := a.register(t, "persist")
+	key := a.newKey(t, u.Token, nil)
+	kid := a.ring.set().signKID
+	stopA()
+
+	b, _ := startPG(t, url, nil)
+	if got := b.ring.set().signKID; got != kid {
+		t.Errorf("signing kid after restart = %q, want %q", got, kid)
+	}
+	for name, h := range map[string]map[string]string{
+		"jwt": {"authorization": "Bearer " + u.Token}, "api key": {"x-api-key": key.APIKey},
+	} {
+		if got := okHeaders(b.check(t, "/openai/x", h, ""))[HeaderUserID]; got != u.UserID {
+			t.Errorf("Check(%s) after restart user = %q, want %q", name, got, u.UserID)
+		}
+	}
+	if code, body := b.form(t, "/oauth2/token", map[string][]string{"grant_type": {"refresh_token"},
+		"refresh_token": {u.RefreshToken}, "client_id": {firstPartyClientID}}, "", ""); code != 200 {
+		t.Errorf("refresh after restart = %d %v", code, body)
+	}
+	// A replica with the wrong secret cannot start: it cannot unseal the keys.
+	cfg := testConfig()
+	cfg.DatabaseURL, cfg.SigningSecret = url, "another-secret-0123456789"
+	if svc, err := New(cfg, slog.New(slog.DiscardHandler)); err == nil {
+		svc.Close()
+		t.Error("New() with the wrong signing secret = nil error")
+	}
+}
+
+// TestPostgresFaults: with PostgreSQL frozen or killed, Check answers
+// within its deadline: cached keys and JWTs keep working, uncached keys get
+// the configured failure answer; readiness reports the outage; the service
+// recovers when PostgreSQL does, without a restart.
+func TestPostgresFaults(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	ts, _ := startPG(t, pg.URL, func(c *Config) { c.APIKeyCacheTTL = time.Minute })
+	u := ts.register(t, "faulty")
+	cached := ts.newKey(t, u.Token, nil)
+	uncached := ts.newKey(t, u.Token, nil)
+	if ts.check(t, "/openai/x", map[string]string{"x-api-key": cached.APIKey}, "").GetOkResponse() == nil {
+		t.Fatal("key refused before the fault")
+	}
+	timed := func(h map[string]string) (int, time.Duration) {
+		start := time.Now()
+		resp := ts.check(t, "/openai/x", h, "")
+		el := time.Since(start)
+		if resp.GetOkResponse() != nil {
+			return 200, el
+		}
+		return deniedStatus(resp), el
+	}
+	faults := []struct {
+		name   string
+		inject func()
+		heal   func()
+	}{
+		{"stopped (SIGSTOP)", pg.Stop, pg.Cont},
+		{"killed", func() {
+			// testenv runs PostgreSQL with synchronous_commit=off: flush
+			// first, or the crash loses the test's own recent commits.
+			checkpoint(t, pg.URL)
+			pg.Kill()
+		}, func() {
+			if err := pg.Restart(); err != nil {
+				t.Fatalf("restart postgres: %v", err)
+			}
+		}},
+	}
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			f.inject()
+			for _, c := range []struct {
+				name string
+				h    map[string]string
+				want int
+			}{
+				{"cached key", map[string]string{"x-api-key": cached.APIKey}, 200},
+				{"jwt", map[string]string{"authorization": "Bearer " + u.Token}, 200},
+				{"uncached key", map[string]string{"x-api-key": uncached.APIKey}, 503},
+			} {
+				code, el := timed(c.h)
+				t.Logf("%s during outage: %d in %v", c.name, code, el)
+				if code != c.want || el > time.Second {
+					t.Errorf("Check(%s) during outage = %d in %v, want %d within 1s (deadline 150ms)", c.name, code, el, c.want)
+				}
+			}
+			if code := ts.readyCode(t); code != http.StatusServiceUnavailable {
+				t.Errorf("readyz during outage = %d, want 503", code)
+			}
+			f.heal()
+			deadline := time.Now().Add(15 * time.Second)
+			for {
+				code, _ := timed(map[string]string{"x-api-key": uncached.APIKey})
+				if code == 200 && ts.readyCode(t) == 200 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no recovery within 15s of healing: check %d; logs:\n%s", code, tail(ts.logs.String(), 1500))
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			ts.keys.forget(uncached.ID)
+		})
+	}
+	if strings.Contains(ts.logs.String(), pg.URL) || strings.Contains(ts.logs.String(), cached.APIKey) {
+		t.Error("the log contains the database URL or an api key")
+	}
+}
+
+func checkpoint(t *testing.T, url string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (ts *testService) readyCode(t *testing.T) int {
+	t.Helper()
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(ts.base + "/readyz")
+	if err != nil {
+		t.Fatalf("readyz: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestStoreFailureError: with store-failure=error Check answers a gRPC
+// UNAVAILABLE, leaving the decision to Envoy's failure_mode_allow.
+func TestStoreFailureError(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	ts, _ := startPG(t, pg.URL, func(c *Config) { c.StoreFailure = "error" })
+	u := ts.register(t, "errmode")
+	key := ts.newKey(t, u.Token, nil)
+	pg.Stop()
+	defer pg.Cont()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := ts.client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Path: "/openai/x", Headers: map[string]string{"x-api-key": key.APIKey}}}}})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("Check during outage = %v, want code Unavailable", err)
+	}
+	if err != nil && strings.Contains(err.Error(), key.APIKey) {
+		t.Error("error carries the api key")
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}

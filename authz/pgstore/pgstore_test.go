@@ -1,0 +1,74 @@
+package pgstore
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/authz/storetest"
+	"github.com/leakytokens/leaky/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// open returns a migrated store on a fresh database, closed at cleanup.
+func open(t *testing.T) *Store {
+	t.Helper()
+	url := testenv.PostgresURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("Open() = %v", err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate() = %v", err)
+	}
+	return s
+}
+
+func TestContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t) })
+}
+
+func TestMigrateTwiceAndConcurrently(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() { errs <- s.Migrate(ctx) }()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Errorf("Migrate() again = %v, want nil", err)
+		}
+	}
+	var n int
+	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM authz_schema_migrations").Scan(&n); err != nil || n != 1 {
+		t.Errorf("recorded migrations = %d, %v, want 1", n, err)
+	}
+}
+
+func TestOpenBadURLHidesIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := Open(ctx, "postgres://user:hunter2@127.0.0.1:1/db?connect_timeout=1")
+	if err == nil {
+		t.Fatal("Open(unreachable) = nil, want an error")
+	}
+	if got := err.Error(); contains(got, "hunter2") {
+		t.Errorf("Open error %q contains the password", got)
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
