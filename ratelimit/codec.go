@@ -15,7 +15,9 @@ import (
 // forwards from raw header bytes, and which the standard codec refuses with
 // INTERNAL, so that a fail-open Envoy would let the request through
 // unlimited — is accepted with its invalid bytes escaped as \xNN. Distinct
-// byte strings stay distinct, so such values still get buckets of their own.
+// invalid values stay distinct from each other, so they get buckets of their
+// own; a valid value spelling the escape (the text \xff) shares the bucket of
+// the byte it spells.
 type lenientCodec struct{}
 
 func (lenientCodec) Name() string { return "proto" }

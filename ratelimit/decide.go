@@ -51,12 +51,20 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	}
 	if len(items) == 0 || zero {
 		// Nothing to count, or a limit of zero refuses the request before
-		// any bucket is charged.
+		// any bucket is charged. Buckets are reported as they are.
+		results := make([]store.Result, len(plans))
+		if zero && len(items) > 0 {
+			if err := s.peek(ctx, plans, results); err != nil {
+				return s.failure(l, domain, plans, err)
+			}
+		}
 		for i := range plans {
-			resp.Statuses[i] = descriptorStatus(&plans[i], nil, !zero)
+			resp.Statuses[i] = descriptorStatus(&plans[i], &results[i], !zero)
+			s.count(domain, &plans[i], &results[i], !zero)
 		}
 		if zero {
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+			overLimitAnswer(resp, plans, results)
 		}
 		return resp, nil
 	}
@@ -81,6 +89,31 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		overLimitAnswer(resp, plans, results)
 	}
 	return resp, nil
+}
+
+// peek reads the buckets of plans without charging them (hits 0), for the
+// statuses of a request refused before any bucket was asked.
+func (s *Service) peek(ctx context.Context, plans []plan, results []store.Result) error {
+	items := make([]store.Item, 0, len(plans))
+	for i := range plans {
+		if plans[i].hasItem {
+			it := plans[i].item
+			it.Hits = 0
+			items = append(items, it)
+		}
+	}
+	dec, err := s.store.Decide(ctx, items)
+	if err != nil {
+		return err
+	}
+	for i, j := 0, 0; i < len(plans); i++ {
+		if plans[i].hasItem {
+			results[i] = dec.Results[j]
+			results[i].Allowed = true
+			j++
+		}
+	}
+	return nil
 }
 
 // invalid returns a metric reason and a message for a request that breaks
@@ -146,6 +179,10 @@ func (s *Service) domainLabel(l *limits, domain string) string {
 }
 
 func (s *Service) count(domain string, p *plan, r *store.Result, admitted bool) {
+	if p.zero {
+		s.metrics.rule(domain, p.metric).overLimit.Inc()
+		return
+	}
 	if !p.hasItem {
 		return
 	}
@@ -174,8 +211,14 @@ func (s *Service) failure(l *limits, domain string, plans []plan, err error) (*r
 		s.metrics.invalid.WithLabelValues("undecidable").Inc()
 		return nil, status.Error(codes.InvalidArgument, "descriptor cannot be decided")
 	}
-	s.metrics.backendErrs.WithLabelValues(s.errorKind(err)).Inc()
+	kind := s.errorKind(err)
+	s.metrics.backendErrs.WithLabelValues(kind).Inc()
 	s.health.storeFailed()
+	// At most one line a second: an outage fails every call.
+	if now := time.Now().UnixNano(); now-s.lastStoreLog.Load() > int64(time.Second) {
+		s.lastStoreLog.Store(now)
+		s.log.Warn("store failed; answering by the failure mode", "kind", kind, "err", err)
+	}
 	mode := policy.FailError
 	if domain == policy.Domain && l.policy != nil {
 		mode = l.policy.FailureMode

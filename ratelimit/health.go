@@ -44,7 +44,7 @@ func (h *healthState) shutdown() {
 	h.mu.Unlock()
 }
 
-// ready returns nil when the service should take traffic, else why not.
+// ready reports whether the service should take traffic, and why not.
 func (h *healthState) ready() (bool, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

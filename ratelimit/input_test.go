@@ -119,7 +119,28 @@ func TestEnvoyRatelimitDomain(t *testing.T) {
 			check("shadow mode", codes("shadow=x", 3), ok, ok, ok)
 			check("unlimited", codes("free=x", 3), ok, ok, ok)
 			check("zero per unit", codes("blocked=x", 1), over)
-			r := s.ask(t, "messaging", 1, desc("free=y"))
+			// A zero limit refuses the whole request, charges nothing, and
+			// explains itself; the other buckets are reported as they are.
+			r := s.ask(t, "messaging", 1, desc("blocked=x"), desc("to_number=zero"))
+			if r.OverallCode != over || r.Statuses[0].Code != over || r.Statuses[1].Code != ok || r.Statuses[1].LimitRemaining != 2 {
+				t.Errorf("zero limit beside a counter: %v %v", r.OverallCode, r.Statuses)
+			}
+			if !strings.Contains(string(r.RawBody), `"retry_after_seconds":-1`) || header(r, "retry-after") != "" {
+				t.Errorf("zero limit answer: body %s retry-after %q", r.RawBody, header(r, "retry-after"))
+			}
+			// An override with an invalid unit is ignored for its descriptor
+			// only: the other descriptor is still limited.
+			bad := &ratelimitv3.RateLimitDescriptor{
+				Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: "to_number", Value: "999"}},
+				Limit:   &ratelimitv3.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 5, Unit: 0},
+			}
+			var answers []rlsv3.RateLimitResponse_Code
+			for i := 0; i < 3; i++ {
+				answers = append(answers, s.ask(t, "messaging", 1, desc("to_number=555"), bad).OverallCode)
+			}
+			check("bad override beside a limited descriptor", answers, ok, ok, over)
+
+			r = s.ask(t, "messaging", 1, desc("free=y"))
 			if r.Statuses[0].LimitRemaining != math.MaxUint32 {
 				t.Errorf("unlimited remaining = %d, want MaxUint32", r.Statuses[0].LimitRemaining)
 			}

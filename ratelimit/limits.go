@@ -43,10 +43,19 @@ func configFiles(path string) ([]string, error) {
 	}
 	var files []string
 	for _, e := range entries {
+		name := filepath.Join(path, e.Name())
 		ext := filepath.Ext(e.Name())
-		if e.Type().IsRegular() && (ext == ".yaml" || ext == ".yml") && !strings.HasPrefix(e.Name(), ".") {
-			files = append(files, filepath.Join(path, e.Name()))
+		if strings.HasPrefix(e.Name(), ".") || (ext != ".yaml" && ext != ".yml") {
+			continue
 		}
+		// Stat follows symbolic links, as in a Kubernetes ConfigMap mount
+		// (x.yaml -> ..data/x.yaml).
+		if fi, err := os.Stat(name); err == nil && fi.Mode().IsRegular() {
+			files = append(files, name)
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s: no *.yaml or *.yml files", path)
 	}
 	slices.Sort(files)
 	return files, nil

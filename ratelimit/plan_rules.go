@@ -21,14 +21,14 @@ func planRules(c *rules.Config, req *rlsv3.RateLimitRequest, plans []plan) {
 			entries[j] = rules.Entry{Key: e.GetKey(), Value: e.GetValue()}
 		}
 		descs[i].Entries = entries
-		if o := d.GetLimit(); o != nil {
+		// An override with an invalid unit is ignored: the configured rule
+		// applies to that descriptor.
+		if o := d.GetLimit(); o != nil && rules.Unit(o.GetUnit()).Valid() {
 			descs[i].Override = &rules.Override{RequestsPerUnit: o.GetRequestsPerUnit(), Unit: rules.Unit(o.GetUnit())}
 		}
 	}
 	limits, err := rules.Resolve(c, descs)
-	if err != nil {
-		// Only an override with an invalid unit fails; answer as if no rule
-		// applied, as envoyproxy/ratelimit ignores such an override.
+	if err != nil { // unreachable: overrides were validated above
 		for i := range plans {
 			plans[i].noRule = true
 		}
@@ -47,8 +47,10 @@ func planRules(c *rules.Config, req *rlsv3.RateLimitRequest, plans []plan) {
 			pl.status = &rlsv3.RateLimitResponse_RateLimit{Name: l.Name, Unit: rlsv3.RateLimitResponse_RateLimit_UNKNOWN}
 			continue
 		}
-		pl.scope = strings.TrimPrefix(l.FullKey, c.Domain+".")
-		pl.metric = l.FullKey
+		// The metric label is the descriptor's keys: never request values
+		// (an override's or value_to_metric's FullKey carries them), so the
+		// series count cannot grow with users.
+		pl.scope = pl.metric
 		pl.quota = l.QuotaMode
 		pl.window = l.Unit.Seconds()
 		pl.status = &rlsv3.RateLimitResponse_RateLimit{

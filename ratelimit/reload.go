@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -36,6 +37,9 @@ func (s *Service) watchConfig(ctx context.Context) error {
 			continue
 		}
 		l, err := parseLimits(contents)
+		if err == nil && l.policy == nil && s.limits.Load().policy != nil {
+			err = errors.New("the leaky-tokens policy file is gone; a reload cannot remove it (restart to run without it)")
+		}
 		if err != nil {
 			lastBad = digest
 			s.metrics.configErr.Inc()

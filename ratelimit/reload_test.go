@@ -65,6 +65,49 @@ func TestReloadAppliesChangesAndKeepsLastGood(t *testing.T) {
 	}
 }
 
+// Files reached through symbolic links are read (a Kubernetes ConfigMap
+// mount); a directory without configuration files is an error.
+func TestConfigDirectoryLayouts(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "..data")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := os.ReadFile("testdata/policy.yaml")
+	if err := os.WriteFile(filepath.Join(data, "policy.yaml"), orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("..data/policy.yaml", filepath.Join(dir, "policy.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := loadLimits(dir)
+	if err != nil || l.policy == nil {
+		t.Fatalf("loadLimits(symlinked) = %v, %v; want the policy", l, err)
+	}
+	if _, err := loadLimits(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no *.yaml") {
+		t.Errorf("loadLimits(empty dir) = %v, want an error", err)
+	}
+}
+
+// A reload cannot silently drop the leaky-tokens policy.
+func TestReloadKeepsPolicy(t *testing.T) {
+	cfg := testConfig(t, "memory", "policy.yaml")
+	s := start(t, cfg)
+	if err := os.WriteFile(filepath.Join(cfg.ConfigPath, "other.yaml"), []byte("domain: other\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(cfg.ConfigPath, "policy.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the load error", func() bool {
+		_, body := httpGet(t, "http://"+s.svc.HTTPAddr()+"/metrics")
+		return strings.Contains(body, "ratelimit_service_config_load_error 1")
+	})
+	if got := limitOf(t, s); got != 1000 {
+		t.Errorf("limit after the policy file went = %d, want the last good 1000", got)
+	}
+}
+
 // A configuration that fails validation at start is an error naming the
 // file and the problem.
 func TestBadConfigAtStart(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/leakytokens/leaky/ratelimit/store"
@@ -35,11 +36,13 @@ const maxOpenReservations = 1 << 20
 // so what the buckets are over at any time is at most the sum of
 // (actual − estimate) over the reservations in flight.
 type Reservations struct {
-	store store.Store
-	now   func() time.Time
+	store      store.Store
+	now        func() time.Time
+	defaultTTL func() time.Duration
 
-	mu   sync.Mutex
-	open map[string]*reservation
+	mu      sync.Mutex
+	open    map[string]*reservation
+	pending int // Reserve calls between their slot check and their record
 }
 
 type reservation struct {
@@ -53,39 +56,56 @@ type Reservation struct {
 	Expires time.Time // after this it is settled at the estimate
 }
 
-// NewReservations returns a ledger over st; now is the clock (nil = time.Now).
-func NewReservations(st store.Store, now func() time.Time) *Reservations {
+// DefaultReservationTTL is the TTL of a reservation asked for with ttl ≤ 0
+// when the ledger has no policy to read it from.
+const DefaultReservationTTL = 10 * time.Minute
+
+// NewReservations returns a ledger over st; now is the clock (nil =
+// time.Now) and defaultTTL the TTL of reservations asked for with ttl ≤ 0
+// (nil = DefaultReservationTTL).
+func NewReservations(st store.Store, now func() time.Time, defaultTTL func() time.Duration) *Reservations {
 	if now == nil {
 		now = time.Now
 	}
-	return &Reservations{store: st, now: now, open: map[string]*reservation{}}
+	if defaultTTL == nil {
+		defaultTTL = func() time.Duration { return DefaultReservationTTL }
+	}
+	return &Reservations{store: st, now: now, defaultTTL: defaultTTL, open: map[string]*reservation{}}
 }
 
 // Reserve decides items all or nothing, each Item.Hits being the estimate.
 // When admitted it returns a reservation to settle; when refused the
 // Reservation is zero and nothing is charged.
 func (r *Reservations) Reserve(ctx context.Context, items []store.Item, ttl time.Duration) (Reservation, store.Decision, error) {
+	if ttl <= 0 {
+		ttl = r.defaultTTL()
+	}
+	// Hold a slot before charging anything, so a full ledger never charges.
 	r.mu.Lock()
-	full := len(r.open) >= maxOpenReservations
-	r.mu.Unlock()
-	if full {
+	if len(r.open)+r.pending >= maxOpenReservations {
+		r.mu.Unlock()
 		return Reservation{}, store.Decision{}, ErrTooManyReservations
 	}
+	r.pending++
+	r.mu.Unlock()
 	dec, err := r.store.Decide(ctx, items)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending--
 	if err != nil || !dec.Allowed {
 		return Reservation{}, dec, err
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	res := Reservation{ID: hex.EncodeToString(b[:]), Expires: r.now().Add(ttl)}
-	r.mu.Lock()
 	r.open[res.ID] = &reservation{items: append([]store.Item(nil), items...), expires: res.Expires}
-	r.mu.Unlock()
 	return res, dec, nil
 }
 
 // Settle charges the reservation at actual tokens instead of its estimate,
-// once. A failed store call leaves the reservation open, to be settled again.
+// at most once. A store call that failed without running leaves the
+// reservation open, to be settled again; one that timed out (it may have
+// run) closes it at its estimate rather than risk applying twice.
 func (r *Reservations) Settle(ctx context.Context, id string, actual int64) error {
 	if actual < 0 {
 		return fmt.Errorf("actual %d: must not be negative", actual)
@@ -114,9 +134,15 @@ func (r *Reservations) Settle(ctx context.Context, id string, actual int64) erro
 		return nil
 	}
 	if err := r.store.Adjust(ctx, adj); err != nil {
-		r.mu.Lock()
-		r.open[id] = res
-		r.mu.Unlock()
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			// The store was not reached, so nothing ran: settle again later.
+			r.mu.Lock()
+			r.open[id] = res
+			r.mu.Unlock()
+		}
+		// Any other failure may have been applied (a timeout after the
+		// write); applying it again could refund or debit twice, so the
+		// reservation stays at its estimate.
 		return fmt.Errorf("settle reservation: %w", err)
 	}
 	return nil

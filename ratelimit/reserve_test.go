@@ -3,6 +3,8 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,7 +42,7 @@ func TestReservationsSettle(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{us: 1_700_000_000_000_000}
 	mem := store.NewMemory(store.MemoryOptions{Now: clk.micros})
-	ledger := NewReservations(mem, clk.time)
+	ledger := NewReservations(mem, clk.time, nil)
 	user := bucket(t, "u", 1000, 1, 0)
 	prov := bucket(t, "p", 10000, 1, 0)
 	reserve := func(n int64) (Reservation, store.Decision) {
@@ -109,28 +111,42 @@ func TestReservationsSettle(t *testing.T) {
 	}
 }
 
-// failingStore admits everything and fails every Adjust.
-type failingStore struct{ store.Store }
-
-func (failingStore) Adjust(context.Context, []store.Adjustment) error {
-	return errors.New("store down")
+// failingStore decides with the embedded store and fails every Adjust
+// with err.
+type failingStore struct {
+	store.Store
+	err error
 }
 
-func TestReservationSurvivesFailedSettle(t *testing.T) {
-	ctx := context.Background()
-	mem := store.NewMemory(store.MemoryOptions{})
-	ledger := NewReservations(failingStore{mem}, nil)
-	res, _, err := ledger.Reserve(ctx, []store.Item{bucket(t, "k", 100, 1, 10)}, time.Minute)
-	if err != nil {
-		t.Fatal(err)
+func (f failingStore) Adjust(context.Context, []store.Adjustment) error { return f.err }
+
+func TestReservationAfterFailedSettle(t *testing.T) {
+	tests := []struct {
+		name     string
+		err      error
+		wantOpen int
+	}{
+		{"store not reached: settle again later", fmt.Errorf("dial: %w", syscall.ECONNREFUSED), 1},
+		{"timed out, may have run: closed at the estimate", context.DeadlineExceeded, 0},
 	}
-	if err := ledger.Settle(ctx, res.ID, 5); err == nil {
-		t.Fatal("Settle with a failing store = nil, want an error")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			ledger := NewReservations(failingStore{store.NewMemory(store.MemoryOptions{}), tt.err}, nil, nil)
+			res, _, err := ledger.Reserve(ctx, []store.Item{bucket(t, "k", 100, 1, 10)}, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ledger.Settle(ctx, res.ID, 5); err == nil {
+				t.Fatal("Settle with a failing store = nil, want an error")
+			}
+			if got := ledger.Open(); got != tt.wantOpen {
+				t.Errorf("open after the failed settle = %d, want %d", got, tt.wantOpen)
+			}
+		})
 	}
-	if ledger.Open() != 1 {
-		t.Errorf("open after a failed settle = %d, want 1 (to settle again)", ledger.Open())
-	}
-	if err := ledger.Settle(ctx, res.ID, -1); err == nil {
+	ledger := NewReservations(store.NewMemory(store.MemoryOptions{}), nil, nil)
+	if err := ledger.Settle(context.Background(), "x", -1); err == nil {
 		t.Error("Settle(-1) = nil, want an error")
 	}
 }

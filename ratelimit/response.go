@@ -52,6 +52,11 @@ func descriptorStatus(p *plan, r *store.Result, admitted bool) *rlsv3.RateLimitR
 func overLimitAnswer(resp *rlsv3.RateLimitResponse, plans []plan, results []store.Result) {
 	worst := -1
 	for i := range plans {
+		if plans[i].zero {
+			// A limit of zero never admits: it explains the refusal.
+			worst = i
+			break
+		}
 		r := &results[i]
 		if !plans[i].hasItem || r.Allowed || (plans[i].item.Shadow && !plans[i].quota) {
 			continue
@@ -63,7 +68,10 @@ func overLimitAnswer(resp *rlsv3.RateLimitResponse, plans []plan, results []stor
 	if worst < 0 {
 		return
 	}
-	p, r := &plans[worst], &results[worst]
+	p, r := &plans[worst], results[worst]
+	if p.zero {
+		r = store.Result{RetryAfter: -1}
+	}
 	body := overLimitBody{
 		Error:     "rate_limited",
 		Scope:     p.scope,
@@ -77,14 +85,18 @@ func overLimitAnswer(resp *rlsv3.RateLimitResponse, plans []plan, results []stor
 			retry = 1
 		}
 	} else {
-		body.Message = "the request asks for more tokens than the bucket holds"
+		body.Message = "the request asks for more than the limit allows"
 	}
 	body.RetryAfterSeconds = retry
 	name := strconv.Quote(p.scope)
+	state := name + ";r=" + strconv.FormatInt(r.Remaining, 10)
+	if retry >= 0 { // no t= (and no Retry-After) when waiting cannot help
+		state += ";t=" + strconv.FormatInt(retry, 10)
+	}
 	headers := []*corev3.HeaderValue{
 		{Key: "content-type", Value: "application/json"},
 		{Key: "ratelimit-policy", Value: name + ";q=" + strconv.FormatInt(p.item.Limit, 10) + ";w=" + strconv.FormatInt(max(p.window, 1), 10)},
-		{Key: "ratelimit", Value: name + ";r=" + strconv.FormatInt(r.Remaining, 10) + ";t=" + strconv.FormatInt(max(retry, 0), 10)},
+		{Key: "ratelimit", Value: state},
 	}
 	if retry >= 0 {
 		headers = append(headers, &corev3.HeaderValue{Key: "retry-after", Value: strconv.FormatInt(retry, 10)})

@@ -14,9 +14,11 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/leakytokens/leaky/ratelimit/redisstore"
 	"github.com/leakytokens/leaky/ratelimit/store"
@@ -36,6 +38,8 @@ type Service struct {
 	metrics *metrics
 	health  *healthState
 	reserve *Reservations
+
+	lastStoreLog atomic.Int64 // unix ns of the last store error logged
 
 	grpcLis, httpLis net.Listener
 }
@@ -69,7 +73,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	s.metrics = newMetrics(s.evictions)
 	s.metrics.configOK.Inc()
 	s.health = newHealthState(s.ping)
-	s.reserve = NewReservations(s.store, nil)
+	s.reserve = NewReservations(s.store, nil, func() time.Duration {
+		if p := s.limits.Load().policy; p != nil {
+			return time.Duration(p.ReservationTTL)
+		}
+		return DefaultReservationTTL
+	})
 	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		s.close()
 		return nil, fmt.Errorf("grpc listen: %w", err)
@@ -115,6 +124,9 @@ func (s *Service) errorKind(err error) string {
 	return "other"
 }
 
+// Close releases a service that will not Run: its listeners and store.
+func (s *Service) Close() { s.close() }
+
 func (s *Service) close() {
 	if s.grpcLis != nil {
 		s.grpcLis.Close()
@@ -127,6 +139,18 @@ func (s *Service) close() {
 	}
 }
 
+// recoverPanic turns a panic in a handler — a bug — into an INTERNAL answer
+// for that call instead of the end of the process (grpc-go does not recover).
+func (s *Service) recoverPanic(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("handler panicked", "method", info.FullMethod, "panic", fmt.Sprint(r))
+			resp, err = nil, status.Error(codes.Internal, "internal error")
+		}
+	}()
+	return handler(ctx, req)
+}
+
 // Run serves until ctx is cancelled, then stops gracefully: health turns
 // NOT_SERVING first, in-flight calls finish within ShutdownGrace.
 func (s *Service) Run(ctx context.Context) error {
@@ -137,6 +161,7 @@ func (s *Service) Run(ctx context.Context) error {
 		// Reuse a few goroutines for calls instead of one new goroutine (and
 		// stack growth) per call: a measurable share of a decision's CPU.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.ChainUnaryInterceptor(s.recoverPanic),
 	)
 	rlsv3.RegisterRateLimitServiceServer(gs, s)
 	hs := health.NewServer()

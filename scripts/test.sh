@@ -19,7 +19,9 @@ cleanup() {
 	done
 	rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 free_port() { # a random port in 20000-59999 that nothing listens on
 	local p
@@ -48,7 +50,7 @@ wait_port 127.0.0.1 "$redis_port"
 export LEAKY_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
 
 # PostgreSQL (it refuses to run as root, so run it as the postgres user)
-pgbin=$(dirname "$(command -v postgres 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/postgres | tail -n1)")
+pgbin=$(dirname "$(readlink -f "$(command -v postgres 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/postgres | tail -n1)")")
 pg_port=$(free_port)
 as_pg=()
 if [ "$(id -u)" -eq 0 ]; then
@@ -64,11 +66,17 @@ fi
 pids+=($!)
 wait_port 127.0.0.1 "$pg_port"
 # It listens before it accepts sessions ("the database system is starting up").
+ready=""
 for _ in $(seq 1 300); do
-	"$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && break
+	"$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && { ready=1; break; }
 	sleep 0.1
 done
+[ -n "$ready" ] || { echo "test: postgresql did not accept sessions:" >&2; cat "$work/postgres.log" >&2; exit 1; }
 export LEAKY_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"
 
 echo "test: redis on 127.0.0.1:$redis_port, postgresql on 127.0.0.1:$pg_port" >&2
-go test -race -count=1 -timeout 25m "$@" ./...
+# In the background so that a TERM from CI stops the tests too (bash runs a trap only once the
+# foreground command ends).
+go test -race -count=1 -timeout 25m "$@" ./... &
+pids+=($!)
+wait $!

@@ -40,6 +40,7 @@ func runDev(ctx context.Context, e env, args []string) error {
 	}
 	azs, err := authz.New(az, e.logger.With("service", "authz"))
 	if err != nil {
+		rls.Close()
 		return fmt.Errorf("authz: %w", err)
 	}
 	g, gctx := errgroup.WithContext(ctx)

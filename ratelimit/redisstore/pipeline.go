@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -12,8 +13,14 @@ import (
 // each send whatever is queued as one pipeline of EVALSHA commands, so a
 // busy service pays one network round trip and a couple of system calls per
 // batch instead of per decision. Each command is still its own script run,
-// atomic on its own. A command whose script Redis has lost (NOSCRIPT) is
-// sent again alone with EVAL.
+// atomic on its own.
+//
+// A call whose caller has given up (its context is done) before its batch
+// is sent is dropped, never sent: the caller has already answered without
+// it, so charging it later would charge a request that was not admitted. A
+// batch's deadline is the earliest of its callers'. When Redis has lost the
+// script (NOSCRIPT, after a restart or SCRIPT FLUSH), the worker loads it
+// once and sends the failed calls again.
 const (
 	pipelineWorkers = 4  // batches in flight at once
 	maxBatch        = 64 // commands in one pipeline
@@ -22,6 +29,7 @@ const (
 // call is one queued script run. The worker sets vals or err, then closes
 // done.
 type call struct {
+	ctx  context.Context
 	keys []string
 	args []any
 	vals []int64
@@ -53,7 +61,7 @@ func (p *pipeliner) stop() {
 
 // do queues a decision and waits for it or for ctx.
 func (p *pipeliner) do(ctx context.Context, keys []string, args []any) ([]int64, error) {
-	c := &call{keys: keys, args: args, done: make(chan struct{})}
+	c := &call{ctx: ctx, keys: keys, args: args, done: make(chan struct{})}
 	select {
 	case p.in <- c:
 	case <-ctx.Done():
@@ -92,32 +100,60 @@ func (p *pipeliner) work() {
 	}
 }
 
-// send runs one batch with one deadline and finishes every call in it.
+// send runs one batch and finishes every call in it.
 func (p *pipeliner) send(batch []*call) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.s.timeout)
-	defer cancel()
-	if len(batch) == 1 {
-		c := batch[0]
-		c.vals, c.err = p.s.decide.Run(ctx, p.s.c, c.keys, c.args...).Int64Slice()
-		close(c.done)
+	live := batch[:0:0]
+	deadline := time.Now().Add(p.s.timeout)
+	for _, c := range batch {
+		if err := c.ctx.Err(); err != nil {
+			c.err = err
+			close(c.done)
+			continue
+		}
+		if d, ok := c.ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		live = append(live, c)
+	}
+	if len(live) == 0 {
 		return
 	}
-	cmds := make([]*redis.Cmd, len(batch))
-	_, _ = p.s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, c := range batch {
-			cmds[i] = pipe.EvalSha(ctx, p.s.decide.Hash(), c.keys, c.args...)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	retry := p.pipeline(ctx, live)
+	if len(retry) > 0 {
+		// Redis lost the script: load it once, then send those calls again.
+		if err := p.s.decide.Load(ctx, p.s.c).Err(); err != nil {
+			for _, c := range retry {
+				c.err = err
+			}
+		} else {
+			retry = p.pipeline(ctx, retry)
 		}
-		return nil
-	})
-	for i, c := range batch {
-		c.vals, c.err = cmds[i].Int64Slice()
-		if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
-			// Redis restarted or flushed its scripts: EVAL caches it again.
-			c.vals, c.err = p.s.decide.Eval(ctx, p.s.c, c.keys, c.args...).Int64Slice()
-		}
+	}
+	for _, c := range live {
 		if c.err != nil {
 			c.err = fmt.Errorf("pipelined: %w", c.err)
 		}
 		close(c.done)
 	}
+}
+
+// pipeline sends calls as EVALSHA commands in one pipeline, sets each
+// call's answer, and returns the calls that met NOSCRIPT.
+func (p *pipeliner) pipeline(ctx context.Context, calls []*call) (noScript []*call) {
+	cmds := make([]*redis.Cmd, len(calls))
+	_, _ = p.s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, c := range calls {
+			cmds[i] = pipe.EvalSha(ctx, p.s.decide.Hash(), c.keys, c.args...)
+		}
+		return nil
+	})
+	for i, c := range calls {
+		c.vals, c.err = cmds[i].Int64Slice()
+		if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
+			noScript = append(noScript, c)
+		}
+	}
+	return noScript
 }

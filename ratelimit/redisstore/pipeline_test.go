@@ -47,8 +47,8 @@ func TestPipelinedDecisionsSurviveScriptFlush(t *testing.T) {
 	}
 }
 
-// A pipeline that meets NOSCRIPT sends each command again with EVAL.
-func TestPipelineFallsBackToEval(t *testing.T) {
+// A pipeline that meets NOSCRIPT loads the script once and sends those calls again.
+func TestPipelineReloadsLostScript(t *testing.T) {
 	srv := testenv.StartRedis(t)
 	s := open(t, Options{URL: srv.URL, Timeout: 5 * time.Second})
 	c := raw(t, srv.URL)
@@ -58,6 +58,7 @@ func TestPipelineFallsBackToEval(t *testing.T) {
 	var batch []*call
 	for _, key := range []string{"a", "b", "a"} {
 		batch = append(batch, &call{
+			ctx:  context.Background(),
 			keys: []string{s.key(store.Item{Key: key})},
 			args: []any{"", int(store.GCRA), 2, 3600 * sec, 1, 0},
 			done: make(chan struct{}),
@@ -72,6 +73,25 @@ func TestPipelineFallsBackToEval(t *testing.T) {
 	}
 	if got := batch[2].vals[1+1]; got != 0 { // a's remaining after two hits of 2
 		t.Errorf("remaining of a after two decisions = %d, want 0", got)
+	}
+}
+
+// A call whose caller has already given up is never sent, so it charges
+// nothing.
+func TestAbandonedCallIsNotSent(t *testing.T) {
+	s := open(t, Options{URL: testenv.RedisURL(t), Prefix: testenv.Prefix(t), Timeout: 5 * time.Second})
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	it := store.Item{Key: "abandoned", Limit: 1, Period: 3600 * sec, Hits: 1}
+	c := &call{ctx: gone, keys: []string{s.key(it)}, args: []any{"", int(store.GCRA), 1, 3600 * sec, 1, 0}, done: make(chan struct{})}
+	s.pipe.send([]*call{c})
+	<-c.done
+	if c.err == nil {
+		t.Fatal("abandoned call: no error")
+	}
+	d, err := s.Decide(context.Background(), []store.Item{it})
+	if err != nil || !d.Allowed {
+		t.Errorf("after an abandoned call the bucket admits %v (%v), want the one token still there", d.Allowed, err)
 	}
 }
 

@@ -87,7 +87,8 @@ var _ store.Store = (*Store)(nil)
 func New(ctx context.Context, opts Options) (*Store, error) {
 	ro, err := redis.ParseURL(opts.URL)
 	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+		// The parse error quotes the URL, which may hold a password.
+		return nil, errors.New("redis url: cannot parse it (redis://[user:password@]host:port/db; not shown, it may hold a password)")
 	}
 	s := &Store{
 		prefix:  opts.Prefix,
@@ -192,11 +193,16 @@ func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
 	return nil
 }
 
-// Ping reports whether Redis answers within the store's timeout, for
-// readiness checks.
+// Ping reports whether Redis answers, for readiness checks: within ctx's
+// deadline, or the store's timeout when ctx has none. A readiness probe
+// gives it more time than a decision gets, so one slow answer under load
+// does not mark the service unready.
 func (s *Store) Ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+	}
 	if err := s.c.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("redis ping: %w", err)
 	}

@@ -320,3 +320,12 @@ func unusedURL(t *testing.T) string {
 	}
 	return fmt.Sprintf("redis://127.0.0.1:%d/0", port)
 }
+
+// A URL that does not parse is refused without repeating it: it may hold a
+// password.
+func TestBadURLHidesPassword(t *testing.T) {
+	_, err := New(context.Background(), Options{URL: "redis://:s3cr%t@127.0.0.1:6379/0"})
+	if err == nil || strings.Contains(err.Error(), "s3cr") {
+		t.Errorf("New(bad URL) = %v, want an error without the password", err)
+	}
+}
