@@ -127,14 +127,14 @@ func (s *checkServer) decide(ctx context.Context, r *authv3.AttributeContext_Htt
 		return "none", nil, &denial{typev3.StatusCode_BadRequest, "invalid_request", "malformed request path"}
 	}
 	pol := s.policy.Load()
-	p, cred, err := s.authenticate(ctx, h, remove)
+	p, cred, err := s.authenticate(ctx, h, under(r.GetPath(), selfPaths), remove)
 	if err != nil {
-		if cred == "none" && hasPrefix(path, s.cfg.PublicPaths) {
+		if cred == "none" && under(r.GetPath(), s.cfg.PublicPaths) {
 			return cred, nil, nil
 		}
 		return cred, nil, err
 	}
-	if hasPrefix(path, s.cfg.AdminPaths) && !p.IsAdmin() {
+	if underAny(path, s.cfg.AdminPaths) && !p.IsAdmin() {
 		return cred, nil, forbidden("forbidden_role", "this path requires role ADMIN")
 	}
 	set := []*corev3.HeaderValueOption{
@@ -152,7 +152,7 @@ func (s *checkServer) decide(ctx context.Context, r *authv3.AttributeContext_Htt
 	if len(body) == 0 {
 		body = []byte(r.GetBody())
 	}
-	n, bodyProvider, ok := estimate(body, s.cfg.DefaultMaxTokens)
+	n, bodyProvider, ok := estimateRequest(body, h, s.cfg.DefaultMaxTokens)
 	if ok {
 		set = append(set, header(HeaderEstimate, strconv.FormatInt(n, 10)))
 	}
@@ -162,27 +162,41 @@ func (s *checkServer) decide(ctx context.Context, r *authv3.AttributeContext_Htt
 	return cred, set, nil
 }
 
-// authenticate finds and verifies the credential: X-Api-Key, else
+// selfPaths are served by this service's own HTTP API, which
+// authenticates its callers again and needs their credentials (GET
+// /api/v1/auth/api-keys/validate takes a Bearer token and an X-Api-Key).
+var selfPaths = []string{"/api/v1/auth/", "/oauth2/"}
+
+// authenticate finds and verifies the credential: X-Api-Key, or
 // Authorization: Bearer carrying a JWT or an API key (as OpenAI-style
-// clients send it). It adds the credential headers that must not reach the
-// upstream to remove.
-func (s *checkServer) authenticate(ctx context.Context, h map[string]string, remove *[]string) (Principal, string, error) {
+// clients send it). Elsewhere than under selfPaths a request with both is
+// refused rather than guessing which one counts, and the credential header
+// is added to remove: neither our API keys nor our JWTs reach the upstream.
+// Under selfPaths the credentials stay, and Authorization wins, as in the
+// HTTP API.
+func (s *checkServer) authenticate(ctx context.Context, h map[string]string, self bool, remove *[]string) (Principal, string, error) {
 	raw, isKey := "", false
-	if k, ok := h[HeaderAPIKey]; ok {
-		*remove = append(*remove, HeaderAPIKey)
+	k, hasKey := h[HeaderAPIKey]
+	a, hasAuth := h["authorization"]
+	switch {
+	case hasKey && hasAuth && !self:
+		return Principal{}, "none", unauthenticated("send one credential: X-Api-Key or Authorization, not both")
+	case hasKey && !hasAuth:
+		if !self {
+			*remove = append(*remove, HeaderAPIKey)
+		}
 		raw, isKey = strings.TrimSpace(k), true
-	} else if a, ok := h["authorization"]; ok {
+	case hasAuth:
 		scheme, tok, found := strings.Cut(strings.TrimSpace(a), " ")
 		tok = strings.TrimSpace(tok)
 		if !found || !strings.EqualFold(scheme, "bearer") || tok == "" || strings.ContainsAny(tok, " ,") {
 			return Principal{}, "none", unauthenticated("authorization must be a single Bearer token")
 		}
-		raw = tok
-		if strings.HasPrefix(tok, "lt_") {
+		if !self {
 			*remove = append(*remove, "authorization")
-			isKey = true
 		}
-	} else {
+		raw, isKey = tok, strings.HasPrefix(tok, "lt_")
+	default:
 		return Principal{}, "none", unauthenticated("credentials required: Authorization: Bearer <token> or X-Api-Key")
 	}
 	if len(raw) > maxCredentialLen {
@@ -297,9 +311,39 @@ func cleanPath(p string) (string, bool) {
 	return c, true
 }
 
-func hasPrefix(path string, prefixes []string) bool {
+// canonical reports whether raw, the path as Envoy sent it (query
+// dropped), is canonical: decoding and cleaning leave it unchanged (so no
+// percent-escape, dot-segment or repeated slash) and it holds no ';' or
+// backslash. Only a canonical path may take a public prefix or keep the
+// credentials for this service's own API: anything else may mean a
+// different path to the upstream than to this check
+// ("/openai/%2e%2e/oauth2/token", "/x;/../oauth2/y").
+func canonical(raw string) (string, bool) {
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		raw = raw[:i]
+	}
+	if strings.ContainsAny(raw, ";\\%") {
+		return raw, false
+	}
+	c, ok := cleanPath(raw)
+	return raw, ok && c == raw
+}
+
+// under reports whether the path as sent is canonical and lies under one
+// of the prefixes.
+func under(raw string, prefixes []string) bool {
+	p, ok := canonical(raw)
+	return ok && underAny(p, prefixes)
+}
+
+// underAny reports whether path is one of the prefixes or lies below one,
+// at a segment boundary: "/api/v1/admin/" covers "/api/v1/admin" and
+// "/api/v1/admin/x" but not "/api/v1/administrators"; "/api/v1/auth/login"
+// covers "/api/v1/auth/login/" but not "/api/v1/auth/login-x".
+func underAny(path string, prefixes []string) bool {
 	for _, p := range prefixes {
-		if strings.HasPrefix(path, p) {
+		p = strings.TrimSuffix(p, "/")
+		if path == p || strings.HasPrefix(path, p+"/") {
 			return true
 		}
 	}

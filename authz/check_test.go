@@ -41,7 +41,7 @@ func TestCheckJWT(t *testing.T) {
 	if d := cmp.Diff(want, okHeaders(resp)); d != "" {
 		t.Errorf("OK headers (-want +got):\n%s", d)
 	}
-	wantRemoved := []string{"x-leaky-anyting", "x-leaky-tier", "x-leaky-user-id"}
+	wantRemoved := []string{"x-leaky-anyting", "x-leaky-tier", "x-leaky-user-id", "authorization"}
 	if d := cmp.Diff(wantRemoved, resp.GetOkResponse().GetHeadersToRemove()); d != "" {
 		t.Errorf("headers_to_remove (-want +got):\n%s", d)
 	}
@@ -109,6 +109,11 @@ func TestCheckDenied(t *testing.T) {
 		{"public prefix traversal", "/oauth2/../openai/v1/chat", nil, 401, "unauthenticated"},
 		{"public prefix escaped traversal", "/oauth2/%2e%2e/openai/v1/chat", nil, 401, "unauthenticated"},
 		{"bad escape", "/openai/%zz", map[string]string{"authorization": "Bearer " + carol.Token}, 400, "invalid_request"},
+		{"api key and bearer jwt", "/openai/v1/chat", map[string]string{"x-api-key": key.APIKey, "authorization": "Bearer " + carol.Token}, 401, "unauthenticated"},
+		{"api key and bearer api key", "/openai/v1/chat", map[string]string{"x-api-key": key.APIKey, "authorization": "Bearer " + key.APIKey}, 401, "unauthenticated"},
+		{"api key and basic auth", "/openai/v1/chat", map[string]string{"x-api-key": key.APIKey, "authorization": "Basic YTpi"}, 401, "unauthenticated"},
+		{"admin path without slash", "/api/v1/admin", map[string]string{"authorization": "Bearer " + carol.Token}, 403, "forbidden_role"},
+		{"admin path escaped slash", "/api/v1%2Fadmin/tiers", map[string]string{"authorization": "Bearer " + carol.Token}, 403, "forbidden_role"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -332,5 +337,73 @@ func TestCheckRawBody(t *testing.T) {
 	got := okHeaders(resp)
 	if got[HeaderEstimate] != "42" || got[HeaderProvider] != "gemini" {
 		t.Errorf("Check(raw body) = %v, want estimate 42 and provider gemini from the body", got)
+	}
+}
+
+// A public prefix lets a request through without credentials only when the
+// path is canonical and the prefix ends at a segment boundary; a path that
+// decodes or cleans into a public one is not public.
+func TestCheckPublicPaths(t *testing.T) {
+	ts := startService(t, nil, nil)
+	tests := []struct {
+		name   string
+		path   string
+		public bool
+	}{
+		{"login", "/api/v1/auth/login", true},
+		{"register with query", "/api/v1/auth/register?x=1", true},
+		{"oauth2 token", "/oauth2/token", true},
+		{"well-known", "/.well-known/jwks.json", true},
+		{"escaped dot-dot", "/openai/%2e%2e/oauth2/token", false},
+		{"escaped dot-dot upper", "/openai/%2E%2E/oauth2/token", false},
+		{"semicolon traversal", "/openai/v1/chat/completions;/../../../../oauth2/x", false},
+		{"escaped slashes", "/openai%2F..%2F.well-known/x", false},
+		{"escaped slashes in segment", "/openai/x%2F..%2F..%2F.well-known/x", false},
+		{"dot-dot", "/openai/../oauth2/token", false},
+		{"dot segment", "/oauth2/./token", false},
+		{"double slash", "//oauth2/token", false},
+		{"backslash", "/oauth2/..\\openai", false},
+		{"escaped letter", "/oauth2/%74oken", false},
+		{"semicolon", "/oauth2/token;x", false},
+		{"prefix without boundary", "/api/v1/auth/registerX", false},
+		{"prefix without boundary, login", "/api/v1/auth/login-as-admin", false},
+		{"public prefix below", "/api/v1/auth/register/x", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := ts.check(t, tt.path, nil, "")
+			if got := resp.GetOkResponse() != nil; got != tt.public {
+				t.Errorf("Check(%q) without credentials OK = %v, want %v (%v)", tt.path, got, tt.public, resp)
+			}
+			if !tt.public && deniedStatus(resp) != 401 && deniedStatus(resp) != 400 {
+				t.Errorf("Check(%q) status = %d, want 401 or 400", tt.path, deniedStatus(resp))
+			}
+		})
+	}
+}
+
+// The service's own HTTP API authenticates its callers again: Check keeps
+// their credentials there, and validate takes a Bearer token and a key.
+func TestCheckSelfPathsKeepCredentials(t *testing.T) {
+	ts := startService(t, nil, nil)
+	u := ts.register(t, "selfie")
+	key := ts.newKey(t, u.Token, nil)
+	resp := ts.check(t, "/api/v1/auth/api-keys/validate", map[string]string{"authorization": "Bearer " + u.Token, "x-api-key": key.APIKey}, "")
+	if resp.GetOkResponse() == nil {
+		t.Fatalf("Check(validate with Bearer and X-Api-Key) = %v, want OK", resp)
+	}
+	if got := resp.GetOkResponse().GetHeadersToRemove(); slices.Contains(got, "authorization") || slices.Contains(got, "x-api-key") {
+		t.Errorf("Check(own API) headers_to_remove = %v, want the credentials kept", got)
+	}
+	// A path that only decodes into the own API is not it: the credential
+	// is removed, and two are refused.
+	sneaky := "/openai/%2e%2e/api/v1/auth/me"
+	resp = ts.check(t, sneaky, map[string]string{"authorization": "Bearer " + u.Token}, "")
+	if got := resp.GetOkResponse().GetHeadersToRemove(); !slices.Contains(got, "authorization") {
+		t.Errorf("Check(%s) headers_to_remove = %v, want authorization", sneaky, got)
+	}
+	resp = ts.check(t, sneaky, map[string]string{"authorization": "Bearer " + u.Token, "x-api-key": key.APIKey}, "")
+	if deniedStatus(resp) != 401 {
+		t.Errorf("Check(%s with two credentials) = %v, want 401", sneaky, resp)
 	}
 }

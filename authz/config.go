@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -13,8 +14,12 @@ import (
 // Config is the whole configuration of the service. Every field is a flag
 // with an environment variable (flag -grpc-addr reads LEAKY_GRPC_ADDR).
 type Config struct {
-	GRPCAddr    string // ext_authz Check and gRPC health; port 0 picks one
-	HTTPAddr    string // REST API, OAuth2, JWKS, /livez, /readyz, /metrics
+	GRPCAddr string // ext_authz Check and gRPC health; port 0 picks one
+	HTTPAddr string // REST API, OAuth2, JWKS, /livez, /readyz, /metrics
+	// PublicURL is the base URL clients reach the HTTP API at (scheme, host
+	// and any path prefix), used in the discovery metadata; empty means
+	// http://<bound HTTP address>. Request headers never decide it.
+	PublicURL   string
 	DatabaseURL string // PostgreSQL DSN; empty selects the memory store
 	PolicyPath  string // policy file; empty selects the embedded example
 
@@ -76,6 +81,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	d := DefaultConfig()
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", d.GRPCAddr, "ext_authz gRPC listen address")
 	fs.StringVar(&c.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP listen address (REST, OAuth2, JWKS, health, metrics)")
+	fs.StringVar(&c.PublicURL, "public-url", d.PublicURL, "base URL of the HTTP API in discovery metadata (default http://<http-addr>)")
 	fs.StringVar(&c.DatabaseURL, "database-url", d.DatabaseURL, "PostgreSQL URL; empty uses the memory store")
 	fs.StringVar(&c.PolicyPath, "policy", d.PolicyPath, "policy file; empty uses the embedded example")
 	fs.StringVar(&c.SigningSecret, "signing-secret", d.SigningSecret, "secret sealing the signing keys (required with a database)")
@@ -123,6 +129,11 @@ func (c *Config) Validate() error {
 	}
 	check(c.GRPCAddr != "", "grpc-addr: must be set")
 	check(c.HTTPAddr != "", "http-addr: must be set")
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == "",
+			"public-url %q: an absolute http or https URL without query or fragment", c.PublicURL)
+	}
 	check(c.DatabaseURL == "" || c.SigningSecret != "", "signing-secret: required with a database")
 	check(c.SigningSecret == "" || len(c.SigningSecret) >= 16, "signing-secret: at least 16 characters")
 	check(c.Issuer != "", "issuer: must be set")

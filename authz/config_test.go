@@ -35,11 +35,12 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.CheckTimeout = time.Second     // above Envoy's budget
 	c.StoreFailure = "maybe"         // unknown
 	c.AdminPaths = []string{"admin"} // not a path
+	c.PublicURL = "auth.example.com" // not absolute
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("Validate() = nil, want errors")
 	}
-	for _, want := range []string{"signing-secret", "check-timeout", "store-failure", `"admin"`} {
+	for _, want := range []string{"signing-secret", "check-timeout", "store-failure", `"admin"`, "public-url"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %q, want it to mention %s", err, want)
 		}

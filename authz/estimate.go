@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"strconv"
+	"strings"
 )
 
 // maxEstimate caps an estimate; the ratelimit service treats hits_addend
@@ -19,10 +20,15 @@ const maxJSONDepth = 64
 // estimate returns the tokens a request will cost, from the bodies of
 // OpenAI and Qwen chat (messages[].content, max_completion_tokens or
 // max_tokens), Gemini (contents[].parts[].text, systemInstruction,
-// generationConfig.maxOutputTokens) and the seed ({"tokens": n}, taken as
-// it is). The prompt counts four bytes per token, rounded up, plus a
-// per-message overhead; the completion counts its limit, or defaultMax when
-// the body names none. A body that is not JSON (for example one Envoy
+// generationConfig.maxOutputTokens) and the seed ({"tokens": n}). The
+// prompt counts four bytes per token, rounded up, plus a per-message
+// overhead; the completion counts its limit, or defaultMax when the body
+// names none. Only the limits at their real places count: max_tokens and
+// max_completion_tokens at the top level, maxOutputTokens directly in the
+// top-level generationConfig; the same names nested elsewhere are ignored,
+// so they cannot lower the estimate. The seed's top-level "tokens" is taken
+// as it is when the body has no messages or contents, else only when it is
+// larger than the chat estimate. A body that is not JSON (for example one Envoy
 // truncated at max_request_bytes) is costed by its length. ok is false for
 // an empty body. provider is the body's top-level "provider", if any.
 //
@@ -37,7 +43,7 @@ func estimate(body []byte, defaultMax int64) (tokens int64, provider string, ok 
 	if err := s.value("", 0); err != nil || s.skipSpace() < len(s.b) {
 		return clampEstimate(ceilDiv(int64(len(body)), 4) + defaultMax), "", true
 	}
-	if s.seedTokens > 0 {
+	if s.seedTokens > 0 && !s.chat {
 		return clampEstimate(s.seedTokens), s.provider, true
 	}
 	completion := defaultMax
@@ -49,7 +55,8 @@ func estimate(body []byte, defaultMax int64) (tokens int64, provider string, ok 
 	case s.maxOutput >= 0:
 		completion = s.maxOutput
 	}
-	return clampEstimate(ceilDiv(s.chars, 4) + s.messages*perMessageTokens + completion), s.provider, true
+	n := ceilDiv(s.chars, 4) + s.messages*perMessageTokens + completion
+	return clampEstimate(max(n, s.seedTokens)), s.provider, true
 }
 
 // bodyScan is a minimal JSON scanner that records what estimate needs.
@@ -60,6 +67,8 @@ type bodyScan struct {
 	chars, messages                     int64
 	maxCompletion, maxTokens, maxOutput int64 // -1: absent
 	seedTokens                          int64
+	chat                                bool // a top-level messages or contents
+	genConfig                           bool // inside the top-level generationConfig
 	provider                            string
 	nest                                int // open objects and arrays
 }
@@ -87,8 +96,15 @@ func (s *bodyScan) value(key string, depth int) error {
 		if key == "messages" || key == "contents" || key == "systemInstruction" {
 			s.messages++
 		}
+		if key == "generationConfig" && depth == 1 {
+			s.genConfig = true
+			defer func() { s.genConfig = false }()
+		}
 		return s.object(depth)
 	case c == '[':
+		if (key == "messages" || key == "contents") && depth == 1 {
+			s.chat = true
+		}
 		return s.array(key, depth)
 	case c == '"':
 		str, escaped, err := s.str()
@@ -221,11 +237,11 @@ func (s *bodyScan) number(key string, depth int) error {
 		return nil
 	}
 	switch {
-	case key == "max_completion_tokens":
+	case key == "max_completion_tokens" && depth == 1:
 		s.maxCompletion = n
-	case key == "max_tokens":
+	case key == "max_tokens" && depth == 1:
 		s.maxTokens = n
-	case key == "maxOutputTokens":
+	case key == "maxOutputTokens" && depth == 2 && s.genConfig:
 		s.maxOutput = n
 	case key == "tokens" && depth == 1:
 		s.seedTokens = n
@@ -236,3 +252,17 @@ func (s *bodyScan) number(key string, depth int) error {
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
 func clampEstimate(n int64) int64 { return max(1, min(n, maxEstimate)) }
+
+// estimateRequest estimates a Check request from its body and headers.
+// When the body is shorter than its content-length (Envoy truncated it at
+// max_request_bytes with allow_partial_message, and says so in
+// x-envoy-auth-partial-body), the bytes it saw are no measure of the
+// request: the prompt is costed by content-length instead. The comparison
+// with content-length, not the flag alone, decides, so a client that sends
+// the flag with a complete body changes nothing.
+func estimateRequest(body []byte, h map[string]string, defaultMax int64) (tokens int64, provider string, ok bool) {
+	if cl, err := strconv.ParseInt(strings.TrimSpace(h["content-length"]), 10, 64); err == nil && cl > int64(len(body)) && len(body) > 0 {
+		return clampEstimate(ceilDiv(cl, 4) + defaultMax), "", true
+	}
+	return estimate(body, defaultMax)
+}

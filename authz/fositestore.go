@@ -72,7 +72,14 @@ type storedRequest struct {
 type fositeStore struct {
 	st       store.Store
 	audience string
+	// familyTTL is how long a revoked family's tombstone is kept: longer
+	// than any of its refresh tokens can live.
+	familyTTL time.Duration
 }
+
+// tombstonePrefix marks the record of a revoked family among the refresh
+// tokens; fosite's signatures are base64url, so they never contain ':'.
+const tombstonePrefix = "family-revoked:"
 
 var (
 	_ fosite.ClientManager          = (*fositeStore)(nil)
@@ -126,8 +133,21 @@ func (f *fositeStore) create(ctx context.Context, kind store.TokenKind, sig stri
 	if exp.IsZero() {
 		exp = time.Now().Add(24 * time.Hour)
 	}
+	revoked, err := f.familyRevoked(ctx, r.GetID())
+	if err != nil {
+		return err
+	}
 	return f.st.CreateToken(ctx, store.TokenSession{Kind: kind, Signature: sig, RequestID: r.GetID(),
-		Active: true, Data: data, ExpiresAt: exp})
+		Active: !revoked, Data: data, ExpiresAt: exp})
+}
+
+// familyRevoked reports whether the family requestID has a tombstone.
+func (f *fositeStore) familyRevoked(ctx context.Context, requestID string) (bool, error) {
+	_, err := f.st.Token(ctx, store.RefreshToken, tombstonePrefix+requestID)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // get loads a token's request; an inactive token returns the request
@@ -159,6 +179,13 @@ func (f *fositeStore) get(ctx context.Context, kind store.TokenKind, sig string)
 	if !t.Active {
 		return req, fosite.ErrInactiveToken
 	}
+	// A token stored by a rotation that raced the family's revocation is
+	// still active, but its family has a tombstone.
+	if revoked, err := f.familyRevoked(ctx, t.RequestID); err != nil {
+		return nil, err
+	} else if revoked {
+		return req, fosite.ErrInactiveToken
+	}
 	return req, nil
 }
 
@@ -178,11 +205,22 @@ func (f *fositeStore) CreateRefreshTokenSession(ctx context.Context, sig, _ stri
 	return f.create(ctx, store.RefreshToken, sig, r)
 }
 
+// isTombstone reports whether a presented signature names a family
+// tombstone. fosite looks refresh tokens up by the signature a client sent
+// before it checks the token's HMAC, so such signatures must find nothing.
+func isTombstone(sig string) bool { return strings.HasPrefix(sig, tombstonePrefix) }
+
 func (f *fositeStore) GetRefreshTokenSession(ctx context.Context, sig string, _ fosite.Session) (fosite.Requester, error) {
+	if isTombstone(sig) {
+		return nil, fosite.ErrNotFound
+	}
 	return f.get(ctx, store.RefreshToken, sig)
 }
 
 func (f *fositeStore) DeleteRefreshTokenSession(ctx context.Context, sig string) error {
+	if isTombstone(sig) {
+		return fosite.ErrNotFound
+	}
 	return f.st.DeleteToken(ctx, store.RefreshToken, sig)
 }
 
@@ -190,6 +228,9 @@ func (f *fositeStore) DeleteRefreshTokenSession(ctx context.Context, sig string)
 // of two concurrent refreshes one fails) and retires the family's access
 // tokens.
 func (f *fositeStore) RotateRefreshToken(ctx context.Context, requestID, sig string) error {
+	if isTombstone(sig) {
+		return fosite.ErrNotFound
+	}
 	if err := f.st.ConsumeToken(ctx, store.RefreshToken, sig); errors.Is(err, store.ErrNotFound) {
 		return fosite.ErrNotFound
 	} else if err != nil {
@@ -198,8 +239,17 @@ func (f *fositeStore) RotateRefreshToken(ctx context.Context, requestID, sig str
 	return f.st.DeactivateTokens(ctx, store.AccessToken, requestID)
 }
 
-// RevokeRefreshToken deactivates every refresh token of the family.
+// RevokeRefreshToken deactivates every refresh token of the family and
+// leaves a tombstone for it, which create and get consult: a rotation of
+// the family that consumed its token before this call and stores its new
+// tokens after it gets inactive tokens. Without the tombstone, reuse
+// detection racing a legitimate refresh would leave the newest token alive.
 func (f *fositeStore) RevokeRefreshToken(ctx context.Context, requestID string) error {
+	err := f.st.CreateToken(ctx, store.TokenSession{Kind: store.RefreshToken, Signature: tombstonePrefix + requestID,
+		RequestID: requestID, Active: false, Data: []byte("{}"), ExpiresAt: time.Now().Add(f.familyTTL)})
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		return fmt.Errorf("family tombstone: %w", err)
+	}
 	return f.st.DeactivateTokens(ctx, store.RefreshToken, requestID)
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -26,7 +27,31 @@ func (s *Service) routes() http.Handler {
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	s.restRoutes(mux)
 	s.oauthRoutes(mux)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { unmatched(mux, w, r) })
 	return s.logRequests(mux)
+}
+
+// unmatched answers a request no route took, in place of the mux's plain
+// text: 405 with Allow when the path has routes for other methods, else
+// 404, both with the JSON envelope.
+func unmatched(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{"DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"} {
+		if m == r.Method {
+			continue
+		}
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "method_not_allowed", Message: r.Method + " is not allowed here"})
+		return
+	}
+	writeJSON(w, http.StatusNotFound, errorBody{Error: "not_found", Message: "no such endpoint"})
 }
 
 // readyz pings the store under the Check deadline: 200 when it answers and
@@ -73,7 +98,7 @@ func (s *Service) logRequests(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(sw, r)
 		route := r.Pattern
-		if route == "" {
+		if route == "" || route == "/" {
 			route = "unmatched"
 		}
 		s.metrics.httpRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
@@ -115,10 +140,14 @@ func forbiddenErr(msg string) *apiError {
 // writeError is the one place an HTTP API error becomes a wire answer: the
 // JSON envelope {"error": code, "message": …}. Unexpected errors are logged
 // (they never carry secrets) and answered 500 without detail, or 503 when
-// the store is unreachable.
+// the store is unreachable; no free argon2 slot before the deadline is 503
+// with Retry-After, unlogged.
 func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
-	if !errors.As(err, &ae) {
+	if errors.Is(err, errHasherBusy) {
+		ae = &apiError{http.StatusServiceUnavailable, "unavailable", "too many password checks in progress, retry later"}
+		w.Header().Set("Retry-After", "1")
+	} else if !errors.As(err, &ae) {
 		s.logger.LogAttrs(r.Context(), slog.LevelError, "http handler failed",
 			slog.String("route", r.Pattern), slog.String("error", err.Error()))
 		ae = &apiError{http.StatusInternalServerError, "internal", "internal error"}

@@ -30,9 +30,12 @@ type keyLookup interface {
 }
 
 // keyVerifier verifies API keys and caches the outcome, good or bad, by
-// the key's digest (never the key) for ttl. A malformed key or bad checksum
-// is refused before any lookup. Concurrent misses for one key share one
-// lookup. Safe for concurrent use.
+// the key's digest (never the key) for ttl. Valid keys and refusals live in
+// separate caches: anyone can mint unknown keys with valid checksums, and
+// filling the refusal cache with them (bounded by negSize, a tenth of size)
+// never evicts a valid key. A malformed key or bad checksum is refused
+// before any lookup. Concurrent misses for one key share one lookup. Safe
+// for concurrent use.
 type keyVerifier struct {
 	st      keyLookup
 	ttl     time.Duration
@@ -42,7 +45,9 @@ type keyVerifier struct {
 	group   singleflight.Group
 
 	mu      sync.RWMutex
-	entries map[apikey.Digest]keyEntry
+	entries map[apikey.Digest]keyEntry  // valid keys
+	neg     map[apikey.Digest]time.Time // refused keys → cache expiry
+	negSize int
 }
 
 type keyEntry struct {
@@ -54,7 +59,8 @@ type keyEntry struct {
 }
 
 func newKeyVerifier(st keyLookup, ttl time.Duration, size int, timeout time.Duration, now func() time.Time) *keyVerifier {
-	return &keyVerifier{st: st, ttl: ttl, size: size, timeout: timeout, now: now, entries: map[apikey.Digest]keyEntry{}}
+	return &keyVerifier{st: st, ttl: ttl, size: size, timeout: timeout, now: now,
+		entries: map[apikey.Digest]keyEntry{}, neg: map[apikey.Digest]time.Time{}, negSize: max(1, size/10)}
 }
 
 // How verify reached its answer, for the cache metric.
@@ -76,8 +82,12 @@ func (v *keyVerifier) verify(ctx context.Context, raw string) (p Principal, how 
 	now := v.now()
 	v.mu.RLock()
 	e, ok := v.entries[d]
+	negUntil, refused := v.neg[d]
 	v.mu.RUnlock()
 	how = keyHit
+	if !ok && refused && now.Before(negUntil) {
+		return Principal{}, how, errKeyInvalid
+	}
 	if !ok || !now.Before(e.until) {
 		how = keyMiss
 		ch := v.group.DoChan(string(d[:]), func() (any, error) { return v.lookup(ctx, key) })
@@ -111,19 +121,19 @@ func (v *keyVerifier) lookup(ctx context.Context, key apikey.Key) (keyEntry, err
 	rec, err := v.st.APIKeyByID(ctx, key.ID())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		v.put(key.Digest(), e)
+		v.refuse(key.Digest(), e.until)
 		return e, nil
 	case err != nil:
 		return keyEntry{}, fmt.Errorf("%w: api key: %w", errStore, err)
 	}
 	if !apikey.Equal(rec.Digest, key.Digest()) {
-		v.put(key.Digest(), e)
+		v.refuse(key.Digest(), e.until)
 		return e, nil
 	}
 	u, err := v.st.UserByID(ctx, rec.UserID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		v.put(key.Digest(), e)
+		v.refuse(key.Digest(), e.until)
 		return e, nil
 	case err != nil:
 		return keyEntry{}, fmt.Errorf("%w: api key owner: %w", errStore, err)
@@ -159,7 +169,39 @@ func (v *keyVerifier) put(d apikey.Digest, e keyEntry) {
 			delete(v.entries, k)
 		}
 	}
+	delete(v.neg, d)
 	v.entries[d] = e
+}
+
+// refuse caches a refusal until the given time, in the refusal cache only.
+func (v *keyVerifier) refuse(d apikey.Digest, until time.Time) {
+	if v.ttl <= 0 {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.neg) >= v.negSize {
+		now := v.now()
+		for k, u := range v.neg {
+			if !now.Before(u) {
+				delete(v.neg, k)
+			}
+		}
+		for k := range v.neg {
+			if len(v.neg) < v.negSize*9/10 || len(v.neg) == 0 {
+				break
+			}
+			delete(v.neg, k)
+		}
+	}
+	delete(v.entries, d)
+	v.neg[d] = until
+}
+
+func (v *keyVerifier) negativeLen() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.neg)
 }
 
 // forget drops the cached outcome of key id on this replica (after a revoke

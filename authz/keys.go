@@ -103,8 +103,28 @@ func (r *keyRing) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Keep the current snapshot when nothing changed: verified tokens are
+	// cached per snapshot, and a new pointer every KeyRefresh would throw
+	// the cache away.
+	if old := r.cur.Load(); old != nil && old.sameKeys(set) {
+		return nil
+	}
 	r.cur.Store(set)
 	return nil
+}
+
+// sameKeys reports whether s and o sign with the same kid and verify with
+// the same kids. Key material under a kid never changes.
+func (s *keySet) sameKeys(o *keySet) bool {
+	if s.signKID != o.signKID || len(s.verify) != len(o.verify) {
+		return false
+	}
+	for kid := range s.verify {
+		if _, ok := o.verify[kid]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func newest(keys []store.SigningKey) store.SigningKey {

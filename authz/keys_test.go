@@ -2,9 +2,12 @@ package authz
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/leakytokens/leaky/authz/store"
 )
@@ -97,5 +100,48 @@ func TestKeyRingWrongSecret(t *testing.T) {
 	}
 	if err := r.refresh(context.Background()); err == nil {
 		t.Error("refresh() with the wrong secret = nil, want an error")
+	}
+}
+
+// A refresh that finds the same keys keeps the current set, so the JWT
+// verification cache (keyed to the set) survives it; a change replaces it.
+func TestKeyRingRefreshKeepsUnchangedSet(t *testing.T) {
+	st := store.NewMemory()
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r := newTestRing(t, st, "secret", func() time.Time { return clock })
+	before := r.set()
+	clock = clock.Add(time.Second)
+	if err := r.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r.set() != before {
+		t.Error("refresh with unchanged keys replaced the key set")
+	}
+	clock = clock.Add(25 * time.Hour) // due for rotation
+	if err := r.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r.set() == before {
+		t.Error("refresh after a rotation kept the old key set")
+	}
+
+	// End to end: a verified token stays cached across an idle refresh.
+	tok, _ := newTestTokens(t)
+	raw, err := tok.issue(Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tok.verify(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.ring.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(raw))
+	tok.mu.RLock()
+	v, ok := tok.cache[sum]
+	tok.mu.RUnlock()
+	if !ok || v.set != tok.ring.set() {
+		t.Error("verification cache entry no longer matches the key set after an idle refresh")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ory/fosite"
@@ -35,7 +36,7 @@ func newOAuth(cfg Config, st store.Store, t *tokens, secret string) (fosite.OAut
 		AudienceMatchingStrategy:   fosite.DefaultAudienceMatchingStrategy,
 		SendDebugMessagesToClients: false,
 	}
-	fs := &fositeStore{st: st, audience: cfg.Audience}
+	fs := &fositeStore{st: st, audience: cfg.Audience, familyTTL: cfg.RefreshTTL + time.Hour}
 	strategy := &accessTokenStrategy{
 		HMACSHAStrategy: oauth2.NewHMACSHAStrategy(&hmac.HMACStrategy{Config: fc}, fc),
 		tokens:          t,
@@ -55,10 +56,20 @@ func newOAuth(cfg Config, st store.Store, t *tokens, secret string) (fosite.OAut
 	return p, fs, strategy
 }
 
+// oauthRoutes registers the OAuth2 endpoints. Token, introspection and
+// revocation get the REST handlers' deadline (restTimeout) on their store
+// work.
 func (s *Service) oauthRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /oauth2/token", s.token)
-	mux.HandleFunc("POST /oauth2/introspect", s.introspect)
-	mux.HandleFunc("POST /oauth2/revoke", s.revoke)
+	deadline := func(f http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), restTimeout)
+			defer cancel()
+			f(w, r.WithContext(ctx))
+		}
+	}
+	mux.HandleFunc("POST /oauth2/token", deadline(s.token))
+	mux.HandleFunc("POST /oauth2/introspect", deadline(s.introspect))
+	mux.HandleFunc("POST /oauth2/revoke", deadline(s.revoke))
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.metadata)
 }
 
@@ -98,7 +109,8 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) {
 }
 
 // identify fills the session of a token request from the store: a client's
-// roles and organisation, or a user's current roles and organisations.
+// roles and organisation as far as its owner still holds them
+// (clientPrincipal), or a user's current roles and organisations.
 func (s *Service) identify(ctx context.Context, ar fosite.AccessRequester) error {
 	sess, ok := ar.GetSession().(*session)
 	if !ok {
@@ -112,10 +124,13 @@ func (s *Service) identify(ctx context.Context, ar fosite.AccessRequester) error
 		} else if err != nil {
 			return fosite.ErrServerError.WithWrap(err)
 		}
-		sess.Subject, sess.Roles, sess.Orgs = c.ID, c.Roles, nil
-		if c.OrgID != "" {
-			sess.Orgs = []string{c.OrgID}
+		p, err := s.clientPrincipal(ctx, c)
+		if errors.Is(err, errClientRevoked) {
+			return fosite.ErrUnauthorizedClient.WithHint("The client's owner no longer holds the authority the client was created with.")
+		} else if err != nil {
+			return fosite.ErrServerError.WithWrap(err)
 		}
+		sess.Subject, sess.Roles, sess.Orgs = p.UserID, p.Roles, p.Orgs
 		return nil
 	}
 	u, err := s.store.UserByID(ctx, sess.Subject)
@@ -132,8 +147,16 @@ func (s *Service) identify(ctx context.Context, ar fosite.AccessRequester) error
 	return nil
 }
 
+// introspect serves /oauth2/introspect to confidential clients only (HTTP
+// Basic with the client's secret). fosite would also accept any access
+// token as the caller's credential, which would let every user probe
+// other people's tokens.
 func (s *Service) introspect(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if id, _, ok := r.BasicAuth(); !ok || id == firstPartyClientID {
+		s.oauth.WriteIntrospectionError(ctx, w, fosite.ErrRequestUnauthorized.WithHint("Introspection requires a confidential client's credentials (HTTP Basic)."))
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	ir, err := s.oauth.NewIntrospectionRequest(ctx, r, &session{})
 	if err != nil {
@@ -150,13 +173,14 @@ func (s *Service) revoke(w http.ResponseWriter, r *http.Request) {
 }
 
 // metadata serves RFC 8414 authorization server metadata. Endpoint URLs
-// are built from the request's host.
-func (s *Service) metadata(w http.ResponseWriter, r *http.Request) {
-	scheme := "http"
-	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
-		scheme = "https"
+// start with the configured PublicURL (else http://<bound HTTP address>),
+// never with the request's Host or X-Forwarded-Proto, which a client
+// controls.
+func (s *Service) metadata(w http.ResponseWriter, _ *http.Request) {
+	base := strings.TrimSuffix(s.cfg.PublicURL, "/")
+	if base == "" {
+		base = "http://" + s.HTTPAddr()
 	}
-	base := scheme + "://" + r.Host
 	writeJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                s.cfg.Issuer,
 		"token_endpoint":                        base + "/oauth2/token",
@@ -206,12 +230,15 @@ func (s *Service) issuePair(ctx context.Context, p Principal) (string, string, e
 	return access, refresh, nil
 }
 
+// maxClientRoles caps the roles of one client_credentials client.
+const maxClientRoles = 16
+
 // createClient registers a client_credentials client owned by the caller:
 // a service account, or an organisation's app when orgId names an
 // organisation the caller administers. Its roles are a subset of the
 // caller's (USER when none are asked for). The secret is shown once.
 func (s *Service) createClient(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.principal(r, false)
+	p, err := s.authority(r)
 	if err != nil {
 		return err
 	}
@@ -225,6 +252,14 @@ func (s *Service) createClient(w http.ResponseWriter, r *http.Request) error {
 	roles := store.NormRoles(in.Roles)
 	if len(roles) == 0 {
 		roles = []string{store.RoleUser}
+	}
+	if len(roles) > maxClientRoles {
+		return badRequest(fmt.Sprintf("roles: at most %d", maxClientRoles))
+	}
+	for _, role := range roles {
+		if !rolePattern.MatchString(role) {
+			return badRequest("roles: each 2 to 32 upper-case letters, digits or '_'")
+		}
 	}
 	for _, role := range roles {
 		if !p.IsAdmin() && !slices.Contains(p.Roles, role) {

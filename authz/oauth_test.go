@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/oauth2"
@@ -14,6 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/leakytokens/leaky/authz/store"
 )
 
 // form posts an OAuth2 form, with basic auth when clientID and secret are
@@ -204,5 +207,140 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Errorf("GET %s = %d, want 200", path, resp.StatusCode)
 		}
+	}
+}
+
+// deadlineStore records store calls made without a deadline.
+type deadlineStore struct {
+	store.Store
+	mu      sync.Mutex
+	without []string
+}
+
+func (d *deadlineStore) note(ctx context.Context, call string) {
+	if _, ok := ctx.Deadline(); !ok {
+		d.mu.Lock()
+		d.without = append(d.without, call)
+		d.mu.Unlock()
+	}
+}
+
+func (d *deadlineStore) Client(ctx context.Context, id string) (store.Client, error) {
+	d.note(ctx, "Client")
+	return d.Store.Client(ctx, id)
+}
+
+func (d *deadlineStore) Token(ctx context.Context, kind store.TokenKind, sig string) (store.TokenSession, error) {
+	d.note(ctx, "Token")
+	return d.Store.Token(ctx, kind, sig)
+}
+
+func (d *deadlineStore) CreateToken(ctx context.Context, t store.TokenSession) error {
+	d.note(ctx, "CreateToken")
+	return d.Store.CreateToken(ctx, t)
+}
+
+func (d *deadlineStore) DeactivateTokens(ctx context.Context, kind store.TokenKind, requestID string) error {
+	d.note(ctx, "DeactivateTokens")
+	return d.Store.DeactivateTokens(ctx, kind, requestID)
+}
+
+// The OAuth2 endpoints give their store calls the REST deadline, so a
+// stalled database answers instead of holding connections.
+func TestOAuthEndpointsHaveDeadlines(t *testing.T) {
+	ds := &deadlineStore{Store: store.NewMemory()}
+	ts := startService(t, ds, nil)
+	u := ts.register(t, "timely")
+	var cl clientJSON
+	ts.call(t, "POST", "/api/v1/auth/clients", u.Token, map[string]any{}, &cl)
+	ds.mu.Lock()
+	ds.without = nil
+	ds.mu.Unlock()
+
+	code, tok := ts.form(t, "/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, cl.ClientID, cl.ClientSecret)
+	if code != 200 {
+		t.Fatalf("client_credentials = %d", code)
+	}
+	ts.form(t, "/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {u.RefreshToken}, "client_id": {firstPartyClientID}}, "", "")
+	ts.form(t, "/oauth2/introspect", url.Values{"token": {tok["access_token"].(string)}}, cl.ClientID, cl.ClientSecret)
+	ts.form(t, "/oauth2/revoke", url.Values{"token": {tok["access_token"].(string)}}, cl.ClientID, cl.ClientSecret)
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	if len(ds.without) > 0 {
+		t.Errorf("OAuth2 store calls without a deadline: %v", ds.without)
+	}
+}
+
+// Only a confidential client (HTTP Basic with its secret) may introspect; an
+// access token, or the first-party public client, may not.
+func TestIntrospectionNeedsConfidentialClient(t *testing.T) {
+	ts := startService(t, nil, nil)
+	u := ts.register(t, "snoop")
+	victim := ts.register(t, "victim")
+	introspect := func(setAuth func(*http.Request)) int {
+		req, _ := http.NewRequest("POST", ts.base+"/oauth2/introspect", strings.NewReader(url.Values{"token": {victim.Token}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		setAuth(req)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	tests := []struct {
+		name string
+		auth func(*http.Request)
+	}{
+		{"user access token", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+u.Token) }},
+		{"first-party public client", func(r *http.Request) { r.SetBasicAuth(firstPartyClientID, "") }},
+		{"nothing", func(*http.Request) {}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code := introspect(tt.auth); code != http.StatusUnauthorized {
+				t.Errorf("introspect by %s = %d, want 401", tt.name, code)
+			}
+		})
+	}
+	var cl clientJSON
+	ts.call(t, "POST", "/api/v1/auth/clients", u.Token, map[string]any{}, &cl)
+	if code := introspect(func(r *http.Request) { r.SetBasicAuth(cl.ClientID, cl.ClientSecret) }); code != 200 {
+		t.Errorf("introspect by a confidential client = %d, want 200", code)
+	}
+}
+
+// Discovery metadata names the configured public URL, never one built from
+// the request's Host or X-Forwarded-Proto.
+func TestDiscoveryIgnoresRequestHost(t *testing.T) {
+	tests := []struct {
+		name, publicURL, want string
+	}{
+		{"default: the HTTP address", "", ""},
+		{"configured", "https://auth.example.com/", "https://auth.example.com"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startService(t, nil, func(c *Config) { c.PublicURL = tt.publicURL })
+			want := tt.want
+			if want == "" {
+				want = ts.base
+			}
+			req, _ := http.NewRequest("GET", ts.base+"/.well-known/oauth-authorization-server", nil)
+			req.Host = "evil.example"
+			req.Header.Set("X-Forwarded-Proto", "https")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var meta map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&meta)
+			for _, k := range []string{"token_endpoint", "introspection_endpoint", "revocation_endpoint", "jwks_uri"} {
+				if got, _ := meta[k].(string); !strings.HasPrefix(got, want+"/") {
+					t.Errorf("metadata %s = %q, want under %s", k, got, want)
+				}
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -27,13 +28,21 @@ func newPasswordHasher(memoryKiB, time uint32, concurrency int) passwordHasher {
 	return passwordHasher{memoryKiB: memoryKiB, time: time, threads: 1, slots: make(chan struct{}, concurrency)}
 }
 
-// idKey runs argon2id in one of the slots.
-func (h passwordHasher) idKey(password, salt []byte, t, mem uint32, p uint8, n uint32) []byte {
+// errHasherBusy: no argon2 slot freed up before the caller's context ended.
+var errHasherBusy = errors.New("password hashing busy")
+
+// idKey runs argon2id in one of the slots. Waiting for a slot ends with
+// ctx, with an error wrapping errHasherBusy and ctx.Err().
+func (h passwordHasher) idKey(ctx context.Context, password, salt []byte, t, mem uint32, p uint8, n uint32) ([]byte, error) {
 	if h.slots != nil {
-		h.slots <- struct{}{}
+		select {
+		case h.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", errHasherBusy, ctx.Err())
+		}
 		defer func() { <-h.slots }()
 	}
-	return argon2.IDKey(password, salt, t, mem, p, n)
+	return argon2.IDKey(password, salt, t, mem, p, n), nil
 }
 
 const (
@@ -45,20 +54,26 @@ const (
 
 var errBadHash = errors.New("unrecognised password hash")
 
-func (h passwordHasher) hash(password string) (string, error) {
+// hash returns password's PHC string; waiting for a slot ends with ctx
+// (errHasherBusy).
+func (h passwordHasher) hash(ctx context.Context, password string) (string, error) {
 	salt := make([]byte, saltLen)
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("password salt: %w", err)
 	}
-	sum := h.idKey([]byte(password), salt, h.time, h.memoryKiB, h.threads, hashLen)
+	sum, err := h.idKey(ctx, []byte(password), salt, h.time, h.memoryKiB, h.threads, hashLen)
+	if err != nil {
+		return "", err
+	}
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
 		argon2.Version, h.memoryKiB, h.time, h.threads, b64.EncodeToString(salt), b64.EncodeToString(sum)), nil
 }
 
 // verify reports whether password matches encoded, in time independent of
-// where they differ.
-func (h passwordHasher) verify(encoded, password string) (bool, error) {
+// where they differ. It fails with errBadHash for an unrecognised encoding
+// and errHasherBusy when ctx ends before a slot frees up.
+func (h passwordHasher) verify(ctx context.Context, encoded, password string) (bool, error) {
 	parts := strings.Split(encoded, "$")
 	if len(parts) != 6 || parts[1] != "argon2id" {
 		return false, errBadHash
@@ -81,6 +96,9 @@ func (h passwordHasher) verify(encoded, password string) (bool, error) {
 	if err != nil || len(want) == 0 {
 		return false, errBadHash
 	}
-	got := h.idKey([]byte(password), salt, t, mem, p, uint32(len(want)))
+	got, err := h.idKey(ctx, []byte(password), salt, t, mem, p, uint32(len(want)))
+	if err != nil {
+		return false, err
+	}
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/leakytokens/leaky/authz/store"
 )
 
@@ -124,7 +122,7 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) error {
 	case len(in.Password) < minPasswordLen || len(in.Password) > maxPasswordLen:
 		return badRequest(fmt.Sprintf("password: %d to %d characters", minPasswordLen, maxPasswordLen))
 	}
-	hash, err := s.hasher.hash(in.Password)
+	hash, err := s.hasher.hash(r.Context(), in.Password)
 	if err != nil {
 		return err
 	}
@@ -157,12 +155,17 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	u, err := s.store.UserByUsername(r.Context(), strings.TrimSpace(in.Username))
 	if errors.Is(err, store.ErrNotFound) {
-		_, _ = s.hasher.verify(s.dummyHash, in.Password) // as slow as a wrong password
+		// As slow as a wrong password.
+		if _, err := s.hasher.verify(r.Context(), s.dummyHash, in.Password); errors.Is(err, errHasherBusy) {
+			return err
+		}
 		return bad
 	} else if err != nil {
 		return err
 	}
-	if ok, err := s.hasher.verify(u.PasswordHash, in.Password); err != nil || !ok {
+	if ok, err := s.hasher.verify(r.Context(), u.PasswordHash, in.Password); errors.Is(err, errHasherBusy) {
+		return err
+	} else if err != nil || !ok {
 		return bad
 	}
 	resp, err := s.session(r.Context(), u, "login")
@@ -225,7 +228,7 @@ func (s *Service) revokeRole(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) editRole(w http.ResponseWriter, r *http.Request, role string, edit func(context.Context, string, string) error) error {
-	p, err := s.principal(r, false)
+	p, err := s.authority(r)
 	if err != nil {
 		return err
 	}
@@ -248,14 +251,4 @@ func (s *Service) editRole(w http.ResponseWriter, r *http.Request, role string, 
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"userId": u.ID, "roles": u.Roles})
 	return nil
-}
-
-// issueAccess signs an access token for p without a refresh token.
-func (s *Service) issueAccess(p Principal, clientID string, exp time.Time) (string, error) {
-	c := Claims{Roles: p.Roles, Orgs: p.Orgs, ClientID: clientID}
-	c.Subject = p.UserID
-	if !exp.IsZero() {
-		c.ExpiresAt = jwt.NewNumericDate(exp)
-	}
-	return s.tokens.issue(c)
 }

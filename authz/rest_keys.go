@@ -44,7 +44,7 @@ func owner(p Principal, userID string) (string, error) {
 }
 
 func (s *Service) createKey(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.principal(r, false)
+	p, err := s.authority(r)
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func (s *Service) createKey(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) listKeys(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.principal(r, false)
+	p, err := s.authority(r)
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func (s *Service) listKeys(w http.ResponseWriter, r *http.Request) error {
 // DELETE /api-keys?userId=&apiKeyId=. A key the caller may not manage is
 // reported as not found.
 func (s *Service) revokeKey(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.principal(r, false)
+	p, err := s.authority(r)
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func (s *Service) revokeKey(w http.ResponseWriter, r *http.Request) error {
 // validateKey answers whether the X-Api-Key is valid; the caller (Bearer
 // JWT) must own it or be ADMIN, so it is no oracle for strangers.
 func (s *Service) validateKey(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.principal(r, false)
+	p, err := s.authority(r)
 	if err != nil {
 		return err
 	}

@@ -95,7 +95,7 @@ func (s *Service) orgAdmin(r *http.Request, p Principal, org string) error {
 }
 
 func (s *Service) listMembers(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.principal(r, false)
+	p, err := s.authority(r)
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func (s *Service) listMembers(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) addMember(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.principal(r, false)
+	p, err := s.authority(r)
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func (s *Service) addMember(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) removeMember(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.principal(r, false)
+	p, err := s.authority(r)
 	if err != nil {
 		return err
 	}

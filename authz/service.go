@@ -107,7 +107,7 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 	var err error
 	// Logins for unknown users verify against this, costing what a real
 	// verification costs.
-	if s.dummyHash, err = s.hasher.hash(newUUID()); err != nil {
+	if s.dummyHash, err = s.hasher.hash(ctx, newUUID()); err != nil {
 		return nil, err
 	}
 	s.policy.Store(pol)
@@ -152,9 +152,8 @@ func (s *Service) listen() error {
 		s.grpcLn.Close()
 		return fmt.Errorf("listen http: %w", err)
 	}
-	// Stream workers avoid a goroutine per Check; shared write buffers cut
-	// allocation per response.
-	s.grpcServer = grpc.NewServer(grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))), grpc.SharedWriteBuffer(true))
+	// Stream workers avoid a goroutine (and its stack growth) per Check.
+	s.grpcServer = grpc.NewServer(grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))
 	s.health = health.NewServer()
 	authv3.RegisterAuthorizationServer(s.grpcServer, &checkServer{
 		tokens: s.tokens, keys: s.keys, policy: &s.policy, cfg: &s.cfg, metrics: s.metrics, logger: s.logger,
@@ -198,7 +197,8 @@ func (s *Service) Run(ctx context.Context) error {
 	defer s.store.Close()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := s.grpcServer.Serve(s.grpcLn); err != nil {
+		// ErrServerStopped: the stop came before Serve began (a quick cancel).
+		if err := s.grpcServer.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("grpc: %w", err)
 		}
 		return nil
@@ -289,16 +289,18 @@ func (s *Service) purgeTokens(ctx context.Context) {
 	}
 }
 
+// bootstrapAdmin creates the configured admin account when no user has its
+// name. It never touches an existing account: a user who registered the
+// name first gets no role from it, and an admin whose ADMIN role was revoked
+// does not get it back at the next start. When the account cannot be
+// created (its email is taken) it warns and reports no password.
 func (s *Service) bootstrapAdmin(ctx context.Context) error {
 	name := s.cfg.AdminUsername
 	if name == "" {
 		return nil
 	}
 	s.admin.Username = name
-	if u, err := s.store.UserByUsername(ctx, name); err == nil {
-		if err := s.store.GrantRole(ctx, u.ID, store.RoleAdmin); err != nil {
-			return fmt.Errorf("bootstrap admin: %w", err)
-		}
+	if _, err := s.store.UserByUsername(ctx, name); err == nil {
 		return nil
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("bootstrap admin: %w", err)
@@ -310,13 +312,18 @@ func (s *Service) bootstrapAdmin(ctx context.Context) error {
 		pw = base64.RawURLEncoding.EncodeToString(b[:])
 		s.admin.Password = pw
 	}
-	hash, err := s.hasher.hash(pw)
+	hash, err := s.hasher.hash(ctx, pw)
 	if err != nil {
 		return fmt.Errorf("bootstrap admin: %w", err)
 	}
 	u := store.User{ID: newUUID(), Username: name, Email: s.cfg.AdminEmail, PasswordHash: hash,
 		Roles: []string{store.RoleUser, store.RoleAdmin}, CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
-	if err := s.store.CreateUser(ctx, u); err != nil && !errors.Is(err, store.ErrConflict) {
+	if err := s.store.CreateUser(ctx, u); errors.Is(err, store.ErrConflict) {
+		// Another replica created it meanwhile, or its email is taken.
+		s.admin.Password = ""
+		s.logger.Warn("bootstrap admin not created: username or email already taken", "username", name)
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("bootstrap admin: %w", err)
 	}
 	s.logger.Info("bootstrap admin created", "username", name, "password_generated", s.admin.Password != "")

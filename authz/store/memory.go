@@ -245,6 +245,12 @@ func (m *Memory) CreateClient(_ context.Context, c Client) error {
 	if _, ok := m.clients[c.ID]; ok {
 		return fmt.Errorf("client: %w", ErrConflict)
 	}
+	if _, ok := m.users[c.OwnerID]; !ok {
+		return fmt.Errorf("client owner: %w", ErrNotFound)
+	}
+	if _, ok := m.orgs[c.OrgID]; c.OrgID != "" && !ok {
+		return fmt.Errorf("client organisation: %w", ErrNotFound)
+	}
 	c.Roles = NormRoles(c.Roles)
 	m.clients[c.ID] = c
 	return nil

@@ -138,6 +138,8 @@ type OrgStore interface {
 
 // ClientStore keeps OAuth2 clients.
 type ClientStore interface {
+	// CreateClient fails with ErrConflict on a taken id and ErrNotFound
+	// when the owner, or the organisation when OrgID is set, is missing.
 	CreateClient(ctx context.Context, c Client) error
 	Client(ctx context.Context, id string) (Client, error)
 }

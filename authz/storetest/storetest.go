@@ -213,6 +213,26 @@ func testClients(t *testing.T, s store.Store) {
 	}
 	_, err = s.Client(ctx, "svc_2")
 	wantErr(t, "Client(missing)", err, store.ErrNotFound)
+
+	// Owner and organisation must exist, as PostgreSQL's foreign keys say.
+	noOwner := c
+	noOwner.ID, noOwner.OwnerID = "svc_3", "no-such-user"
+	wantErr(t, "CreateClient(missing owner)", s.CreateClient(ctx, noOwner), store.ErrNotFound)
+	noOrg := c
+	noOrg.ID, noOrg.OrgID = "svc_4", "no-such-org"
+	wantErr(t, "CreateClient(missing org)", s.CreateClient(ctx, noOrg), store.ErrNotFound)
+	if err := s.CreateOrg(ctx, store.Org{ID: "client-org", Name: "Client org", CreatedAt: now}, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	withOrg := c
+	withOrg.ID, withOrg.OrgID = "svc_5", "client-org"
+	if err := s.CreateClient(ctx, withOrg); err != nil {
+		t.Errorf("CreateClient(existing org) = %v", err)
+	}
+	for _, id := range []string{"svc_3", "svc_4"} {
+		_, err = s.Client(ctx, id)
+		wantErr(t, "Client("+id+") after a refused create", err, store.ErrNotFound)
+	}
 }
 
 func testSigningKeys(t *testing.T, s store.Store) {
