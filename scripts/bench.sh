@@ -3,14 +3,19 @@
 #
 #  1. builds bin/leaky;
 #  2. runs the Go benchmarks of the algorithm and the stores (./ratelimit/...);
-#  3. measures the floor: a do-nothing RateLimitService (`leaky loadgen -serve-floor`) under the
-#     same harness, so the service's figures can be read against what the machine costs;
+#  3. measures the floor: a do-nothing RateLimitService and ext_authz server (`leaky loadgen
+#     -serve-floor`) under the same harness, so the services' figures can be read against what the
+#     machine costs;
 #  4. starts `leaky ratelimit -store memory` on free ports and load-tests it over one gRPC
 #     connection: a closed loop (concurrency 64, 10k users, 10 s) and an open loop (8000/s, 10 s),
 #     reading the server's CPU from /proc;
 #  5. the same against `-store redis` on a private redis-server (free port, temporary directory,
 #     no persistence);
-#  6. prints the figures beside the targets, each marked met or not met.
+#  6. starts `leaky authz` (memory store, no bootstrap admin) on free ports; for each credential,
+#     `leaky loadgen -authz-http` registers a throwaway user over the REST API and sends ext_authz
+#     Check with its JWT, then with its API key (cached after the first Check): the closed and the
+#     open loop as above. The credentials stay inside the load generator, never printed;
+#  7. prints the figures beside the targets, each marked met or not met.
 #
 # A missed target is reported, not fatal; the script fails only when something breaks (a build,
 # a benchmark, a server that does not start, a load generator that cannot run). Everything it
@@ -112,21 +117,31 @@ stop() {
 	pids=("${keep[@]}")
 }
 
-# loops setup pid grpc_port modes...: for each mode, an unmeasured second (connection, buckets,
-# caches) then the measured run with the server's CPU; keeps the JSON figures in R. The warm-up
-# is a run of its own so that the Redis CPU read covers the measured run only. A higher GOGC keeps
-# the load generator's own CPU, which shares the cores with the servers, low.
+# What each setup loads: ShouldRateLimit with 1 descriptor over $keys users, or Check (-token and
+# -api-key cleared so that a LEAKY_TOKEN or LEAKY_API_KEY in the environment cannot interfere).
+rl_args=(-target ratelimit -keys "$keys" -descriptors 1)
+check_args=(-target authz -token '' -api-key '')
+
+# loops setup pid grpc_port modes... -- loadgen args...: for each mode, an unmeasured second
+# (connection, buckets, caches) then the measured run with the server's CPU; keeps the JSON
+# figures in R[setup.mode.field]. The warm-up is a run of its own so that the Redis CPU read covers
+# the measured run only. A higher GOGC keeps the load generator's own CPU, which shares the cores
+# with the servers, low. Its log goes at warn and above: each authz run logs the throwaway user.
 loops() {
-	local setup=$1 pid=$2 port=$3 mode out json f before_redis=0 before_busy
+	local setup=$1 pid=$2 port=$3 mode out json f before_redis=0 before_busy modes=()
 	shift 3
-	for mode in "$@"; do
-		local args=(-addr "127.0.0.1:$port" -target ratelimit -mode "$mode" -concurrency "$concurrency"
-			-rate "$rate" -keys "$keys" -descriptors 1 -label "$setup" -warmup 0)
-		GOGC=400 bin/leaky loadgen "${args[@]}" -duration 1s >/dev/null ||
+	while [ "$1" != -- ]; do
+		modes+=("$1")
+		shift
+	done
+	shift
+	for mode in "${modes[@]}"; do
+		local args=(-addr "127.0.0.1:$port" -mode "$mode" -concurrency "$concurrency" -rate "$rate" -warmup 0 "$@")
+		LEAKY_LOG_LEVEL=warn GOGC=400 bin/leaky loadgen "${args[@]}" -duration 1s >/dev/null ||
 			{ echo "bench: loadgen failed against $setup" >&2; exit 1; }
 		[ "$setup" = redis ] && before_redis=$(proc_cpu_ticks "$redis_pid")
 		before_busy=$(busy_ticks)
-		out=$(GOGC=400 bin/leaky loadgen "${args[@]}" -duration "$duration" -server-pid "$pid" -json) ||
+		out=$(LEAKY_LOG_LEVEL=warn GOGC=400 bin/leaky loadgen "${args[@]}" -duration "$duration" -server-pid "$pid" -json) ||
 			{ echo "bench: loadgen failed against $setup" >&2; exit 1; }
 		local busy=$(($(busy_ticks) - before_busy))
 		grep -v '^{' <<<"$out"
@@ -151,16 +166,37 @@ loops() {
 	done
 }
 
-# The floor: a do-nothing RateLimitService (a map and a mutex) under the same harness, to read
-# the service's figures against what this machine, gRPC and the load generator cost by themselves.
+# The floor: a do-nothing RateLimitService and ext_authz server (a map and a mutex each) under the
+# same harness, to read the services' figures against what this machine, gRPC and the load
+# generator cost by themselves. The Check floor gets the JWT run's request with a dummy token.
 floor_port=$(free_port)
-say "floor: do-nothing RateLimitService on 127.0.0.1:$floor_port"
+say "floor: do-nothing RateLimitService and ext_authz on 127.0.0.1:$floor_port"
 bin/leaky loadgen -serve-floor "127.0.0.1:$floor_port" >"$work/floor.log" 2>&1 &
 floor_pid=$!
 pids+=("$floor_pid")
 wait_port "$floor_port"
-loops floor "$floor_pid" "$floor_port" closed
+loops floor "$floor_pid" "$floor_port" closed -- "${rl_args[@]}" -label floor
+loops checkfloor "$floor_pid" "$floor_port" closed -- "${check_args[@]}" -token floor-dummy-token -label floor
 stop "$floor_pid"
+
+# await_ready name pid http_port log: wait up to 30 s for GET /readyz to answer 200; fail with the
+# log's tail if the server exits or never gets ready.
+await_ready() {
+	local name=$1 pid=$2 port=$3 log=$4
+	for _ in $(seq 1 300); do
+		readyz "$port" 2>/dev/null && return 0
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "bench: $name exited:" >&2
+			tail -n 20 "$log" >&2
+			exit 1
+		fi
+		sleep 0.1
+	done
+	readyz "$port" 2>/dev/null && return 0
+	echo "bench: $name not ready after 30 s" >&2
+	tail -n 20 "$log" >&2
+	exit 1
+}
 
 # loadtest store args...: start `leaky ratelimit -store store args...`, wait for /readyz, run the
 # closed and the open loop, stop the server.
@@ -175,26 +211,48 @@ loadtest() {
 		-store "$store" "$@" >"$work/ratelimit-$store.log" 2>&1 &
 	pid=$!
 	pids+=("$pid")
-	for _ in $(seq 1 300); do
-		readyz "$http_port" 2>/dev/null && break
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "bench: leaky ratelimit -store $store exited:" >&2
-			tail -n 20 "$work/ratelimit-$store.log" >&2
-			exit 1
-		fi
-		sleep 0.1
-	done
-	readyz "$http_port" 2>/dev/null ||
-		{ echo "bench: ratelimit -store $store not ready after 30 s" >&2; tail -n 20 "$work/ratelimit-$store.log" >&2; exit 1; }
-	loops "$store" "$pid" "$grpc_port" closed open
+	await_ready "leaky ratelimit -store $store" "$pid" "$http_port" "$work/ratelimit-$store.log"
+	loops "$store" "$pid" "$grpc_port" closed open -- "${rl_args[@]}" -label "$store"
 	stop "$pid"
 }
 
 loadtest memory
 loadtest redis -redis-url "$redis_url"
 
+# The authz service on the memory store: no database URL from the environment (DATABASE_URL is
+# its fallback), and no bootstrap admin, whose generated password would go to its stdout. Each
+# loadgen run registers its own throwaway user over the REST API; the warm-up run warms the
+# service (and, for the API key, its cache) but the measured run's key is new, so its first Check
+# is the one cache miss.
+authz_grpc=$(free_port)
+authz_http=$(free_port)
+say "authz (memory store): 127.0.0.1:$authz_grpc, REST 127.0.0.1:$authz_http"
+env -u DATABASE_URL -u LEAKY_DATABASE_URL bin/leaky authz -grpc-addr "127.0.0.1:$authz_grpc" \
+	-http-addr "127.0.0.1:$authz_http" -admin-username '' >"$work/authz.log" 2>&1 &
+authz_pid=$!
+pids+=("$authz_pid")
+await_ready "leaky authz" "$authz_pid" "$authz_http" "$work/authz.log"
+for cred in jwt apikey; do
+	say "authz Check, credential $cred"
+	loops "$cred" "$authz_pid" "$authz_grpc" closed open -- "${check_args[@]}" \
+		-authz-http "http://127.0.0.1:$authz_http" -credential "$cred" -label "$cred"
+done
+stop "$authz_pid"
+
 # num value [decimals]: value rounded for the table: whole from 100 up, else decimals (1) places.
 num() { awk -v v="${1:-0}" -v d="${2:-1}" 'BEGIN { printf((v >= 100 ? "%.0f" : "%." d "f"), v) }'; }
+
+# minus a b: a - b, for the CPU above the floor.
+minus() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { print a - b }'; }
+
+# pad text width: text and spaces up to width characters (printf's %-9s counts bytes; ≥ takes three
+# and µ two).
+pad() {
+	local LC_ALL=C
+	local t=$1 c
+	c=${t//[$'\x80'-$'\xbf']/} # one byte per character: drop UTF-8 continuation bytes
+	printf '%s%*s' "$t" $(($2 > ${#c} ? $2 - ${#c} : 0)) ''
+}
 
 # row label value unit op goal [errors]: one line of the summary; op is ge, le, or info (no target).
 row() {
@@ -215,11 +273,10 @@ row() {
 	else
 		verdict="NOT MET"
 	fi
-	printf '  %-40s %10s %-4s %-9s %s\n' "$label" \
-		"$(num "$value" 2)" "$unit" "$target" "$verdict"
+	printf '  %-40s %10s %s %s %s\n' "$label" "$(num "$value" 2)" "$(pad "$unit" 4)" "$(pad "$target" 9)" "$verdict"
 }
 
-say "summary (DESIGN §8; one gRPC connection, 1 descriptor, $keys users, loopback, $(nproc) cores shared by client and server)"
+say "summary (DESIGN §8; one gRPC connection, loopback, $(nproc) cores shared by client and server; ratelimit: 1 descriptor, $keys users; authz: one user, memory store)"
 printf '  %-40s %10s %-4s %-9s %s\n' "figure" "measured" "" "target" "result"
 row "floor closed c=$concurrency decisions/s" "${R[floor.closed.rate]}" "/s" info - "${R[floor.closed.errors]}"
 row "floor server CPU per decision" "${R[floor.closed.server_cpu_us]}" "µs" info - "${R[floor.closed.errors]}"
@@ -232,7 +289,18 @@ for s in memory redis; do
 	row "$s open $rate/s p99" "${R[$s.open.p99_ms]}" "ms" le 5 "${R[$s.open.errors]}"
 	row "$s open $rate/s max (Envoy's timeout)" "${R[$s.open.max_ms]}" "ms" le 20 "${R[$s.open.errors]}"
 done
-printf '\n  The closed loop'"'"'s p99 is queueing at concurrency 64; DESIGN §8 sets no target for it.\n'
+row "floor Check closed c=$concurrency checks/s" "${R[checkfloor.closed.rate]}" "/s" info - "${R[checkfloor.closed.errors]}"
+row "floor Check server CPU per check" "${R[checkfloor.closed.server_cpu_us]}" "µs" info - "${R[checkfloor.closed.errors]}"
+for c in jwt apikey; do
+	row "authz $c closed c=$concurrency checks/s" "${R[$c.closed.rate]}" "/s" ge 25000 "${R[$c.closed.errors]}"
+	row "authz $c closed c=$concurrency p99" "${R[$c.closed.p99_ms]}" "ms" le 5 "${R[$c.closed.errors]}"
+	row "authz $c closed server CPU per check" "${R[$c.closed.server_cpu_us]}" "µs" info - "${R[$c.closed.errors]}"
+	row "authz $c open $rate/s p99" "${R[$c.open.p99_ms]}" "ms" le 5 "${R[$c.open.errors]}"
+	row "authz $c open $rate/s max" "${R[$c.open.max_ms]}" "ms" info - "${R[$c.open.errors]}"
+done
+printf '\n  The ratelimit closed loop'"'"'s p99 is queueing at concurrency 64; DESIGN §8 sets no target for it.\n'
+printf '  For authz Check DESIGN §8 sets p99 ≤ 5 ms at concurrency 64: the closed loop (64 workers) and\n'
+printf '  the open loop (at most 64 outstanding) are both read against it.\n'
 printf '  Reference (same harness, DESIGN §8): envoyproxy/ratelimit + Redis 15k/s, p99 12 ms, 57 µs CPU;\n'
 printf '  a do-nothing gRPC server 38.6k/s, 17 µs. The Redis target (≥ 30k/s) is 2× envoyproxy/ratelimit.\n'
 printf '  This run'"'"'s floor (do-nothing server, same harness): %s/s, %s µs; the service'"'"'s CPU above it:\n' \
@@ -253,3 +321,18 @@ printf '  Other processes'"'"' share of the machine during the measured runs: fl
 	"${R[floor.closed.other_pct]}" "${R[memory.closed.other_pct]}" "${R[memory.open.other_pct]}"
 printf '  redis %s%%/%s%% (closed/open); above a few percent, the figures understate the service.\n' \
 	"${R[redis.closed.other_pct]}" "${R[redis.open.other_pct]}"
+printf '  authz Check: this run'"'"'s floor (do-nothing ext_authz, same request) %s/s, %s µs; the service'"'"'s\n' \
+	"$(num "${R[checkfloor.closed.rate]}")" "$(num "${R[checkfloor.closed.server_cpu_us]}")"
+printf '  CPU above it: JWT %s µs, API key %s µs per check. OK answers: JWT closed %s%%, open %s%%;\n' \
+	"$(num "$(minus "${R[jwt.closed.server_cpu_us]}" "${R[checkfloor.closed.server_cpu_us]}")")" \
+	"$(num "$(minus "${R[apikey.closed.server_cpu_us]}" "${R[checkfloor.closed.server_cpu_us]}")")" \
+	"$(num "${R[jwt.closed.ok_pct]}")" "$(num "${R[jwt.open.ok_pct]}")"
+printf '  API key closed %s%%, open %s%%. Open loop dropped/late: JWT %s/%s, API key %s/%s; sender lag p99:\n' \
+	"$(num "${R[apikey.closed.ok_pct]}")" "$(num "${R[apikey.open.ok_pct]}")" \
+	"${R[jwt.open.dropped]:-0}" "${R[jwt.open.late]:-0}" "${R[apikey.open.dropped]:-0}" "${R[apikey.open.late]:-0}"
+printf '  JWT %s ms, API key %s ms. Load generator CPU: JWT %s µs, API key %s µs per check (closed loop).\n' \
+	"$(num "${R[jwt.open.lag_p99_ms]}" 2)" "$(num "${R[apikey.open.lag_p99_ms]}" 2)" \
+	"$(num "${R[jwt.closed.client_cpu_us]}")" "$(num "${R[apikey.closed.client_cpu_us]}")"
+printf '  Other processes'"'"' share during the authz runs: Check floor %s%%, JWT %s%%/%s%%, API key %s%%/%s%%.\n' \
+	"${R[checkfloor.closed.other_pct]}" "${R[jwt.closed.other_pct]}" "${R[jwt.open.other_pct]}" \
+	"${R[apikey.closed.other_pct]}" "${R[apikey.open.other_pct]}"

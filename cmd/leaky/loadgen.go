@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -31,6 +33,8 @@ type loadgenFlags struct {
 	json                bool
 	rl                  loadgen.RateLimitOptions
 	authz               loadgen.AuthzOptions
+	authzHTTP           string // base URL of the authz REST API; empty: use -token or -api-key
+	credential          loadgen.Credential
 }
 
 func (f *loadgenFlags) register(e env) *flag.FlagSet {
@@ -47,7 +51,7 @@ func (f *loadgenFlags) register(e env) *flag.FlagSet {
 	fs.IntVar(&f.serverPID, "server-pid", 0, "PID of the server, to report its CPU per request from /proc (0: not measured)")
 	fs.StringVar(&f.label, "label", "", "free text naming the setup in the report, e.g. the store")
 	fs.BoolVar(&f.json, "json", false, "also print the report as one JSON line")
-	fs.StringVar(&f.serveFloor, "serve-floor", "", "instead of load-testing, serve a do-nothing RateLimitService (the floor of DESIGN §8) on this address until interrupted")
+	fs.StringVar(&f.serveFloor, "serve-floor", "", "instead of load-testing, serve a do-nothing RateLimitService and ext_authz server (the floor of DESIGN §8) on this address until interrupted")
 
 	d := loadgen.DefaultRateLimitOptions()
 	f.rl = d
@@ -63,6 +67,9 @@ func (f *loadgenFlags) register(e env) *flag.FlagSet {
 	f.authz = a
 	fs.StringVar(&f.authz.Token, "token", "", "authz: bearer token (JWT) sent as Authorization")
 	fs.StringVar(&f.authz.APIKey, "api-key", "", "authz: API key sent as X-Api-Key")
+	fs.StringVar(&f.authzHTTP, "authz-http", "", "authz: base `URL` of the authz REST API (e.g. http://127.0.0.1:8081); before the run, register a throwaway user there and create an API key, then send the -credential (instead of -token or -api-key)")
+	f.credential = loadgen.JWT
+	fs.StringVar((*string)(&f.credential), "credential", string(loadgen.JWT), "authz: with -authz-http, the throwaway user's credential Check carries: jwt (its access token) or apikey (its API key)")
 	fs.StringVar(&f.authz.Path, "path", a.Path, "authz: request path (its first segment names the provider)")
 	fs.StringVar(&f.authz.Body, "body", a.Body, "authz: request body Envoy forwards")
 	return fs
@@ -91,6 +98,11 @@ func runLoadgen(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("loadgen: %s: %w", f.addr, err)
 	}
 
+	if f.authzHTTP != "" {
+		if err := f.enrol(ctx, e); err != nil {
+			return err
+		}
+	}
 	if f.warmup > 0 {
 		t, err := f.newTarget(conn)
 		if err != nil {
@@ -142,12 +154,12 @@ func (f *loadgenFlags) validate() error {
 	case "ratelimit":
 		errs = append(errs, f.rl.Validate())
 	case "authz":
-		errs = append(errs, f.authz.Validate())
-		if f.authz.Token == "" && f.authz.APIKey == "" {
-			errs = append(errs, errors.New("authz: needs -token or -api-key"))
-		}
+		errs = append(errs, f.authz.Validate(), f.validateEnrol())
 	default:
 		errs = append(errs, fmt.Errorf("target %q: must be ratelimit or authz", f.target))
+	}
+	if f.authzHTTP != "" && f.target != "authz" {
+		errs = append(errs, errors.New("authz-http: only with -target authz"))
 	}
 	if f.warmup < 0 || f.timeout < 0 {
 		errs = append(errs, errors.New("warmup, timeout: must not be negative"))
@@ -156,6 +168,46 @@ func (f *loadgenFlags) validate() error {
 		errs = append(errs, errors.New("server-pid: must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// validateEnrol checks the authz credential flags: -authz-http with a
+// -credential, or -token or -api-key.
+func (f *loadgenFlags) validateEnrol() error {
+	if f.authzHTTP == "" {
+		if f.authz.Token == "" && f.authz.APIKey == "" {
+			return errors.New("authz: needs -authz-http, -token or -api-key")
+		}
+		return nil
+	}
+	var errs []error
+	// No user info: the URL goes into errors and the log.
+	if u, err := url.Parse(f.authzHTTP); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		errs = append(errs, errors.New("authz-http: want http://host:port, without user info"))
+	}
+	if f.credential != loadgen.JWT && f.credential != loadgen.APIKey {
+		errs = append(errs, fmt.Errorf("credential %q: must be %s or %s", f.credential, loadgen.JWT, loadgen.APIKey))
+	}
+	if f.authz.Token != "" || f.authz.APIKey != "" {
+		errs = append(errs, errors.New("authz-http: not with -token or -api-key"))
+	}
+	return errors.Join(errs...)
+}
+
+// enrol registers a throwaway user on -authz-http and sets its -credential
+// in f.authz. The credential is never printed.
+func (f *loadgenFlags) enrol(ctx context.Context, e env) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	en, err := loadgen.Enrol(ctx, &http.Client{}, f.authzHTTP)
+	if err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	if f.authz, err = en.Use(f.authz, f.credential); err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	e.logger.Info("throwaway user registered", "command", "loadgen", "authz_http", f.authzHTTP, "username", en.Username,
+		"user_id", en.UserID, "credential", string(f.credential))
+	return nil
 }
 
 func (f *loadgenFlags) newTarget(conn *grpc.ClientConn) (loadTarget, error) {

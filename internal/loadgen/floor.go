@@ -7,7 +7,9 @@ import (
 	"strings"
 	"sync"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 )
 
@@ -44,10 +46,39 @@ func (f *Floor) ShouldRateLimit(_ context.Context, req *rlsv3.RateLimitRequest) 
 	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
 }
 
-// ServeFloor serves a Floor on lis until ctx is done, then stops gracefully.
+// AuthzFloor is the do-nothing ext_authz Authorization server, the floor
+// under the authz Check figures: it counts each request under its path in a
+// map and allows it, setting no header. It reads no credential. It is safe
+// for concurrent use; the map grows with the distinct paths sent.
+type AuthzFloor struct {
+	authv3.UnimplementedAuthorizationServer
+
+	mu   sync.Mutex
+	hits map[string]uint64
+}
+
+var _ authv3.AuthorizationServer = (*AuthzFloor)(nil)
+
+// NewAuthzFloor returns an empty AuthzFloor.
+func NewAuthzFloor() *AuthzFloor { return &AuthzFloor{hits: make(map[string]uint64)} }
+
+// Check counts the request and allows it.
+func (f *AuthzFloor) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	path := req.GetAttributes().GetRequest().GetHttp().GetPath()
+	f.mu.Lock()
+	f.hits[path]++
+	f.mu.Unlock()
+	return &authv3.CheckResponse{Status: &rpcstatus.Status{}, HttpResponse: &authv3.CheckResponse_OkResponse{
+		OkResponse: &authv3.OkHttpResponse{},
+	}}, nil
+}
+
+// ServeFloor serves a Floor and an AuthzFloor on lis until ctx is done, then
+// stops gracefully.
 func ServeFloor(ctx context.Context, lis net.Listener) error {
 	srv := grpc.NewServer()
 	rlsv3.RegisterRateLimitServiceServer(srv, NewFloor())
+	authv3.RegisterAuthorizationServer(srv, NewAuthzFloor())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopped := make(chan struct{})

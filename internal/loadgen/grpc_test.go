@@ -226,6 +226,14 @@ func TestFloor(t *testing.T) {
 	if res.Count != 30 || res.Errors != nil || !cmp.Equal(target.Answers(), map[string]int64{"OK": 30}) {
 		t.Errorf("Run against the floor = count %d, errors %v, answers %v, want 30 OK", res.Count, res.Errors, target.Answers())
 	}
+	checks, err := NewAuthz(conn, AuthzOptions{APIKey: "any"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = Run(t.Context(), Options{Concurrency: 4, Count: 30}, checks.Do)
+	if res.Count != 30 || res.Errors != nil || !cmp.Equal(checks.Answers(), map[string]int64{"OK": 30}) {
+		t.Errorf("Check against the floor = count %d, errors %v, answers %v, want 30 OK", res.Count, res.Errors, checks.Answers())
+	}
 	cancel()
 	select {
 	case err := <-served:
