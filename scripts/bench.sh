@@ -32,38 +32,10 @@ keys=${BENCH_KEYS:-10000}
 bash scripts/deps.sh
 
 work=$(mktemp -d /tmp/leaky-bench-XXXXXX)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 say() { printf '\n== %s\n' "$*" >&2; }
-
-free_port() { # a random port in 20000-59999 that nothing listens on
-	local p
-	while :; do
-		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-	done
-}
-
-wait_port() { # port: wait up to 30 s for a listener on 127.0.0.1:port
-	for _ in $(seq 1 300); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "bench: nothing listens on 127.0.0.1:$1" >&2
-	return 1
-}
 
 readyz() { # port: true when GET /readyz answers 200 (plain bash, no curl needed)
 	local status

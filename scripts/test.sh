@@ -9,36 +9,8 @@ bash scripts/deps.sh
 
 work=$(mktemp -d /tmp/leaky-test-XXXXXX)
 chmod 755 "$work"
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() { # a random port in 20000-59999 that nothing listens on
-	local p
-	while :; do
-		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-	done
-}
-
-wait_port() { # host port
-	for _ in $(seq 1 300); do
-		(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "test: nothing listens on $1:$2" >&2
-	return 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # Redis
 redis_port=$(free_port)
@@ -46,7 +18,7 @@ mkdir -p "$work/redis"
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
 	--dir "$work/redis" --logfile "$work/redis/redis.log" --daemonize no &
 pids+=($!)
-wait_port 127.0.0.1 "$redis_port"
+wait_port "$redis_port"
 export LEAKY_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
 
 # PostgreSQL (it refuses to run as root, so run it as the postgres user)
@@ -64,7 +36,7 @@ fi
 	-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
 	>"$work/postgres.log" 2>&1 &
 pids+=($!)
-wait_port 127.0.0.1 "$pg_port"
+wait_port "$pg_port"
 # It listens before it accepts sessions ("the database system is starting up").
 ready=""
 for _ in $(seq 1 300); do

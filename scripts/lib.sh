@@ -1,0 +1,33 @@
+# Shared by scripts/test.sh and scripts/bench.sh; source it after setting `work` (a temporary
+# directory removed on exit). Every process started is added to `pids` and stopped on exit,
+# interrupt or TERM, by PID.
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() { # a random port in 20000-59999 that nothing listens on
+	local p
+	while :; do
+		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+	done
+}
+
+wait_port() { # port: wait up to 30 s for a listener on 127.0.0.1:port
+	for _ in $(seq 1 300); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "$(basename "$0"): nothing listens on 127.0.0.1:$1" >&2
+	return 1
+}
