@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,51 @@ func TestRedisFailureModeAndRecovery(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// On shutdown, health turns NOT_SERVING before the server stops, so Envoy's
+// health checks drain traffic first; Run then returns cleanly.
+func TestShutdownTurnsHealthNotServingFirst(t *testing.T) {
+	cfg := testConfig(t, "memory", "policy.yaml")
+	ctx, cancel := context.WithCancel(context.Background())
+	svc, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	conn, err := grpc.NewClient(svc.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var watch healthpb.Health_WatchClient
+	eventually(t, "a health watch", func() bool {
+		watch, err = healthpb.NewHealthClient(conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+		return err == nil
+	})
+	for {
+		st, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		if st.Status == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+	}
+	cancel()
+	st, err := watch.Recv()
+	if err != nil || st.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("after shutdown began: %v %v, want NOT_SERVING", st.GetStatus(), err)
+	}
+	conn.Close() // an open Watch stream would hold the graceful stop for its whole grace
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(cfg.ShutdownGrace + 5*time.Second):
+		t.Fatal("Run did not return after shutdown")
 	}
 }
