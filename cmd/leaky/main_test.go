@@ -117,6 +117,16 @@ func TestDevServesTheWalkthrough(t *testing.T) {
 	if !strings.Contains(out.String(), `"overallCode": "OK"`) || !strings.Contains(out.String(), `"limitRemaining": 3900`) {
 		t.Errorf("rlcheck answer:\n%s", out.String())
 	}
+	out.Reset()
+	for range 2 {
+		out.Reset()
+		if err := run(ctx, []string{"rlcheck", "-addr", rlAddr, "-d", "provider=openai,tier=free,user=bob", "-hits", "4000"}, testEnv(&out, &out, nil)); err != nil {
+			t.Fatalf("rlcheck: %v", err)
+		}
+	}
+	if !strings.Contains(out.String(), `body: {"error":"rate_limited","scope":"user","limit":4000,"remaining":0,"retry_after_seconds":100}`) {
+		t.Errorf("second whole-bucket request: want OVER_LIMIT with the JSON body:\n%s", out.String())
+	}
 	azAddr := regexp.MustCompile(`authcheck -addr (127\.0\.0\.1:\d+)`).FindStringSubmatch(stdout.String())
 	if azAddr == nil {
 		t.Fatalf("walk-through lacks an authcheck call:\n%s", stdout.String())

@@ -67,6 +67,10 @@ func runRLCheck(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("rlcheck: %w", err)
 	}
 	out.WriteByte('\n')
+	if len(resp.GetRawBody()) > 0 {
+		// rawBody is base64 in JSON; show the body Envoy would send as text.
+		fmt.Fprintf(&out, "body: %s\n", resp.GetRawBody())
+	}
 	_, err = out.WriteTo(e.stdout)
 	return err
 }
