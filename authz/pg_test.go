@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -149,10 +150,21 @@ func TestPostgresFaults(t *testing.T) {
 				{"jwt", map[string]string{"authorization": "Bearer " + u.Token}, 200},
 				{"uncached key", map[string]string{"x-api-key": uncached.APIKey}, 503},
 			} {
-				code, el := timed(c.h)
-				t.Logf("%s during outage: %d in %v", c.name, code, el)
-				if code != c.want || el > time.Second {
-					t.Errorf("Check(%s) during outage = %d in %v, want %d within 1s (deadline 150ms)", c.name, code, el, c.want)
+				// Check's store deadline is 150 ms. A single call on a shared
+				// test machine may be descheduled: judge the median of five
+				// with a margin, and every call against a hang.
+				var took []time.Duration
+				for range 5 {
+					code, el := timed(c.h)
+					if code != c.want {
+						t.Errorf("Check(%s) during outage = %d, want %d", c.name, code, c.want)
+					}
+					took = append(took, el)
+				}
+				slices.Sort(took)
+				t.Logf("%s during outage: median %v, max %v", c.name, took[2], took[4])
+				if took[2] > 400*time.Millisecond || took[4] > time.Second {
+					t.Errorf("Check(%s) during outage: median %v, max %v; want the 150 ms deadline to hold (median ≤ 400 ms, max ≤ 1 s)", c.name, took[2], took[4])
 				}
 			}
 			if code := ts.readyCode(t); code != http.StatusServiceUnavailable {

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,18 +68,24 @@ func TestRedisFailureModeAndRecovery(t *testing.T) {
 	} {
 		t.Run(fault.name, func(t *testing.T) {
 			fault.break_()
-			for i := 0; i < 20; i++ {
-				r, took, err := s.askTimed("leaky-tokens", 1, user)
+			var took []time.Duration
+			for i := 0; i < 21; i++ {
+				r, d, err := s.askTimed("leaky-tokens", 1, user)
 				if err != nil || r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
 					t.Fatalf("during the fault: %v %v, want OVER_LIMIT (failure_mode deny)", r.GetOverallCode(), err)
 				}
-				if took > time.Second { // the deadline is 15 ms; a hang would take far longer
-					t.Fatalf("answer took %v during the fault", took)
-				}
+				took = append(took, d)
 				// Other domains answer UNAVAILABLE, as envoyproxy/ratelimit does.
 				if _, _, err := s.askTimed("messaging", 1, "to_number=fault"); status.Code(err) != codes.Unavailable {
 					t.Fatalf("messaging during the fault: %v, want Unavailable", err)
 				}
+			}
+			// The store deadline is 15 ms. On a shared test machine a single
+			// call may be descheduled, so judge the median, with a margin,
+			// and every call against a hang (retries, dial back-offs).
+			slices.Sort(took)
+			if took[len(took)/2] > 100*time.Millisecond || took[len(took)-1] > time.Second {
+				t.Errorf("answers during the fault: median %v, max %v; want the 15 ms deadline to hold (median ≤ 100 ms, max ≤ 1 s)", took[len(took)/2], took[len(took)-1])
 			}
 			eventually(t, "readyz 503", func() bool { return ready() == 503 })
 			if st := grpcHealth(t, s.svc.GRPCAddr()); st != healthpb.HealthCheckResponse_NOT_SERVING {

@@ -1,8 +1,12 @@
 # Shared by scripts/test.sh and scripts/bench.sh; source it after setting `work` (a temporary
-# directory removed on exit). Every process started is added to `pids` and stopped on exit,
-# interrupt or TERM, by PID.
+# directory removed on exit). Every process started is added to `pids` (or, when started with
+# setsid, its process group to `groups`) and stopped on exit, interrupt or TERM.
 pids=()
+groups=()
 cleanup() {
+	for pgid in "${groups[@]}"; do
+		kill -- "-$pgid" 2>/dev/null || true
+	done
 	for pid in "${pids[@]}"; do
 		kill "$pid" 2>/dev/null || true
 	done

@@ -22,7 +22,7 @@ wait_port "$redis_port"
 export LEAKY_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
 
 # PostgreSQL (it refuses to run as root, so run it as the postgres user)
-pgbin=$(dirname "$(readlink -f "$(command -v postgres 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/postgres | tail -n1)")")
+pgbin=$(dirname "$(readlink -f "$(command -v postgres 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -n1)")")
 pg_port=$(free_port)
 as_pg=()
 if [ "$(id -u)" -eq 0 ]; then
@@ -30,7 +30,7 @@ if [ "$(id -u)" -eq 0 ]; then
 	# setpriv execs in place, so $! below is the postmaster itself.
 	as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups)
 fi
-"${as_pg[@]}" "$pgbin/initdb" -D "$work/pg" -A trust -U postgres --no-sync -E UTF8 >"$work/initdb.log" 2>&1 ||
+"${as_pg[@]}" "$pgbin/initdb" -D "$work/pg" -A trust -U postgres --no-sync -E UTF8 --no-locale >"$work/initdb.log" 2>&1 ||
 	{ cat "$work/initdb.log" >&2; exit 1; }
 "${as_pg[@]}" "$pgbin/postgres" -D "$work/pg" -p "$pg_port" -k "$work" -c listen_addresses=127.0.0.1 \
 	-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
@@ -47,8 +47,9 @@ done
 export LEAKY_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"
 
 echo "test: redis on 127.0.0.1:$redis_port, postgresql on 127.0.0.1:$pg_port" >&2
-# In the background so that a TERM from CI stops the tests too (bash runs a trap only once the
-# foreground command ends).
-go test -race -count=1 -timeout 25m "$@" ./... &
-pids+=($!)
-wait $!
+# In the background, in a process group of its own, so that a TERM from CI stops go test and
+# every test binary too (bash runs a trap only once the foreground command ends).
+setsid go test -race -count=1 -timeout 25m "$@" ./... &
+gotest=$!
+groups+=("$gotest")
+wait "$gotest"

@@ -94,7 +94,8 @@ Leaky Tokens is running (leaky dev). Ctrl-C stops it.
    x-leaky-provider and x-leaky-estimate):
   bin/leaky authcheck -addr %[2]s -path /openai/v1/chat/completions -H "x-api-key: $API_KEY" \
        -body '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"max_tokens":100}'
-  bin/leaky authcheck -addr %[2]s -H "authorization: Bearer $TOKEN"
+  bin/leaky authcheck -addr %[2]s -path /gemini/v1/models/gemini-pro:generateContent -H "authorization: Bearer $TOKEN" \
+       -body '{"contents":[{"parts":[{"text":"hello"}]}],"generationConfig":{"maxOutputTokens":200}}'
 
 4. Ask the ratelimit service for 100 tokens of alice's free-tier OpenAI budget (capacity 4000, 40/s):
 `, a, c.azGRPC)

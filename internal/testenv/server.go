@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -213,6 +215,12 @@ func pgBin(name string) (string, error) {
 	if len(matches) == 0 {
 		return "", fmt.Errorf("%s not found on PATH or in /usr/lib/postgresql/*/bin", name)
 	}
+	// The newest major version: compare "15" and "9.6" as numbers, not text.
+	major := func(p string) float64 {
+		v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(filepath.Dir(p))), 64)
+		return v
+	}
+	slices.SortFunc(matches, func(a, b string) int { return cmp.Compare(major(a), major(b)) })
 	return matches[len(matches)-1], nil
 }
 
@@ -252,7 +260,7 @@ func startPostgres(dir string) (*Server, error) {
 		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
 	data := filepath.Join(dir, "data")
-	out, err := asPostgres(cred, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8").CombinedOutput()
+	out, err := asPostgres(cred, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--no-locale").CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}

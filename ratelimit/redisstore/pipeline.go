@@ -128,7 +128,7 @@ func (p *pipeliner) send(batch []*call) {
 				c.err = err
 			}
 		} else {
-			retry = p.pipeline(ctx, retry)
+			p.pipeline(ctx, retry) // a second NOSCRIPT keeps its error
 		}
 	}
 	for _, c := range live {
