@@ -128,8 +128,7 @@ func TestPostgresFaults(t *testing.T) {
 	}{
 		{"stopped (SIGSTOP)", pg.Stop, pg.Cont},
 		{"killed", func() {
-			// testenv runs PostgreSQL with synchronous_commit=off: flush
-			// first, or the crash loses the test's own recent commits.
+			// A checkpoint first keeps crash recovery at restart short.
 			checkpoint(t, pg.URL)
 			pg.Kill()
 		}, func() {
@@ -241,4 +240,29 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// TestCachedKeyLastsItsTTLOnly: during an outage a verified API key keeps
+// working for the cache TTL, then gets the failure answer like any other:
+// the cache bounds how long a revoked key could live, outage or not.
+func TestCachedKeyLastsItsTTLOnly(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	const ttl = 500 * time.Millisecond
+	ts, _ := startPG(t, pg.URL, func(c *Config) { c.APIKeyCacheTTL = ttl })
+	u := ts.register(t, "ttl")
+	key := ts.newKey(t, u.Token, nil)
+	h := map[string]string{"x-api-key": key.APIKey}
+	if ts.check(t, "/openai/x", h, "").GetOkResponse() == nil {
+		t.Fatal("key refused before the fault")
+	}
+	checkpoint(t, pg.URL)
+	pg.Kill()
+	if ts.check(t, "/openai/x", h, "").GetOkResponse() == nil {
+		t.Error("cached key refused within its TTL during the outage")
+	}
+	time.Sleep(ttl + 200*time.Millisecond)
+	if resp := ts.check(t, "/openai/x", h, ""); resp.GetOkResponse() != nil || deniedStatus(resp) != 503 {
+		t.Errorf("cached key after its TTL during the outage: ok=%v status=%d, want the failure answer 503",
+			resp.GetOkResponse() != nil, deniedStatus(resp))
+	}
 }

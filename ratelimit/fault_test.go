@@ -2,9 +2,12 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,5 +156,56 @@ func TestShutdownTurnsHealthNotServingFirst(t *testing.T) {
 		}
 	case <-time.After(cfg.ShutdownGrace + 5*time.Second):
 		t.Fatal("Run did not return after shutdown")
+	}
+}
+
+// Redis killed under concurrent load: every in-flight and later call gets
+// an answer (the failure mode, deny), none an error or a hang, and the
+// service decides again once Redis is back, without a restart.
+func TestRedisKilledUnderLoad(t *testing.T) {
+	rd := testenv.StartRedis(t)
+	cfg := testConfig(t, "redis", "policy.yaml")
+	cfg.RedisURL = rd.URL
+	s := start(t, cfg)
+	stop := make(chan struct{})
+	var answered, denied, failed atomic.Int64
+	var wg sync.WaitGroup
+	for c := 0; c < 16; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			user := fmt.Sprintf("provider=openai,tier=free,user=load%d", c)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r, _, err := s.askTimed("leaky-tokens", 1, user)
+				switch {
+				case err != nil:
+					failed.Add(1)
+				case r.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT:
+					denied.Add(1)
+				}
+				answered.Add(1)
+			}
+		}()
+	}
+	eventually(t, "load", func() bool { return answered.Load() > 200 })
+	rd.Kill()
+	before := denied.Load()
+	eventually(t, "the failure mode under load", func() bool { return denied.Load() > before+200 })
+	if err := rd.Restart(); err != nil {
+		t.Fatalf("restart redis: %v", err)
+	}
+	eventually(t, "decisions again", func() bool {
+		r, _, err := s.askTimed("leaky-tokens", 1, "provider=openai,tier=free,user=after")
+		return err == nil && r.OverallCode == rlsv3.RateLimitResponse_OK
+	})
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of %d calls failed with an error, want every one answered (deny)", n, answered.Load())
 	}
 }
