@@ -1,60 +1,18 @@
 package gcra
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/leakytokens/leaky/ratelimit/gcra/gcratest"
 )
-
-// step is one row of testdata/steps.json. redisstore's script test reads the
-// same file and declares its own copy of this shape.
-type step struct {
-	Name     string `json:"name"`
-	Op       string `json:"op"` // "decide" or "adjust"
-	Now      int64  `json:"now"`
-	TAT      int64  `json:"tat"`
-	Burst    int64  `json:"burst"`
-	Interval int64  `json:"interval"`
-	N        int64  `json:"n"`
-	Delta    int64  `json:"delta"`
-	WantTAT  int64  `json:"want_tat"`
-	Want     *struct {
-		Allowed    bool  `json:"allowed"`
-		Remaining  int64 `json:"remaining"`
-		RetryAfter int64 `json:"retry_after"`
-		ResetAfter int64 `json:"reset_after"`
-	} `json:"want"`
-}
-
-func loadSteps(t *testing.T) []step {
-	t.Helper()
-	data, err := os.ReadFile("testdata/steps.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var file struct {
-		Comment string `json:"comment"`
-		Steps   []step `json:"steps"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&file); err != nil {
-		t.Fatalf("testdata/steps.json: %v", err)
-	}
-	if len(file.Steps) == 0 {
-		t.Fatal("testdata/steps.json: no steps")
-	}
-	return file.Steps
-}
 
 func TestSteps(t *testing.T) {
 	seen := map[string]bool{}
-	for _, s := range loadSteps(t) {
+	for _, s := range gcratest.Steps(t) {
 		t.Run(s.Name, func(t *testing.T) {
 			if seen[s.Name] {
 				t.Fatalf("duplicate step name %q", s.Name)

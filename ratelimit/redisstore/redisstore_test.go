@@ -1,9 +1,7 @@
 package redisstore
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/leakytokens/leaky/internal/testenv"
+	"github.com/leakytokens/leaky/ratelimit/gcra/gcratest"
 	"github.com/leakytokens/leaky/ratelimit/store"
 	"github.com/leakytokens/leaky/ratelimit/store/storetest"
 )
@@ -71,47 +70,16 @@ func TestContract(t *testing.T) {
 	})
 }
 
-// step is a row of ../gcra/testdata/steps.json.
-type step struct {
-	Name     string `json:"name"`
-	Op       string `json:"op"`
-	Now      int64  `json:"now"`
-	TAT      int64  `json:"tat"`
-	Burst    int64  `json:"burst"`
-	Interval int64  `json:"interval"`
-	N        int64  `json:"n"`
-	Delta    int64  `json:"delta"`
-	WantTAT  int64  `json:"want_tat"`
-	Want     *struct {
-		Allowed    bool  `json:"allowed"`
-		Remaining  int64 `json:"remaining"`
-		RetryAfter int64 `json:"retry_after"`
-		ResetAfter int64 `json:"reset_after"`
-	} `json:"want"`
-}
-
 // TestSteps runs the gcra step table through the scripts: the Lua must
 // compute what the Go reference computes, to the microsecond.
 func TestSteps(t *testing.T) {
-	data, err := os.ReadFile("../gcra/testdata/steps.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var file struct {
-		Comment string `json:"comment"`
-		Steps   []step `json:"steps"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&file); err != nil {
-		t.Fatalf("steps.json: %v", err)
-	}
+	steps := gcratest.Steps(t)
 	url := testenv.RedisURL(t)
 	var now atomic.Int64
 	s := open(t, Options{URL: url, Prefix: testenv.Prefix(t), Timeout: 5 * time.Second, Now: now.Load})
 	c := raw(t, url)
 	ctx := context.Background()
-	for i, st := range file.Steps {
+	for i, st := range steps {
 		t.Run(st.Name, func(t *testing.T) {
 			it := store.Item{Key: fmt.Sprint("step", i), Limit: st.Burst, Period: st.Interval, Hits: st.N}
 			key := s.key(it)
