@@ -1,24 +1,16 @@
 package ratelimit
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"math"
 	"strings"
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 
+	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/policy"
 	"github.com/leakytokens/leaky/ratelimit/gcra"
 	"github.com/leakytokens/leaky/ratelimit/store"
-)
-
-// Scopes of the leaky-tokens buckets, as the OVER_LIMIT body names them.
-const (
-	scopeUser     = "user"
-	scopeOrg      = "org"
-	scopeProvider = "provider"
 )
 
 // plan is what one descriptor of a request becomes.
@@ -56,17 +48,6 @@ func clampInt64(v uint64) int64 {
 	return int64(v)
 }
 
-// keyPart makes a descriptor value safe to embed in a store key: short plain
-// values stay readable, anything long or containing the separator is replaced
-// by a hash of itself.
-func keyPart(v string) string {
-	if len(v) <= 64 && !strings.ContainsAny(v, ":#=") {
-		return v
-	}
-	sum := sha256.Sum256([]byte(v))
-	return "#" + base64.RawURLEncoding.EncodeToString(sum[:16])
-}
-
 func metricKey(d *ratelimitv3.RateLimitDescriptor) string {
 	var b strings.Builder
 	for i, e := range d.GetEntries() {
@@ -78,63 +59,53 @@ func metricKey(d *ratelimitv3.RateLimitDescriptor) string {
 	return b.String()
 }
 
-// planLeaky maps a descriptor of domain leaky-tokens to its bucket:
-// (provider,P)(tier,T)(user,U) is U's bucket sized by tier T;
-// (provider,P)(org,O) is organisation O's pool; (provider,P) alone is the
-// provider pool. Entries may come in any order. An unknown tier falls back to
-// the default tier. Any other shape has no rule.
+// planLeaky maps a descriptor of domain leaky-tokens to its bucket: the
+// contract's parser names the bucket (any other shape has no rule), and
+// planBucket sizes it by the policy.
 func planLeaky(p *policy.Policy, req *rlsv3.RateLimitRequest, d *ratelimitv3.RateLimitDescriptor) plan {
-	pl := plan{metric: metricKey(d)}
-	var provider, tier, user, org string
-	var nProvider, nTier, nUser, nOrg int
+	var parser contract.Parser
 	for _, e := range d.GetEntries() {
-		switch e.GetKey() {
-		case "provider":
-			provider, nProvider = e.GetValue(), nProvider+1
-		case "tier":
-			tier, nTier = e.GetValue(), nTier+1
-		case "user":
-			user, nUser = e.GetValue(), nUser+1
-		case "org":
-			org, nOrg = e.GetValue(), nOrg+1
-		default:
-			pl.noRule = true
-			return pl
-		}
+		parser.Add(e.GetKey(), e.GetValue())
 	}
+	desc, ok := parser.Descriptor()
+	if !ok {
+		return plan{metric: metricKey(d), noRule: true}
+	}
+	pl := planBucket(p, desc, hits(req, d))
+	pl.metric = metricKey(d)
+	return pl
+}
+
+// planBucket plans a charge of hits on the bucket desc names, sized by
+// policy p: a user's by their tier's entry for the provider (an unknown tier
+// uses the default tier), an organisation's or a provider's by its pool. A
+// bucket the policy does not define has no rule.
+func planBucket(p *policy.Policy, desc contract.Descriptor, hits int64) plan {
 	var (
-		b   policy.Bucket
-		ok  bool
-		key string
+		b  policy.Bucket
+		ok bool
 	)
-	switch {
-	case nProvider != 1 || provider == "":
-		pl.noRule = true
-		return pl
-	case nTier == 1 && nUser == 1 && nOrg == 0 && user != "":
+	switch desc.Scope {
+	case contract.ScopeUser:
+		tier := desc.Tier
 		if _, known := p.Tiers[tier]; !known {
 			tier = p.DefaultTier
 		}
-		b, ok = p.UserBucket(tier, provider)
-		pl.scope, key = scopeUser, "u:"+keyPart(provider)+":"+keyPart(user)
-	case nOrg == 1 && nTier == 0 && nUser == 0 && org != "":
-		b, ok = p.OrgBucket(provider)
-		pl.scope, key = scopeOrg, "o:"+keyPart(provider)+":"+keyPart(org)
-	case nTier == 0 && nUser == 0 && nOrg == 0:
-		b, ok = p.ProviderBucket(provider)
-		pl.scope, key = scopeProvider, "p:"+keyPart(provider)
+		b, ok = p.UserBucket(tier, desc.Provider)
+	case contract.ScopeOrg:
+		b, ok = p.OrgBucket(desc.Provider)
+	case contract.ScopeProvider:
+		b, ok = p.ProviderBucket(desc.Provider)
 	}
 	if !ok {
-		pl.noRule = true
-		return pl
+		return plan{noRule: true}
 	}
-	lim, err := gcra.NewLimit(b.Capacity, b.LeakRate)
+	lim, err := bucketLimit(b)
 	if err != nil { // the policy was validated; unreachable short of a bug
-		pl.noRule = true
-		return pl
+		return plan{noRule: true}
 	}
-	pl.hasItem = true
-	pl.item = store.Item{Key: key, Algorithm: store.GCRA, Limit: lim.Burst, Period: lim.Interval, Hits: hits(req, d)}
+	pl := plan{hasItem: true, scope: string(desc.Scope)}
+	pl.item = store.Item{Key: desc.Key(), Algorithm: store.GCRA, Limit: lim.Burst, Period: lim.Interval, Hits: hits}
 	pl.window = ceilDiv(lim.Tolerance(), 1e6)
 	pl.status = &rlsv3.RateLimitResponse_RateLimit{
 		Name:            pl.scope,
@@ -142,6 +113,12 @@ func planLeaky(p *policy.Policy, req *rlsv3.RateLimitRequest, d *ratelimitv3.Rat
 		Unit:            unitFor(pl.window),
 	}
 	return pl
+}
+
+// bucketLimit is a policy bucket's GCRA limit. (When the policy precomputes
+// each bucket's limit at load, this becomes a field read.)
+func bucketLimit(b policy.Bucket) (gcra.Limit, error) {
+	return gcra.NewLimit(b.Capacity, b.LeakRate)
 }
 
 // unitFor is the smallest unit at least as long as a bucket's drain time,

@@ -5,6 +5,7 @@ import (
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 
+	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/ratelimit/rules"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
@@ -80,16 +81,16 @@ func planRules(c *rules.Config, req *rlsv3.RateLimitRequest, plans []plan) {
 func counterKey(domain string, counter []rules.Entry) string {
 	var b strings.Builder
 	b.WriteString("w:")
-	b.WriteString(keyPart(domain))
+	b.WriteString(contract.KeyPart(domain))
 	for _, e := range counter {
 		b.WriteByte(':')
-		b.WriteString(keyPart(e.Key))
+		b.WriteString(contract.KeyPart(e.Key))
 		b.WriteByte('=')
-		b.WriteString(keyPart(e.Value))
+		b.WriteString(contract.KeyPart(e.Value))
 	}
 	key := b.String()
 	if len(key) > 200 {
-		return "w:" + keyPart(key)
+		return "w:" + contract.KeyPart(key)
 	}
 	return key
 }

@@ -16,10 +16,12 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/leakytokens/leaky/internal/contract"
 )
 
 // Domain is the rate-limit domain the policy governs.
-const Domain = "leaky-tokens"
+const Domain = contract.Domain
 
 // Wildcard is the provider name that matches any provider without an entry
 // of its own.
