@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/leakytokens/leaky/internal/contract"
 )
 
 // A token issued while its user was ADMIN carries ADMIN until it expires;
@@ -75,7 +77,7 @@ func TestClientCredentialsFollowOwner(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Token() = %v", err)
 	}
-	if got := okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + tok.AccessToken}, ""))[HeaderRoles]; got != "USER" {
+	if got := okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + tok.AccessToken}, ""))[contract.HeaderRoles]; got != "USER" {
 		t.Errorf("roles of a client whose owner lost PRO = %q, want USER", got)
 	}
 

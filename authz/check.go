@@ -22,21 +22,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/policy"
-)
-
-// The wire contract with Envoy and the ratelimit service (DESIGN §3).
-const (
-	HeaderUserID   = "x-leaky-user-id"
-	HeaderOrgID    = "x-leaky-org-id"
-	HeaderTier     = "x-leaky-tier"
-	HeaderProvider = "x-leaky-provider"
-	HeaderEstimate = "x-leaky-estimate"
-	HeaderRoles    = "x-leaky-roles"
-	// HeaderOrg is the request header naming the organisation to charge.
-	HeaderOrg = "x-leaky-org"
-	// HeaderAPIKey carries an API key; it never reaches the upstream.
-	HeaderAPIKey = "x-api-key"
 )
 
 // maxCredentialLen bounds the Authorization and X-Api-Key values.
@@ -138,15 +125,15 @@ func (s *checkServer) decide(ctx context.Context, r *authv3.AttributeContext_Htt
 		return cred, nil, forbidden("forbidden_role", "this path requires role ADMIN")
 	}
 	set := []*corev3.HeaderValueOption{
-		header(HeaderUserID, p.UserID),
-		header(HeaderTier, pol.TierFor(p.Roles)),
-		header(HeaderRoles, strings.Join(p.Roles, ",")),
+		header(contract.HeaderUserID, p.UserID),
+		header(contract.HeaderTier, pol.TierFor(p.Roles)),
+		header(contract.HeaderRoles, strings.Join(p.Roles, ",")),
 	}
-	if org := strings.TrimSpace(h[HeaderOrg]); org != "" {
+	if org := strings.TrimSpace(h[contract.HeaderOrg]); org != "" {
 		if !orgIDPattern.MatchString(org) || !slices.Contains(p.Orgs, org) {
-			return cred, nil, forbidden("forbidden_org", "the caller is not a member of the organisation named in x-leaky-org")
+			return cred, nil, forbidden("forbidden_org", "the caller is not a member of the organisation named in "+contract.HeaderOrg)
 		}
-		set = append(set, header(HeaderOrgID, org))
+		set = append(set, header(contract.HeaderOrgID, org))
 	}
 	body := r.GetRawBody()
 	if len(body) == 0 {
@@ -154,10 +141,10 @@ func (s *checkServer) decide(ctx context.Context, r *authv3.AttributeContext_Htt
 	}
 	n, bodyProvider, ok := estimateRequest(body, h, s.cfg.DefaultMaxTokens)
 	if ok {
-		set = append(set, header(HeaderEstimate, strconv.FormatInt(n, 10)))
+		set = append(set, header(contract.HeaderEstimate, strconv.FormatInt(n, 10)))
 	}
 	if prov := providerOf(pol, path, bodyProvider); prov != "" {
-		set = append(set, header(HeaderProvider, prov))
+		set = append(set, header(contract.HeaderProvider, prov))
 	}
 	return cred, set, nil
 }
@@ -176,14 +163,14 @@ var selfPaths = []string{"/api/v1/auth/", "/oauth2/"}
 // HTTP API.
 func (s *checkServer) authenticate(ctx context.Context, h map[string]string, self bool, remove *[]string) (Principal, string, error) {
 	raw, isKey := "", false
-	k, hasKey := h[HeaderAPIKey]
+	k, hasKey := h[contract.HeaderAPIKey]
 	a, hasAuth := h["authorization"]
 	switch {
 	case hasKey && hasAuth && !self:
 		return Principal{}, "none", unauthenticated("send one credential: X-Api-Key or Authorization, not both")
 	case hasKey && !hasAuth:
 		if !self {
-			*remove = append(*remove, HeaderAPIKey)
+			*remove = append(*remove, contract.HeaderAPIKey)
 		}
 		raw, isKey = strings.TrimSpace(k), true
 	case hasAuth:
@@ -263,7 +250,7 @@ func requestHeaders(r *authv3.AttributeContext_HttpRequest) map[string]string {
 func clientHeaders(h map[string]string) []string {
 	var out []string
 	for k := range h {
-		if strings.HasPrefix(k, "x-leaky-") && k != HeaderOrg {
+		if strings.HasPrefix(k, contract.HeaderPrefix) && k != contract.HeaderOrg {
 			out = append(out, k)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/policy"
 )
 
@@ -25,23 +26,23 @@ func TestCheckJWT(t *testing.T) {
 	ts := startService(t, nil, nil)
 	alice := ts.register(t, "alice")
 	resp := ts.check(t, "/openai/v1/chat/completions?x=1", map[string]string{
-		"authorization":   "Bearer " + alice.Token,
-		"x-leaky-user-id": "someone-else",
-		"x-leaky-tier":    "admin",
-		"x-leaky-anyting": "x",
-		"content-type":    "application/json",
+		"authorization":                   "Bearer " + alice.Token,
+		contract.HeaderUserID:             "someone-else",
+		contract.HeaderTier:               "admin",
+		contract.HeaderPrefix + "anyting": "x",
+		"content-type":                    "application/json",
 	}, chatBody)
 	if resp.GetOkResponse() == nil {
 		t.Fatalf("Check(jwt) = %v, want OK", resp)
 	}
 	want := map[string]string{
-		HeaderUserID: alice.UserID, HeaderTier: "free", HeaderRoles: "USER",
-		HeaderProvider: "openai", HeaderEstimate: "106",
+		contract.HeaderUserID: alice.UserID, contract.HeaderTier: "free", contract.HeaderRoles: "USER",
+		contract.HeaderProvider: "openai", contract.HeaderEstimate: "106",
 	}
 	if d := cmp.Diff(want, okHeaders(resp)); d != "" {
 		t.Errorf("OK headers (-want +got):\n%s", d)
 	}
-	wantRemoved := []string{"x-leaky-anyting", "x-leaky-tier", "x-leaky-user-id", "authorization"}
+	wantRemoved := []string{contract.HeaderPrefix + "anyting", contract.HeaderTier, contract.HeaderUserID, "authorization"}
 	if d := cmp.Diff(wantRemoved, resp.GetOkResponse().GetHeadersToRemove()); d != "" {
 		t.Errorf("headers_to_remove (-want +got):\n%s", d)
 	}
@@ -58,8 +59,8 @@ func TestCheckAPIKey(t *testing.T) {
 	}{
 		{"x-api-key", map[string]string{"x-api-key": key.APIKey}, []string{"x-api-key"}},
 		{"bearer api key", map[string]string{"authorization": "Bearer " + key.APIKey}, []string{"authorization"}},
-		{"forged identity", map[string]string{"x-api-key": key.APIKey, "x-leaky-user-id": "admin", "x-leaky-org-id": "acme"},
-			[]string{"x-leaky-org-id", "x-leaky-user-id", "x-api-key"}},
+		{"forged identity", map[string]string{"x-api-key": key.APIKey, contract.HeaderUserID: "admin", contract.HeaderOrgID: "acme"},
+			[]string{contract.HeaderOrgID, contract.HeaderUserID, "x-api-key"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,8 +69,8 @@ func TestCheckAPIKey(t *testing.T) {
 			if resp.GetOkResponse() == nil {
 				t.Fatalf("Check = %v, want OK", resp)
 			}
-			want := map[string]string{HeaderUserID: bob.UserID, HeaderTier: "free", HeaderRoles: "USER",
-				HeaderProvider: "gemini", HeaderEstimate: "15"}
+			want := map[string]string{contract.HeaderUserID: bob.UserID, contract.HeaderTier: "free", contract.HeaderRoles: "USER",
+				contract.HeaderProvider: "gemini", contract.HeaderEstimate: "15"}
 			if d := cmp.Diff(want, okHeaders(resp)); d != "" {
 				t.Errorf("OK headers (-want +got):\n%s", d)
 			}
@@ -100,8 +101,8 @@ func TestCheckDenied(t *testing.T) {
 		{"oversized header", "/openai/v1/chat", map[string]string{"authorization": "Bearer " + strings.Repeat("a", 64<<10)}, 401, "unauthenticated"},
 		{"api key bad checksum", "/openai/v1/chat", map[string]string{"x-api-key": wrongSecret}, 401, "unauthenticated"},
 		{"seed key format", "/openai/v1/chat", map[string]string{"x-api-key": "leaky_" + carol.UserID + "_" + strings.Repeat("a", 48)}, 401, "unauthenticated"},
-		{"org not a member", "/openai/v1/chat", map[string]string{"authorization": "Bearer " + carol.Token, "x-leaky-org": "acme"}, 403, "forbidden_org"},
-		{"org malformed", "/openai/v1/chat", map[string]string{"authorization": "Bearer " + carol.Token, "x-leaky-org": "../x"}, 403, "forbidden_org"},
+		{"org not a member", "/openai/v1/chat", map[string]string{"authorization": "Bearer " + carol.Token, contract.HeaderOrg: "acme"}, 403, "forbidden_org"},
+		{"org malformed", "/openai/v1/chat", map[string]string{"authorization": "Bearer " + carol.Token, contract.HeaderOrg: "../x"}, 403, "forbidden_org"},
 		{"admin path as user", "/api/v1/admin/tiers", map[string]string{"authorization": "Bearer " + carol.Token}, 403, "forbidden_role"},
 		{"admin path double slash", "//api/v1//admin/tiers", map[string]string{"authorization": "Bearer " + carol.Token}, 403, "forbidden_role"},
 		{"admin path escaped", "/api/v1/%61dmin/tiers", map[string]string{"authorization": "Bearer " + carol.Token}, 403, "forbidden_role"},
@@ -148,30 +149,30 @@ func TestCheckOrgAndAdmin(t *testing.T) {
 	// The old token predates the membership; a new login carries it.
 	var fresh authResponse
 	ts.call(t, "POST", "/api/v1/auth/login", "", map[string]string{"username": "dave", "password": "password-dave"}, &fresh)
-	resp := ts.check(t, "/qwen/v1/chat/completions", map[string]string{"authorization": "Bearer " + fresh.Token, "x-leaky-org": "acme"}, "")
-	if got := okHeaders(resp); got[HeaderOrgID] != "acme" || got[HeaderProvider] != "qwen" {
+	resp := ts.check(t, "/qwen/v1/chat/completions", map[string]string{"authorization": "Bearer " + fresh.Token, contract.HeaderOrg: "acme"}, "")
+	if got := okHeaders(resp); got[contract.HeaderOrgID] != "acme" || got[contract.HeaderProvider] != "qwen" {
 		t.Errorf("Check(member) headers = %v, want org acme, provider qwen", got)
 	}
-	if _, ok := okHeaders(resp)[HeaderEstimate]; ok {
+	if _, ok := okHeaders(resp)[contract.HeaderEstimate]; ok {
 		t.Error("Check without a body set x-leaky-estimate")
 	}
 	// An API key resolves membership from the store.
 	key := ts.newKey(t, dave.Token, nil)
-	resp = ts.check(t, "/openai/x", map[string]string{"x-api-key": key.APIKey, "x-leaky-org": "acme"}, "")
-	if got := okHeaders(resp)[HeaderOrgID]; got != "acme" {
+	resp = ts.check(t, "/openai/x", map[string]string{"x-api-key": key.APIKey, contract.HeaderOrg: "acme"}, "")
+	if got := okHeaders(resp)[contract.HeaderOrgID]; got != "acme" {
 		t.Errorf("Check(api key, member) org = %q, want acme", got)
 	}
 	admin := ts.adminToken(t)
 	resp = ts.check(t, "/api/v1/admin/tiers", map[string]string{"authorization": "Bearer " + admin}, `{"tokens":5}`)
-	if got := okHeaders(resp); got[HeaderTier] != "admin" || got[HeaderEstimate] != "5" {
+	if got := okHeaders(resp); got[contract.HeaderTier] != "admin" || got[contract.HeaderEstimate] != "5" {
 		t.Errorf("Check(admin) headers = %v, want tier admin, estimate 5", got)
 	}
 	// Public paths pass without credentials and without identity.
-	resp = ts.check(t, "/api/v1/auth/login", map[string]string{"x-leaky-user-id": "x"}, "")
-	if resp.GetOkResponse() == nil || okHeaders(resp)[HeaderUserID] != "" {
+	resp = ts.check(t, "/api/v1/auth/login", map[string]string{contract.HeaderUserID: "x"}, "")
+	if resp.GetOkResponse() == nil || okHeaders(resp)[contract.HeaderUserID] != "" {
 		t.Errorf("Check(public) = %v, want OK without identity", resp)
 	}
-	if got := resp.GetOkResponse().GetHeadersToRemove(); !slices.Contains(got, "x-leaky-user-id") {
+	if got := resp.GetOkResponse().GetHeadersToRemove(); !slices.Contains(got, contract.HeaderUserID) {
 		t.Errorf("Check(public) headers_to_remove = %v, want x-leaky-user-id", got)
 	}
 }
@@ -295,7 +296,7 @@ func TestPolicyReload(t *testing.T) {
 	ts := startService(t, nil, func(c *Config) { c.PolicyPath = path })
 	u := ts.register(t, "tiered")
 	tier := func() string {
-		return okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + u.Token}, ""))[HeaderTier]
+		return okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + u.Token}, ""))[contract.HeaderTier]
 	}
 	if got := tier(); got != "free" {
 		t.Fatalf("tier = %q, want free", got)
@@ -335,7 +336,7 @@ func TestCheckRawBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := okHeaders(resp)
-	if got[HeaderEstimate] != "42" || got[HeaderProvider] != "gemini" {
+	if got[contract.HeaderEstimate] != "42" || got[contract.HeaderProvider] != "gemini" {
 		t.Errorf("Check(raw body) = %v, want estimate 42 and provider gemini from the body", got)
 	}
 }

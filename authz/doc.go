@@ -14,7 +14,8 @@
 // x-leaky-provider (the first path segment, or the third of /api/v1/<p>/…, or the
 // body's "provider", when the policy lists it) and x-leaky-estimate (tokens,
 // when Envoy forwarded the body; from content-length when the body is shorter
-// than that, as when Envoy truncated it). headers_to_remove carries every
+// than that, as when Envoy truncated it); the names are package
+// internal/contract's. headers_to_remove carries every
 // client-sent x-leaky-* (but x-leaky-org) and the credential header, X-Api-Key
 // or Authorization, so neither our API keys nor our JWTs reach the upstream. A
 // request carrying both X-Api-Key and Authorization is refused 401. Under the

@@ -17,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/internal/contract"
 )
 
 // form posts an OAuth2 form, with basic auth when clientID and secret are
@@ -60,7 +61,7 @@ func TestClientCredentials(t *testing.T) {
 		t.Error("client_credentials returned a refresh token")
 	}
 	got := okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + tok.AccessToken}, ""))
-	if got[HeaderUserID] != svc.ClientID || got[HeaderTier] != "free" {
+	if got[contract.HeaderUserID] != svc.ClientID || got[contract.HeaderTier] != "free" {
 		t.Errorf("Check(service account token) = %v, want user %s tier free", got, svc.ClientID)
 	}
 	bad := cc
@@ -89,8 +90,8 @@ func TestClientCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatalf("org app Token() = %v", err)
 	}
-	got = okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + tok.AccessToken, "x-leaky-org": "acme"}, ""))
-	if got[HeaderOrgID] != "acme" {
+	got = okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + tok.AccessToken, contract.HeaderOrg: "acme"}, ""))
+	if got[contract.HeaderOrgID] != "acme" {
 		t.Errorf("Check(org app, acme) = %v, want org acme", got)
 	}
 
@@ -131,7 +132,7 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	if rt2 == u.RefreshToken {
 		t.Fatal("refresh token not rotated")
 	}
-	if okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + at2}, ""))[HeaderUserID] != u.UserID {
+	if okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + at2}, ""))[contract.HeaderUserID] != u.UserID {
 		t.Error("refreshed access token refused by Check")
 	}
 	// Reusing the rotated-out token fails and revokes the whole family.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/testenv"
 )
 
@@ -82,7 +83,7 @@ func TestPostgresRestartKeepsTokens(t *testing.T) {
 	for name, h := range map[string]map[string]string{
 		"jwt": {"authorization": "Bearer " + u.Token}, "api key": {"x-api-key": key.APIKey},
 	} {
-		if got := okHeaders(b.check(t, "/openai/x", h, ""))[HeaderUserID]; got != u.UserID {
+		if got := okHeaders(b.check(t, "/openai/x", h, ""))[contract.HeaderUserID]; got != u.UserID {
 			t.Errorf("Check(%s) after restart user = %q, want %q", name, got, u.UserID)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/leakytokens/leaky/internal/contract"
 )
 
 func TestRegisterLogin(t *testing.T) {
@@ -117,7 +119,7 @@ func TestAPIKeysOwnership(t *testing.T) {
 	if !cmp.Equal(fresh.Roles, []string{"PRO", "USER"}) {
 		t.Errorf("roles after grant = %v, want [PRO USER]", fresh.Roles)
 	}
-	if got := okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + fresh.Token}, ""))[HeaderTier]; got != "pro" {
+	if got := okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + fresh.Token}, ""))[contract.HeaderTier]; got != "pro" {
 		t.Errorf("tier after grant = %q, want pro", got)
 	}
 	// a revokes its own key; b's key from the admin is untouched.

@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/leakytokens/leaky/internal/contract"
 )
 
 // rawCodec sends pre-encoded bytes, as a C++ client may: proto3 strings
@@ -57,7 +59,7 @@ func TestInvalidUTF8ValuesAreDecided(t *testing.T) {
 	defer conn.Close()
 	call := func(user string, hits uint64) *rlsv3.RateLimitResponse {
 		t.Helper()
-		req := wireRequest("leaky-tokens", hits, [2]string{"provider", "openai"}, [2]string{"tier", "free"}, [2]string{"user", user})
+		req := wireRequest(contract.Domain, hits, [2]string{contract.KeyProvider, "openai"}, [2]string{contract.KeyTier, "free"}, [2]string{contract.KeyUser, user})
 		resp := &rlsv3.RateLimitResponse{}
 		if err := conn.Invoke(context.Background(), "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", &req, resp); err != nil {
 			t.Fatalf("ShouldRateLimit with user %q: %v", user, err)

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/testenv"
 )
 
@@ -218,9 +219,9 @@ func TestTwoProcessesShareRedisExactly(t *testing.T) {
 			defer wg.Done()
 			for range 40 {
 				resp, err := clients[c%2].ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{
-					Domain: "leaky-tokens", HitsAddend: 1,
+					Domain: contract.Domain, HitsAddend: 1,
 					Descriptors: []*ratelimitv3.RateLimitDescriptor{{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{
-						{Key: "provider", Value: "openai"}, {Key: "tier", Value: "free"}, {Key: "user", Value: "hot"},
+						{Key: contract.KeyProvider, Value: "openai"}, {Key: contract.KeyTier, Value: "free"}, {Key: contract.KeyUser, Value: "hot"},
 					}}},
 				})
 				if err != nil {

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/leakytokens/leaky/internal/contract"
 )
 
 // runRLCheck sends one ShouldRateLimit request and prints the answer as
@@ -29,7 +31,7 @@ func runRLCheck(ctx context.Context, e env, args []string) error {
 	)
 	fs := newFlagSet(e, "rlcheck", "rlcheck -addr HOST:PORT [-domain D] -d key=value[,key=value…] [-d …] [-hits N]")
 	fs.StringVar(&addr, "addr", "127.0.0.1:9092", "gRPC address of the RateLimitService")
-	fs.StringVar(&domain, "domain", "leaky-tokens", "rate-limit domain")
+	fs.StringVar(&domain, "domain", contract.Domain, "rate-limit domain")
 	fs.Var(&descs, "d", "a descriptor as comma-separated key=value entries, e.g. provider=openai,tier=free,user=alice; repeat for more")
 	fs.Var((*uint32Flag)(&hits), "hits", "hits_addend: `tokens` the request reserves (0: the server's default of 1)")
 	fs.DurationVar(&timeout, "timeout", 5*time.Second, "deadline of the call")

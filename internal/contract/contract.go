@@ -41,6 +41,11 @@ const (
 // to charge; it is the one x-leaky-* header a client may send.
 const HeaderOrg = "x-leaky-org"
 
+// HeaderAPIKey is the request header a client may send an API key in
+// (besides "Authorization: Bearer"). authz removes it from the request
+// before Envoy forwards it: no key of ours reaches a provider.
+const HeaderAPIKey = "x-api-key"
+
 // Descriptor entry keys of the leaky-tokens domain.
 const (
 	KeyProvider = "provider"

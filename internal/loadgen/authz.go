@@ -9,6 +9,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+
+	"github.com/leakytokens/leaky/internal/contract"
 )
 
 // AuthzOptions shape the ext_authz CheckRequest of an Authz target: one
@@ -69,7 +71,7 @@ func (o AuthzOptions) Request() (*authv3.CheckRequest, error) {
 		h["authorization"] = "Bearer " + o.Token
 	}
 	if o.APIKey != "" {
-		h["x-api-key"] = o.APIKey
+		h[contract.HeaderAPIKey] = o.APIKey
 	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
 		Http: &authv3.AttributeContext_HttpRequest{

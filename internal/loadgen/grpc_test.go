@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/leakytokens/leaky/internal/contract"
 )
 
 // fakeRLS is a do-nothing RateLimitService: OK for every user but lg-0
@@ -41,7 +43,7 @@ func (f *fakeRLS) ShouldRateLimit(_ context.Context, req *rlsv3.RateLimitRequest
 	time.Sleep(f.delay)
 	user := ""
 	for _, e := range req.GetDescriptors()[0].GetEntries() {
-		if e.GetKey() == "user" {
+		if e.GetKey() == contract.KeyUser {
 			user = e.GetValue()
 		}
 	}
@@ -105,10 +107,10 @@ func TestRateLimitClosedOverGRPC(t *testing.T) {
 	if got.Latency.Max <= 0 || got.Latency.P50 > got.Latency.Max {
 		t.Errorf("latency = %+v, want 0 < p50 ≤ max", got.Latency)
 	}
-	want := &rlsv3.RateLimitRequest{Domain: "leaky-tokens", HitsAddend: 1, Descriptors: descriptors(
-		[]string{"provider", "openai", "tier", "free", "user", "lg-7"},
-		[]string{"provider", "openai", "org", "lg-7"},
-		[]string{"provider", "openai"},
+	want := &rlsv3.RateLimitRequest{Domain: contract.Domain, HitsAddend: 1, Descriptors: descriptors(
+		[]string{contract.KeyProvider, "openai", contract.KeyTier, "free", contract.KeyUser, "lg-7"},
+		[]string{contract.KeyProvider, "openai", contract.KeyOrg, "lg-7"},
+		[]string{contract.KeyProvider, "openai"},
 	)}
 	if diff := cmp.Diff(want, f.last["lg-7"], protocmp.Transform()); diff != "" {
 		t.Errorf("request of user lg-7 on the wire mismatch (-want +got):\n%s", diff)
@@ -181,7 +183,11 @@ func TestRunStopsOnDeadServer(t *testing.T) {
 func descriptors(kvs ...[]string) []*ratelimitv3.RateLimitDescriptor {
 	var ds []*ratelimitv3.RateLimitDescriptor
 	for _, kv := range kvs {
-		ds = append(ds, descriptor(kv...))
+		d := &ratelimitv3.RateLimitDescriptor{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			d.Entries = append(d.Entries, &ratelimitv3.RateLimitDescriptor_Entry{Key: kv[i], Value: kv[i+1]})
+		}
+		ds = append(ds, d)
 	}
 	return ds
 }

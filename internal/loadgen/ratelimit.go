@@ -10,13 +10,15 @@ import (
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
+
+	"github.com/leakytokens/leaky/internal/contract"
 )
 
 // RateLimitOptions shape the ShouldRateLimit requests of a RateLimit
 // target. The zero value is usable: DefaultRateLimitOptions' values fill
 // every zero field.
 type RateLimitOptions struct {
-	Domain   string // rate-limit domain; default "leaky-tokens"
+	Domain   string // rate-limit domain; default contract.Domain
 	Provider string // value of the provider entry; default "openai"
 	Tier     string // value of the tier entry; default "free"
 	// Keys is the number of distinct users (and, with 3 descriptors,
@@ -37,7 +39,7 @@ type RateLimitOptions struct {
 // that nearly every request fits its user's bucket.
 func DefaultRateLimitOptions() RateLimitOptions {
 	return RateLimitOptions{
-		Domain:      "leaky-tokens",
+		Domain:      contract.Domain,
 		Provider:    "openai",
 		Tier:        "free",
 		Keys:        10000,
@@ -96,20 +98,25 @@ func (o RateLimitOptions) Requests() ([]*rlsv3.RateLimitRequest, error) {
 	reqs := make([]*rlsv3.RateLimitRequest, o.Keys)
 	for k := range reqs {
 		id := o.KeyPrefix + strconv.Itoa(k)
-		ds := []*ratelimitv3.RateLimitDescriptor{descriptor("provider", o.Provider, "tier", o.Tier, "user", id)}
+		r := contract.Request{Provider: o.Provider, Tier: o.Tier, User: id}
 		if o.Descriptors == 3 {
-			ds = append(ds, descriptor("provider", o.Provider, "org", id), descriptor("provider", o.Provider))
+			r.Org = id
+		}
+		entries := r.Descriptors()[:o.Descriptors] // user first, then org and provider
+		ds := make([]*ratelimitv3.RateLimitDescriptor, len(entries))
+		for i, es := range entries {
+			ds[i] = descriptor(es)
 		}
 		reqs[k] = &rlsv3.RateLimitRequest{Domain: o.Domain, Descriptors: ds, HitsAddend: o.Hits}
 	}
 	return reqs, nil
 }
 
-// descriptor builds a descriptor from key, value pairs.
-func descriptor(kv ...string) *ratelimitv3.RateLimitDescriptor {
-	d := &ratelimitv3.RateLimitDescriptor{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		d.Entries = append(d.Entries, &ratelimitv3.RateLimitDescriptor_Entry{Key: kv[i], Value: kv[i+1]})
+// descriptor builds a descriptor from plain entries.
+func descriptor(entries []contract.Entry) *ratelimitv3.RateLimitDescriptor {
+	d := &ratelimitv3.RateLimitDescriptor{Entries: make([]*ratelimitv3.RateLimitDescriptor_Entry, len(entries))}
+	for i, e := range entries {
+		d.Entries[i] = &ratelimitv3.RateLimitDescriptor_Entry{Key: e.Key, Value: e.Value}
 	}
 	return d
 }

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/leakytokens/leaky/internal/contract"
 )
 
 func TestRateLimitRequests(t *testing.T) {
@@ -25,14 +27,14 @@ func TestRateLimitRequests(t *testing.T) {
 		want []*rlsv3.RateLimitRequest
 	}{
 		{"defaults, one descriptor", RateLimitOptions{Keys: 2}, []*rlsv3.RateLimitRequest{
-			{Domain: "leaky-tokens", HitsAddend: 1, Descriptors: descriptors([]string{"provider", "openai", "tier", "free", "user", "lg-0"})},
-			{Domain: "leaky-tokens", HitsAddend: 1, Descriptors: descriptors([]string{"provider", "openai", "tier", "free", "user", "lg-1"})},
+			{Domain: contract.Domain, HitsAddend: 1, Descriptors: descriptors([]string{contract.KeyProvider, "openai", contract.KeyTier, "free", contract.KeyUser, "lg-0"})},
+			{Domain: contract.Domain, HitsAddend: 1, Descriptors: descriptors([]string{contract.KeyProvider, "openai", contract.KeyTier, "free", contract.KeyUser, "lg-1"})},
 		}},
 		{"three descriptors", RateLimitOptions{Keys: 1, Descriptors: 3, Provider: "qwen", Tier: "pro", KeyPrefix: "u", Hits: 250, Domain: "d"},
 			[]*rlsv3.RateLimitRequest{{Domain: "d", HitsAddend: 250, Descriptors: descriptors(
-				[]string{"provider", "qwen", "tier", "pro", "user", "u0"},
-				[]string{"provider", "qwen", "org", "u0"},
-				[]string{"provider", "qwen"},
+				[]string{contract.KeyProvider, "qwen", contract.KeyTier, "pro", contract.KeyUser, "u0"},
+				[]string{contract.KeyProvider, "qwen", contract.KeyOrg, "u0"},
+				[]string{contract.KeyProvider, "qwen"},
 			)}}},
 	}
 	for _, tt := range tests {
@@ -129,7 +131,7 @@ type fakeAuthz struct {
 func (fakeAuthz) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	if req.GetAttributes().GetRequest().GetHttp().GetHeaders()["authorization"] == "Bearer good" {
 		return &authv3.CheckResponse{Status: &rpcstatus.Status{}, HttpResponse: &authv3.CheckResponse_OkResponse{
-			OkResponse: &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-leaky-user-id", Value: "u"}}}},
+			OkResponse: &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: contract.HeaderUserID, Value: "u"}}}},
 		}}, nil
 	}
 	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.Unauthenticated)}, HttpResponse: &authv3.CheckResponse_DeniedResponse{
