@@ -89,7 +89,6 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	return s, nil
 }
 
-
 func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store, pol *policy.Policy) (*Service, error) {
 	s := &Service{cfg: cfg, logger: logger, store: st, reg: prometheus.NewRegistry(),
 		hasher: newPasswordHasher(uint32(cfg.Argon2MemoryKiB), uint32(cfg.Argon2Time), 2*runtime.GOMAXPROCS(0))}

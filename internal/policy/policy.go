@@ -118,8 +118,11 @@ func Parse(name string, data []byte) (*Policy, error) {
 		return nil, fmt.Errorf("%s: more than one YAML document; a policy is one document", name)
 	}
 	p.setDefaults()
-	if err := p.validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	if errs := p.validate(); len(errs) > 0 {
+		for i, err := range errs {
+			errs[i] = fmt.Errorf("%s: %w", name, err)
+		}
+		return nil, errors.Join(errs...)
 	}
 	return &p, nil
 }

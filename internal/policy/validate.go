@@ -39,7 +39,7 @@ var providerName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 // a refusal here is a message at load, where otherwise a request would find
 // no rule and be answered OK with no limit (fail open). It fills each
 // bucket's Limit.
-func (p *Policy) validate() error {
+func (p *Policy) validate() []error {
 	var errs []error
 	if p.Domain != Domain {
 		errs = append(errs, fmt.Errorf("domain %q: must be %q", p.Domain, Domain))
@@ -65,7 +65,7 @@ func (p *Policy) validate() error {
 	case ttl > MaxReservationTTL:
 		errs = append(errs, fmt.Errorf("reservation_ttl %s: must be at most %s", ttl, MaxReservationTTL))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 func (p *Policy) validateTiers() []error {
@@ -116,8 +116,9 @@ func validateBuckets(where string, m map[string]Bucket) []error {
 		}
 		lim, err := gcra.NewLimit(b.Capacity, b.LeakRate)
 		if err != nil { // the span or the interval exceeds gcra.MaxSpan
-			errs = append(errs, fmt.Errorf("%s: capacity %d at leak_rate %v cannot be represented: a full bucket must drain within %d µs (about 35 years); lower the capacity or raise the leak_rate",
-				field, b.Capacity, b.LeakRate, gcra.MaxSpan))
+			years := float64(b.Capacity) / b.LeakRate / (365.25 * 24 * 3600)
+			errs = append(errs, fmt.Errorf("%s: capacity %d at leak_rate %v cannot be represented: a full bucket takes %.3g years to drain, more than the %d µs (about 35 years) a bucket can span; lower the capacity or raise the leak_rate",
+				field, b.Capacity, b.LeakRate, years, gcra.MaxSpan))
 			continue
 		}
 		b.limit = lim
