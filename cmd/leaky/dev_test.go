@@ -108,7 +108,8 @@ func TestDevConfigDirectory(t *testing.T) {
 		t.Fatalf("authcheck: %v", err)
 	}
 	if !regexp.MustCompile(`"x-leaky-provider"[^}]*"mistral"`).MatchString(out.String()) {
-		t.Logf("%s", out.String()); t.Errorf("authcheck /mistral/…: want x-leaky-provider mistral from the directory's policy")
+		t.Logf("%s", out.String())
+		t.Errorf("authcheck /mistral/…: want x-leaky-provider mistral from the directory's policy")
 	}
 }
 
