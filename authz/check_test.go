@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"hash/crc32"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/contract"
-	"github.com/leakytokens/leaky/internal/policy"
 )
 
 const chatBody = `{"model":"gpt-4o","messages":[{"role":"user","content":"12345678"}],"max_tokens":100}`
@@ -284,42 +282,6 @@ func TestCheckAPIKeyLifecycle(t *testing.T) {
 	}
 	if code := a.call(t, "POST", "/api/v1/auth/api-keys", erin.Token, map[string]any{"expiresAt": time.Now().Add(-time.Hour)}, nil); code != http.StatusBadRequest {
 		t.Errorf("create key expiring in the past = %d, want 400", code)
-	}
-}
-
-func TestPolicyReload(t *testing.T) {
-	path := t.TempDir() + "/policy.yaml"
-	orig := string(policy.Example())
-	if err := os.WriteFile(path, []byte(orig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ts := startService(t, nil, func(c *Config) { c.PolicyPath = path })
-	u := ts.register(t, "tiered")
-	tier := func() string {
-		return okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + u.Token}, ""))[contract.HeaderTier]
-	}
-	if got := tier(); got != "free" {
-		t.Fatalf("tier = %q, want free", got)
-	}
-	// A broken file is ignored; a good one takes effect.
-	if err := os.WriteFile(path, []byte("domain: [broken"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1500 * time.Millisecond) // the file is polled every second
-	if got := tier(); got != "free" {
-		t.Fatalf("tier after a broken policy = %q, want free (last good)", got)
-	}
-	changed := strings.Replace(orig, "roles: [USER]", "roles: [NOBODY]", 1)
-	changed = strings.Replace(changed, "roles: [PRO]", "roles: [PRO, USER]", 1)
-	if err := os.WriteFile(path, []byte(changed), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for tier() != "pro" {
-		if time.Now().After(deadline) {
-			t.Fatal("policy change not applied within 5s")
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -21,7 +21,11 @@ type Config struct {
 	// http://<bound HTTP address>. Request headers never decide it.
 	PublicURL   string
 	DatabaseURL string // PostgreSQL DSN; empty selects the memory store
-	PolicyPath  string // policy file; empty selects the embedded example
+	// PolicyPath is the policy file, or a directory holding it among
+	// envoyproxy/ratelimit domain files (read by internal/policy's loader,
+	// as the ratelimit service reads it). Empty selects the embedded
+	// example. Changes are picked up within a second.
+	PolicyPath string
 
 	// SigningSecret seals the signing keys at rest and keys the refresh
 	// token HMAC. Required with a database; with the memory store an empty
@@ -83,7 +87,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP listen address (REST, OAuth2, JWKS, health, metrics)")
 	fs.StringVar(&c.PublicURL, "public-url", d.PublicURL, "base URL of the HTTP API in discovery metadata (default http://<http-addr>)")
 	fs.StringVar(&c.DatabaseURL, "database-url", d.DatabaseURL, "PostgreSQL URL; empty uses the memory store")
-	fs.StringVar(&c.PolicyPath, "policy", d.PolicyPath, "policy file; empty uses the embedded example")
+	fs.StringVar(&c.PolicyPath, "policy", d.PolicyPath, "policy file, or a directory holding it (as the ratelimit service's -config); empty uses the embedded example")
 	fs.StringVar(&c.SigningSecret, "signing-secret", d.SigningSecret, "secret sealing the signing keys (required with a database)")
 	fs.StringVar(&c.Issuer, "issuer", d.Issuer, "token issuer (iss)")
 	fs.StringVar(&c.Audience, "audience", d.Audience, "token audience (aud)")

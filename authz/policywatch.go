@@ -2,38 +2,62 @@ package authz
 
 import (
 	"context"
-	"os"
+	"fmt"
 	"time"
+
+	"github.com/leakytokens/leaky/internal/policy"
 )
 
-// watchPolicy reloads the policy file when its size or modification time
-// changes, checking every interval until ctx ends. A file that fails to
-// parse is logged and ignored: the last good policy keeps serving.
+// loadPolicy loads path with the policy loader (policy.Load: "" is the
+// embedded example, else a policy file or a directory holding one). authz
+// needs the tiers, so a configuration without a leaky-tokens policy is an
+// error. The other domain files of a directory are the ratelimit service's:
+// the loader checks only that each is YAML with a top-level domain.
+func loadPolicy(path string) (*policy.Policy, error) {
+	snap, err := policy.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	return policyOf(snap)
+}
+
+func policyOf(snap *policy.Snapshot) (*policy.Policy, error) {
+	if snap.Policy() == nil {
+		return nil, fmt.Errorf("policy: %s holds no file with domain %s; authz needs its tiers", snap.Source(), policy.Domain)
+	}
+	return snap.Policy(), nil
+}
+
+// watchPolicy polls the policy path every interval with the policy watcher
+// until ctx ends and swaps in a changed, valid policy. A rejected one is
+// logged; the last good policy keeps serving. The watcher starts from what
+// the path holds now, so a change made between New and Run is not missed.
 func (s *Service) watchPolicy(ctx context.Context, interval time.Duration) {
 	path := s.cfg.PolicyPath
 	if path == "" {
 		return
 	}
-	stamp := func() (time.Time, int64) {
-		fi, err := os.Stat(path)
-		if err != nil {
-			return time.Time{}, -1
+	var current *policy.Snapshot
+	if snap, err := policy.Load(path); err == nil {
+		if pol, err := policyOf(snap); err == nil {
+			s.policy.Store(pol)
+			current = snap
 		}
-		return fi.ModTime(), fi.Size()
 	}
-	lastMod, lastSize := stamp()
-	s.every(ctx, interval, func(context.Context) {
-		mod, size := stamp()
-		if size < 0 || (mod.Equal(lastMod) && size == lastSize) {
-			return
-		}
-		lastMod, lastSize = mod, size
-		pol, err := loadPolicy(path)
+	apply := func(snap *policy.Snapshot) error {
+		pol, err := policyOf(snap)
 		if err != nil {
-			s.logger.Warn("policy reload rejected; the last good policy keeps serving", "error", err.Error())
-			return
+			return err
 		}
 		s.policy.Store(pol)
+		return nil
+	}
+	w := policy.NewWatcher(path, current, apply)
+	_ = w.Run(ctx, interval, func(_ *policy.Snapshot, err error) {
+		if err != nil {
+			s.logger.Warn("policy reload rejected; the last good policy keeps serving", "path", path, "error", err.Error())
+			return
+		}
 		s.logger.Info("policy reloaded", "path", path)
 	})
 }

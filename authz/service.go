@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -88,17 +87,6 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-func loadPolicy(path string) (*policy.Policy, error) {
-	if path == "" {
-		return policy.Parse("embedded example policy", policy.Example())
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	return policy.Parse(path, data)
 }
 
 func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store, pol *policy.Policy) (*Service, error) {

@@ -67,7 +67,7 @@ func startService(t testing.TB, st store.Store, mutate func(*Config)) *testServi
 	}
 	logs := &logBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	pol, err := loadPolicy("")
+	pol, err := loadPolicy(cfg.PolicyPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,8 +19,9 @@ type Config struct {
 	GRPCAddr string // host:port of the RateLimitService and gRPC health; port 0 picks one
 	HTTPAddr string // host:port of /livez, /readyz, /metrics; port 0 picks one
 	// ConfigPath is the policy file, an envoyproxy/ratelimit YAML file, or a
-	// directory of such files (*.yaml, *.yml). Empty means the embedded
-	// example policy. Files are re-read within ReloadInterval of a change.
+	// directory of such files (*.yaml, *.yml), read by internal/policy's
+	// loader. Empty means the embedded example policy. Files are re-read
+	// within ReloadInterval of a change.
 	ConfigPath     string
 	ReloadInterval time.Duration // how often ConfigPath is checked for changes
 

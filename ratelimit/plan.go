@@ -9,7 +9,6 @@ import (
 
 	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/policy"
-	"github.com/leakytokens/leaky/ratelimit/gcra"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
@@ -100,10 +99,9 @@ func planBucket(p *policy.Policy, desc contract.Descriptor, hits int64) plan {
 	if !ok {
 		return plan{noRule: true}
 	}
-	lim, err := bucketLimit(b)
-	if err != nil { // the policy was validated; unreachable short of a bug
-		return plan{noRule: true}
-	}
+	// Built and validated when the policy was loaded: a bucket of the policy
+	// always has a limit, so it can never turn into "no rule".
+	lim := b.Limit()
 	pl := plan{hasItem: true, scope: string(desc.Scope)}
 	pl.item = store.Item{Key: desc.Key(), Algorithm: store.GCRA, Limit: lim.Burst, Period: lim.Interval, Hits: hits}
 	pl.window = ceilDiv(lim.Tolerance(), 1e6)
@@ -113,12 +111,6 @@ func planBucket(p *policy.Policy, desc contract.Descriptor, hits int64) plan {
 		Unit:            unitFor(pl.window),
 	}
 	return pl
-}
-
-// bucketLimit is a policy bucket's GCRA limit. (When the policy precomputes
-// each bucket's limit at load, this becomes a field read.)
-func bucketLimit(b policy.Bucket) (gcra.Limit, error) {
-	return gcra.NewLimit(b.Capacity, b.LeakRate)
 }
 
 // unitFor is the smallest unit at least as long as a bucket's drain time,

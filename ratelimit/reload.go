@@ -3,53 +3,40 @@ package ratelimit
 import (
 	"context"
 	"errors"
-	"time"
+
+	"github.com/leakytokens/leaky/internal/policy"
 )
 
-// watchConfig re-reads the configuration path every ReloadInterval and swaps
-// in a changed configuration that is valid. A bad one is logged with the
-// file and the problem and counted; the last good one keeps serving.
+// watchConfig polls the configuration path every ReloadInterval with the
+// policy watcher and swaps in a changed configuration that is valid. A bad
+// one is logged with the file and the problem and counted; the last good
+// one keeps serving.
 func (s *Service) watchConfig(ctx context.Context) error {
 	if s.cfg.ConfigPath == "" {
 		return nil
 	}
-	t := time.NewTicker(s.cfg.ReloadInterval)
-	defer t.Stop()
-	var lastBad [32]byte // digest of the last rejected contents, not reported again
-	readFailing := false
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		contents, digest, err := readConfig(s.cfg.ConfigPath)
+	w := policy.NewWatcher(s.cfg.ConfigPath, s.limits.Load().snap, s.applyConfig)
+	return w.Run(ctx, s.cfg.ReloadInterval, func(snap *policy.Snapshot, err error) {
 		if err != nil {
-			if !readFailing {
-				s.metrics.configErr.Inc()
-				s.log.Error("config reload failed; keeping the last good configuration", "path", s.cfg.ConfigPath, "err", err)
-			}
-			readFailing = true
-			continue
-		}
-		readFailing = false
-		if digest == s.limits.Load().digest || digest == lastBad {
-			continue
-		}
-		l, err := parseLimits(contents)
-		if err == nil && l.policy == nil && s.limits.Load().policy != nil {
-			err = errors.New("the leaky-tokens policy file is gone; a reload cannot remove it (restart to run without it)")
-		}
-		if err != nil {
-			lastBad = digest
 			s.metrics.configErr.Inc()
-			s.log.Error("config rejected; keeping the last good configuration", "err", err)
-			continue
+			s.log.Error("config rejected; keeping the last good configuration", "path", s.cfg.ConfigPath, "err", err)
+			return
 		}
-		l.digest = digest
-		s.limits.Store(l)
-		lastBad = [32]byte{}
 		s.metrics.configOK.Inc()
 		s.log.Info("config reloaded", "path", s.cfg.ConfigPath)
+	})
+}
+
+// applyConfig installs a valid snapshot: its rule files must parse, and it
+// may not drop a serving policy.
+func (s *Service) applyConfig(snap *policy.Snapshot) error {
+	l, err := newLimits(snap)
+	if err != nil {
+		return err
 	}
+	if l.policy == nil && s.limits.Load().policy != nil {
+		return errors.New("the leaky-tokens policy file is gone; a reload cannot remove it (restart to run without it)")
+	}
+	s.limits.Store(l)
+	return nil
 }

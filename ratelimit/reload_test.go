@@ -28,16 +28,12 @@ func TestReloadAppliesChangesAndKeepsLastGood(t *testing.T) {
 	}
 
 	changed := strings.Replace(string(orig), `"*": {capacity: 1000,`, `"*": {capacity: 1234,`, 1)
-	if err := os.WriteFile(file, []byte(changed), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	replaceFile(t, file, changed)
 	eventually(t, "the new capacity", func() bool { return limitOf(t, s) == 1234 })
 
 	// A bad file is rejected, counted, and the last good one keeps serving.
 	bad := strings.Replace(changed, "leak_rate: 0.001}", "leak_rate: -1}", 1)
-	if err := os.WriteFile(file, []byte(bad), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	replaceFile(t, file, bad)
 	eventually(t, "the load error metric", func() bool {
 		_, body := httpGet(t, "http://"+s.svc.HTTPAddr()+"/metrics")
 		return strings.Contains(body, "ratelimit_service_config_load_error 1")
@@ -50,9 +46,7 @@ func TestReloadAppliesChangesAndKeepsLastGood(t *testing.T) {
 	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(cfg.ConfigPath, "messaging.yaml"), []byte("domain: [unclosed"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	replaceFile(t, filepath.Join(cfg.ConfigPath, "messaging.yaml"), "domain: [unclosed")
 	eventually(t, "the second load error", func() bool {
 		_, body := httpGet(t, "http://"+s.svc.HTTPAddr()+"/metrics")
 		return strings.Contains(body, "ratelimit_service_config_load_error 2")
@@ -62,6 +56,19 @@ func TestReloadAppliesChangesAndKeepsLastGood(t *testing.T) {
 	}
 	if r := s.ask(t, "leaky-tokens", 1, desc("provider=openai,tier=free,user=x")); r.OverallCode != rlsv3.RateLimitResponse_OK {
 		t.Errorf("still serving: %v", r.OverallCode)
+	}
+}
+
+// replaceFile writes path by renaming a finished file over it, so that no
+// poll reads it half written.
+func replaceFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := filepath.Join(filepath.Dir(path), ".tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -93,9 +100,7 @@ func TestConfigDirectoryLayouts(t *testing.T) {
 func TestReloadKeepsPolicy(t *testing.T) {
 	cfg := testConfig(t, "memory", "policy.yaml")
 	s := start(t, cfg)
-	if err := os.WriteFile(filepath.Join(cfg.ConfigPath, "other.yaml"), []byte("domain: other\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	replaceFile(t, filepath.Join(cfg.ConfigPath, "other.yaml"), "domain: other\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1}\n")
 	if err := os.Remove(filepath.Join(cfg.ConfigPath, "policy.yaml")); err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +121,11 @@ func TestBadConfigAtStart(t *testing.T) {
 		{"policy with unknown key", "policy.yaml", "domain: leaky-tokens\ndefault_tier: free\ncolour: blue\ntiers:\n  free: {}\n", "colour"},
 		{"ratelimit file with bad unit", "rl.yaml", "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n", "fortnight"},
 		{"ratelimit file without domain", "rl.yaml", "descriptors:\n  - key: k\n", "domain"},
+		// The bucket the GCRA cannot represent is refused at load, never
+		// turned into "no rule" on the request path.
+		{"policy bucket beyond the algorithm", "policy.yaml", "domain: leaky-tokens\ndefault_tier: free\ntiers:\n  free: {buckets: {openai: {capacity: 4000000000000, leak_rate: 40}}}\nproviders:\n  openai: {capacity: 1, leak_rate: 1}\n",
+			"tiers.free.buckets.openai: capacity 4000000000000 at leak_rate 40 cannot be represented"},
+		{"policy NaN leak rate", "policy.yaml", "domain: leaky-tokens\ndefault_tier: free\ntiers:\n  free: {}\nproviders:\n  openai: {capacity: 1, leak_rate: .nan}\n", "providers.openai.leak_rate NaN"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,7 +18,7 @@ func runDev(ctx context.Context, e env, args []string) error {
 	rl := ratelimit.DefaultConfig()
 	az := authz.DefaultConfig()
 	fs := newFlagSet(e, "dev", "dev [flags]")
-	fs.StringVar(&rl.ConfigPath, "config", "", "policy file shared by the services; empty = the embedded example policy")
+	fs.StringVar(&rl.ConfigPath, "config", "", "policy file, or a directory of it and envoyproxy/ratelimit domain files, shared by the services; empty = the embedded example policy")
 	fs.StringVar(&rl.GRPCAddr, "ratelimit-grpc-addr", rl.GRPCAddr, "ratelimit gRPC listen address")
 	fs.StringVar(&rl.HTTPAddr, "ratelimit-http-addr", rl.HTTPAddr, "ratelimit HTTP listen address")
 	fs.StringVar(&rl.Store, "ratelimit-store", rl.Store, "ratelimit store: memory or redis")

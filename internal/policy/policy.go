@@ -1,7 +1,8 @@
 // Package policy reads the Leaky Tokens policy file: the tiers, the bucket
 // sizes per provider, the organisation and provider pools and the failure mode
 // of domain leaky-tokens. The ratelimit service decides with it; the authz
-// service maps roles to tiers with it. Both read the same file.
+// service maps roles to tiers with it. Both read it through Load and Watcher,
+// the one loader: a file or a directory of files, validated whole.
 package policy
 
 import (
@@ -18,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/leakytokens/leaky/internal/contract"
+	"github.com/leakytokens/leaky/ratelimit/gcra"
 )
 
 // Domain is the rate-limit domain the policy governs.
@@ -40,7 +42,16 @@ const (
 type Bucket struct {
 	Capacity int64   `yaml:"capacity"`  // burst, in tokens
 	LeakRate float64 `yaml:"leak_rate"` // tokens per second
+
+	limit gcra.Limit // built by Parse; the zero Limit for a hand-made Bucket
 }
+
+// Limit is the bucket as the GCRA algorithm runs it. Parse builds it for
+// every bucket of a policy and refuses a policy with any bucket the
+// algorithm cannot represent, so a Bucket from a parsed Policy always has a
+// valid Limit and the request path never has to build (or fail to build)
+// one. A Bucket made by hand has the zero Limit, which gcra refuses.
+func (b Bucket) Limit() gcra.Limit { return b.limit }
 
 // Tier is a service level that users reach through their roles.
 type Tier struct {
@@ -89,8 +100,9 @@ var example []byte
 // is the embedded default of `leaky dev`.
 func Example() []byte { return bytes.Clone(example) }
 
-// Parse reads and validates a policy. Unknown keys are errors. Every problem
-// is reported, each prefixed with name (the file's path).
+// Parse reads and validates a policy. Unknown keys are errors, and so is
+// anything the services could not enforce (see validate). Every problem is
+// reported, each prefixed with name (the file's path).
 func Parse(name string, data []byte) (*Policy, error) {
 	var p Policy
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -101,9 +113,17 @@ func Parse(name string, data []byte) (*Policy, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	// A second document would be silently ignored: refuse it.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: more than one YAML document; a policy is one document", name)
+	}
 	p.setDefaults()
-	if err := p.validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	if errs := p.validate(); len(errs) > 0 {
+		for i, err := range errs {
+			errs[i] = fmt.Errorf("%s: %w", name, err)
+		}
+		return nil, errors.Join(errs...)
 	}
 	return &p, nil
 }
@@ -118,62 +138,6 @@ func (p *Policy) setDefaults() {
 	if p.ReservationTTL == 0 {
 		p.ReservationTTL = Duration(10 * time.Minute)
 	}
-}
-
-func (p *Policy) validate() error {
-	var errs []error
-	if p.Domain != Domain {
-		errs = append(errs, fmt.Errorf("domain %q: must be %q", p.Domain, Domain))
-	}
-	switch p.FailureMode {
-	case FailAllow, FailDeny, FailError:
-	default:
-		errs = append(errs, fmt.Errorf("failure_mode %q: must be allow, deny or error", p.FailureMode))
-	}
-	if len(p.Tiers) == 0 {
-		errs = append(errs, errors.New("tiers: at least one tier is required"))
-	}
-	if _, ok := p.Tiers[p.DefaultTier]; !ok {
-		errs = append(errs, fmt.Errorf("default_tier %q: not a tier", p.DefaultTier))
-	}
-	roles := map[string]string{}
-	for _, name := range slices.Sorted(mapsKeys(p.Tiers)) {
-		t := p.Tiers[name]
-		if name == "" || strings.ContainsAny(name, " \t\n") {
-			errs = append(errs, fmt.Errorf("tier %q: name must be non-empty without spaces", name))
-		}
-		for _, r := range t.Roles {
-			key := strings.ToUpper(r)
-			if other, dup := roles[key]; dup && p.Tiers[other].Priority == t.Priority {
-				errs = append(errs, fmt.Errorf("tier %q: role %q also maps to tier %q at the same priority", name, r, other))
-			}
-			roles[key] = name
-		}
-		errs = append(errs, validateBuckets("tiers."+name+".buckets", t.Buckets)...)
-	}
-	errs = append(errs, validateBuckets("organisations", p.Organisations)...)
-	errs = append(errs, validateBuckets("providers", p.Providers)...)
-	if p.ReservationTTL < 0 {
-		errs = append(errs, errors.New("reservation_ttl: must not be negative"))
-	}
-	return errors.Join(errs...)
-}
-
-func validateBuckets(where string, m map[string]Bucket) []error {
-	var errs []error
-	for _, prov := range slices.Sorted(mapsKeys(m)) {
-		b := m[prov]
-		if prov == "" {
-			errs = append(errs, fmt.Errorf("%s: empty provider name", where))
-		}
-		if b.Capacity < 1 {
-			errs = append(errs, fmt.Errorf("%s.%s.capacity %d: must be at least 1", where, prov, b.Capacity))
-		}
-		if math.IsNaN(b.LeakRate) || b.LeakRate <= 0 || b.LeakRate > 1e6 {
-			errs = append(errs, fmt.Errorf("%s.%s.leak_rate %v: must be above 0 and at most 1e6 tokens/s", where, prov, b.LeakRate))
-		}
-	}
-	return errs
 }
 
 // TierFor returns the tier of a user with the given roles: the matching tier
@@ -217,14 +181,4 @@ func lookup(m map[string]Bucket, provider string) (Bucket, bool) {
 	}
 	b, ok := m[Wildcard]
 	return b, ok
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
