@@ -41,6 +41,8 @@ type Options struct {
 	// MaxRecvMsgSize bounds one received gRPC message, in bytes; 0 keeps
 	// grpc-go's 4 MiB.
 	MaxRecvMsgSize int
+	// LogAttrs are added to the "serving" line Run logs (key, value pairs).
+	LogAttrs []any
 	// GRPCOptions are appended to the Server's own (a codec, stream
 	// workers, more interceptors: they run inside panic recovery).
 	GRPCOptions []grpc.ServerOption
@@ -57,6 +59,7 @@ type Server struct {
 	health *health.Server
 	http   *http.Server
 	ready  *readiness
+	attrs  []any
 
 	grpcLis, httpLis net.Listener
 }
@@ -68,7 +71,7 @@ func New(cfg Config, opts Options, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: logger, ready: newReadiness(opts.Probes, logger)}
+	s := &Server{cfg: cfg, log: logger, ready: newReadiness(opts.Probes, logger), attrs: opts.LogAttrs}
 	grpcLis, err := net.Listen("tcp", opts.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("grpc listen: %w", err)
@@ -190,7 +193,7 @@ func (s *Server) Run(ctx context.Context) error {
 		<-gctx.Done()
 		return s.stop()
 	})
-	s.log.Info("serving", KeyGRPCAddr, s.GRPCAddr(), KeyHTTPAddr, s.HTTPAddr())
+	s.log.Info("serving", append([]any{KeyGRPCAddr, s.GRPCAddr(), KeyHTTPAddr, s.HTTPAddr()}, s.attrs...)...)
 	return g.Wait()
 }
 
