@@ -24,6 +24,7 @@ import (
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/policy"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // maxCredentialLen bounds the Authorization and X-Api-Key values.
@@ -41,9 +42,9 @@ type checkServer struct {
 	cfg     *Config
 	metrics *metrics
 	logger  *slog.Logger
-	// lastWarn (unix ns) limits store-failure warnings to one a second;
-	// the metric counts them all.
-	lastWarn atomic.Int64
+	// storeLog limits store-failure warnings to one a second; the metric
+	// counts them all.
+	storeLog *serve.Throttle
 }
 
 var _ authv3.AuthorizationServer = (*checkServer)(nil)
@@ -91,8 +92,9 @@ func (s *checkServer) Check(ctx context.Context, req *authv3.CheckRequest) (*aut
 	default: // the store failed or was too slow
 		result = "unavailable"
 		s.metrics.storeErrors.Inc()
-		if now, last := time.Now().UnixNano(), s.lastWarn.Load(); now-last > int64(time.Second) && s.lastWarn.CompareAndSwap(last, now) {
-			s.logger.LogAttrs(ctx, slog.LevelWarn, "check: store unavailable", slog.String("error", err.Error()))
+		if ok, skipped := s.storeLog.Allow(time.Now()); ok {
+			s.logger.LogAttrs(ctx, slog.LevelWarn, "check: store unavailable",
+				slog.String(serve.KeyError, err.Error()), slog.Int64(serve.KeySkipped, skipped))
 		}
 		if s.cfg.StoreFailure == "error" {
 			s.metrics.checks.WithLabelValues(cred, result).Inc()

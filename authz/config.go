@@ -9,11 +9,16 @@ import (
 	"time"
 
 	"github.com/leakytokens/leaky/internal/flagenv"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // Config is the whole configuration of the service. Every field is a flag
 // with an environment variable (flag -grpc-addr reads LEAKY_GRPC_ADDR).
 type Config struct {
+	// Config bounds the runtime: streams, connections, idle and keep-alive
+	// times, readiness, shutdown (flags shared by every service).
+	serve.Config
+
 	GRPCAddr string // ext_authz Check and gRPC health; port 0 picks one
 	HTTPAddr string // REST API, OAuth2, JWKS, /livez, /readyz, /metrics
 	// PublicURL is the base URL clients reach the HTTP API at (scheme, host
@@ -56,13 +61,13 @@ type Config struct {
 	DefaultMaxTokens int64 // completion tokens assumed when a body names no limit
 	Argon2MemoryKiB  int   // argon2id memory cost of new password hashes
 	Argon2Time       int   // argon2id passes
-	ShutdownGrace    time.Duration
 }
 
 // DefaultConfig returns the configuration with every default: the one place
 // defaults are written.
 func DefaultConfig() Config {
 	return Config{
+		Config:   serve.DefaultConfig(),
 		GRPCAddr: "127.0.0.1:9091", HTTPAddr: "127.0.0.1:8081",
 		Issuer: "leaky-tokens-auth", Audience: "leaky-tokens",
 		TokenTTL: 15 * time.Minute, RefreshTTL: 30 * 24 * time.Hour,
@@ -75,7 +80,6 @@ func DefaultConfig() Config {
 		AdminEmail:       "admin@localhost",
 		DefaultMaxTokens: 1024,
 		Argon2MemoryKiB:  19 * 1024, Argon2Time: 2,
-		ShutdownGrace: 10 * time.Second,
 	}
 }
 
@@ -108,7 +112,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.DefaultMaxTokens, "default-max-tokens", d.DefaultMaxTokens, "completion tokens assumed when a request names no limit")
 	fs.IntVar(&c.Argon2MemoryKiB, "argon2-memory-kib", d.Argon2MemoryKiB, "argon2id memory cost (KiB)")
 	fs.IntVar(&c.Argon2Time, "argon2-time", d.Argon2Time, "argon2id passes")
-	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", d.ShutdownGrace, "graceful shutdown bound")
+	c.Config = d.Config
+	c.Config.RegisterFlags(fs)
 }
 
 // LoadConfig reads the configuration from the environment alone (LEAKY_*
@@ -152,7 +157,7 @@ func (c *Config) Validate() error {
 	check(c.StoreFailure == "deny" || c.StoreFailure == "error", "store-failure %q: deny or error", c.StoreFailure)
 	check(c.DefaultMaxTokens >= 0, "default-max-tokens: must not be negative")
 	check(c.Argon2MemoryKiB >= 8 && c.Argon2Time >= 1, "argon2: memory at least 8 KiB and time at least 1")
-	check(c.ShutdownGrace > 0, "shutdown-grace: must be positive")
+	errs = append(errs, c.Config.Validate())
 	for _, p := range append(append([]string{}, c.PublicPaths...), c.AdminPaths...) {
 		check(strings.HasPrefix(p, "/"), "path prefix %q: must start with /", p)
 	}

@@ -10,19 +10,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // maxBodyBytes bounds every JSON request body of the HTTP API.
 const maxBodyBytes = 64 << 10
 
+// routes is the HTTP API; the runtime answers /livez, /readyz and /metrics
+// before it.
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /oauth2/jwks", s.jwks)
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	s.restRoutes(mux)
@@ -52,24 +49,6 @@ func unmatched(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusNotFound, errorBody{Error: "not_found", Message: "no such endpoint"})
-}
-
-// readyz pings the store under the Check deadline: 200 when it answers and
-// keys are loaded, else 503 naming what is down.
-func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.CheckTimeout)
-	defer cancel()
-	storeErr := s.store.Ping(ctx)
-	s.storeOK.Store(storeErr == nil)
-	body := map[string]string{"status": "ok", "store": "ok", "signing_keys": "ok"}
-	code := http.StatusOK
-	if storeErr != nil {
-		body["status"], body["store"], code = "unavailable", "unavailable", http.StatusServiceUnavailable
-	}
-	if s.ring.set() == nil {
-		body["status"], body["signing_keys"], code = "unavailable", "missing", http.StatusServiceUnavailable
-	}
-	writeJSON(w, code, body)
 }
 
 func (s *Service) jwks(w http.ResponseWriter, _ *http.Request) {
@@ -102,12 +81,9 @@ func (s *Service) logRequests(next http.Handler) http.Handler {
 			route = "unmatched"
 		}
 		s.metrics.httpRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-		if route == "GET /metrics" || route == "GET /livez" || route == "GET /readyz" {
-			return
-		}
 		s.logger.LogAttrs(r.Context(), slog.LevelInfo, "http request",
-			slog.String("method", r.Method), slog.String("route", route),
-			slog.Int("status", sw.code), slog.Duration("duration", time.Since(start)))
+			slog.String(serve.KeyMethod, r.Method), slog.String(serve.KeyRoute, route),
+			slog.Int(serve.KeyStatus, sw.code), slog.Duration(serve.KeyDuration, time.Since(start)))
 	})
 }
 
@@ -149,7 +125,7 @@ func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		w.Header().Set("Retry-After", "1")
 	} else if !errors.As(err, &ae) {
 		s.logger.LogAttrs(r.Context(), slog.LevelError, "http handler failed",
-			slog.String("route", r.Pattern), slog.String("error", err.Error()))
+			slog.String(serve.KeyRoute, r.Pattern), slog.String(serve.KeyError, err.Error()))
 		ae = &apiError{http.StatusInternalServerError, "internal", "internal error"}
 		if errors.Is(err, context.DeadlineExceeded) {
 			ae = &apiError{http.StatusServiceUnavailable, "unavailable", "store unavailable, retry later"}

@@ -93,7 +93,7 @@ func TestPasswordBusyAnswers503(t *testing.T) {
 			defer cancel()
 			req := httptest.NewRequestWithContext(ctx, "POST", tt.path, strings.NewReader(tt.body))
 			rec := httptest.NewRecorder()
-			ts.httpServer.Handler.ServeHTTP(rec, req)
+			ts.handler.ServeHTTP(rec, req)
 			var body errorBody
 			if err := json.Unmarshal(rec.Body.Bytes(), &body); rec.Code != http.StatusServiceUnavailable || err != nil || body.Error != "unavailable" {
 				t.Errorf("POST %s with every argon2 slot busy = %d %s, want 503 {\"error\":\"unavailable\"}", tt.path, rec.Code, rec.Body)

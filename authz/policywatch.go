@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/leakytokens/leaky/internal/policy"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // loadPolicy loads path with the policy loader (policy.Load: "" is the
@@ -55,9 +56,9 @@ func (s *Service) watchPolicy(ctx context.Context, interval time.Duration) {
 	w := policy.NewWatcher(path, current, apply)
 	_ = w.Run(ctx, interval, func(_ *policy.Snapshot, err error) {
 		if err != nil {
-			s.logger.Warn("policy reload rejected; the last good policy keeps serving", "path", path, "error", err.Error())
+			s.logger.Warn("policy reload rejected; the last good policy keeps serving", serve.KeyPath, path, serve.KeyError, err.Error())
 			return
 		}
-		s.logger.Info("policy reloaded", "path", path)
+		s.logger.Info("policy reloaded", serve.KeyPath, path)
 	})
 }

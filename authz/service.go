@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"runtime"
 	"sync/atomic"
@@ -19,11 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/policy"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // Service is the authz service: ext_authz over gRPC plus the HTTP API.
@@ -45,15 +43,12 @@ type Service struct {
 	reg        *prometheus.Registry
 	metrics    *metrics
 	admin      AdminCredentials
-	storeOK    atomic.Bool
 	policyPoll time.Duration // how often the policy file is checked for changes
 	// dummyHash is verified against for unknown usernames.
 	dummyHash string
 
-	grpcLn, httpLn net.Listener
-	grpcServer     *grpc.Server
-	health         *health.Server
-	httpServer     *http.Server
+	srv     *serve.Server
+	handler http.Handler // the HTTP API behind the runtime's own routes
 }
 
 // AdminCredentials names the bootstrap admin. Password is set only when
@@ -100,7 +95,6 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 	}
 	s.policy.Store(pol)
 	s.policyPoll = time.Second
-	s.storeOK.Store(true)
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.reg)
 	secret := cfg.SigningSecret
@@ -131,103 +125,75 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 	return s, nil
 }
 
+// listen builds the runtime, binding both listeners: ext_authz on gRPC,
+// the HTTP API, and readiness from the store and the signing keys.
 func (s *Service) listen() error {
-	var err error
-	if s.grpcLn, err = net.Listen("tcp", s.cfg.GRPCAddr); err != nil {
-		return fmt.Errorf("listen grpc: %w", err)
+	s.handler = s.routes()
+	srv, err := serve.New(s.cfg.Config, serve.Options{
+		GRPCAddr: s.cfg.GRPCAddr,
+		HTTPAddr: s.cfg.HTTPAddr,
+		Handler:  s.handler,
+		Gatherer: s.reg,
+		Probes:   []serve.Probe{{Name: "store", Check: s.pingStore}, {Name: "signing_keys", Check: s.signingKeysLoaded}},
+		// Stream workers avoid a goroutine (and its stack growth) per Check.
+		GRPCOptions: []grpc.ServerOption{grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0)))},
+	}, s.logger)
+	if err != nil {
+		return err
 	}
-	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
-		s.grpcLn.Close()
-		return fmt.Errorf("listen http: %w", err)
-	}
-	// Stream workers avoid a goroutine (and its stack growth) per Check.
-	s.grpcServer = grpc.NewServer(grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))
-	s.health = health.NewServer()
-	authv3.RegisterAuthorizationServer(s.grpcServer, &checkServer{
+	authv3.RegisterAuthorizationServer(srv, &checkServer{
 		tokens: s.tokens, keys: s.keys, policy: &s.policy, cfg: &s.cfg, metrics: s.metrics, logger: s.logger,
+		storeLog: serve.NewThrottle(time.Second),
 	})
-	healthpb.RegisterHealthServer(s.grpcServer, s.health)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	s.httpServer = &http.Server{
-		Handler:           s.routes(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	s.srv = srv
+	return nil
+}
+
+// pingStore is the store's readiness probe, under the Check deadline.
+func (s *Service) pingStore(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
+	defer cancel()
+	return s.store.Ping(ctx)
+}
+
+// signingKeysLoaded is the readiness probe of the key set: without one no
+// token can be issued or verified.
+func (s *Service) signingKeysLoaded(context.Context) error {
+	if s.ring.set() == nil {
+		return errors.New("no signing key set loaded")
 	}
 	return nil
 }
 
 // GRPCAddr is the bound ext_authz address.
-func (s *Service) GRPCAddr() string { return s.grpcLn.Addr().String() }
+func (s *Service) GRPCAddr() string { return s.srv.GRPCAddr() }
 
 // HTTPAddr is the bound HTTP address.
-func (s *Service) HTTPAddr() string { return s.httpLn.Addr().String() }
+func (s *Service) HTTPAddr() string { return s.srv.HTTPAddr() }
 
 // Admin returns the bootstrap admin's credentials (see AdminCredentials).
 func (s *Service) Admin() AdminCredentials { return s.admin }
 
 // Close releases the listeners and the store of a Service that never ran.
 func (s *Service) Close() {
-	s.grpcLn.Close()
-	s.httpLn.Close()
+	s.srv.Close()
 	s.store.Close()
 }
 
-// Run serves gRPC and HTTP, reloads the signing keys every KeyRefresh,
-// probes the store every second, reloads a changed policy file and purges
-// expired token records every ten minutes, until ctx ends. Then health goes
-// NOT_SERVING, both servers drain within ShutdownGrace, and the store
-// closes. It returns nil after a clean shutdown.
+// Run serves gRPC and HTTP on the runtime, reloads the signing keys every
+// KeyRefresh, reloads a changed policy file and purges expired token
+// records every ten minutes, until ctx ends. The runtime probes the store
+// and the key set for readiness, and at the end turns NOT_SERVING first and
+// drains both servers within ShutdownGrace; then the store closes. It
+// returns nil after a clean shutdown.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.store.Close()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		// ErrServerStopped: the stop came before Serve began (a quick cancel).
-		if err := s.grpcServer.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("grpc: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		if err := s.httpServer.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http: %w", err)
-		}
-		return nil
-	})
+	g.Go(func() error { return s.srv.Run(gctx) })
 	g.Go(func() error { s.every(gctx, s.cfg.KeyRefresh, s.refreshKeys); return nil })
-	g.Go(func() error { s.every(gctx, time.Second, s.probeStore); return nil })
 	g.Go(func() error { s.watchPolicy(gctx, s.policyPoll); return nil })
 	g.Go(func() error { s.every(gctx, 10*time.Minute, s.purgeTokens); return nil })
-	g.Go(func() error {
-		<-gctx.Done()
-		s.shutdown()
-		return nil
-	})
-	s.logger.Info("authz serving", "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr())
 	return g.Wait()
-}
-
-func (s *Service) shutdown() {
-	s.health.Shutdown() // NOT_SERVING first, so Envoy stops sending
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		s.grpcServer.GracefulStop()
-		close(done)
-	}()
-	if err := s.httpServer.Shutdown(ctx); err != nil {
-		s.httpServer.Close()
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.grpcServer.Stop()
-		<-done
-	}
 }
 
 func (s *Service) every(ctx context.Context, d time.Duration, f func(context.Context)) {
@@ -247,22 +213,7 @@ func (s *Service) refreshKeys(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.ring.refresh(ctx); err != nil {
-		s.logger.Warn("signing key refresh failed; the previous key set keeps serving", "error", err.Error())
-	}
-}
-
-// probeStore pings the store under the Check deadline and records the
-// outcome for /readyz.
-func (s *Service) probeStore(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
-	defer cancel()
-	err := s.store.Ping(ctx)
-	if was := s.storeOK.Swap(err == nil); was != (err == nil) {
-		if err != nil {
-			s.logger.Warn("store unavailable", "error", err.Error())
-		} else {
-			s.logger.Info("store available again")
-		}
+		s.logger.Warn("signing key refresh failed; the previous key set keeps serving", serve.KeyError, err.Error())
 	}
 }
 
@@ -271,7 +222,7 @@ func (s *Service) purgeTokens(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if n, err := s.store.PurgeTokens(ctx, time.Now().Add(-time.Hour)); err != nil {
-		s.logger.Warn("token purge failed", "error", err.Error())
+		s.logger.Warn("token purge failed", serve.KeyError, err.Error())
 	} else if n > 0 {
 		s.logger.Info("purged expired tokens", "count", n)
 	}

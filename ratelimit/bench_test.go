@@ -46,7 +46,7 @@ func BenchmarkDecideInProcess(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer svc.close()
+	defer svc.Close()
 	req := &rlsv3.RateLimitRequest{Domain: "leaky-tokens", HitsAddend: 1, Descriptors: []*ratelimitv3.RateLimitDescriptor{
 		desc("provider=openai,tier=free,user=u1"), desc("provider=openai"),
 	}}

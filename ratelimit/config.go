@@ -11,11 +11,16 @@ import (
 	"time"
 
 	"github.com/leakytokens/leaky/internal/flagenv"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // Config is the service's configuration. The zero value is not valid; start
 // from DefaultConfig or LoadConfig.
 type Config struct {
+	// Config bounds the runtime: streams, connections, idle and keep-alive
+	// times, readiness, shutdown (flags shared by every service).
+	serve.Config
+
 	GRPCAddr string // host:port of the RateLimitService and gRPC health; port 0 picks one
 	HTTPAddr string // host:port of /livez, /readyz, /metrics; port 0 picks one
 	// ConfigPath is the policy file, an envoyproxy/ratelimit YAML file, or a
@@ -38,14 +43,13 @@ type Config struct {
 	// MaxDescriptors bounds the descriptors of one request; more is
 	// INVALID_ARGUMENT.
 	MaxDescriptors int
-	// ShutdownGrace bounds the graceful stop of the servers.
-	ShutdownGrace time.Duration
 }
 
 // DefaultConfig returns the defaults: the ports of DESIGN §2, the memory
 // store, the embedded policy.
 func DefaultConfig() Config {
 	return Config{
+		Config:         serve.DefaultConfig(),
 		GRPCAddr:       "127.0.0.1:9092",
 		HTTPAddr:       "127.0.0.1:8082",
 		ReloadInterval: 50 * time.Millisecond,
@@ -55,7 +59,6 @@ func DefaultConfig() Config {
 		RedisPrefix:    "lt:",
 		MemoryMaxKeys:  1 << 20,
 		MaxDescriptors: 64,
-		ShutdownGrace:  10 * time.Second,
 	}
 }
 
@@ -73,7 +76,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RedisPoolSize, "redis-pool-size", c.RedisPoolSize, "Redis connections (0 = 10 per CPU)")
 	fs.IntVar(&c.MemoryMaxKeys, "memory-max-keys", c.MemoryMaxKeys, "bound on buckets kept by the memory store")
 	fs.IntVar(&c.MaxDescriptors, "max-descriptors", c.MaxDescriptors, "most descriptors one request may carry")
-	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "bound on graceful shutdown")
+	c.Config.RegisterFlags(fs)
 }
 
 // LoadConfig returns the defaults overridden by LEAKY_* environment
@@ -90,7 +93,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 
 // Validate reports every problem with c.
 func (c Config) Validate() error {
-	var errs []error
+	errs := []error{c.Config.Validate()}
 	if c.GRPCAddr == "" {
 		errs = append(errs, errors.New("grpc-addr: required"))
 	}

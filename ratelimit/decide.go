@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/leakytokens/leaky/internal/policy"
+	"github.com/leakytokens/leaky/internal/serve"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
@@ -215,9 +216,8 @@ func (s *Service) failure(l *limits, domain string, plans []plan, err error) (*r
 	s.metrics.backendErrs.WithLabelValues(kind).Inc()
 	s.health.storeFailed()
 	// At most one line a second: an outage fails every call.
-	if now := time.Now().UnixNano(); now-s.lastStoreLog.Load() > int64(time.Second) {
-		s.lastStoreLog.Store(now)
-		s.log.Warn("store failed; answering by the failure mode", "kind", kind, "err", err)
+	if ok, skipped := s.storeLog.Allow(time.Now()); ok {
+		s.log.Warn("store failed; answering by the failure mode", serve.KeyKind, kind, serve.KeyError, err.Error(), serve.KeySkipped, skipped)
 	}
 	mode := policy.FailError
 	if domain == policy.Domain && l.policy != nil {

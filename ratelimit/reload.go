@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/leakytokens/leaky/internal/policy"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // watchConfig polls the configuration path every ReloadInterval with the
@@ -19,11 +20,11 @@ func (s *Service) watchConfig(ctx context.Context) error {
 	return w.Run(ctx, s.cfg.ReloadInterval, func(snap *policy.Snapshot, err error) {
 		if err != nil {
 			s.metrics.configErr.Inc()
-			s.log.Error("config rejected; keeping the last good configuration", "path", s.cfg.ConfigPath, "err", err)
+			s.log.Error("config rejected; keeping the last good configuration", serve.KeyPath, s.cfg.ConfigPath, serve.KeyError, err.Error())
 			return
 		}
 		s.metrics.configOK.Inc()
-		s.log.Info("config reloaded", "path", s.cfg.ConfigPath)
+		s.log.Info("config reloaded", serve.KeyPath, s.cfg.ConfigPath)
 	})
 }
 

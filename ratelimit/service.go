@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -14,12 +12,8 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
+	"github.com/leakytokens/leaky/internal/serve"
 	"github.com/leakytokens/leaky/ratelimit/redisstore"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
@@ -36,17 +30,16 @@ type Service struct {
 	redis   *redisstore.Store // set for the Redis store
 	limits  atomic.Pointer[limits]
 	metrics *metrics
-	health  *healthState
+	health  storeHealth
 	reserve *Reservations
+	srv     *serve.Server
 
-	lastStoreLog atomic.Int64 // unix ns of the last store error logged
-
-	grpcLis, httpLis net.Listener
+	storeLog *serve.Throttle // store errors: one line a second
 }
 
 // New validates cfg, loads the configuration (a bad file is an error naming
-// it), connects the store and binds both listeners, so the addresses are
-// known before Run.
+// it), connects the store and builds the runtime, binding both listeners,
+// so the addresses are known before Run.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -55,7 +48,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: logger}
+	s := &Service{cfg: cfg, log: logger, storeLog: serve.NewThrottle(time.Second)}
 	s.limits.Store(l)
 	switch cfg.Store {
 	case "redis":
@@ -72,29 +65,50 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	s.metrics = newMetrics(s.evictions)
 	s.metrics.configOK.Inc()
-	s.health = newHealthState(s.ping)
 	s.reserve = NewReservations(s.store, nil, func() time.Duration {
 		if p := s.limits.Load().policy; p != nil {
 			return time.Duration(p.ReservationTTL)
 		}
 		return DefaultReservationTTL
 	})
-	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
-		s.close()
-		return nil, fmt.Errorf("grpc listen: %w", err)
+	if s.srv, err = s.newServer(); err != nil {
+		s.closeStore()
+		return nil, err
 	}
-	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		s.close()
-		return nil, fmt.Errorf("http listen: %w", err)
-	}
+	s.health = storeHealth{s.srv}
 	return s, nil
 }
 
+// newServer builds the runtime: the RateLimitService on gRPC, the store as
+// the readiness probe, the service's metrics at /metrics.
+func (s *Service) newServer() (*serve.Server, error) {
+	srv, err := serve.New(s.cfg.Config, serve.Options{
+		GRPCAddr:       s.cfg.GRPCAddr,
+		HTTPAddr:       s.cfg.HTTPAddr,
+		Gatherer:       s.metrics.reg,
+		Probes:         []serve.Probe{s.storeProbe()},
+		MaxRecvMsgSize: maxRecvMsg,
+		LogAttrs:       []any{serve.KeyStore, s.cfg.Store},
+		GRPCOptions: []grpc.ServerOption{
+			grpc.ForceServerCodec(lenientCodec{}),
+			// Reuse a few goroutines for calls instead of one new goroutine
+			// (and stack growth) per call: a measurable share of a
+			// decision's CPU.
+			grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		},
+	}, s.log)
+	if err != nil {
+		return nil, err
+	}
+	rlsv3.RegisterRateLimitServiceServer(srv, s)
+	return srv, nil
+}
+
 // GRPCAddr is the bound gRPC address.
-func (s *Service) GRPCAddr() string { return s.grpcLis.Addr().String() }
+func (s *Service) GRPCAddr() string { return s.srv.GRPCAddr() }
 
 // HTTPAddr is the bound HTTP address.
-func (s *Service) HTTPAddr() string { return s.httpLis.Addr().String() }
+func (s *Service) HTTPAddr() string { return s.srv.HTTPAddr() }
 
 // Reservations is the service's reservation ledger (reserve now, settle at
 // the actual amount later).
@@ -105,13 +119,6 @@ func (s *Service) evictions() float64 {
 		return 0
 	}
 	return float64(s.memory.Evictions())
-}
-
-func (s *Service) ping(ctx context.Context) error {
-	if s.redis == nil {
-		return nil
-	}
-	return s.redis.Ping(ctx)
 }
 
 func (s *Service) errorKind(err error) string {
@@ -125,84 +132,28 @@ func (s *Service) errorKind(err error) string {
 }
 
 // Close releases a service that will not Run: its listeners and store.
-func (s *Service) Close() { s.close() }
+func (s *Service) Close() {
+	s.srv.Close()
+	s.closeStore()
+}
 
-func (s *Service) close() {
-	if s.grpcLis != nil {
-		s.grpcLis.Close()
-	}
-	if s.httpLis != nil {
-		s.httpLis.Close()
-	}
+func (s *Service) closeStore() {
 	if s.redis != nil {
 		s.redis.Close()
 	}
 }
 
-// recoverPanic turns a panic in a handler — a bug — into an INTERNAL answer
-// for that call instead of the end of the process (grpc-go does not recover).
-func (s *Service) recoverPanic(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("handler panicked", "method", info.FullMethod, "panic", fmt.Sprint(r))
-			resp, err = nil, status.Error(codes.Internal, "internal error")
-		}
-	}()
-	return handler(ctx, req)
-}
-
-// Run serves until ctx is cancelled, then stops gracefully: health turns
-// NOT_SERVING first, in-flight calls finish within ShutdownGrace.
+// Run serves until ctx is cancelled, then stops as the runtime does: health
+// turns NOT_SERVING first, in-flight calls finish within ShutdownGrace, and
+// the store closes last.
 func (s *Service) Run(ctx context.Context) error {
-	defer s.close()
-	gs := grpc.NewServer(
-		grpc.MaxRecvMsgSize(maxRecvMsg),
-		grpc.ForceServerCodec(lenientCodec{}),
-		// Reuse a few goroutines for calls instead of one new goroutine (and
-		// stack growth) per call: a measurable share of a decision's CPU.
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.ChainUnaryInterceptor(s.recoverPanic),
-	)
-	rlsv3.RegisterRateLimitServiceServer(gs, s)
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
-	reflection.Register(gs) // lets grpcurl list and call the API
-	hsrv := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
-
+	defer s.closeStore()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.health.run(gctx, hs) })
 	g.Go(func() error { return s.watchConfig(gctx) })
 	g.Go(func() error { return s.reserve.Run(gctx) })
 	if s.memory != nil {
 		g.Go(func() error { return s.memory.Run(gctx) })
 	}
-	g.Go(func() error {
-		if err := gs.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("grpc serve: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		if err := hsrv.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http serve: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		hs.Shutdown() // every service NOT_SERVING before the listeners close
-		s.health.shutdown()
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownGrace)
-		defer cancel()
-		select {
-		case <-stopped:
-		case <-sctx.Done():
-			gs.Stop()
-		}
-		return hsrv.Shutdown(sctx)
-	})
-	s.log.Info("ratelimit serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "store", s.cfg.Store)
+	g.Go(func() error { return s.srv.Run(gctx) })
 	return g.Wait()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/leakytokens/leaky/authz"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // runAuthz runs the authz service until ctx ends, or with the argument
@@ -25,7 +26,7 @@ func runAuthz(ctx context.Context, e env, args []string) error {
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = e.getenv("DATABASE_URL")
 	}
-	svc, err := authz.New(cfg, e.logger.With("service", "authz"))
+	svc, err := authz.New(cfg, e.logger.With(serve.KeyService, "authz"))
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/leakytokens/leaky/authz"
+	"github.com/leakytokens/leaky/internal/serve"
 	"github.com/leakytokens/leaky/ratelimit"
 )
 
@@ -29,16 +30,19 @@ func runDev(ctx context.Context, e env, args []string) error {
 	fs.StringVar(&az.SigningSecret, "signing-secret", "", "seals authz signing keys at rest (required with -database-url)")
 	fs.StringVar(&az.AdminUsername, "admin-username", az.AdminUsername, "bootstrap admin's username")
 	fs.StringVar(&az.AdminPassword, "admin-password", "", "bootstrap admin's password; empty = generated and printed once")
+	bounds := serve.DefaultConfig() // the runtime's bounds, shared by both services
+	bounds.RegisterFlags(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 	az.PolicyPath = rl.ConfigPath
+	rl.Config, az.Config = bounds, bounds
 
-	rls, err := ratelimit.New(ctx, rl, e.logger.With("service", "ratelimit"))
+	rls, err := ratelimit.New(ctx, rl, e.logger.With(serve.KeyService, "ratelimit"))
 	if err != nil {
 		return fmt.Errorf("ratelimit: %w", err)
 	}
-	azs, err := authz.New(az, e.logger.With("service", "authz"))
+	azs, err := authz.New(az, e.logger.With(serve.KeyService, "authz"))
 	if err != nil {
 		rls.Close()
 		return fmt.Errorf("authz: %w", err)

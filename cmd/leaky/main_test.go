@@ -174,10 +174,11 @@ func startProcess(t *testing.T, bin string, env []string) string {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var line struct {
-				Msg  string `json:"msg"`
-				GRPC string `json:"grpc"`
+				Msg     string `json:"msg"`
+				Service string `json:"service"`
+				GRPC    string `json:"grpc_addr"`
 			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "ratelimit serving" {
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving" && line.Service == "ratelimit" {
 				addr <- line.GRPC
 			}
 		}

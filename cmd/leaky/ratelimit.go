@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 
+	"github.com/leakytokens/leaky/internal/serve"
 	"github.com/leakytokens/leaky/ratelimit"
 )
 
@@ -14,7 +15,7 @@ func runRatelimit(ctx context.Context, e env, args []string) error {
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	svc, err := ratelimit.New(ctx, cfg, e.logger.With("service", "ratelimit"))
+	svc, err := ratelimit.New(ctx, cfg, e.logger.With(serve.KeyService, "ratelimit"))
 	if err != nil {
 		return err
 	}
