@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
-	"github.com/leakytokens/leaky/ratelimit/redisstore"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
@@ -31,9 +30,7 @@ const maxRecvMsg = 256 << 10
 type Service struct {
 	cfg     Config
 	log     *slog.Logger
-	store   store.Store
-	memory  *store.Memory     // set for the memory store
-	redis   *redisstore.Store // set for the Redis store
+	store   store.Store // owned: closed when the service ends
 	limits  atomic.Pointer[limits]
 	metrics *metrics
 	health  *healthState
@@ -45,31 +42,23 @@ type Service struct {
 }
 
 // New validates cfg, loads the configuration (a bad file is an error naming
-// it), connects the store and binds both listeners, so the addresses are
-// known before Run.
-func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
+// it) and binds both listeners, so the addresses are known before Run. It
+// decides on st, the store cmd/leaky opened from cfg (the service never
+// opens one; see storecaps.go for what else it uses of st when st offers
+// it), and takes ownership of it: Run's end or Close closes st, and so does
+// New when it fails.
+func New(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
+		closeStore(st)
 		return nil, err
 	}
 	l, err := loadLimits(cfg.ConfigPath)
 	if err != nil {
+		closeStore(st)
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: logger}
+	s := &Service{cfg: cfg, log: logger, store: st}
 	s.limits.Store(l)
-	switch cfg.Store {
-	case "redis":
-		rs, err := redisstore.New(ctx, redisstore.Options{
-			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout, PoolSize: cfg.RedisPoolSize,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("redis store: %w", err)
-		}
-		s.redis, s.store = rs, rs
-	default:
-		s.memory = store.NewMemory(store.MemoryOptions{MaxKeys: cfg.MemoryMaxKeys})
-		s.store = s.memory
-	}
 	s.metrics = newMetrics(s.evictions)
 	s.metrics.configOK.Inc()
 	s.health = newHealthState(s.ping)
@@ -100,30 +89,6 @@ func (s *Service) HTTPAddr() string { return s.httpLis.Addr().String() }
 // the actual amount later).
 func (s *Service) Reservations() *Reservations { return s.reserve }
 
-func (s *Service) evictions() float64 {
-	if s.memory == nil {
-		return 0
-	}
-	return float64(s.memory.Evictions())
-}
-
-func (s *Service) ping(ctx context.Context) error {
-	if s.redis == nil {
-		return nil
-	}
-	return s.redis.Ping(ctx)
-}
-
-func (s *Service) errorKind(err error) string {
-	if s.redis != nil {
-		return redisstore.ErrorKind(err)
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return "timeout"
-	}
-	return "other"
-}
-
 // Close releases a service that will not Run: its listeners and store.
 func (s *Service) Close() { s.close() }
 
@@ -134,9 +99,7 @@ func (s *Service) close() {
 	if s.httpLis != nil {
 		s.httpLis.Close()
 	}
-	if s.redis != nil {
-		s.redis.Close()
-	}
+	closeStore(s.store)
 }
 
 // recoverPanic turns a panic in a handler — a bug — into an INTERNAL answer
@@ -173,8 +136,8 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return s.health.run(gctx, hs) })
 	g.Go(func() error { return s.watchConfig(gctx) })
 	g.Go(func() error { return s.reserve.Run(gctx) })
-	if s.memory != nil {
-		g.Go(func() error { return s.memory.Run(gctx) })
+	if r, ok := s.store.(runner); ok {
+		g.Go(func() error { return r.Run(gctx) })
 	}
 	g.Go(func() error {
 		if err := gs.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
