@@ -34,11 +34,11 @@ func runDev(ctx context.Context, e env, args []string) error {
 	}
 	az.PolicyPath = rl.ConfigPath
 
-	rls, err := ratelimit.New(ctx, rl, e.logger.With("service", "ratelimit"))
+	rls, err := newRatelimit(ctx, rl, e.logger.With("service", "ratelimit"))
 	if err != nil {
 		return fmt.Errorf("ratelimit: %w", err)
 	}
-	azs, err := authz.New(az, e.logger.With("service", "authz"))
+	azs, err := newAuthz(ctx, az, e.logger.With("service", "authz"))
 	if err != nil {
 		rls.Close()
 		return fmt.Errorf("authz: %w", err)

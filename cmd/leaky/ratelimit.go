@@ -14,7 +14,7 @@ func runRatelimit(ctx context.Context, e env, args []string) error {
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	svc, err := ratelimit.New(ctx, cfg, e.logger.With("service", "ratelimit"))
+	svc, err := newRatelimit(ctx, cfg, e.logger.With("service", "ratelimit"))
 	if err != nil {
 		return err
 	}
