@@ -19,7 +19,7 @@ type Config struct {
 	// PublicURL is the base URL clients reach the HTTP API at (scheme, host
 	// and any path prefix), used in the discovery metadata; empty means
 	// http://<bound HTTP address>. Request headers never decide it.
-	PublicURL   string
+	PublicURL string
 	// DatabaseURL is the PostgreSQL DSN; empty selects the memory store.
 	// cmd/leaky opens the store it names and hands it to New, which never
 	// dials.
