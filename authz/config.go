@@ -24,8 +24,11 @@ type Config struct {
 	// PublicURL is the base URL clients reach the HTTP API at (scheme, host
 	// and any path prefix), used in the discovery metadata; empty means
 	// http://<bound HTTP address>. Request headers never decide it.
-	PublicURL   string
-	DatabaseURL string // PostgreSQL DSN; empty selects the memory store
+	PublicURL string
+	// DatabaseURL is the PostgreSQL DSN; empty selects the memory store.
+	// cmd/leaky opens the store it names and hands it to New, which never
+	// dials.
+	DatabaseURL string
 	// PolicyPath is the policy file, or a directory holding it among
 	// envoyproxy/ratelimit domain files (read by internal/policy's loader,
 	// as the ratelimit service reads it). Empty selects the embedded

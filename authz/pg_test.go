@@ -34,7 +34,7 @@ func startPG(t *testing.T, url string, mutate func(*Config)) (ts *testService, s
 		mutate(&cfg)
 	}
 	logs := &logBuffer{}
-	svc, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	svc, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), testStore(t, cfg))
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}
@@ -94,7 +94,7 @@ func TestPostgresRestartKeepsTokens(t *testing.T) {
 	// A replica with the wrong secret cannot start: it cannot unseal the keys.
 	cfg := testConfig()
 	cfg.DatabaseURL, cfg.SigningSecret = url, "another-secret-0123456789"
-	if svc, err := New(cfg, slog.New(slog.DiscardHandler)); err == nil {
+	if svc, err := New(cfg, slog.New(slog.DiscardHandler), testStore(t, cfg)); err == nil {
 		svc.Close()
 		t.Error("New() with the wrong signing secret = nil error")
 	}

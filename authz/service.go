@@ -59,23 +59,23 @@ type AdminCredentials struct {
 	Password string
 }
 
-// New opens the store (PostgreSQL with migrations applied, or memory),
-// loads or creates the signing keys, bootstraps the admin and binds the
-// listeners. The logger never receives secrets.
-func New(cfg Config, logger *slog.Logger) (*Service, error) {
+// New loads or creates the signing keys in st, bootstraps the admin and
+// binds the listeners. st is the store cmd/leaky opened from cfg
+// (PostgreSQL with migrations applied, or memory); the service never opens
+// one. New takes ownership of st: Run's end or Close closes it, and so does
+// New when it fails. The logger never receives secrets.
+func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
+		st.Close()
 		return nil, fmt.Errorf("authz config: %w", err)
 	}
 	pol, err := loadPolicy(cfg.PolicyPath)
 	if err != nil {
+		st.Close()
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := openStore(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return nil, err
-	}
 	s, err := newService(ctx, cfg, logger, st, pol)
 	if err != nil {
 		st.Close()

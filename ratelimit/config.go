@@ -30,6 +30,9 @@ type Config struct {
 	ConfigPath     string
 	ReloadInterval time.Duration // how often ConfigPath is checked for changes
 
+	// The store settings are the operator's, flags and environment like
+	// every other field, but the service never acts on them: cmd/leaky
+	// opens the store they name and hands it to New.
 	Store    string // "memory" or "redis"
 	RedisURL string // redis://[user:password@]host:port/db, for Store "redis"
 	// RedisTimeout bounds every Redis call (server side, below Envoy's 20 ms).

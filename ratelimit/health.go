@@ -1,8 +1,6 @@
 package ratelimit
 
 import (
-	"context"
-
 	"github.com/leakytokens/leaky/internal/serve"
 )
 
@@ -16,13 +14,8 @@ type storeHealth struct{ srv *serve.Server }
 // storeFailed asks for a check now; a call has just failed.
 func (h storeHealth) storeFailed() { h.srv.Recheck() }
 
-// storeProbe is the readiness probe of the store: Redis answers PING (the
-// memory store is always ready).
+// storeProbe is the readiness probe of the store: its Ping when it has one
+// (Redis answers PING; the memory store is always ready).
 func (s *Service) storeProbe() serve.Probe {
-	return serve.Probe{Name: "store", Check: func(ctx context.Context) error {
-		if s.redis == nil {
-			return nil
-		}
-		return s.redis.Ping(ctx)
-	}}
+	return serve.Probe{Name: "store", Check: s.ping}
 }

@@ -2,8 +2,6 @@ package ratelimit
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"runtime"
 	"sync/atomic"
@@ -14,7 +12,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/leakytokens/leaky/internal/serve"
-	"github.com/leakytokens/leaky/ratelimit/redisstore"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
@@ -25,9 +22,7 @@ const maxRecvMsg = 256 << 10
 type Service struct {
 	cfg     Config
 	log     *slog.Logger
-	store   store.Store
-	memory  *store.Memory     // set for the memory store
-	redis   *redisstore.Store // set for the Redis store
+	store   store.Store // owned: closed when the service ends
 	limits  atomic.Pointer[limits]
 	metrics *metrics
 	health  storeHealth
@@ -38,31 +33,23 @@ type Service struct {
 }
 
 // New validates cfg, loads the configuration (a bad file is an error naming
-// it), connects the store and builds the runtime, binding both listeners,
-// so the addresses are known before Run.
-func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
+// it) and binds both listeners, so the addresses are known before Run. It
+// decides on st, the store cmd/leaky opened from cfg (the service never
+// opens one; see storecaps.go for what else it uses of st when st offers
+// it), and takes ownership of it: Run's end or Close closes st, and so does
+// New when it fails.
+func New(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
+		closeStore(st)
 		return nil, err
 	}
 	l, err := loadLimits(cfg.ConfigPath)
 	if err != nil {
+		closeStore(st)
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: logger, storeLog: serve.NewThrottle(time.Second)}
+	s := &Service{cfg: cfg, log: logger, store: st, storeLog: serve.NewThrottle(time.Second)}
 	s.limits.Store(l)
-	switch cfg.Store {
-	case "redis":
-		rs, err := redisstore.New(ctx, redisstore.Options{
-			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout, PoolSize: cfg.RedisPoolSize,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("redis store: %w", err)
-		}
-		s.redis, s.store = rs, rs
-	default:
-		s.memory = store.NewMemory(store.MemoryOptions{MaxKeys: cfg.MemoryMaxKeys})
-		s.store = s.memory
-	}
 	s.metrics = newMetrics(s.evictions)
 	s.metrics.configOK.Inc()
 	s.reserve = NewReservations(s.store, nil, func() time.Duration {
@@ -114,34 +101,13 @@ func (s *Service) HTTPAddr() string { return s.srv.HTTPAddr() }
 // the actual amount later).
 func (s *Service) Reservations() *Reservations { return s.reserve }
 
-func (s *Service) evictions() float64 {
-	if s.memory == nil {
-		return 0
-	}
-	return float64(s.memory.Evictions())
-}
-
-func (s *Service) errorKind(err error) string {
-	if s.redis != nil {
-		return redisstore.ErrorKind(err)
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return "timeout"
-	}
-	return "other"
-}
-
 // Close releases a service that will not Run: its listeners and store.
 func (s *Service) Close() {
 	s.srv.Close()
 	s.closeStore()
 }
 
-func (s *Service) closeStore() {
-	if s.redis != nil {
-		s.redis.Close()
-	}
-}
+func (s *Service) closeStore() { closeStore(s.store) }
 
 // Run serves until ctx is cancelled, then stops as the runtime does: health
 // turns NOT_SERVING first, in-flight calls finish within ShutdownGrace, and
@@ -151,8 +117,8 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.watchConfig(gctx) })
 	g.Go(func() error { return s.reserve.Run(gctx) })
-	if s.memory != nil {
-		g.Go(func() error { return s.memory.Run(gctx) })
+	if r, ok := s.store.(runner); ok {
+		g.Go(func() error { return r.Run(gctx) })
 	}
 	g.Go(func() error { return s.srv.Run(gctx) })
 	return g.Wait()

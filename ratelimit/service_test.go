@@ -63,7 +63,7 @@ func start(t testing.TB, cfg Config) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := New(ctx, cfg, logger)
+	svc, err := New(ctx, cfg, logger, testStore(t, cfg))
 	if err != nil {
 		cancel()
 		t.Fatalf("New: %v", err)

@@ -26,7 +26,7 @@ func runAuthz(ctx context.Context, e env, args []string) error {
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = e.getenv("DATABASE_URL")
 	}
-	svc, err := authz.New(cfg, e.logger.With(serve.KeyService, "authz"))
+	svc, err := newAuthz(ctx, cfg, e.logger.With(serve.KeyService, "authz"))
 	if err != nil {
 		return err
 	}
@@ -50,9 +50,11 @@ func runAuthzMigrate(ctx context.Context, e env, args []string) error {
 	if cfg.DatabaseURL == "" {
 		return errors.New("authz migrate: -database-url (or LEAKY_DATABASE_URL, DATABASE_URL) is required")
 	}
-	if err := authz.Migrate(ctx, cfg.DatabaseURL); err != nil {
+	st, err := openAuthzStore(ctx, cfg.DatabaseURL) // applies the migrations
+	if err != nil {
 		return fmt.Errorf("authz migrate: %w", err)
 	}
+	st.Close()
 	fmt.Fprintln(e.stdout, "authz: migrations applied")
 	return nil
 }

@@ -38,11 +38,11 @@ func runDev(ctx context.Context, e env, args []string) error {
 	az.PolicyPath = rl.ConfigPath
 	rl.Config, az.Config = bounds, bounds
 
-	rls, err := ratelimit.New(ctx, rl, e.logger.With(serve.KeyService, "ratelimit"))
+	rls, err := newRatelimit(ctx, rl, e.logger.With(serve.KeyService, "ratelimit"))
 	if err != nil {
 		return fmt.Errorf("ratelimit: %w", err)
 	}
-	azs, err := authz.New(az, e.logger.With(serve.KeyService, "authz"))
+	azs, err := newAuthz(ctx, az, e.logger.With(serve.KeyService, "authz"))
 	if err != nil {
 		rls.Close()
 		return fmt.Errorf("authz: %w", err)

@@ -15,7 +15,7 @@ func runRatelimit(ctx context.Context, e env, args []string) error {
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	svc, err := ratelimit.New(ctx, cfg, e.logger.With(serve.KeyService, "ratelimit"))
+	svc, err := newRatelimit(ctx, cfg, e.logger.With(serve.KeyService, "ratelimit"))
 	if err != nil {
 		return err
 	}

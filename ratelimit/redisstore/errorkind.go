@@ -51,6 +51,10 @@ func ErrorKind(err error) string {
 	return "other"
 }
 
+// ErrorKind is the package's ErrorKind as a method, so a consumer holding
+// the Store behind an interface can classify its errors.
+func (s *Store) ErrorKind(err error) string { return ErrorKind(err) }
+
 // serverErrorKind classifies an error reply by its code, the first word.
 func serverErrorKind(msg string) string {
 	code, _, _ := strings.Cut(msg, " ")

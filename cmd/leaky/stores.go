@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/leakytokens/leaky/authz"
+	"github.com/leakytokens/leaky/authz/pgstore"
+	azstore "github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/ratelimit"
+	"github.com/leakytokens/leaky/ratelimit/redisstore"
+	rlstore "github.com/leakytokens/leaky/ratelimit/store"
+)
+
+// Adapters are chosen here and only here: the service packages declare the
+// store they need and never import Redis or PostgreSQL code
+// (TestServicesImportNoAdapter keeps it so).
+
+// openTimeout bounds opening the authz database and applying its
+// migrations before the service starts.
+const openTimeout = 30 * time.Second
+
+// newRatelimit validates cfg, opens the bucket store it names and builds the
+// service on it. The service owns the store from then on.
+func newRatelimit(ctx context.Context, cfg ratelimit.Config, logger *slog.Logger) (*ratelimit.Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := openRatelimitStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return ratelimit.New(ctx, cfg, logger, st)
+}
+
+// openRatelimitStore returns Redis for -store redis, else the memory store.
+func openRatelimitStore(ctx context.Context, cfg ratelimit.Config) (rlstore.Store, error) {
+	if cfg.Store != "redis" {
+		return rlstore.NewMemory(rlstore.MemoryOptions{MaxKeys: cfg.MemoryMaxKeys}), nil
+	}
+	rs, err := redisstore.New(ctx, redisstore.Options{
+		URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout, PoolSize: cfg.RedisPoolSize,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redis store: %w", err)
+	}
+	return rs, nil
+}
+
+// newAuthz validates cfg, opens the store it names (PostgreSQL with the
+// migrations applied, or memory) and builds the service on it. The service
+// owns the store from then on.
+func newAuthz(ctx context.Context, cfg authz.Config, logger *slog.Logger) (*authz.Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("authz config: %w", err)
+	}
+	octx, cancel := context.WithTimeout(ctx, openTimeout)
+	defer cancel()
+	st, err := openAuthzStore(octx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	return authz.New(cfg, logger, st)
+}
+
+// openAuthzStore returns the memory store for an empty url, else PostgreSQL
+// with the embedded migrations applied.
+func openAuthzStore(ctx context.Context, url string) (azstore.Store, error) {
+	if url == "" {
+		return azstore.NewMemory(), nil
+	}
+	s, err := pgstore.Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
