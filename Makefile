@@ -5,7 +5,7 @@ GO          ?= go
 BIN         := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run build test bench lint deps clean
+.PHONY: run build test test-cold bench lint deps clean
 
 build:
 	$(GO) build -o $(BIN)/leaky ./cmd/leaky
@@ -15,6 +15,11 @@ run: build
 
 test:
 	bash scripts/test.sh
+
+# The test suite from a fresh clone of HEAD with an empty build cache and a CPU hog per core,
+# RUNS times (default 3).
+test-cold:
+	bash scripts/cold-test.sh
 
 bench:
 	bash scripts/bench.sh

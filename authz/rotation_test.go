@@ -87,8 +87,8 @@ func testReuseRace(t *testing.T, st store.Store) {
 	}()
 	select {
 	case <-gs.held:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the concurrent refresh never reached CreateToken")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the concurrent refresh never reached CreateToken within 30s")
 	}
 	if code, body := refresh(u.RefreshToken); code != 400 || body["error"] != "invalid_grant" {
 		t.Errorf("reuse = %d %v, want 400 invalid_grant", code, body["error"])

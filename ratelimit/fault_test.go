@@ -51,12 +51,16 @@ func TestRedisFailureModeAndRecovery(t *testing.T) {
 	rd := testenv.StartRedis(t)
 	cfg := testConfig(t, "redis", "policy.yaml", "messaging.yaml")
 	cfg.RedisURL = rd.URL
+	cfg.RedisTimeout = DefaultConfig().RedisTimeout // the production deadline is under test
 	s := start(t, cfg)
 	ready := func() int { code, _ := httpGet(t, "http://"+s.svc.HTTPAddr()+"/readyz"); return code }
 	user := "provider=openai,tier=free,user=fault"
-	if r, _, err := s.askTimed("leaky-tokens", 1, user); err != nil || r.OverallCode != rlsv3.RateLimitResponse_OK {
-		t.Fatalf("before the fault: %v %v", r.GetOverallCode(), err)
-	}
+	// With the 15 ms deadline one call on a loaded machine may get the
+	// failure mode (deny) although Redis is up: wait for a decision.
+	eventually(t, "a decision before the fault", func() bool {
+		r, _, err := s.askTimed("leaky-tokens", 1, user)
+		return err == nil && r.OverallCode == rlsv3.RateLimitResponse_OK
+	})
 
 	for _, fault := range []struct {
 		name         string
@@ -154,7 +158,7 @@ func TestShutdownTurnsHealthNotServingFirst(t *testing.T) {
 		if err != nil {
 			t.Errorf("Run = %v, want nil", err)
 		}
-	case <-time.After(cfg.ShutdownGrace + 5*time.Second):
+	case <-time.After(cfg.ShutdownGrace + 30*time.Second): // a loaded machine
 		t.Fatal("Run did not return after shutdown")
 	}
 }
@@ -166,6 +170,7 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	rd := testenv.StartRedis(t)
 	cfg := testConfig(t, "redis", "policy.yaml")
 	cfg.RedisURL = rd.URL
+	cfg.RedisTimeout = DefaultConfig().RedisTimeout // failure answers within the production deadline
 	s := start(t, cfg)
 	stop := make(chan struct{})
 	var answered, denied, failed atomic.Int64

@@ -100,7 +100,7 @@ func TestDevServesTheWalkthrough(t *testing.T) {
 	}()
 	var rlAddr string
 	re := regexp.MustCompile(`rlcheck -addr (127\.0\.0\.1:\d+)`)
-	for deadline := time.Now().Add(10 * time.Second); rlAddr == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); rlAddr == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if m := re.FindStringSubmatch(stdout.String()); m != nil {
 			rlAddr = m[1]
 		}
@@ -133,7 +133,7 @@ func TestDevServesTheWalkthrough(t *testing.T) {
 		t.Fatalf("walk-through lacks an authcheck call:\n%s", stdout.String())
 	}
 	out.Reset()
-	if err := run(ctx, []string{"authcheck", "-addr", azAddr[1], "-H", "authorization: Bearer not-a-token"}, testEnv(&out, &out, nil)); err != nil {
+	if err := run(ctx, []string{"authcheck", "-addr", azAddr[1], "-timeout", "30s", "-H", "authorization: Bearer not-a-token"}, testEnv(&out, &out, nil)); err != nil {
 		t.Fatalf("authcheck: %v", err)
 	}
 	if !strings.Contains(out.String(), "deniedResponse") {
@@ -186,8 +186,8 @@ func startProcess(t *testing.T, bin string, env []string) string {
 	select {
 	case a := <-addr:
 		return a
-	case <-time.After(20 * time.Second):
-		t.Fatal("leaky ratelimit did not start")
+	case <-time.After(60 * time.Second): // a loaded machine
+		t.Fatal("leaky ratelimit did not start within 60s")
 		return ""
 	}
 }

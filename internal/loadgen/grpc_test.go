@@ -246,7 +246,7 @@ func TestFloor(t *testing.T) {
 		if err != nil {
 			t.Errorf("ServeFloor() = %v after cancel, want nil", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("ServeFloor did not return within 5 s of cancel")
+	case <-time.After(30 * time.Second): // a hang guard for a loaded machine
+		t.Fatal("ServeFloor did not return within 30 s of cancel")
 	}
 }

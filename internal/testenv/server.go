@@ -193,7 +193,8 @@ func startRedis(dir string) (*Server, error) {
 		if err := cmd.Start(); err != nil {
 			return nil, err
 		}
-		if err := waitTCP(addr, 10*time.Second); err != nil {
+		// Generous: a loaded machine (a cold build beside the tests) is slow to exec.
+		if err := waitTCP(addr, 30*time.Second); err != nil {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 			return nil, fmt.Errorf("redis-server on %s: %w", addr, err)
@@ -286,7 +287,8 @@ func startPostgres(dir string) (*Server, error) {
 		if err := cmd.Start(); err != nil {
 			return nil, err
 		}
-		if err := waitPostgres(s.URL, 30*time.Second); err != nil {
+		// Generous: crash recovery after Kill on a loaded machine.
+		if err := waitPostgres(s.URL, 90*time.Second); err != nil {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 			return nil, fmt.Errorf("postgres on %s: %w", addr, err)

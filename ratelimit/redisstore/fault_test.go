@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -89,18 +90,37 @@ func waitDecide(t *testing.T, s *Store, d time.Duration) {
 func TestKillMidLoad(t *testing.T) {
 	srv := testenv.StartRedis(t)
 	s := open(t, Options{URL: srv.URL}) // the default 15 ms deadline
-	waitDecide(t, s, 5*time.Second)
+	waitDecide(t, s, 30*time.Second)
 	l := startLoad(s)
 	defer l.end()
 	time.Sleep(200 * time.Millisecond)
 	l.reset()
 
 	srv.Kill()
-	time.Sleep(500 * time.Millisecond)
-	slowest, kinds := l.reset()
+	// Collect until the load has met the dead server a good many times, not
+	// for a fixed while: on a loaded machine the workers may barely run.
+	var slowest time.Duration
+	kinds := map[string]int{}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		time.Sleep(100 * time.Millisecond)
+		sl, k := l.reset()
+		slowest = max(slowest, sl)
+		total := 0
+		for kind, n := range k {
+			kinds[kind] += n
+		}
+		for _, n := range kinds {
+			total += n
+		}
+		if total >= 50 || time.Now().After(deadline) {
+			break
+		}
+	}
 	t.Logf("with Redis dead: slowest call %v, error kinds %v", slowest, kinds)
-	if slowest >= time.Second {
-		t.Errorf("slowest call with Redis dead took %v, want well under 1 s", slowest)
+	// A bound against a hang (retries, dial back-offs) with a margin for a
+	// descheduled call, not a measure of the 15 ms deadline.
+	if slowest >= 2*time.Second {
+		t.Errorf("slowest call with Redis dead took %v, want well under 2 s", slowest)
 	}
 	if kinds["connection"]+kinds["timeout"] == 0 {
 		t.Errorf("error kinds with Redis dead = %v, want connection or timeout errors", kinds)
@@ -117,7 +137,7 @@ func TestKillMidLoad(t *testing.T) {
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	waitDecide(t, s, 10*time.Second)
+	waitDecide(t, s, 30*time.Second)
 	if err := s.Ping(context.Background()); err != nil {
 		t.Errorf("Ping after restart = %v", err)
 	}
@@ -128,17 +148,22 @@ func TestKillMidLoad(t *testing.T) {
 func TestStopped(t *testing.T) {
 	srv := testenv.StartRedis(t)
 	s := open(t, Options{URL: srv.URL}) // the default 15 ms deadline
-	waitDecide(t, s, 5*time.Second)
+	waitDecide(t, s, 30*time.Second)
 	srv.Stop()
 	defer srv.Cont() // before the server's cleanup, should an assertion stop the test
 	it := store.Item{Key: "k", Limit: 10, Period: sec, Hits: 1}
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var took []time.Duration
 	for range 8 {
 		wg.Go(func() {
 			for range 5 {
 				start := time.Now()
 				_, err := s.Decide(context.Background(), []store.Item{it})
-				took := time.Since(start)
+				d := time.Since(start)
+				mu.Lock()
+				took = append(took, d)
+				mu.Unlock()
 				if err == nil {
 					t.Error("Decide against a stopped Redis succeeded")
 					return
@@ -146,18 +171,21 @@ func TestStopped(t *testing.T) {
 				if kind := ErrorKind(err); kind != "timeout" {
 					t.Errorf("Decide against a stopped Redis: %v, kind %q, want timeout", err, kind)
 				}
-				if took > 500*time.Millisecond {
-					t.Errorf("Decide against a stopped Redis took %v, want about the 15 ms deadline", took)
-				}
 			}
 		})
 	}
 	wg.Wait()
+	// One call on a loaded machine may be descheduled: judge the median
+	// with a margin, and every call against a hang (retries, back-offs).
+	slices.Sort(took)
+	if med, slowest := took[len(took)/2], took[len(took)-1]; med > 100*time.Millisecond || slowest > 2*time.Second {
+		t.Errorf("Decide against a stopped Redis: median %v, slowest %v; want about the 15 ms deadline (median ≤ 100 ms, slowest ≤ 2 s)", med, slowest)
+	}
 	if err := s.Ping(context.Background()); ErrorKind(err) != "timeout" {
 		t.Errorf("Ping against a stopped Redis = %v, want a timeout", err)
 	}
 	srv.Cont()
-	waitDecide(t, s, 5*time.Second)
+	waitDecide(t, s, 30*time.Second)
 }
 
 // TestOOM: at maxmemory with noeviction, a charging decision fails with kind

@@ -47,6 +47,10 @@ const (
 	DefaultTimeout = 15 * time.Millisecond // under Envoy's 20 ms rate-limit timeout
 )
 
+// startTimeout bounds each round trip of New's script loads (the caller's
+// ctx bounds them all).
+const startTimeout = 5 * time.Second
+
 // Options configures New.
 type Options struct {
 	// URL is the Redis URL: redis://[user:password@]host:port/db, or
@@ -115,8 +119,11 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		ro.PoolSize = opts.PoolSize
 	}
 	s.c = redis.NewClient(ro)
+	// Loading the scripts is a start-up step bounded by ctx, not a decision:
+	// the per-call deadline (15 ms) would fail a start on a busy machine.
+	loader := s.c.WithTimeout(startTimeout)
 	for _, sc := range []*redis.Script{s.decide, s.adjust} {
-		if err := sc.Load(ctx, s.c).Err(); err != nil {
+		if err := sc.Load(ctx, loader).Err(); err != nil {
 			s.c.Close()
 			return nil, fmt.Errorf("redis script load: %w", err)
 		}
