@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,7 +82,7 @@ func (f *fakeStore) Close() {
 // closes it.
 func TestServiceOnAFakeStore(t *testing.T) {
 	fs := &fakeStore{Store: store.NewMemory()}
-	svc, err := New(testConfig(), slog.New(slog.DiscardHandler), fs)
+	svc, err := newTestService(testConfig(), slog.New(slog.DiscardHandler), fs)
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}
@@ -129,18 +130,23 @@ func TestNewClosesTheStoreWhenItFails(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
 		mutate func(*Config)
+		want   string // in the error
 	}{
-		{"invalid config", func(c *Config) { c.Issuer = "" }},
-		{"missing policy", func(c *Config) { c.PolicyPath = t.TempDir() + "/absent.yaml" }},
-		{"unbindable address", func(c *Config) { c.HTTPAddr = "256.0.0.1:0" }},
+		{"invalid config", func(c *Config) { c.Issuer = "" }, "issuer"},
+		{"missing policy", func(c *Config) { c.PolicyPath = t.TempDir() + "/absent.yaml" }, "absent.yaml"},
+		{"unbindable address", func(c *Config) { c.HTTPAddr = "256.0.0.1:0" }, "256.0.0.1"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig()
 			tt.mutate(&cfg)
 			fs := &fakeStore{Store: store.NewMemory()}
-			if svc, err := New(cfg, slog.New(slog.DiscardHandler), fs); err == nil {
+			svc, err := newTestService(cfg, slog.New(slog.DiscardHandler), fs)
+			if err == nil {
 				svc.Close()
 				t.Fatal("New() = nil error, want one")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New() = %v, want an error about %q", err, tt.want)
 			}
 			if !fs.closed.Load() {
 				t.Error("New failed without closing the store it was given")

@@ -32,8 +32,7 @@ func startPG(t *testing.T, url string, mutate func(*Config)) (ts *testService, s
 }
 
 // startPGWith is startPG with prepare, when non-nil, called on the built
-// Service before it runs. New holds CheckTimeout to Envoy's budget, so a
-// longer one from the config (testCheckTimeout) is set after New.
+// Service before it runs.
 func startPGWith(t *testing.T, url string, mutate func(*Config), prepare func(*Service)) (ts *testService, stop func()) {
 	t.Helper()
 	cfg := testConfig()
@@ -41,14 +40,11 @@ func startPGWith(t *testing.T, url string, mutate func(*Config), prepare func(*S
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	checkTimeout := cfg.CheckTimeout
-	cfg.CheckTimeout = min(checkTimeout, DefaultConfig().CheckTimeout)
 	logs := &logBuffer{}
-	svc, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), testStore(t, cfg))
+	svc, err := newTestService(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), testStore(t, cfg))
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}
-	svc.cfg.CheckTimeout, svc.keys.timeout = checkTimeout, checkTimeout
 	if prepare != nil {
 		prepare(svc)
 	}
@@ -108,7 +104,7 @@ func TestPostgresRestartKeepsTokens(t *testing.T) {
 	// A replica with the wrong secret cannot start: it cannot unseal the keys.
 	cfg := testConfig()
 	cfg.DatabaseURL, cfg.SigningSecret = url, "another-secret-0123456789"
-	if svc, err := New(cfg, slog.New(slog.DiscardHandler), testStore(t, cfg)); err == nil {
+	if svc, err := newTestService(cfg, slog.New(slog.DiscardHandler), testStore(t, cfg)); err == nil {
 		svc.Close()
 		t.Error("New() with the wrong signing secret = nil error")
 	}

@@ -64,6 +64,19 @@ func testConfig() Config {
 	return c
 }
 
+// newTestService is New for a test: New holds CheckTimeout to Envoy's
+// budget, so a longer one from cfg (testCheckTimeout) is set after New.
+func newTestService(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
+	checkTimeout := cfg.CheckTimeout
+	cfg.CheckTimeout = min(checkTimeout, DefaultConfig().CheckTimeout)
+	svc, err := New(cfg, logger, st)
+	if err != nil {
+		return nil, err
+	}
+	svc.cfg.CheckTimeout, svc.keys.timeout = checkTimeout, checkTimeout
+	return svc, nil
+}
+
 // fakeClock is a settable clock for the API key cache; safe for concurrent
 // use.
 type fakeClock struct{ ns atomic.Int64 }
