@@ -20,14 +20,14 @@ var errClientRevoked = errors.New("the client's owner no longer holds the author
 // TokenTTL; role, organisation and key management must not trust them, or a
 // revoked ADMIN keeps managing until the token expires. Orgs is left empty:
 // organisation decisions read the memberships from the store (orgAdmin).
-func (s *Service) authority(r *http.Request) (Principal, error) {
+func (s *Service) authority(r *http.Request) (store.Principal, error) {
 	p, err := s.principal(r, false)
 	if err != nil {
-		return Principal{}, err
+		return store.Principal{}, err
 	}
 	cur, err := s.currentPrincipal(r.Context(), p.UserID)
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, errClientRevoked) {
-		return Principal{}, errUnauthenticated
+		return store.Principal{}, errUnauthenticated
 	}
 	return cur, err
 }
@@ -35,16 +35,16 @@ func (s *Service) authority(r *http.Request) (Principal, error) {
 // currentPrincipal reads subject's current roles: a user's in one lookup,
 // else a client's (see clientPrincipal). It fails with store.ErrNotFound
 // when subject is neither.
-func (s *Service) currentPrincipal(ctx context.Context, subject string) (Principal, error) {
+func (s *Service) currentPrincipal(ctx context.Context, subject string) (store.Principal, error) {
 	u, err := s.store.UserByID(ctx, subject)
 	if err == nil {
-		return Principal{UserID: u.ID, Roles: u.Roles}, nil
+		return store.Principal{UserID: u.ID, Roles: u.Roles}, nil
 	} else if !errors.Is(err, store.ErrNotFound) {
-		return Principal{}, err
+		return store.Principal{}, err
 	}
 	c, err := s.store.Client(ctx, subject)
 	if err != nil {
-		return Principal{}, err
+		return store.Principal{}, err
 	}
 	return s.clientPrincipal(ctx, c)
 }
@@ -54,15 +54,15 @@ func (s *Service) currentPrincipal(ctx context.Context, subject string) (Princip
 // as at creation), and its organisation while the owner still administers
 // it (or is ADMIN). A missing owner, or an owner who no longer administers
 // the organisation, fails with errClientRevoked.
-func (s *Service) clientPrincipal(ctx context.Context, c store.Client) (Principal, error) {
+func (s *Service) clientPrincipal(ctx context.Context, c store.Client) (store.Principal, error) {
 	owner, err := s.store.UserByID(ctx, c.OwnerID)
 	if errors.Is(err, store.ErrNotFound) {
-		return Principal{}, fmt.Errorf("client %s: owner gone: %w", c.ID, errClientRevoked)
+		return store.Principal{}, fmt.Errorf("client %s: owner gone: %w", c.ID, errClientRevoked)
 	} else if err != nil {
-		return Principal{}, err
+		return store.Principal{}, err
 	}
 	ownerAdmin := slices.Contains(owner.Roles, store.RoleAdmin)
-	p := Principal{UserID: c.ID, Roles: []string{}}
+	p := store.Principal{UserID: c.ID, Roles: []string{}}
 	for _, role := range c.Roles {
 		if ownerAdmin || slices.Contains(owner.Roles, role) {
 			p.Roles = append(p.Roles, role)
@@ -74,10 +74,10 @@ func (s *Service) clientPrincipal(ctx context.Context, c store.Client) (Principa
 	if !ownerAdmin {
 		mems, err := s.store.Members(ctx, c.OrgID)
 		if err != nil {
-			return Principal{}, err
+			return store.Principal{}, err
 		}
 		if !slices.ContainsFunc(mems, func(m store.Member) bool { return m.UserID == owner.ID && m.Admin }) {
-			return Principal{}, fmt.Errorf("client %s: owner not an admin of %s: %w", c.ID, c.OrgID, errClientRevoked)
+			return store.Principal{}, fmt.Errorf("client %s: owner not an admin of %s: %w", c.ID, c.OrgID, errClientRevoked)
 		}
 	}
 	p.Orgs = []string{c.OrgID}

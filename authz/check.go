@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/leakytokens/leaky/authz/keyring"
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/policy"
@@ -36,7 +37,7 @@ var orgIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,62}$`)
 // an API key through the keyVerifier's cache, else the store under the
 // Check deadline.
 type checkServer struct {
-	tokens  *tokens
+	tokens  *keyring.Tokens
 	keys    *keyVerifier
 	policy  *atomic.Pointer[policy.Policy]
 	cfg     *Config
@@ -163,13 +164,13 @@ var selfPaths = []string{"/api/v1/auth/", "/oauth2/"}
 // is added to remove: neither our API keys nor our JWTs reach the upstream.
 // Under selfPaths the credentials stay, and Authorization wins, as in the
 // HTTP API.
-func (s *checkServer) authenticate(ctx context.Context, h map[string]string, self bool, remove *[]string) (Principal, string, error) {
+func (s *checkServer) authenticate(ctx context.Context, h map[string]string, self bool, remove *[]string) (store.Principal, string, error) {
 	raw, isKey := "", false
 	k, hasKey := h[contract.HeaderAPIKey]
 	a, hasAuth := h["authorization"]
 	switch {
 	case hasKey && hasAuth && !self:
-		return Principal{}, "none", unauthenticated("send one credential: X-Api-Key or Authorization, not both")
+		return store.Principal{}, "none", unauthenticated("send one credential: X-Api-Key or Authorization, not both")
 	case hasKey && !hasAuth:
 		if !self {
 			*remove = append(*remove, contract.HeaderAPIKey)
@@ -179,40 +180,36 @@ func (s *checkServer) authenticate(ctx context.Context, h map[string]string, sel
 		scheme, tok, found := strings.Cut(strings.TrimSpace(a), " ")
 		tok = strings.TrimSpace(tok)
 		if !found || !strings.EqualFold(scheme, "bearer") || tok == "" || strings.ContainsAny(tok, " ,") {
-			return Principal{}, "none", unauthenticated("authorization must be a single Bearer token")
+			return store.Principal{}, "none", unauthenticated("authorization must be a single Bearer token")
 		}
 		if !self {
 			*remove = append(*remove, "authorization")
 		}
 		raw, isKey = tok, strings.HasPrefix(tok, "lt_")
 	default:
-		return Principal{}, "none", unauthenticated("credentials required: Authorization: Bearer <token> or X-Api-Key")
+		return store.Principal{}, "none", unauthenticated("credentials required: Authorization: Bearer <token> or X-Api-Key")
 	}
 	if len(raw) > maxCredentialLen {
-		return Principal{}, "none", unauthenticated("credential too long")
+		return store.Principal{}, "none", unauthenticated("credential too long")
 	}
 	if isKey {
 		p, how, err := s.keys.verify(ctx, raw)
 		s.metrics.keyCache.WithLabelValues(how).Inc()
 		switch {
 		case errors.Is(err, errKeyInvalid):
-			return Principal{}, "api_key", unauthenticated("invalid api key")
+			return store.Principal{}, "api_key", unauthenticated("invalid api key")
 		case errors.Is(err, errKeyExpired):
-			return Principal{}, "api_key", unauthenticated("api key expired")
+			return store.Principal{}, "api_key", unauthenticated("api key expired")
 		case err != nil:
-			return Principal{}, "api_key", err
+			return store.Principal{}, "api_key", err
 		}
 		return p, "api_key", nil
 	}
-	c, err := s.tokens.verify(raw)
+	c, err := s.tokens.Verify(raw)
 	if err != nil {
-		return Principal{}, "jwt", unauthenticated("invalid or expired token")
+		return store.Principal{}, "jwt", unauthenticated("invalid or expired token")
 	}
-	return principalOf(c), "jwt", nil
-}
-
-func principalOf(c *Claims) Principal {
-	return Principal{UserID: c.Subject, Roles: store.NormRoles(c.Roles), Orgs: c.Orgs}
+	return c.Principal(), "jwt", nil
 }
 
 // requestHeaders returns the request's headers by lower-case name, from

@@ -14,6 +14,7 @@ import (
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/handler/oauth2"
 
+	"github.com/leakytokens/leaky/authz/keyring"
 	"github.com/leakytokens/leaky/authz/store"
 )
 
@@ -292,7 +293,7 @@ func (secretHasher) Compare(_ context.Context, hash, data []byte) error {
 // to fosite's HMAC strategy.
 type accessTokenStrategy struct {
 	*oauth2.HMACSHAStrategy
-	tokens *tokens
+	tokens *keyring.Tokens
 }
 
 var _ oauth2.CoreStrategy = (*accessTokenStrategy)(nil)
@@ -309,13 +310,13 @@ func (a *accessTokenStrategy) GenerateAccessToken(_ context.Context, r fosite.Re
 	if !ok {
 		return "", "", fmt.Errorf("unexpected session type %T", r.GetSession())
 	}
-	c := Claims{Roles: sess.Roles, Orgs: sess.Orgs, ClientID: r.GetClient().GetID(), Scope: r.GetGrantedScopes()}
+	c := keyring.Claims{Roles: sess.Roles, Orgs: sess.Orgs, ClientID: r.GetClient().GetID(), Scope: r.GetGrantedScopes()}
 	c.Subject = sess.Subject
 	c.Audience = append(c.Audience, r.GetGrantedAudience()...)
 	if exp := sess.GetExpiresAt(fosite.AccessToken); !exp.IsZero() {
 		c.ExpiresAt = jwt.NewNumericDate(exp)
 	}
-	tok, err := a.tokens.issue(c)
+	tok, err := a.tokens.Issue(c)
 	if err != nil {
 		return "", "", err
 	}
@@ -323,7 +324,7 @@ func (a *accessTokenStrategy) GenerateAccessToken(_ context.Context, r fosite.Re
 }
 
 func (a *accessTokenStrategy) ValidateAccessToken(_ context.Context, _ fosite.Requester, token string) error {
-	if _, err := a.tokens.verify(token); err != nil {
+	if _, err := a.tokens.Verify(token); err != nil {
 		return fosite.ErrTokenExpired.WithWrap(err)
 	}
 	return nil

@@ -52,10 +52,10 @@ func unmatched(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) jwks(w http.ResponseWriter, _ *http.Request) {
-	set := s.ring.set()
+	set := s.ring.Set()
 	w.Header().Set("Content-Type", "application/jwk-set+json")
 	w.Header().Set("Cache-Control", "public, max-age=60")
-	_, _ = w.Write(set.jwks)
+	_, _ = w.Write(set.JWKS())
 }
 
 // statusWriter records the status code for the request log and metrics.

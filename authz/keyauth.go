@@ -52,7 +52,7 @@ type keyVerifier struct {
 
 type keyEntry struct {
 	keyID      string
-	principal  Principal
+	principal  store.Principal
 	valid      bool
 	keyExpires time.Time // zero: never
 	until      time.Time // cache expiry
@@ -73,10 +73,10 @@ const (
 // verify returns the key's owner, or errKeyInvalid, errKeyExpired, or an
 // error wrapping errStore, and how it got there (keyHit, keyMiss,
 // keyMalformed).
-func (v *keyVerifier) verify(ctx context.Context, raw string) (p Principal, how string, err error) {
+func (v *keyVerifier) verify(ctx context.Context, raw string) (p store.Principal, how string, err error) {
 	key, err := apikey.Parse(raw)
 	if err != nil {
-		return Principal{}, keyMalformed, errKeyInvalid
+		return store.Principal{}, keyMalformed, errKeyInvalid
 	}
 	d := key.Digest()
 	now := v.now()
@@ -86,7 +86,7 @@ func (v *keyVerifier) verify(ctx context.Context, raw string) (p Principal, how 
 	v.mu.RUnlock()
 	how = keyHit
 	if !ok && refused && now.Before(negUntil) {
-		return Principal{}, how, errKeyInvalid
+		return store.Principal{}, how, errKeyInvalid
 	}
 	if !ok || !now.Before(e.until) {
 		how = keyMiss
@@ -94,18 +94,18 @@ func (v *keyVerifier) verify(ctx context.Context, raw string) (p Principal, how 
 		select {
 		case r := <-ch:
 			if r.Err != nil {
-				return Principal{}, how, r.Err
+				return store.Principal{}, how, r.Err
 			}
 			e = r.Val.(keyEntry)
 		case <-ctx.Done():
-			return Principal{}, how, fmt.Errorf("%w: %w", errStore, ctx.Err())
+			return store.Principal{}, how, fmt.Errorf("%w: %w", errStore, ctx.Err())
 		}
 	}
 	switch {
 	case !e.valid:
-		return Principal{}, how, errKeyInvalid
+		return store.Principal{}, how, errKeyInvalid
 	case !e.keyExpires.IsZero() && !now.Before(e.keyExpires):
-		return Principal{}, how, errKeyExpired
+		return store.Principal{}, how, errKeyExpired
 	}
 	return e.principal, how, nil
 }
@@ -143,7 +143,7 @@ func (v *keyVerifier) lookup(ctx context.Context, key apikey.Key) (keyEntry, err
 		return keyEntry{}, fmt.Errorf("%w: api key owner's organisations: %w", errStore, err)
 	}
 	e.valid, e.keyExpires = true, rec.ExpiresAt
-	e.principal = Principal{UserID: u.ID, Roles: u.Roles, Orgs: orgs}
+	e.principal = store.Principal{UserID: u.ID, Roles: u.Roles, Orgs: orgs}
 	v.put(key.Digest(), e)
 	return e, nil
 }

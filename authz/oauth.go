@@ -16,6 +16,7 @@ import (
 	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/fosite/token/hmac"
 
+	"github.com/leakytokens/leaky/authz/keyring"
 	"github.com/leakytokens/leaky/authz/store"
 )
 
@@ -23,7 +24,7 @@ import (
 // client_credentials, refresh_token (rotating, with family revocation on
 // reuse), introspection and revocation. Access tokens are the service's
 // JWTs; refresh tokens are fosite HMAC tokens keyed by the signing secret.
-func newOAuth(cfg Config, st store.Store, t *tokens, secret string) (fosite.OAuth2Provider, *fositeStore, *accessTokenStrategy) {
+func newOAuth(cfg Config, st store.Store, t *keyring.Tokens, secret string) (fosite.OAuth2Provider, *fositeStore, *accessTokenStrategy) {
 	global := sha256.Sum256([]byte("leaky-tokens oauth2 hmac v1:" + secret))
 	fc := &fosite.Config{
 		AccessTokenLifespan:        cfg.TokenTTL,
@@ -192,13 +193,13 @@ func (s *Service) metadata(w http.ResponseWriter, _ *http.Request) {
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "none"},
 		"introspection_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post"},
 		"revocation_endpoint_auth_methods_supported":       []string{"client_secret_basic", "client_secret_post", "none"},
-		"token_endpoint_auth_signing_alg_values_supported": []string{signingAlg},
+		"token_endpoint_auth_signing_alg_values_supported": []string{keyring.Alg},
 	})
 }
 
 // issuePair issues an access token and a rotating refresh token of the
 // first-party client for p, recorded like any /oauth2/token grant.
-func (s *Service) issuePair(ctx context.Context, p Principal) (string, string, error) {
+func (s *Service) issuePair(ctx context.Context, p store.Principal) (string, string, error) {
 	client, err := s.fstore.GetClient(ctx, firstPartyClientID)
 	if err != nil {
 		return "", "", err

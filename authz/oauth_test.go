@@ -174,7 +174,7 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 		}
 		_ = json.NewDecoder(resp.Body).Decode(&doc)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || len(doc.Keys) == 0 || doc.Keys[0]["kid"] != ts.ring.set().signKID || doc.Keys[0]["d"] != nil {
+		if resp.StatusCode != 200 || len(doc.Keys) == 0 || doc.Keys[0]["kid"] != ts.ring.Set().KID() || doc.Keys[0]["d"] != nil {
 			t.Errorf("GET %s = %d %v, want the public signing key", path, resp.StatusCode, doc)
 		}
 	}

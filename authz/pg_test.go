@@ -83,11 +83,11 @@ func TestPostgresRestartKeepsTokens(t *testing.T) {
 	a, stopA := startPG(t, url, nil)
 	u := a.register(t, "persist")
 	key := a.newKey(t, u.Token, nil)
-	kid := a.ring.set().signKID
+	kid := a.ring.Set().KID()
 	stopA()
 
 	b, _ := startPG(t, url, nil)
-	if got := b.ring.set().signKID; got != kid {
+	if got := b.ring.Set().KID(); got != kid {
 		t.Errorf("signing kid after restart = %q, want %q", got, kid)
 	}
 	for name, h := range map[string]map[string]string{

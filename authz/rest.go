@@ -57,38 +57,38 @@ var errUnauthenticated = &apiError{http.StatusUnauthorized, "unauthenticated", "
 
 // principal authenticates an HTTP API caller by Bearer JWT, or by API key
 // when apiKeyAllowed.
-func (s *Service) principal(r *http.Request, apiKeyAllowed bool) (Principal, error) {
+func (s *Service) principal(r *http.Request, apiKeyAllowed bool) (store.Principal, error) {
 	if a := r.Header.Get("Authorization"); a != "" {
 		scheme, tok, ok := strings.Cut(strings.TrimSpace(a), " ")
 		tok = strings.TrimSpace(tok)
 		if !ok || !strings.EqualFold(scheme, "bearer") || len(tok) > maxCredentialLen {
-			return Principal{}, errUnauthenticated
+			return store.Principal{}, errUnauthenticated
 		}
 		if !strings.HasPrefix(tok, "lt_") {
-			c, err := s.tokens.verify(tok)
+			c, err := s.tokens.Verify(tok)
 			if err != nil {
-				return Principal{}, errUnauthenticated
+				return store.Principal{}, errUnauthenticated
 			}
-			return principalOf(c), nil
+			return c.Principal(), nil
 		}
 		if !apiKeyAllowed {
-			return Principal{}, errUnauthenticated
+			return store.Principal{}, errUnauthenticated
 		}
 		return s.keyPrincipal(r.Context(), tok)
 	}
 	if k := r.Header.Get("X-Api-Key"); k != "" && apiKeyAllowed {
 		return s.keyPrincipal(r.Context(), k)
 	}
-	return Principal{}, errUnauthenticated
+	return store.Principal{}, errUnauthenticated
 }
 
-func (s *Service) keyPrincipal(ctx context.Context, raw string) (Principal, error) {
+func (s *Service) keyPrincipal(ctx context.Context, raw string) (store.Principal, error) {
 	p, _, err := s.keys.verify(ctx, raw)
 	switch {
 	case errors.Is(err, errKeyInvalid), errors.Is(err, errKeyExpired):
-		return Principal{}, errUnauthenticated
+		return store.Principal{}, errUnauthenticated
 	case err != nil:
-		return Principal{}, err
+		return store.Principal{}, err
 	}
 	return p, nil
 }
@@ -183,7 +183,7 @@ func (s *Service) session(ctx context.Context, u store.User, grant string) (auth
 	if err != nil {
 		return authResponse{}, err
 	}
-	p := Principal{UserID: u.ID, Roles: u.Roles, Orgs: orgs}
+	p := store.Principal{UserID: u.ID, Roles: u.Roles, Orgs: orgs}
 	access, refresh, err := s.issuePair(ctx, p)
 	if err != nil {
 		return authResponse{}, err

@@ -32,7 +32,7 @@ func toKeyJSON(k store.APIKey) keyJSON {
 
 // owner resolves the user a key request is about: the userId given (only
 // the caller itself unless ADMIN) or the caller.
-func owner(p Principal, userID string) (string, error) {
+func owner(p store.Principal, userID string) (string, error) {
 	userID = strings.TrimSpace(userID)
 	if userID == "" || userID == p.UserID {
 		return p.UserID, nil

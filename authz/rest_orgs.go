@@ -71,7 +71,7 @@ func (s *Service) listOrgs(w http.ResponseWriter, r *http.Request) error {
 // orgAdmin checks the caller may manage org: an organisation admin or
 // ADMIN. To anyone else who is not a member, the organisation does not
 // exist (404); to a plain member management is forbidden (403).
-func (s *Service) orgAdmin(r *http.Request, p Principal, org string) error {
+func (s *Service) orgAdmin(r *http.Request, p store.Principal, org string) error {
 	if _, err := s.store.Org(r.Context(), org); errors.Is(err, store.ErrNotFound) {
 		return notFound("organisation")
 	} else if err != nil {

@@ -15,7 +15,7 @@ import (
 func TestCheckRefusesForgedJWTs(t *testing.T) {
 	ts := startService(t, nil, nil)
 	u := ts.register(t, "victim")
-	set := ts.ring.set()
+	set := ts.ring.Set()
 	now := time.Now()
 	claims := func() jwt.MapClaims {
 		return jwt.MapClaims{"sub": u.UserID, "iss": ts.cfg.Issuer, "aud": ts.cfg.Audience,
@@ -32,7 +32,7 @@ func TestCheckRefusesForgedJWTs(t *testing.T) {
 	}
 	enc := base64.RawURLEncoding.EncodeToString
 	none := enc([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc([]byte(`{"sub":"`+u.UserID+`","roles":["ADMIN"]}`)) + "."
-	pub := set.sign.PublicKey.N.Bytes()
+	pub := set.PrivateKey().PublicKey.N.Bytes()
 	expired := claims()
 	expired["exp"] = now.Add(-time.Hour).Unix()
 	wrongAud := claims()
@@ -41,11 +41,11 @@ func TestCheckRefusesForgedJWTs(t *testing.T) {
 	delete(noExp, "exp")
 	tests := map[string]string{
 		"alg none":          none,
-		"HS256 with pubkey": sign(jwt.SigningMethodHS256, pub, claims(), set.signKID),
-		"kid traversal":     sign(jwt.SigningMethodRS256, set.sign, claims(), "../../../../dev/null"),
-		"expired":           sign(jwt.SigningMethodRS256, set.sign, expired, set.signKID),
-		"wrong audience":    sign(jwt.SigningMethodRS256, set.sign, wrongAud, set.signKID),
-		"missing exp":       sign(jwt.SigningMethodRS256, set.sign, noExp, set.signKID),
+		"HS256 with pubkey": sign(jwt.SigningMethodHS256, pub, claims(), set.KID()),
+		"kid traversal":     sign(jwt.SigningMethodRS256, set.PrivateKey(), claims(), "../../../../dev/null"),
+		"expired":           sign(jwt.SigningMethodRS256, set.PrivateKey(), expired, set.KID()),
+		"wrong audience":    sign(jwt.SigningMethodRS256, set.PrivateKey(), wrongAud, set.KID()),
+		"missing exp":       sign(jwt.SigningMethodRS256, set.PrivateKey(), noExp, set.KID()),
 	}
 	for name, tok := range tests {
 		t.Run(name, func(t *testing.T) {

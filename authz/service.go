@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/leakytokens/leaky/authz/keyring"
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/policy"
 	"github.com/leakytokens/leaky/internal/serve"
@@ -33,8 +34,8 @@ type Service struct {
 	logger     *slog.Logger
 	store      store.Store
 	policy     atomic.Pointer[policy.Policy]
-	ring       *keyRing
-	tokens     *tokens
+	ring       *keyring.Ring
+	tokens     *keyring.Tokens
 	keys       *keyVerifier
 	hasher     passwordHasher
 	oauth      fosite.OAuth2Provider
@@ -105,15 +106,17 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 		logger.Warn("no signing secret configured: using a random one; tokens will not survive a restart")
 	}
 	// A superseded key verifies until every token it signed has expired.
-	ring, err := newKeyRing(st, secret, cfg.KeyRotation, 2*cfg.KeyRefresh, cfg.TokenTTL+time.Minute)
+	ring, err := keyring.NewRing(st, secret, keyring.Options{
+		RotateEvery: cfg.KeyRotation, PublishDelay: 2 * cfg.KeyRefresh, RetainFor: cfg.TokenTTL + time.Minute})
 	if err != nil {
 		return nil, err
 	}
-	if err := ring.refresh(ctx); err != nil {
+	if err := ring.Refresh(ctx); err != nil {
 		return nil, err
 	}
 	s.ring = ring
-	s.tokens = newTokens(ring, cfg.Issuer, cfg.Audience, cfg.TokenTTL, 30*time.Second, time.Now)
+	s.tokens = keyring.NewTokens(ring, keyring.TokenOptions{
+		Issuer: cfg.Issuer, Audience: cfg.Audience, TTL: cfg.TokenTTL, Leeway: 30 * time.Second, Now: time.Now})
 	s.keys = newKeyVerifier(st, cfg.APIKeyCacheTTL, cfg.APIKeyCacheSize, cfg.CheckTimeout, time.Now)
 	s.oauth, s.fstore, s.strategy = newOAuth(cfg, st, s.tokens, secret)
 	if err := s.bootstrapAdmin(ctx); err != nil {
@@ -159,7 +162,7 @@ func (s *Service) pingStore(ctx context.Context) error {
 // signingKeysLoaded is the readiness probe of the key set: without one no
 // token can be issued or verified.
 func (s *Service) signingKeysLoaded(context.Context) error {
-	if s.ring.set() == nil {
+	if s.ring.Set() == nil {
 		return errors.New("no signing key set loaded")
 	}
 	return nil
@@ -212,7 +215,7 @@ func (s *Service) every(ctx context.Context, d time.Duration, f func(context.Con
 func (s *Service) refreshKeys(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := s.ring.refresh(ctx); err != nil {
+	if err := s.ring.Refresh(ctx); err != nil {
 		s.logger.Warn("signing key refresh failed; the previous key set keeps serving", serve.KeyError, err.Error())
 	}
 }

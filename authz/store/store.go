@@ -1,6 +1,7 @@
 // Package store is the authz service's persistence vocabulary: the records
 // (users, API keys, organisations, OAuth2 clients, signing keys, token
-// sessions), the Store interface, its errors, and the memory implementation.
+// sessions), the Store interface, its errors, the memory implementation,
+// and the Principal those records make of an authenticated caller.
 // authz/pgstore implements it on PostgreSQL; authz/storetest checks both.
 package store
 

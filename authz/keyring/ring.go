@@ -1,4 +1,12 @@
-package authz
+// Package keyring holds the service's JWT signing keys and the access
+// tokens made with them. Keys (RSA 2048, RS256 only) are stored sealed with
+// AES-256-GCM under a key derived from the signing secret, loaded at start,
+// reloaded at every Refresh and rotated by kid when the newest is older than
+// the rotation period, so tokens survive restarts and are valid on every
+// replica. A new key is published before it signs, and a superseded one
+// keeps verifying until every token it signed has expired. Tokens issues
+// and verifies JWTs on the ring's current Set, in memory only.
+package keyring
 
 import (
 	"cmp"
@@ -23,29 +31,28 @@ import (
 	"github.com/leakytokens/leaky/authz/store"
 )
 
-// signingAlg is the only JWT algorithm the service signs or accepts.
-const signingAlg = "RS256"
+// Alg is the only JWT algorithm the service signs or accepts.
+const Alg = "RS256"
 
 // rsaBits is the size of generated signing keys.
 const rsaBits = 2048
 
-// keySet is an immutable snapshot of the signing keys: the one that signs
-// and every public key a token may still be verified with, by kid.
-type keySet struct {
+// Set is an immutable snapshot of the signing keys: the one that signs
+// and every public key a token may still be verified with, by kid. Safe
+// for concurrent use.
+type Set struct {
 	signKID string
 	sign    *rsa.PrivateKey
 	verify  map[string]*rsa.PublicKey
 	jwks    []byte // the JSON Web Key Set document
 }
 
-// keyRing loads the sealed signing keys from the store, creates and stores
-// a new one when the newest is older than rotateEvery, and serves an
-// in-memory keySet. Keys are never generated afresh at start when the store
+// Ring loads the sealed signing keys from the store, creates and stores
+// a new one when the newest is older than Options.RotateEvery, and serves
+// an in-memory Set. Keys are never generated afresh at start when the store
 // holds a usable one, so tokens survive restarts and are valid on every
-// replica. A new key signs only once it is older than publishDelay (every
-// replica has reloaded it by then); a superseded key keeps verifying for
-// retainFor after its successor started signing.
-type keyRing struct {
+// replica. Safe for concurrent use.
+type Ring struct {
 	keys         store.SigningKeyStore
 	aead         cipher.AEAD
 	rotateEvery  time.Duration
@@ -54,10 +61,26 @@ type keyRing struct {
 	now          func() time.Time
 
 	mu  sync.Mutex // serialises refresh
-	cur atomic.Pointer[keySet]
+	cur atomic.Pointer[Set]
 }
 
-func newKeyRing(st store.SigningKeyStore, secret string, rotateEvery, publishDelay, retainFor time.Duration) (*keyRing, error) {
+// Options configure a Ring.
+type Options struct {
+	// RotateEvery is the age of the newest key at which a new one is made.
+	RotateEvery time.Duration
+	// PublishDelay is how long a new key is only published before it
+	// signs: every replica has reloaded it by then.
+	PublishDelay time.Duration
+	// RetainFor is how long a superseded key keeps verifying after its
+	// successor started signing: longer than any token it signed lives.
+	RetainFor time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewRing returns a Ring on st whose keys are sealed under a key derived
+// from secret. It holds no Set until the first successful Refresh.
+func NewRing(st store.SigningKeyStore, secret string, opt Options) (*Ring, error) {
 	k, err := hkdf.Key(sha256.New, []byte(secret), nil, "leaky-tokens authz signing keys v1", 32)
 	if err != nil {
 		return nil, fmt.Errorf("derive key encryption key: %w", err)
@@ -70,16 +93,20 @@ func newKeyRing(st store.SigningKeyStore, secret string, rotateEvery, publishDel
 	if err != nil {
 		return nil, fmt.Errorf("key encryption cipher: %w", err)
 	}
-	return &keyRing{keys: st, aead: aead, rotateEvery: rotateEvery, publishDelay: publishDelay,
-		retainFor: retainFor, now: time.Now}, nil
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	return &Ring{keys: st, aead: aead, rotateEvery: opt.RotateEvery, publishDelay: opt.PublishDelay,
+		retainFor: opt.RetainFor, now: opt.Now}, nil
 }
 
-// set returns the current snapshot; nil before the first successful refresh.
-func (r *keyRing) set() *keySet { return r.cur.Load() }
+// Set returns the current snapshot; nil before the first successful
+// Refresh.
+func (r *Ring) Set() *Set { return r.cur.Load() }
 
-// refresh reloads the keys, rotating first when due. On error the previous
+// Refresh reloads the keys, rotating first when due. On error the previous
 // snapshot keeps serving.
-func (r *keyRing) refresh(ctx context.Context) error {
+func (r *Ring) Refresh(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	stored, err := r.keys.SigningKeys(ctx)
@@ -113,9 +140,19 @@ func (r *keyRing) refresh(ctx context.Context) error {
 	return nil
 }
 
+// KID is the id of the key that signs.
+func (s *Set) KID() string { return s.signKID }
+
+// PrivateKey is the key that signs, for code that must sign a token
+// itself (tests forging tokens); Tokens.Issue is the way to issue one.
+func (s *Set) PrivateKey() *rsa.PrivateKey { return s.sign }
+
+// JWKS is the JSON Web Key Set document of every key that verifies.
+func (s *Set) JWKS() []byte { return s.jwks }
+
 // sameKeys reports whether s and o sign with the same kid and verify with
 // the same kids. Key material under a kid never changes.
-func (s *keySet) sameKeys(o *keySet) bool {
+func (s *Set) sameKeys(o *Set) bool {
 	if s.signKID != o.signKID || len(s.verify) != len(o.verify) {
 		return false
 	}
@@ -133,7 +170,7 @@ func newest(keys []store.SigningKey) store.SigningKey {
 	})
 }
 
-func (r *keyRing) generate(now time.Time) (store.SigningKey, error) {
+func (r *Ring) generate(now time.Time) (store.SigningKey, error) {
 	priv, err := rsa.GenerateKey(rand.Reader, rsaBits)
 	if err != nil {
 		return store.SigningKey{}, fmt.Errorf("generate signing key: %w", err)
@@ -155,7 +192,7 @@ func (r *keyRing) generate(now time.Time) (store.SigningKey, error) {
 	return store.SigningKey{KID: kid, Sealed: sealed, CreatedAt: now.UTC().Truncate(time.Microsecond)}, nil
 }
 
-func (r *keyRing) open(k store.SigningKey) (*rsa.PrivateKey, error) {
+func (r *Ring) open(k store.SigningKey) (*rsa.PrivateKey, error) {
 	ns := r.aead.NonceSize()
 	if len(k.Sealed) < ns {
 		return nil, errors.New("sealed key too short")
@@ -177,7 +214,7 @@ func (r *keyRing) open(k store.SigningKey) (*rsa.PrivateKey, error) {
 
 // build chooses the signing key (the newest that is published, else the
 // newest) and the verification keys.
-func (r *keyRing) build(stored []store.SigningKey, now time.Time) (*keySet, error) {
+func (r *Ring) build(stored []store.SigningKey, now time.Time) (*Set, error) {
 	keys := slices.Clone(stored)
 	slices.SortFunc(keys, func(a, b store.SigningKey) int {
 		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.KID, b.KID))
@@ -189,7 +226,7 @@ func (r *keyRing) build(stored []store.SigningKey, now time.Time) (*keySet, erro
 			break
 		}
 	}
-	set := &keySet{verify: map[string]*rsa.PublicKey{}}
+	set := &Set{verify: map[string]*rsa.PublicKey{}}
 	var jwks []jwk
 	for i, k := range keys {
 		// A key stops verifying retainFor after its successor began signing.
@@ -226,6 +263,6 @@ type jwk struct {
 
 func publicJWK(kid string, pub *rsa.PublicKey) jwk {
 	b64 := base64.RawURLEncoding
-	return jwk{Kty: "RSA", Use: "sig", Alg: signingAlg, Kid: kid,
+	return jwk{Kty: "RSA", Use: "sig", Alg: Alg, Kid: kid,
 		N: b64.EncodeToString(pub.N.Bytes()), E: b64.EncodeToString(big.NewInt(int64(pub.E)).Bytes())}
 }

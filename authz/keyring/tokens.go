@@ -1,4 +1,4 @@
-package authz
+package keyring
 
 import (
 	"crypto/rand"
@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -25,28 +24,24 @@ type Claims struct {
 	Scope    []string `json:"scp,omitempty"`
 }
 
-// Principal is an authenticated caller.
-type Principal struct {
-	UserID string   // the subject: a user id, or an OAuth2 client id
-	Roles  []string // upper case, sorted
-	Orgs   []string // ids of the organisations the caller belongs to, sorted
+// Principal is the caller the claims speak for, roles normalised.
+func (c *Claims) Principal() store.Principal {
+	return store.Principal{UserID: c.Subject, Roles: store.NormRoles(c.Roles), Orgs: c.Orgs}
 }
-
-// IsAdmin reports whether p holds the ADMIN role.
-func (p Principal) IsAdmin() bool { return slices.Contains(p.Roles, store.RoleAdmin) }
 
 // maxKIDLen bounds the kid header; keys the service makes are 16 characters.
 const maxKIDLen = 64
 
-var errNoKeys = errors.New("no signing keys loaded")
+// ErrNoKeys: the ring has no Set yet (no Refresh has succeeded).
+var ErrNoKeys = errors.New("no signing keys loaded")
 
-// tokens issues and verifies access tokens with the key ring's current set.
+// Tokens issues and verifies access tokens with the key ring's current set.
 // Verification never leaves memory: the kid is looked up only in the set.
 // Successful verifications are cached by the token's SHA-256 until the
 // token expires, so a token seen before costs a hash, not an RSA
 // verification; a cached result is dropped when the key set changes.
-type tokens struct {
-	ring     *keyRing
+type Tokens struct {
+	ring     *Ring
 	issuer   string
 	audience string
 	ttl      time.Duration
@@ -61,24 +56,37 @@ type tokens struct {
 // verified is a cached successful verification.
 type verified struct {
 	claims *Claims
-	set    *keySet   // the key set it was verified with
+	set    *Set      // the key set it was verified with
 	exp    time.Time // the token's exp plus leeway
 }
 
 // maxVerifiedCache bounds the verification cache.
 const maxVerifiedCache = 100_000
 
-func newTokens(ring *keyRing, issuer, audience string, ttl, leeway time.Duration, now func() time.Time) *tokens {
-	t := &tokens{ring: ring, issuer: issuer, audience: audience, ttl: ttl, leeway: leeway, now: now,
+// TokenOptions configure Tokens.
+type TokenOptions struct {
+	Issuer   string        // iss of every token issued, and the one required
+	Audience string        // aud when the claims name none, and the one required
+	TTL      time.Duration // lifetime when the claims set no exp
+	Leeway   time.Duration // clock skew tolerated on exp, nbf and iat
+	Now      func() time.Time // nil means time.Now
+}
+
+// NewTokens returns Tokens on ring's current Set.
+func NewTokens(ring *Ring, opt TokenOptions) *Tokens {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	t := &Tokens{ring: ring, issuer: opt.Issuer, audience: opt.Audience, ttl: opt.TTL, leeway: opt.Leeway, now: opt.Now,
 		cache: map[[sha256.Size]byte]verified{}}
 	t.parser = jwt.NewParser(
-		jwt.WithValidMethods([]string{signingAlg}),
-		jwt.WithIssuer(issuer),
-		jwt.WithAudience(audience),
+		jwt.WithValidMethods([]string{Alg}),
+		jwt.WithIssuer(opt.Issuer),
+		jwt.WithAudience(opt.Audience),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
-		jwt.WithLeeway(leeway),
-		jwt.WithTimeFunc(now),
+		jwt.WithLeeway(opt.Leeway),
+		jwt.WithTimeFunc(opt.Now),
 	)
 	return t
 }
@@ -90,12 +98,12 @@ func newJTI() string {
 	return hex.EncodeToString(b[:])
 }
 
-// issue signs claims after filling iss, iat, jti, and, when unset, aud and
+// Issue signs claims after filling iss, iat, jti, and, when unset, aud and
 // exp (now + the configured lifetime).
-func (t *tokens) issue(c Claims) (string, error) {
-	set := t.ring.set()
+func (t *Tokens) Issue(c Claims) (string, error) {
+	set := t.ring.Set()
 	if set == nil {
-		return "", errNoKeys
+		return "", ErrNoKeys
 	}
 	now := t.now()
 	c.Issuer = t.issuer
@@ -121,12 +129,12 @@ func (t *tokens) issue(c Claims) (string, error) {
 	return s, nil
 }
 
-// verify checks signature, algorithm, issuer, audience, exp (required),
+// Verify checks signature, algorithm, issuer, audience, exp (required),
 // nbf and iat, and returns the claims. Errors never include the token.
-func (t *tokens) verify(raw string) (*Claims, error) {
-	set := t.ring.set()
+func (t *Tokens) Verify(raw string) (*Claims, error) {
+	set := t.ring.Set()
 	if set == nil {
-		return nil, errNoKeys
+		return nil, ErrNoKeys
 	}
 	sum := sha256.Sum256([]byte(raw))
 	t.mu.RLock()
@@ -162,7 +170,7 @@ func (t *tokens) verify(raw string) (*Claims, error) {
 
 // remember caches a verification; when full it first drops expired
 // entries, then arbitrary ones.
-func (t *tokens) remember(sum [sha256.Size]byte, v verified) {
+func (t *Tokens) remember(sum [sha256.Size]byte, v verified) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.cache) >= maxVerifiedCache {

@@ -1,4 +1,4 @@
-package authz
+package keyring
 
 import (
 	"crypto/ecdsa"
@@ -16,12 +16,12 @@ import (
 	"github.com/leakytokens/leaky/authz/store"
 )
 
-func newTestTokens(t *testing.T) (*tokens, *time.Time) {
+func newTestTokens(t *testing.T) (*Tokens, *time.Time) {
 	t.Helper()
 	clock := time.Now()
 	now := func() time.Time { return clock }
 	ring := newTestRing(t, store.NewMemory(), "secret", now)
-	return newTokens(ring, "leaky-tokens-auth", "leaky-tokens", 15*time.Minute, 30*time.Second, now), &clock
+	return NewTokens(ring, TokenOptions{Issuer: "leaky-tokens-auth", Audience: "leaky-tokens", TTL: 15 * time.Minute, Leeway: 30 * time.Second, Now: now}), &clock
 }
 
 // b64 encodes a JSON value as a JWT segment.
@@ -36,11 +36,11 @@ func b64(t *testing.T, v any) string {
 
 func TestTokensRoundTrip(t *testing.T) {
 	tk, _ := newTestTokens(t)
-	raw, err := tk.issue(Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u1"}, Roles: []string{"USER"}, Orgs: []string{"acme"}})
+	raw, err := tk.Issue(Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u1"}, Roles: []string{"USER"}, Orgs: []string{"acme"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := tk.verify(raw)
+	c, err := tk.Verify(raw)
 	if err != nil {
 		t.Fatalf("verify(issue()) = %v", err)
 	}
@@ -51,7 +51,7 @@ func TestTokensRoundTrip(t *testing.T) {
 
 func TestTokensRefuse(t *testing.T) {
 	tk, clock := newTestTokens(t)
-	set := tk.ring.set()
+	set := tk.ring.Set()
 	now := *clock
 	good := func() map[string]any {
 		return map[string]any{"sub": "u1", "iss": tk.issuer, "aud": []string{tk.audience},
@@ -129,12 +129,12 @@ func TestTokensRefuse(t *testing.T) {
 		{"garbage", "not.a.jwt"},
 		{"empty", ""},
 	}
-	if _, err := tk.verify(valid); err != nil {
+	if _, err := tk.Verify(valid); err != nil {
 		t.Fatalf("verify(valid) = %v, want nil", err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if c, err := tk.verify(tt.token); err == nil {
+			if c, err := tk.Verify(tt.token); err == nil {
 				t.Errorf("verify(%s) = %+v, nil; want an error", tt.name, c)
 			} else if tt.token != "" && strings.Contains(err.Error(), tt.token) {
 				t.Errorf("verify(%s) error contains the token", tt.name)
