@@ -65,10 +65,10 @@ const maxVerifiedCache = 100_000
 
 // TokenOptions configure Tokens.
 type TokenOptions struct {
-	Issuer   string        // iss of every token issued, and the one required
-	Audience string        // aud when the claims name none, and the one required
-	TTL      time.Duration // lifetime when the claims set no exp
-	Leeway   time.Duration // clock skew tolerated on exp, nbf and iat
+	Issuer   string           // iss of every token issued, and the one required
+	Audience string           // aud when the claims name none, and the one required
+	TTL      time.Duration    // lifetime when the claims set no exp
+	Leeway   time.Duration    // clock skew tolerated on exp, nbf and iat
 	Now      func() time.Time // nil means time.Now
 }
 
