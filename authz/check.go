@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/leakytokens/leaky/authz/keyauth"
 	"github.com/leakytokens/leaky/authz/keyring"
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/contract"
@@ -34,11 +35,11 @@ const maxCredentialLen = 8 << 10
 var orgIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,62}$`)
 
 // checkServer answers Envoy's ext_authz Check. A JWT is verified in memory;
-// an API key through the keyVerifier's cache, else the store under the
+// an API key through the keyauth.Verifier's cache, else the store under the
 // Check deadline.
 type checkServer struct {
 	tokens  *keyring.Tokens
-	keys    *keyVerifier
+	keys    *keyauth.Verifier
 	policy  *atomic.Pointer[policy.Policy]
 	cfg     *Config
 	metrics *metrics
@@ -193,12 +194,12 @@ func (s *checkServer) authenticate(ctx context.Context, h map[string]string, sel
 		return store.Principal{}, "none", unauthenticated("credential too long")
 	}
 	if isKey {
-		p, how, err := s.keys.verify(ctx, raw)
+		p, how, err := s.keys.Verify(ctx, raw)
 		s.metrics.keyCache.WithLabelValues(how).Inc()
 		switch {
-		case errors.Is(err, errKeyInvalid):
+		case errors.Is(err, keyauth.ErrInvalid):
 			return store.Principal{}, "api_key", unauthenticated("invalid api key")
-		case errors.Is(err, errKeyExpired):
+		case errors.Is(err, keyauth.ErrExpired):
 			return store.Principal{}, "api_key", unauthenticated("api key expired")
 		case err != nil:
 			return store.Principal{}, "api_key", err

@@ -206,9 +206,8 @@ func TestCheckAPIKeyLifecycle(t *testing.T) {
 	st := &countingStore{Store: store.NewMemory()}
 	ttl := 300 * time.Millisecond
 	clock := newFakeClock()
-	useClock := func(s *Service) { s.keys.now = clock.Now }
-	a := startServiceWith(t, st, func(c *Config) { c.APIKeyCacheTTL = ttl }, useClock)
-	b := startServiceWith(t, st, func(c *Config) { c.APIKeyCacheTTL = ttl; c.AdminUsername = "" }, useClock)
+	a := startServiceWith(t, st, func(c *Config) { c.APIKeyCacheTTL = ttl }, clock.Now)
+	b := startServiceWith(t, st, func(c *Config) { c.APIKeyCacheTTL = ttl; c.AdminUsername = "" }, clock.Now)
 	erin := a.register(t, "erin")
 	key := a.newKey(t, erin.Token, nil)
 	h := map[string]string{"x-api-key": key.APIKey}

@@ -31,9 +31,9 @@ func startPG(t *testing.T, url string, mutate func(*Config)) (ts *testService, s
 	return startPGWith(t, url, mutate, nil)
 }
 
-// startPGWith is startPG with prepare, when non-nil, called on the built
-// Service before it runs.
-func startPGWith(t *testing.T, url string, mutate func(*Config), prepare func(*Service)) (ts *testService, stop func()) {
+// startPGWith is startPG with keyClock, when non-nil, as the API key
+// cache's clock.
+func startPGWith(t *testing.T, url string, mutate func(*Config), keyClock func() time.Time) (ts *testService, stop func()) {
 	t.Helper()
 	cfg := testConfig()
 	cfg.DatabaseURL = url
@@ -41,12 +41,9 @@ func startPGWith(t *testing.T, url string, mutate func(*Config), prepare func(*S
 		mutate(&cfg)
 	}
 	logs := &logBuffer{}
-	svc, err := newTestService(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), testStore(t, cfg))
+	svc, err := newTestServiceWith(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), testStore(t, cfg), keyClock)
 	if err != nil {
 		t.Fatalf("New() = %v", err)
-	}
-	if prepare != nil {
-		prepare(svc)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -200,7 +197,7 @@ func TestPostgresFaults(t *testing.T) {
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			ts.keys.forget(uncached.ID)
+			ts.keys.Forget(uncached.ID)
 		})
 	}
 	if strings.Contains(ts.logs.String(), pg.URL) || strings.Contains(ts.logs.String(), cached.APIKey) {
@@ -289,7 +286,7 @@ func TestCachedKeyLastsItsTTLOnly(t *testing.T) {
 	pg := testenv.StartPostgres(t)
 	const ttl = 500 * time.Millisecond
 	clock := newFakeClock()
-	ts, _ := startPGWith(t, pg.URL, func(c *Config) { c.APIKeyCacheTTL = ttl }, func(s *Service) { s.keys.now = clock.Now })
+	ts, _ := startPGWith(t, pg.URL, func(c *Config) { c.APIKeyCacheTTL = ttl }, clock.Now)
 	u := ts.register(t, "ttl")
 	key := ts.newKey(t, u.Token, nil)
 	h := map[string]string{"x-api-key": key.APIKey}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leakytokens/leaky/authz/keyauth"
 	"github.com/leakytokens/leaky/authz/store"
 )
 
@@ -83,9 +84,9 @@ func (s *Service) principal(r *http.Request, apiKeyAllowed bool) (store.Principa
 }
 
 func (s *Service) keyPrincipal(ctx context.Context, raw string) (store.Principal, error) {
-	p, _, err := s.keys.verify(ctx, raw)
+	p, _, err := s.keys.Verify(ctx, raw)
 	switch {
-	case errors.Is(err, errKeyInvalid), errors.Is(err, errKeyExpired):
+	case errors.Is(err, keyauth.ErrInvalid), errors.Is(err, keyauth.ErrExpired):
 		return store.Principal{}, errUnauthenticated
 	case err != nil:
 		return store.Principal{}, err
@@ -244,7 +245,7 @@ func (s *Service) editRole(w http.ResponseWriter, r *http.Request, role string, 
 	} else if err != nil {
 		return err
 	}
-	s.keys.forgetUser(id)
+	s.keys.ForgetUser(id)
 	u, err := s.store.UserByID(r.Context(), id)
 	if err != nil {
 		return err

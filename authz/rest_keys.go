@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/leakytokens/leaky/authz/apikey"
+	"github.com/leakytokens/leaky/authz/keyauth"
 	"github.com/leakytokens/leaky/authz/store"
 )
 
@@ -137,7 +138,7 @@ func (s *Service) revokeKey(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil {
 		return err
 	}
-	s.keys.forget(id)
+	s.keys.Forget(id)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -154,9 +155,9 @@ func (s *Service) validateKey(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("X-Api-Key header required")
 	}
 	invalid := &apiError{http.StatusUnauthorized, "invalid_api_key", "invalid or expired api key"}
-	owner, _, err := s.keys.verify(r.Context(), raw)
+	owner, _, err := s.keys.Verify(r.Context(), raw)
 	switch {
-	case errors.Is(err, errKeyInvalid), errors.Is(err, errKeyExpired):
+	case errors.Is(err, keyauth.ErrInvalid), errors.Is(err, keyauth.ErrExpired):
 		return invalid
 	case err != nil:
 		return err

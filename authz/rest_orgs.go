@@ -40,7 +40,7 @@ func (s *Service) createOrg(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil {
 		return err
 	}
-	s.keys.forgetUser(p.UserID)
+	s.keys.ForgetUser(p.UserID)
 	writeJSON(w, http.StatusCreated, map[string]any{"id": o.ID, "name": o.Name, "createdAt": o.CreatedAt})
 	return nil
 }
@@ -137,7 +137,7 @@ func (s *Service) addMember(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil {
 		return err
 	}
-	s.keys.forgetUser(m.UserID)
+	s.keys.ForgetUser(m.UserID)
 	writeJSON(w, http.StatusCreated, map[string]any{"orgId": m.OrgID, "userId": m.UserID, "admin": m.Admin})
 	return nil
 }
@@ -156,7 +156,7 @@ func (s *Service) removeMember(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil {
 		return err
 	}
-	s.keys.forgetUser(user)
+	s.keys.ForgetUser(user)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

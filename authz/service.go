@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/leakytokens/leaky/authz/keyauth"
 	"github.com/leakytokens/leaky/authz/keyring"
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/policy"
@@ -36,7 +37,7 @@ type Service struct {
 	policy     atomic.Pointer[policy.Policy]
 	ring       *keyring.Ring
 	tokens     *keyring.Tokens
-	keys       *keyVerifier
+	keys       *keyauth.Verifier
 	hasher     passwordHasher
 	oauth      fosite.OAuth2Provider
 	fstore     *fositeStore
@@ -66,6 +67,19 @@ type AdminCredentials struct {
 // one. New takes ownership of st: Run's end or Close closes it, and so does
 // New when it fails. The logger never receives secrets.
 func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
+	return newWithHooks(cfg, logger, st, hooks{})
+}
+
+// hooks are what a test may change in a Service that New builds: the API
+// key cache's clock, and a Check store deadline beyond the one Validate
+// allows (a loaded test machine misses 150 ms now and then).
+type hooks struct {
+	keyClock     func() time.Time // nil: time.Now
+	checkTimeout time.Duration    // 0: cfg.CheckTimeout
+}
+
+// newWithHooks is New with h applied after cfg is validated.
+func newWithHooks(cfg Config, logger *slog.Logger, st store.Store, h hooks) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("authz config: %w", err)
@@ -77,7 +91,7 @@ func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := newService(ctx, cfg, logger, st, pol)
+	s, err := newService(ctx, cfg, logger, st, pol, h)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -85,7 +99,10 @@ func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 	return s, nil
 }
 
-func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store, pol *policy.Policy) (*Service, error) {
+func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store, pol *policy.Policy, h hooks) (*Service, error) {
+	if h.checkTimeout > 0 {
+		cfg.CheckTimeout = h.checkTimeout
+	}
 	s := &Service{cfg: cfg, logger: logger, store: st, reg: prometheus.NewRegistry(),
 		hasher: newPasswordHasher(uint32(cfg.Argon2MemoryKiB), uint32(cfg.Argon2Time), 2*runtime.GOMAXPROCS(0))}
 	var err error
@@ -117,7 +134,8 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 	s.ring = ring
 	s.tokens = keyring.NewTokens(ring, keyring.TokenOptions{
 		Issuer: cfg.Issuer, Audience: cfg.Audience, TTL: cfg.TokenTTL, Leeway: 30 * time.Second, Now: time.Now})
-	s.keys = newKeyVerifier(st, cfg.APIKeyCacheTTL, cfg.APIKeyCacheSize, cfg.CheckTimeout, time.Now)
+	s.keys = keyauth.New(st, keyauth.Options{
+		TTL: cfg.APIKeyCacheTTL, Size: cfg.APIKeyCacheSize, Timeout: cfg.CheckTimeout, Now: h.keyClock})
 	s.oauth, s.fstore, s.strategy = newOAuth(cfg, st, s.tokens, secret)
 	if err := s.bootstrapAdmin(ctx); err != nil {
 		return nil, err

@@ -65,16 +65,18 @@ func testConfig() Config {
 }
 
 // newTestService is New for a test: New holds CheckTimeout to Envoy's
-// budget, so a longer one from cfg (testCheckTimeout) is set after New.
+// budget, so a longer one from cfg (testCheckTimeout) is applied after
+// validation.
 func newTestService(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
-	checkTimeout := cfg.CheckTimeout
-	cfg.CheckTimeout = min(checkTimeout, DefaultConfig().CheckTimeout)
-	svc, err := New(cfg, logger, st)
-	if err != nil {
-		return nil, err
-	}
-	svc.cfg.CheckTimeout, svc.keys.timeout = checkTimeout, checkTimeout
-	return svc, nil
+	return newTestServiceWith(cfg, logger, st, nil)
+}
+
+// newTestServiceWith is newTestService with keyClock, when non-nil, as the
+// API key cache's clock.
+func newTestServiceWith(cfg Config, logger *slog.Logger, st store.Store, keyClock func() time.Time) (*Service, error) {
+	h := hooks{keyClock: keyClock, checkTimeout: cfg.CheckTimeout}
+	cfg.CheckTimeout = min(cfg.CheckTimeout, DefaultConfig().CheckTimeout)
+	return newWithHooks(cfg, logger, st, h)
 }
 
 // fakeClock is a settable clock for the API key cache; safe for concurrent
@@ -97,9 +99,9 @@ func startService(t testing.TB, st store.Store, mutate func(*Config)) *testServi
 	return startServiceWith(t, st, mutate, nil)
 }
 
-// startServiceWith is startService with prepare, when non-nil, called on
-// the built Service before it runs (to inject a clock).
-func startServiceWith(t testing.TB, st store.Store, mutate func(*Config), prepare func(*Service)) *testService {
+// startServiceWith is startService with keyClock, when non-nil, as the API
+// key cache's clock.
+func startServiceWith(t testing.TB, st store.Store, mutate func(*Config), keyClock func() time.Time) *testService {
 	t.Helper()
 	cfg := testConfig()
 	if mutate != nil {
@@ -116,12 +118,9 @@ func startServiceWith(t testing.TB, st store.Store, mutate func(*Config), prepar
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	svc, err := newService(ctx, cfg, logger, nopClose{st}, pol)
+	svc, err := newService(ctx, cfg, logger, nopClose{st}, pol, hooks{keyClock: keyClock})
 	if err != nil {
 		t.Fatalf("newService() = %v", err)
-	}
-	if prepare != nil {
-		prepare(svc)
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -1,4 +1,11 @@
-package authz
+// Package keyauth verifies API keys (authz/apikey) against the store and
+// caches the outcome by the key's digest, never the key. A malformed key
+// or bad checksum is refused without a lookup; valid keys and refusals are
+// cached apart (refusals in a tenth of the room), so unknown keys, which
+// anyone can mint with valid checksums, never evict valid ones. A revoked
+// key stops working at once where Forget is called and elsewhere within
+// the cache TTL.
+package keyauth
 
 import (
 	"context"
@@ -13,31 +20,31 @@ import (
 	"github.com/leakytokens/leaky/authz/store"
 )
 
-// API key verification outcomes Check turns into answers.
+// Verification outcomes, which callers turn into answers.
 var (
-	errKeyInvalid = errors.New("invalid api key")
-	errKeyExpired = errors.New("api key expired")
-	// errStore wraps a store failure or timeout: the answer is the
+	ErrInvalid = errors.New("invalid api key")
+	ErrExpired = errors.New("api key expired")
+	// ErrStore wraps a store failure or timeout: the answer is the
 	// configured failure mode, not a 401.
-	errStore = errors.New("store unavailable")
+	ErrStore = errors.New("store unavailable")
 )
 
-// keyLookup is what API key verification reads from the store.
-type keyLookup interface {
+// Lookup is what API key verification reads from the store.
+type Lookup interface {
 	APIKeyByID(ctx context.Context, id string) (store.APIKey, error)
 	UserByID(ctx context.Context, id string) (store.User, error)
 	UserOrgs(ctx context.Context, userID string) ([]string, error)
 }
 
-// keyVerifier verifies API keys and caches the outcome, good or bad, by
-// the key's digest (never the key) for ttl. Valid keys and refusals live in
-// separate caches: anyone can mint unknown keys with valid checksums, and
-// filling the refusal cache with them (bounded by negSize, a tenth of size)
-// never evicts a valid key. A malformed key or bad checksum is refused
+// Verifier verifies API keys and caches the outcome, good or bad, by
+// the key's digest (never the key) for Options.TTL. Valid keys and refusals
+// live in separate caches: anyone can mint unknown keys with valid
+// checksums, and filling the refusal cache with them (bounded by negSize, a
+// tenth of Options.Size) never evicts a valid key. A malformed key or bad checksum is refused
 // before any lookup. Concurrent misses for one key share one lookup. Safe
 // for concurrent use.
-type keyVerifier struct {
-	st      keyLookup
+type Verifier struct {
+	st      Lookup
 	ttl     time.Duration
 	size    int
 	timeout time.Duration
@@ -58,25 +65,36 @@ type keyEntry struct {
 	until      time.Time // cache expiry
 }
 
-func newKeyVerifier(st keyLookup, ttl time.Duration, size int, timeout time.Duration, now func() time.Time) *keyVerifier {
-	return &keyVerifier{st: st, ttl: ttl, size: size, timeout: timeout, now: now,
-		entries: map[apikey.Digest]keyEntry{}, neg: map[apikey.Digest]time.Time{}, negSize: max(1, size/10)}
+// Options configure a Verifier.
+type Options struct {
+	TTL     time.Duration    // how long an outcome is cached; 0 caches nothing
+	Size    int              // valid keys cached; refusals get a tenth of it
+	Timeout time.Duration    // deadline of each lookup's store calls
+	Now     func() time.Time // nil means time.Now
 }
 
-// How verify reached its answer, for the cache metric.
+// New returns a Verifier reading st.
+func New(st Lookup, opt Options) *Verifier {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	return &Verifier{st: st, ttl: opt.TTL, size: opt.Size, timeout: opt.Timeout, now: opt.Now,
+		entries: map[apikey.Digest]keyEntry{}, neg: map[apikey.Digest]time.Time{}, negSize: max(1, opt.Size/10)}
+}
+
+// How Verify reached its answer, for a cache metric.
 const (
-	keyHit       = "hit"       // from the cache
-	keyMiss      = "miss"      // from the store
-	keyMalformed = "malformed" // refused without a lookup
+	Hit       = "hit"       // from the cache
+	Miss      = "miss"      // from the store
+	Malformed = "malformed" // refused without a lookup
 )
 
-// verify returns the key's owner, or errKeyInvalid, errKeyExpired, or an
-// error wrapping errStore, and how it got there (keyHit, keyMiss,
-// keyMalformed).
-func (v *keyVerifier) verify(ctx context.Context, raw string) (p store.Principal, how string, err error) {
+// Verify returns the key's owner, or ErrInvalid, ErrExpired, or an
+// error wrapping ErrStore, and how it got there (Hit, Miss, Malformed).
+func (v *Verifier) Verify(ctx context.Context, raw string) (p store.Principal, how string, err error) {
 	key, err := apikey.Parse(raw)
 	if err != nil {
-		return store.Principal{}, keyMalformed, errKeyInvalid
+		return store.Principal{}, Malformed, ErrInvalid
 	}
 	d := key.Digest()
 	now := v.now()
@@ -84,12 +102,12 @@ func (v *keyVerifier) verify(ctx context.Context, raw string) (p store.Principal
 	e, ok := v.entries[d]
 	negUntil, refused := v.neg[d]
 	v.mu.RUnlock()
-	how = keyHit
+	how = Hit
 	if !ok && refused && now.Before(negUntil) {
-		return store.Principal{}, how, errKeyInvalid
+		return store.Principal{}, how, ErrInvalid
 	}
 	if !ok || !now.Before(e.until) {
-		how = keyMiss
+		how = Miss
 		ch := v.group.DoChan(string(d[:]), func() (any, error) { return v.lookup(ctx, key) })
 		select {
 		case r := <-ch:
@@ -98,21 +116,21 @@ func (v *keyVerifier) verify(ctx context.Context, raw string) (p store.Principal
 			}
 			e = r.Val.(keyEntry)
 		case <-ctx.Done():
-			return store.Principal{}, how, fmt.Errorf("%w: %w", errStore, ctx.Err())
+			return store.Principal{}, how, fmt.Errorf("%w: %w", ErrStore, ctx.Err())
 		}
 	}
 	switch {
 	case !e.valid:
-		return store.Principal{}, how, errKeyInvalid
+		return store.Principal{}, how, ErrInvalid
 	case !e.keyExpires.IsZero() && !now.Before(e.keyExpires):
-		return store.Principal{}, how, errKeyExpired
+		return store.Principal{}, how, ErrExpired
 	}
 	return e.principal, how, nil
 }
 
-// lookup reads the key and its owner under the Check deadline and caches
+// lookup reads the key and its owner under Options.Timeout and caches
 // the outcome. Store errors are not cached.
-func (v *keyVerifier) lookup(ctx context.Context, key apikey.Key) (keyEntry, error) {
+func (v *Verifier) lookup(ctx context.Context, key apikey.Key) (keyEntry, error) {
 	// Shared by concurrent callers: one caller's cancellation must not fail
 	// the others, so only the deadline carries over.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.timeout)
@@ -124,7 +142,7 @@ func (v *keyVerifier) lookup(ctx context.Context, key apikey.Key) (keyEntry, err
 		v.refuse(key.Digest(), e.until)
 		return e, nil
 	case err != nil:
-		return keyEntry{}, fmt.Errorf("%w: api key: %w", errStore, err)
+		return keyEntry{}, fmt.Errorf("%w: api key: %w", ErrStore, err)
 	}
 	if !apikey.Equal(rec.Digest, key.Digest()) {
 		v.refuse(key.Digest(), e.until)
@@ -136,11 +154,11 @@ func (v *keyVerifier) lookup(ctx context.Context, key apikey.Key) (keyEntry, err
 		v.refuse(key.Digest(), e.until)
 		return e, nil
 	case err != nil:
-		return keyEntry{}, fmt.Errorf("%w: api key owner: %w", errStore, err)
+		return keyEntry{}, fmt.Errorf("%w: api key owner: %w", ErrStore, err)
 	}
 	orgs, err := v.st.UserOrgs(ctx, rec.UserID)
 	if err != nil {
-		return keyEntry{}, fmt.Errorf("%w: api key owner's organisations: %w", errStore, err)
+		return keyEntry{}, fmt.Errorf("%w: api key owner's organisations: %w", ErrStore, err)
 	}
 	e.valid, e.keyExpires = true, rec.ExpiresAt
 	e.principal = store.Principal{UserID: u.ID, Roles: u.Roles, Orgs: orgs}
@@ -148,7 +166,7 @@ func (v *keyVerifier) lookup(ctx context.Context, key apikey.Key) (keyEntry, err
 	return e, nil
 }
 
-func (v *keyVerifier) put(d apikey.Digest, e keyEntry) {
+func (v *Verifier) put(d apikey.Digest, e keyEntry) {
 	if v.ttl <= 0 {
 		return
 	}
@@ -174,7 +192,7 @@ func (v *keyVerifier) put(d apikey.Digest, e keyEntry) {
 }
 
 // refuse caches a refusal until the given time, in the refusal cache only.
-func (v *keyVerifier) refuse(d apikey.Digest, until time.Time) {
+func (v *Verifier) refuse(d apikey.Digest, until time.Time) {
 	if v.ttl <= 0 {
 		return
 	}
@@ -198,15 +216,15 @@ func (v *keyVerifier) refuse(d apikey.Digest, until time.Time) {
 	v.neg[d] = until
 }
 
-func (v *keyVerifier) negativeLen() int {
+func (v *Verifier) negativeLen() int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return len(v.neg)
 }
 
-// forget drops the cached outcome of key id on this replica (after a revoke
+// Forget drops the cached outcome of key id on this replica (after a revoke
 // or a change of its owner's roles); other replicas see it within the TTL.
-func (v *keyVerifier) forget(keyID string) {
+func (v *Verifier) Forget(keyID string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for d, e := range v.entries {
@@ -216,8 +234,8 @@ func (v *keyVerifier) forget(keyID string) {
 	}
 }
 
-// forgetUser drops every cached key of userID.
-func (v *keyVerifier) forgetUser(userID string) {
+// ForgetUser drops every cached key of userID.
+func (v *Verifier) ForgetUser(userID string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for d, e := range v.entries {

@@ -1,4 +1,4 @@
-package authz
+package keyauth
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/leakytokens/leaky/authz/store"
 )
 
-// fakeKeys is a keyLookup holding one key of one user; it counts lookups.
+// fakeKeys is a Lookup holding one key of one user; it counts lookups.
 type fakeKeys struct {
 	key     store.APIKey
 	user    store.User
@@ -46,19 +46,19 @@ func TestKeyCacheNegativesNeverEvictPositives(t *testing.T) {
 		key:  store.APIKey{ID: good.ID(), UserID: "u1", Digest: good.Digest()},
 		user: store.User{ID: "u1", Roles: []string{store.RoleUser}},
 	}
-	v := newKeyVerifier(f, time.Minute, 10, time.Second, time.Now)
+	v := New(f, Options{TTL: time.Minute, Size: 10, Timeout: time.Second})
 	ctx := context.Background()
-	if _, _, err := v.verify(ctx, good.String()); err != nil {
+	if _, _, err := v.Verify(ctx, good.String()); err != nil {
 		t.Fatalf("verify(good) = %v", err)
 	}
 	for range 1000 {
 		k, _ := apikey.New()
-		if _, _, err := v.verify(ctx, k.String()); !errors.Is(err, errKeyInvalid) {
-			t.Fatalf("verify(unknown) = %v, want errKeyInvalid", err)
+		if _, _, err := v.Verify(ctx, k.String()); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("verify(unknown) = %v, want ErrInvalid", err)
 		}
 	}
 	before := f.lookups
-	if _, how, err := v.verify(ctx, good.String()); err != nil || how != keyHit {
+	if _, how, err := v.Verify(ctx, good.String()); err != nil || how != Hit {
 		t.Errorf("verify(good) after 1000 unknown keys = %q, %v, want a cache hit", how, err)
 	}
 	if f.lookups != before {
@@ -66,8 +66,8 @@ func TestKeyCacheNegativesNeverEvictPositives(t *testing.T) {
 	}
 	// A refusal is still cached, within its own bound.
 	unknown, _ := apikey.New()
-	_, _, _ = v.verify(ctx, unknown.String())
-	if _, how, _ := v.verify(ctx, unknown.String()); how != keyHit {
+	_, _, _ = v.Verify(ctx, unknown.String())
+	if _, how, _ := v.Verify(ctx, unknown.String()); how != Hit {
 		t.Errorf("verify(unknown) again = %q, want a cache hit", how)
 	}
 	if got := v.negativeLen(); got > v.negSize {
