@@ -13,49 +13,11 @@ import (
 	"time"
 
 	"github.com/ory/fosite"
-	"github.com/ory/fosite/handler/oauth2"
-	"github.com/ory/fosite/token/hmac"
 
 	"github.com/leakytokens/leaky/authz/keyring"
+	"github.com/leakytokens/leaky/authz/oauth"
 	"github.com/leakytokens/leaky/authz/store"
 )
-
-// newOAuth composes fosite with exactly the handlers in use:
-// client_credentials, refresh_token (rotating, with family revocation on
-// reuse), introspection and revocation. Access tokens are the service's
-// JWTs; refresh tokens are fosite HMAC tokens keyed by the signing secret.
-func newOAuth(cfg Config, st store.Store, t *keyring.Tokens, secret string) (fosite.OAuth2Provider, *fositeStore, *accessTokenStrategy) {
-	global := sha256.Sum256([]byte("leaky-tokens oauth2 hmac v1:" + secret))
-	fc := &fosite.Config{
-		AccessTokenLifespan:        cfg.TokenTTL,
-		RefreshTokenLifespan:       cfg.RefreshTTL,
-		AccessTokenIssuer:          cfg.Issuer,
-		GlobalSecret:               global[:],
-		ClientSecretsHasher:        secretHasher{},
-		RefreshTokenScopes:         []string{}, // refresh tokens need no "offline" scope
-		ScopeStrategy:              fosite.ExactScopeStrategy,
-		AudienceMatchingStrategy:   fosite.DefaultAudienceMatchingStrategy,
-		SendDebugMessagesToClients: false,
-	}
-	fs := &fositeStore{st: st, audience: cfg.Audience, familyTTL: cfg.RefreshTTL + time.Hour}
-	strategy := &accessTokenStrategy{
-		HMACSHAStrategy: oauth2.NewHMACSHAStrategy(&hmac.HMACStrategy{Config: fc}, fc),
-		tokens:          t,
-	}
-	p := fosite.NewOAuth2Provider(fs, fc)
-	fc.TokenEndpointHandlers.Append(&oauth2.ClientCredentialsGrantHandler{
-		HandleHelper: &oauth2.HandleHelper{AccessTokenStrategy: strategy, AccessTokenStorage: fs, Config: fc},
-		Config:       fc,
-	})
-	fc.TokenEndpointHandlers.Append(&oauth2.RefreshTokenGrantHandler{
-		AccessTokenStrategy: strategy, RefreshTokenStrategy: strategy, TokenRevocationStorage: fs, Config: fc,
-	})
-	fc.TokenIntrospectionHandlers.Append(&oauth2.CoreValidator{CoreStrategy: strategy, CoreStorage: fs, Config: fc})
-	fc.RevocationHandlers.Append(&oauth2.TokenRevocationHandler{
-		TokenRevocationStorage: fs, AccessTokenStrategy: strategy, RefreshTokenStrategy: strategy,
-	})
-	return p, fs, strategy
-}
 
 // oauthRoutes registers the OAuth2 endpoints. Token, introspection and
 // revocation get the REST handlers' deadline (restTimeout) on their store
@@ -80,7 +42,7 @@ func (s *Service) oauthRoutes(mux *http.ServeMux) {
 func (s *Service) token(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	sess := &session{}
+	sess := &oauth.Session{}
 	ar, err := s.oauth.NewAccessRequest(ctx, r, sess)
 	if err != nil {
 		s.oauth.WriteAccessError(ctx, w, ar, err)
@@ -113,12 +75,12 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) {
 // roles and organisation as far as its owner still holds them
 // (clientPrincipal), or a user's current roles and organisations.
 func (s *Service) identify(ctx context.Context, ar fosite.AccessRequester) error {
-	sess, ok := ar.GetSession().(*session)
+	sess, ok := ar.GetSession().(*oauth.Session)
 	if !ok {
 		return fosite.ErrServerError.WithDebug("unexpected session type")
 	}
 	clientID := ar.GetClient().GetID()
-	if clientID != firstPartyClientID {
+	if clientID != oauth.FirstPartyClientID {
 		c, err := s.store.Client(ctx, clientID)
 		if errors.Is(err, store.ErrNotFound) {
 			return fosite.ErrInvalidClient.WithWrap(err)
@@ -154,12 +116,12 @@ func (s *Service) identify(ctx context.Context, ar fosite.AccessRequester) error
 // other people's tokens.
 func (s *Service) introspect(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if id, _, ok := r.BasicAuth(); !ok || id == firstPartyClientID {
+	if id, _, ok := r.BasicAuth(); !ok || id == oauth.FirstPartyClientID {
 		s.oauth.WriteIntrospectionError(ctx, w, fosite.ErrRequestUnauthorized.WithHint("Introspection requires a confidential client's credentials (HTTP Basic)."))
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	ir, err := s.oauth.NewIntrospectionRequest(ctx, r, &session{})
+	ir, err := s.oauth.NewIntrospectionRequest(ctx, r, &oauth.Session{})
 	if err != nil {
 		s.oauth.WriteIntrospectionError(ctx, w, err)
 		return
@@ -200,35 +162,7 @@ func (s *Service) metadata(w http.ResponseWriter, _ *http.Request) {
 // issuePair issues an access token and a rotating refresh token of the
 // first-party client for p, recorded like any /oauth2/token grant.
 func (s *Service) issuePair(ctx context.Context, p store.Principal) (string, string, error) {
-	client, err := s.fstore.GetClient(ctx, firstPartyClientID)
-	if err != nil {
-		return "", "", err
-	}
-	now := time.Now().UTC()
-	req := fosite.NewRequest()
-	req.ID = newUUID()
-	req.RequestedAt = now
-	req.Client = client
-	req.GrantAudience(s.cfg.Audience)
-	sess := &session{Subject: p.UserID, Roles: p.Roles, Orgs: p.Orgs}
-	sess.SetExpiresAt(fosite.AccessToken, now.Add(s.cfg.TokenTTL).Round(time.Second))
-	sess.SetExpiresAt(fosite.RefreshToken, now.Add(s.cfg.RefreshTTL).Round(time.Second))
-	req.Session = sess
-	access, accessSig, err := s.strategy.GenerateAccessToken(ctx, req)
-	if err != nil {
-		return "", "", err
-	}
-	refresh, refreshSig, err := s.strategy.GenerateRefreshToken(ctx, req)
-	if err != nil {
-		return "", "", err
-	}
-	if err := s.fstore.CreateAccessTokenSession(ctx, accessSig, req); err != nil {
-		return "", "", fmt.Errorf("store access token: %w", err)
-	}
-	if err := s.fstore.CreateRefreshTokenSession(ctx, refreshSig, accessSig, req); err != nil {
-		return "", "", fmt.Errorf("store refresh token: %w", err)
-	}
-	return access, refresh, nil
+	return s.oauth.IssuePair(ctx, p)
 }
 
 // maxClientRoles caps the roles of one client_credentials client.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/leakytokens/leaky/authz/oauth"
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/contract"
 )
@@ -121,7 +122,7 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 		t.Fatal("register returned no refresh token")
 	}
 	refresh := func(rt string) (int, map[string]any) {
-		return ts.form(t, "/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {firstPartyClientID}}, "", "")
+		return ts.form(t, "/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {oauth.FirstPartyClientID}}, "", "")
 	}
 	code, first := refresh(u.RefreshToken)
 	if code != 200 || first["access_token"] == nil || first["refresh_token"] == nil {
@@ -151,7 +152,7 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	// Revocation of a fresh family's refresh token by its client.
 	var fresh authResponse
 	ts.call(t, "POST", "/api/v1/auth/login", "", map[string]string{"username": "rotor", "password": "password-rotor"}, &fresh)
-	if code, _ := ts.form(t, "/oauth2/revoke", url.Values{"token": {fresh.RefreshToken}, "client_id": {firstPartyClientID}}, "", ""); code != 200 {
+	if code, _ := ts.form(t, "/oauth2/revoke", url.Values{"token": {fresh.RefreshToken}, "client_id": {oauth.FirstPartyClientID}}, "", ""); code != 200 {
 		t.Errorf("revoke = %d, want 200", code)
 	}
 	if code, _ := refresh(fresh.RefreshToken); code == 200 {
@@ -262,7 +263,7 @@ func TestOAuthEndpointsHaveDeadlines(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("client_credentials = %d", code)
 	}
-	ts.form(t, "/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {u.RefreshToken}, "client_id": {firstPartyClientID}}, "", "")
+	ts.form(t, "/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {u.RefreshToken}, "client_id": {oauth.FirstPartyClientID}}, "", "")
 	ts.form(t, "/oauth2/introspect", url.Values{"token": {tok["access_token"].(string)}}, cl.ClientID, cl.ClientSecret)
 	ts.form(t, "/oauth2/revoke", url.Values{"token": {tok["access_token"].(string)}}, cl.ClientID, cl.ClientSecret)
 	ds.mu.Lock()
@@ -294,7 +295,7 @@ func TestIntrospectionNeedsConfidentialClient(t *testing.T) {
 		auth func(*http.Request)
 	}{
 		{"user access token", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+u.Token) }},
-		{"first-party public client", func(r *http.Request) { r.SetBasicAuth(firstPartyClientID, "") }},
+		{"first-party public client", func(r *http.Request) { r.SetBasicAuth(oauth.FirstPartyClientID, "") }},
 		{"nothing", func(*http.Request) {}},
 	}
 	for _, tt := range tests {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/leakytokens/leaky/authz/oauth"
 	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/testenv"
 )
@@ -95,7 +96,7 @@ func TestPostgresRestartKeepsTokens(t *testing.T) {
 		}
 	}
 	if code, body := b.form(t, "/oauth2/token", map[string][]string{"grant_type": {"refresh_token"},
-		"refresh_token": {u.RefreshToken}, "client_id": {firstPartyClientID}}, "", ""); code != 200 {
+		"refresh_token": {u.RefreshToken}, "client_id": {oauth.FirstPartyClientID}}, "", ""); code != 200 {
 		t.Errorf("refresh after restart = %d %v", code, body)
 	}
 	// A replica with the wrong secret cannot start: it cannot unseal the keys.

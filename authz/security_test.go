@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/leakytokens/leaky/authz/oauth"
 )
 
 // TestCheckRefusesForgedJWTs runs the token attacks through the real gRPC
@@ -82,9 +83,9 @@ func TestNoSecretsInLogs(t *testing.T) {
 	ts.call(t, "POST", "/api/v1/auth/clients", u.Token, map[string]any{}, &cl)
 	_, tok := ts.form(t, "/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, cl.ClientID, cl.ClientSecret)
 	ts.form(t, "/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, cl.ClientID, cl.ClientSecret+"x")
-	_, ref := ts.form(t, "/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {u.RefreshToken}, "client_id": {firstPartyClientID}}, "", "")
-	ts.form(t, "/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {u.RefreshToken}, "client_id": {firstPartyClientID}}, "", "")
-	ts.form(t, "/oauth2/revoke", url.Values{"token": {u.RefreshToken}, "client_id": {firstPartyClientID}}, "", "")
+	_, ref := ts.form(t, "/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {u.RefreshToken}, "client_id": {oauth.FirstPartyClientID}}, "", "")
+	ts.form(t, "/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {u.RefreshToken}, "client_id": {oauth.FirstPartyClientID}}, "", "")
+	ts.form(t, "/oauth2/revoke", url.Values{"token": {u.RefreshToken}, "client_id": {oauth.FirstPartyClientID}}, "", "")
 	ts.call(t, "DELETE", "/api/v1/auth/api-keys/"+key.ID, u.Token, nil, nil)
 
 	secrets := map[string]string{

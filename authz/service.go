@@ -13,7 +13,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/ory/fosite"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/leakytokens/leaky/authz/keyauth"
 	"github.com/leakytokens/leaky/authz/keyring"
+	"github.com/leakytokens/leaky/authz/oauth"
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/policy"
 	"github.com/leakytokens/leaky/internal/serve"
@@ -39,9 +39,7 @@ type Service struct {
 	tokens     *keyring.Tokens
 	keys       *keyauth.Verifier
 	hasher     passwordHasher
-	oauth      fosite.OAuth2Provider
-	fstore     *fositeStore
-	strategy   *accessTokenStrategy
+	oauth      *oauth.Provider
 	reg        *prometheus.Registry
 	metrics    *metrics
 	admin      AdminCredentials
@@ -136,7 +134,8 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 		Issuer: cfg.Issuer, Audience: cfg.Audience, TTL: cfg.TokenTTL, Leeway: 30 * time.Second, Now: time.Now})
 	s.keys = keyauth.New(st, keyauth.Options{
 		TTL: cfg.APIKeyCacheTTL, Size: cfg.APIKeyCacheSize, Timeout: cfg.CheckTimeout, Now: h.keyClock})
-	s.oauth, s.fstore, s.strategy = newOAuth(cfg, st, s.tokens, secret)
+	s.oauth = oauth.New(st, s.tokens, oauth.Options{
+		Issuer: cfg.Issuer, Audience: cfg.Audience, TokenTTL: cfg.TokenTTL, RefreshTTL: cfg.RefreshTTL, Secret: secret})
 	if err := s.bootstrapAdmin(ctx); err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package authz
+package oauth
 
 import (
 	"context"
@@ -10,50 +10,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/handler/oauth2"
 
-	"github.com/leakytokens/leaky/authz/keyring"
 	"github.com/leakytokens/leaky/authz/store"
 )
-
-// firstPartyClientID is the built-in public client whose refresh tokens
-// login and registration hand out; it may only use the refresh_token grant.
-const firstPartyClientID = "leaky-cli"
-
-// session is the fosite session: who the tokens speak for. It is stored
-// with every token and becomes the access token's claims.
-type session struct {
-	Subject   string                         `json:"sub"`
-	Roles     []string                       `json:"roles"`
-	Orgs      []string                       `json:"orgs,omitempty"`
-	ExpiresAt map[fosite.TokenType]time.Time `json:"exp"`
-}
-
-var _ fosite.Session = (*session)(nil)
-
-func (s *session) SetExpiresAt(key fosite.TokenType, exp time.Time) {
-	if s.ExpiresAt == nil {
-		s.ExpiresAt = map[fosite.TokenType]time.Time{}
-	}
-	s.ExpiresAt[key] = exp
-}
-
-func (s *session) GetExpiresAt(key fosite.TokenType) time.Time { return s.ExpiresAt[key] }
-func (s *session) GetUsername() string                         { return "" }
-func (s *session) GetSubject() string                          { return s.Subject }
-
-func (s *session) Clone() fosite.Session {
-	c := *s
-	c.Roles = append([]string(nil), s.Roles...)
-	c.Orgs = append([]string(nil), s.Orgs...)
-	c.ExpiresAt = make(map[fosite.TokenType]time.Time, len(s.ExpiresAt))
-	for k, v := range s.ExpiresAt {
-		c.ExpiresAt[k] = v
-	}
-	return &c
-}
 
 // storedRequest is the serialised form of a fosite request.
 type storedRequest struct {
@@ -64,14 +25,21 @@ type storedRequest struct {
 	GrantedScope      []string  `json:"granted_scope,omitempty"`
 	RequestedAudience []string  `json:"requested_audience,omitempty"`
 	GrantedAudience   []string  `json:"granted_audience,omitempty"`
-	Session           *session  `json:"session"`
+	Session           *Session  `json:"session"`
 }
 
-// fositeStore adapts store.Store to the storage interfaces of the fosite
-// handlers in use: clients, access and refresh token sessions, rotation
-// and revocation. Authorization codes are not supported.
-type fositeStore struct {
-	st       store.Store
+// Storage is what the OAuth2 server keeps in the service's store: its
+// clients and its token sessions.
+type Storage interface {
+	store.ClientStore
+	store.TokenStore
+}
+
+// storage adapts Storage to the storage interfaces of the fosite handlers
+// in use: clients, access and refresh token sessions, rotation and
+// revocation. Authorization codes are not supported.
+type storage struct {
+	st       Storage
 	audience string
 	// familyTTL is how long a revoked family's tombstone is kept: longer
 	// than any of its refresh tokens can live.
@@ -83,17 +51,17 @@ type fositeStore struct {
 const tombstonePrefix = "family-revoked:"
 
 var (
-	_ fosite.ClientManager          = (*fositeStore)(nil)
-	_ oauth2.CoreStorage            = (*fositeStore)(nil)
-	_ oauth2.TokenRevocationStorage = (*fositeStore)(nil)
+	_ fosite.ClientManager          = (*storage)(nil)
+	_ oauth2.CoreStorage            = (*storage)(nil)
+	_ oauth2.TokenRevocationStorage = (*storage)(nil)
 )
 
 var errNoCodes = errors.New("authorization codes are not supported")
 
 // GetClient returns a client_credentials client from the store, or the
 // built-in first-party public client.
-func (f *fositeStore) GetClient(ctx context.Context, id string) (fosite.Client, error) {
-	if id == firstPartyClientID {
+func (f *storage) GetClient(ctx context.Context, id string) (fosite.Client, error) {
+	if id == FirstPartyClientID {
 		return &fosite.DefaultClient{ID: id, Public: true, GrantTypes: []string{"refresh_token"},
 			Audience: []string{f.audience}}, nil
 	}
@@ -109,12 +77,12 @@ func (f *fositeStore) GetClient(ctx context.Context, id string) (fosite.Client, 
 
 // ClientAssertionJWTValid accepts every jti: JWT client assertions are not
 // enabled (no client has a key set).
-func (f *fositeStore) ClientAssertionJWTValid(context.Context, string) error { return nil }
+func (f *storage) ClientAssertionJWTValid(context.Context, string) error { return nil }
 
-func (f *fositeStore) SetClientAssertionJWT(context.Context, string, time.Time) error { return nil }
+func (f *storage) SetClientAssertionJWT(context.Context, string, time.Time) error { return nil }
 
-func (f *fositeStore) create(ctx context.Context, kind store.TokenKind, sig string, r fosite.Requester) error {
-	sess, ok := r.GetSession().(*session)
+func (f *storage) create(ctx context.Context, kind store.TokenKind, sig string, r fosite.Requester) error {
+	sess, ok := r.GetSession().(*Session)
 	if !ok {
 		return fmt.Errorf("unexpected session type %T", r.GetSession())
 	}
@@ -143,7 +111,7 @@ func (f *fositeStore) create(ctx context.Context, kind store.TokenKind, sig stri
 }
 
 // familyRevoked reports whether the family requestID has a tombstone.
-func (f *fositeStore) familyRevoked(ctx context.Context, requestID string) (bool, error) {
+func (f *storage) familyRevoked(ctx context.Context, requestID string) (bool, error) {
 	_, err := f.st.Token(ctx, store.RefreshToken, tombstonePrefix+requestID)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
@@ -153,7 +121,7 @@ func (f *fositeStore) familyRevoked(ctx context.Context, requestID string) (bool
 
 // get loads a token's request; an inactive token returns the request
 // together with fosite.ErrInactiveToken, as reuse detection needs.
-func (f *fositeStore) get(ctx context.Context, kind store.TokenKind, sig string) (fosite.Requester, error) {
+func (f *storage) get(ctx context.Context, kind store.TokenKind, sig string) (fosite.Requester, error) {
 	t, err := f.st.Token(ctx, kind, sig)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fosite.ErrNotFound
@@ -169,7 +137,7 @@ func (f *fositeStore) get(ctx context.Context, kind store.TokenKind, sig string)
 		return nil, err
 	}
 	if sr.Session == nil {
-		sr.Session = &session{}
+		sr.Session = &Session{}
 	}
 	req := &fosite.Request{
 		ID: sr.ID, RequestedAt: sr.RequestedAt, Client: client,
@@ -190,19 +158,19 @@ func (f *fositeStore) get(ctx context.Context, kind store.TokenKind, sig string)
 	return req, nil
 }
 
-func (f *fositeStore) CreateAccessTokenSession(ctx context.Context, sig string, r fosite.Requester) error {
+func (f *storage) CreateAccessTokenSession(ctx context.Context, sig string, r fosite.Requester) error {
 	return f.create(ctx, store.AccessToken, sig, r)
 }
 
-func (f *fositeStore) GetAccessTokenSession(ctx context.Context, sig string, _ fosite.Session) (fosite.Requester, error) {
+func (f *storage) GetAccessTokenSession(ctx context.Context, sig string, _ fosite.Session) (fosite.Requester, error) {
 	return f.get(ctx, store.AccessToken, sig)
 }
 
-func (f *fositeStore) DeleteAccessTokenSession(ctx context.Context, sig string) error {
+func (f *storage) DeleteAccessTokenSession(ctx context.Context, sig string) error {
 	return f.st.DeleteToken(ctx, store.AccessToken, sig)
 }
 
-func (f *fositeStore) CreateRefreshTokenSession(ctx context.Context, sig, _ string, r fosite.Requester) error {
+func (f *storage) CreateRefreshTokenSession(ctx context.Context, sig, _ string, r fosite.Requester) error {
 	return f.create(ctx, store.RefreshToken, sig, r)
 }
 
@@ -211,14 +179,14 @@ func (f *fositeStore) CreateRefreshTokenSession(ctx context.Context, sig, _ stri
 // before it checks the token's HMAC, so such signatures must find nothing.
 func isTombstone(sig string) bool { return strings.HasPrefix(sig, tombstonePrefix) }
 
-func (f *fositeStore) GetRefreshTokenSession(ctx context.Context, sig string, _ fosite.Session) (fosite.Requester, error) {
+func (f *storage) GetRefreshTokenSession(ctx context.Context, sig string, _ fosite.Session) (fosite.Requester, error) {
 	if isTombstone(sig) {
 		return nil, fosite.ErrNotFound
 	}
 	return f.get(ctx, store.RefreshToken, sig)
 }
 
-func (f *fositeStore) DeleteRefreshTokenSession(ctx context.Context, sig string) error {
+func (f *storage) DeleteRefreshTokenSession(ctx context.Context, sig string) error {
 	if isTombstone(sig) {
 		return fosite.ErrNotFound
 	}
@@ -228,7 +196,7 @@ func (f *fositeStore) DeleteRefreshTokenSession(ctx context.Context, sig string)
 // RotateRefreshToken consumes the presented refresh token (atomically, so
 // of two concurrent refreshes one fails) and retires the family's access
 // tokens.
-func (f *fositeStore) RotateRefreshToken(ctx context.Context, requestID, sig string) error {
+func (f *storage) RotateRefreshToken(ctx context.Context, requestID, sig string) error {
 	if isTombstone(sig) {
 		return fosite.ErrNotFound
 	}
@@ -245,7 +213,7 @@ func (f *fositeStore) RotateRefreshToken(ctx context.Context, requestID, sig str
 // the family that consumed its token before this call and stores its new
 // tokens after it gets inactive tokens. Without the tombstone, reuse
 // detection racing a legitimate refresh would leave the newest token alive.
-func (f *fositeStore) RevokeRefreshToken(ctx context.Context, requestID string) error {
+func (f *storage) RevokeRefreshToken(ctx context.Context, requestID string) error {
 	err := f.st.CreateToken(ctx, store.TokenSession{Kind: store.RefreshToken, Signature: tombstonePrefix + requestID,
 		RequestID: requestID, Active: false, Data: []byte("{}"), ExpiresAt: time.Now().Add(f.familyTTL)})
 	if err != nil && !errors.Is(err, store.ErrConflict) {
@@ -255,19 +223,19 @@ func (f *fositeStore) RevokeRefreshToken(ctx context.Context, requestID string) 
 }
 
 // RevokeAccessToken deactivates every access token of the family.
-func (f *fositeStore) RevokeAccessToken(ctx context.Context, requestID string) error {
+func (f *storage) RevokeAccessToken(ctx context.Context, requestID string) error {
 	return f.st.DeactivateTokens(ctx, store.AccessToken, requestID)
 }
 
-func (f *fositeStore) CreateAuthorizeCodeSession(context.Context, string, fosite.Requester) error {
+func (f *storage) CreateAuthorizeCodeSession(context.Context, string, fosite.Requester) error {
 	return errNoCodes
 }
 
-func (f *fositeStore) GetAuthorizeCodeSession(context.Context, string, fosite.Session) (fosite.Requester, error) {
+func (f *storage) GetAuthorizeCodeSession(context.Context, string, fosite.Session) (fosite.Requester, error) {
 	return nil, fosite.ErrNotFound
 }
 
-func (f *fositeStore) InvalidateAuthorizeCodeSession(context.Context, string) error {
+func (f *storage) InvalidateAuthorizeCodeSession(context.Context, string) error {
 	return errNoCodes
 }
 
@@ -284,48 +252,6 @@ func (secretHasher) Compare(_ context.Context, hash, data []byte) error {
 	sum := sha256.Sum256(data)
 	if len(hash) != len(sum) || subtle.ConstantTimeCompare(hash, sum[:]) != 1 {
 		return fosite.ErrInvalidClient
-	}
-	return nil
-}
-
-// accessTokenStrategy issues fosite's access tokens as the service's own
-// JWTs (so Check verifies them like any other) and leaves refresh tokens
-// to fosite's HMAC strategy.
-type accessTokenStrategy struct {
-	*oauth2.HMACSHAStrategy
-	tokens *keyring.Tokens
-}
-
-var _ oauth2.CoreStrategy = (*accessTokenStrategy)(nil)
-
-func (a *accessTokenStrategy) AccessTokenSignature(_ context.Context, token string) string {
-	if i := strings.LastIndexByte(token, '.'); i >= 0 {
-		return token[i+1:]
-	}
-	return ""
-}
-
-func (a *accessTokenStrategy) GenerateAccessToken(_ context.Context, r fosite.Requester) (string, string, error) {
-	sess, ok := r.GetSession().(*session)
-	if !ok {
-		return "", "", fmt.Errorf("unexpected session type %T", r.GetSession())
-	}
-	c := keyring.Claims{Roles: sess.Roles, Orgs: sess.Orgs, ClientID: r.GetClient().GetID(), Scope: r.GetGrantedScopes()}
-	c.Subject = sess.Subject
-	c.Audience = append(c.Audience, r.GetGrantedAudience()...)
-	if exp := sess.GetExpiresAt(fosite.AccessToken); !exp.IsZero() {
-		c.ExpiresAt = jwt.NewNumericDate(exp)
-	}
-	tok, err := a.tokens.Issue(c)
-	if err != nil {
-		return "", "", err
-	}
-	return tok, a.AccessTokenSignature(context.Background(), tok), nil
-}
-
-func (a *accessTokenStrategy) ValidateAccessToken(_ context.Context, _ fosite.Requester, token string) error {
-	if _, err := a.tokens.Verify(token); err != nil {
-		return fosite.ErrTokenExpired.WithWrap(err)
 	}
 	return nil
 }
