@@ -85,7 +85,7 @@ func BenchmarkCheckHandler(b *testing.B) {
 	ts := startService(b, nil, func(c *Config) { c.APIKeyCacheTTL = time.Hour })
 	u := ts.register(b, "bench")
 	key := ts.newKey(b, u.Token, nil)
-	cs := &checkServer{tokens: ts.tokens, keys: ts.keys, policy: &ts.policy, cfg: &ts.cfg, metrics: ts.metrics, logger: ts.logger}
+	cs := ts.checks
 	for name, h := range map[string]map[string]string{
 		"jwt": {"authorization": "Bearer " + u.Token}, "api_key": {"x-api-key": key.APIKey},
 	} {

@@ -94,6 +94,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// errorBody is the JSON error envelope of every 4xx and 5xx of the HTTP
+// API (Check's refusals carry the same, package extauthz's).
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
 // apiError is an HTTP API failure with its status and stable code.
 type apiError struct {
 	status  int

@@ -2,36 +2,16 @@ package authz
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// metrics are the service's Prometheus series. No label carries a user,
-// key or organisation, so the series count is fixed.
+// metrics are the HTTP API's Prometheus series (Check's are package
+// extauthz's). No label carries a user, key or organisation, so the series
+// count is fixed.
 type metrics struct {
-	checks       *prometheus.CounterVec // credential, result
-	checkSeconds prometheus.Histogram
-	keyCache     *prometheus.CounterVec // result: hit, miss, malformed
-	storeErrors  prometheus.Counter
 	httpRequests *prometheus.CounterVec // route, code
 	tokens       *prometheus.CounterVec // grant
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "leaky_authz_checks_total",
-			Help: "ext_authz checks by credential (jwt, api_key, none) and result (ok, unauthenticated, forbidden, invalid, unavailable).",
-		}, []string{"credential", "result"}),
-		checkSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "leaky_authz_check_duration_seconds",
-			Help:    "Time to answer an ext_authz check.",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .15, .2},
-		}),
-		keyCache: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "leaky_authz_api_key_cache_total",
-			Help: "API key verifications by how they were answered: hit (cache), miss (store), malformed (refused without a lookup).",
-		}, []string{"result"}),
-		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "leaky_authz_store_errors_total",
-			Help: "Store calls from Check that failed or missed their deadline.",
-		}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leaky_authz_http_requests_total",
 			Help: "HTTP API requests by route pattern and status code.",
@@ -41,6 +21,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Access tokens issued by grant (login, register, client_credentials, refresh_token).",
 		}, []string{"grant"}),
 	}
-	reg.MustRegister(m.checks, m.checkSeconds, m.keyCache, m.storeErrors, m.httpRequests, m.tokens)
+	reg.MustRegister(m.httpRequests, m.tokens)
 	return m
 }

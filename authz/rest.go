@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leakytokens/leaky/authz/extauthz"
 	"github.com/leakytokens/leaky/authz/keyauth"
 	"github.com/leakytokens/leaky/authz/store"
 )
@@ -62,7 +63,7 @@ func (s *Service) principal(r *http.Request, apiKeyAllowed bool) (store.Principa
 	if a := r.Header.Get("Authorization"); a != "" {
 		scheme, tok, ok := strings.Cut(strings.TrimSpace(a), " ")
 		tok = strings.TrimSpace(tok)
-		if !ok || !strings.EqualFold(scheme, "bearer") || len(tok) > maxCredentialLen {
+		if !ok || !strings.EqualFold(scheme, "bearer") || len(tok) > extauthz.MaxCredentialLen {
 			return store.Principal{}, errUnauthenticated
 		}
 		if !strings.HasPrefix(tok, "lt_") {

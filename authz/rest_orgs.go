@@ -23,7 +23,7 @@ func (s *Service) createOrg(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	in.ID, in.Name = strings.TrimSpace(in.ID), strings.TrimSpace(in.Name)
-	if !orgIDPattern.MatchString(in.ID) {
+	if !store.ValidOrgID(in.ID) {
 		return badRequest("id: 2 to 63 lower-case letters, digits or '-', starting with a letter or digit")
 	}
 	if in.Name == "" {

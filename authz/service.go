@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/leakytokens/leaky/authz/extauthz"
 	"github.com/leakytokens/leaky/authz/keyauth"
 	"github.com/leakytokens/leaky/authz/keyring"
 	"github.com/leakytokens/leaky/authz/oauth"
@@ -40,6 +41,7 @@ type Service struct {
 	keys       *keyauth.Verifier
 	hasher     passwordHasher
 	oauth      *oauth.Provider
+	checks     *extauthz.Server
 	reg        *prometheus.Registry
 	metrics    *metrics
 	admin      AdminCredentials
@@ -134,6 +136,9 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 		Issuer: cfg.Issuer, Audience: cfg.Audience, TTL: cfg.TokenTTL, Leeway: 30 * time.Second, Now: time.Now})
 	s.keys = keyauth.New(st, keyauth.Options{
 		TTL: cfg.APIKeyCacheTTL, Size: cfg.APIKeyCacheSize, Timeout: cfg.CheckTimeout, Now: h.keyClock})
+	s.checks = extauthz.New(s.tokens, s.keys, &s.policy, extauthz.Options{
+		PublicPaths: cfg.PublicPaths, AdminPaths: cfg.AdminPaths, DefaultMaxTokens: cfg.DefaultMaxTokens,
+		StoreFailure: cfg.StoreFailure, Logger: logger, Registerer: s.reg})
 	s.oauth = oauth.New(st, s.tokens, oauth.Options{
 		Issuer: cfg.Issuer, Audience: cfg.Audience, TokenTTL: cfg.TokenTTL, RefreshTTL: cfg.RefreshTTL, Secret: secret})
 	if err := s.bootstrapAdmin(ctx); err != nil {
@@ -161,10 +166,7 @@ func (s *Service) listen() error {
 	if err != nil {
 		return err
 	}
-	authv3.RegisterAuthorizationServer(srv, &checkServer{
-		tokens: s.tokens, keys: s.keys, policy: &s.policy, cfg: &s.cfg, metrics: s.metrics, logger: s.logger,
-		storeLog: serve.NewThrottle(time.Second),
-	})
+	authv3.RegisterAuthorizationServer(srv, s.checks)
 	s.srv = srv
 	return nil
 }

@@ -8,6 +8,7 @@ package store
 import (
 	"context"
 	"errors"
+	"regexp"
 	"time"
 
 	"github.com/leakytokens/leaky/authz/apikey"
@@ -47,6 +48,13 @@ type APIKey struct {
 	CreatedAt time.Time
 	ExpiresAt time.Time // zero: never
 }
+
+// orgIDPattern is the form of an organisation id.
+var orgIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,62}$`)
+
+// ValidOrgID reports whether id has the form of an organisation id: 2 to
+// 63 lower-case letters, digits and '-', not starting with '-'.
+func ValidOrgID(id string) bool { return orgIDPattern.MatchString(id) }
 
 // Org is an organisation. Its ID is a short slug chosen at creation; it is
 // what x-leaky-org names and x-leaky-org-id carries.

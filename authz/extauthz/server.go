@@ -1,22 +1,19 @@
-package authz
+package extauthz
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net/url"
-	pathpkg "path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -29,19 +26,50 @@ import (
 	"github.com/leakytokens/leaky/internal/serve"
 )
 
-// maxCredentialLen bounds the Authorization and X-Api-Key values.
-const maxCredentialLen = 8 << 10
+// MaxCredentialLen bounds the Authorization and X-Api-Key values Check
+// accepts; the HTTP API holds to it too.
+const MaxCredentialLen = 8 << 10
 
-var orgIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,62}$`)
+// TokenVerifier verifies a JWT in memory (keyring.Tokens).
+type TokenVerifier interface {
+	Verify(raw string) (*keyring.Claims, error)
+}
 
-// checkServer answers Envoy's ext_authz Check. A JWT is verified in memory;
-// an API key through the keyauth.Verifier's cache, else the store under the
-// Check deadline.
-type checkServer struct {
-	tokens  *keyring.Tokens
-	keys    *keyauth.Verifier
-	policy  *atomic.Pointer[policy.Policy]
-	cfg     *Config
+// KeyVerifier verifies an API key, from its cache or the store
+// (keyauth.Verifier): it returns the owner, or keyauth.ErrInvalid,
+// keyauth.ErrExpired or another error when the store failed, and how it
+// answered (keyauth.Hit, Miss or Malformed).
+type KeyVerifier interface {
+	Verify(ctx context.Context, raw string) (store.Principal, string, error)
+}
+
+// PolicySource returns the current policy; an *atomic.Pointer does.
+type PolicySource interface {
+	Load() *policy.Policy
+}
+
+// Options configure a Server.
+type Options struct {
+	PublicPaths      []string // path prefixes let through without credentials
+	AdminPaths       []string // path prefixes allowed only to role ADMIN
+	DefaultMaxTokens int64    // completion tokens assumed when a body names no limit
+	// StoreFailure is the answer when the store fails or is too slow:
+	// "deny" (a 503 JSON answer) or "error" (gRPC UNAVAILABLE).
+	StoreFailure string
+	Logger       *slog.Logger
+	// Registerer takes the Server's metrics (leaky_authz_checks_total and
+	// the others in metrics.go).
+	Registerer prometheus.Registerer
+}
+
+// Server answers Envoy's ext_authz Check. A JWT is verified in memory; an
+// API key through the KeyVerifier's cache, else the store under its
+// deadline. Safe for concurrent use.
+type Server struct {
+	tokens  TokenVerifier
+	keys    KeyVerifier
+	policy  PolicySource
+	opt     Options
 	metrics *metrics
 	logger  *slog.Logger
 	// storeLog limits store-failure warnings to one a second; the metric
@@ -49,7 +77,14 @@ type checkServer struct {
 	storeLog *serve.Throttle
 }
 
-var _ authv3.AuthorizationServer = (*checkServer)(nil)
+var _ authv3.AuthorizationServer = (*Server)(nil)
+
+// New returns a Server deciding with tokens, keys and the policy's tiers
+// and providers. It registers its metrics on opt.Registerer.
+func New(tokens TokenVerifier, keys KeyVerifier, pol PolicySource, opt Options) *Server {
+	return &Server{tokens: tokens, keys: keys, policy: pol, opt: opt, metrics: newMetrics(opt.Registerer),
+		logger: opt.Logger, storeLog: serve.NewThrottle(time.Second)}
+}
 
 // denial is a refused check: its HTTP status, stable error code and message.
 type denial struct {
@@ -69,7 +104,7 @@ func forbidden(code, msg string) *denial {
 }
 
 // Check implements authv3.AuthorizationServer.
-func (s *checkServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	h := requestHeaders(httpReq)
@@ -98,7 +133,7 @@ func (s *checkServer) Check(ctx context.Context, req *authv3.CheckRequest) (*aut
 			s.logger.LogAttrs(ctx, slog.LevelWarn, "check: store unavailable",
 				slog.String(serve.KeyError, err.Error()), slog.Int64(serve.KeySkipped, skipped))
 		}
-		if s.cfg.StoreFailure == "error" {
+		if s.opt.StoreFailure == "error" {
 			s.metrics.checks.WithLabelValues(cred, result).Inc()
 			s.metrics.checkSeconds.Observe(time.Since(start).Seconds())
 			return nil, status.Error(codes.Unavailable, "authorization store unavailable")
@@ -112,7 +147,7 @@ func (s *checkServer) Check(ctx context.Context, req *authv3.CheckRequest) (*aut
 
 // decide authenticates and authorises one request. It returns the kind of
 // credential, the headers to set, and a *denial or a store error.
-func (s *checkServer) decide(ctx context.Context, r *authv3.AttributeContext_HttpRequest, h map[string]string, remove *[]string) (string, []*corev3.HeaderValueOption, error) {
+func (s *Server) decide(ctx context.Context, r *authv3.AttributeContext_HttpRequest, h map[string]string, remove *[]string) (string, []*corev3.HeaderValueOption, error) {
 	path, ok := cleanPath(r.GetPath())
 	if !ok {
 		return "none", nil, &denial{typev3.StatusCode_BadRequest, "invalid_request", "malformed request path"}
@@ -120,12 +155,12 @@ func (s *checkServer) decide(ctx context.Context, r *authv3.AttributeContext_Htt
 	pol := s.policy.Load()
 	p, cred, err := s.authenticate(ctx, h, under(r.GetPath(), selfPaths), remove)
 	if err != nil {
-		if cred == "none" && under(r.GetPath(), s.cfg.PublicPaths) {
+		if cred == "none" && under(r.GetPath(), s.opt.PublicPaths) {
 			return cred, nil, nil
 		}
 		return cred, nil, err
 	}
-	if underAny(path, s.cfg.AdminPaths) && !p.IsAdmin() {
+	if underAny(path, s.opt.AdminPaths) && !p.IsAdmin() {
 		return cred, nil, forbidden("forbidden_role", "this path requires role ADMIN")
 	}
 	set := []*corev3.HeaderValueOption{
@@ -134,7 +169,7 @@ func (s *checkServer) decide(ctx context.Context, r *authv3.AttributeContext_Htt
 		header(contract.HeaderRoles, strings.Join(p.Roles, ",")),
 	}
 	if org := strings.TrimSpace(h[contract.HeaderOrg]); org != "" {
-		if !orgIDPattern.MatchString(org) || !slices.Contains(p.Orgs, org) {
+		if !store.ValidOrgID(org) || !slices.Contains(p.Orgs, org) {
 			return cred, nil, forbidden("forbidden_org", "the caller is not a member of the organisation named in "+contract.HeaderOrg)
 		}
 		set = append(set, header(contract.HeaderOrgID, org))
@@ -143,7 +178,7 @@ func (s *checkServer) decide(ctx context.Context, r *authv3.AttributeContext_Htt
 	if len(body) == 0 {
 		body = []byte(r.GetBody())
 	}
-	n, bodyProvider, ok := estimateRequest(body, h, s.cfg.DefaultMaxTokens)
+	n, bodyProvider, ok := estimateRequest(body, h, s.opt.DefaultMaxTokens)
 	if ok {
 		set = append(set, header(contract.HeaderEstimate, strconv.FormatInt(n, 10)))
 	}
@@ -153,11 +188,6 @@ func (s *checkServer) decide(ctx context.Context, r *authv3.AttributeContext_Htt
 	return cred, set, nil
 }
 
-// selfPaths are served by this service's own HTTP API, which
-// authenticates its callers again and needs their credentials (GET
-// /api/v1/auth/api-keys/validate takes a Bearer token and an X-Api-Key).
-var selfPaths = []string{"/api/v1/auth/", "/oauth2/"}
-
 // authenticate finds and verifies the credential: X-Api-Key, or
 // Authorization: Bearer carrying a JWT or an API key (as OpenAI-style
 // clients send it). Elsewhere than under selfPaths a request with both is
@@ -165,7 +195,7 @@ var selfPaths = []string{"/api/v1/auth/", "/oauth2/"}
 // is added to remove: neither our API keys nor our JWTs reach the upstream.
 // Under selfPaths the credentials stay, and Authorization wins, as in the
 // HTTP API.
-func (s *checkServer) authenticate(ctx context.Context, h map[string]string, self bool, remove *[]string) (store.Principal, string, error) {
+func (s *Server) authenticate(ctx context.Context, h map[string]string, self bool, remove *[]string) (store.Principal, string, error) {
 	raw, isKey := "", false
 	k, hasKey := h[contract.HeaderAPIKey]
 	a, hasAuth := h["authorization"]
@@ -190,7 +220,7 @@ func (s *checkServer) authenticate(ctx context.Context, h map[string]string, sel
 	default:
 		return store.Principal{}, "none", unauthenticated("credentials required: Authorization: Bearer <token> or X-Api-Key")
 	}
-	if len(raw) > maxCredentialLen {
+	if len(raw) > MaxCredentialLen {
 		return store.Principal{}, "none", unauthenticated("credential too long")
 	}
 	if isKey {
@@ -211,130 +241,6 @@ func (s *checkServer) authenticate(ctx context.Context, h map[string]string, sel
 		return store.Principal{}, "jwt", unauthenticated("invalid or expired token")
 	}
 	return c.Principal(), "jwt", nil
-}
-
-// requestHeaders returns the request's headers by lower-case name, from
-// header_map when Envoy sent raw headers, joining repeated ones with ",".
-func requestHeaders(r *authv3.AttributeContext_HttpRequest) map[string]string {
-	if hm := r.GetHeaderMap(); hm != nil && len(hm.GetHeaders()) > 0 {
-		out := make(map[string]string, len(hm.GetHeaders()))
-		for _, hv := range hm.GetHeaders() {
-			k := strings.ToLower(hv.GetKey())
-			v := hv.GetValue()
-			if v == "" {
-				v = string(hv.GetRawValue())
-			}
-			if old, ok := out[k]; ok {
-				v = old + "," + v
-			}
-			out[k] = v
-		}
-		return out
-	}
-	hs := r.GetHeaders()
-	for k := range hs {
-		if strings.ToLower(k) != k {
-			out := make(map[string]string, len(hs))
-			for k, v := range hs {
-				out[strings.ToLower(k)] = v
-			}
-			return out
-		}
-	}
-	return hs // Envoy sends lower-case names: no copy needed
-}
-
-// clientHeaders lists the client-sent x-leaky-* headers, sorted: they are
-// removed from the upstream request so no client can forge them. x-leaky-org
-// is the client's to send and stays.
-func clientHeaders(h map[string]string) []string {
-	var out []string
-	for k := range h {
-		if strings.HasPrefix(k, contract.HeaderPrefix) && k != contract.HeaderOrg {
-			out = append(out, k)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-// providerOf names the provider from the first path segment (or the third
-// of /api/v1/<provider>/…) when the policy lists it, else from the body's
-// "provider" field when the policy lists that.
-func providerOf(pol *policy.Policy, path, fromBody string) string {
-	known := func(p string) bool {
-		_, ok := pol.Providers[p]
-		return ok && p != policy.Wildcard
-	}
-	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
-	if len(segs) > 0 && known(strings.ToLower(segs[0])) {
-		return strings.ToLower(segs[0])
-	}
-	if len(segs) > 2 && segs[0] == "api" && known(strings.ToLower(segs[2])) {
-		return strings.ToLower(segs[2])
-	}
-	if p := strings.ToLower(fromBody); known(p) {
-		return p
-	}
-	return ""
-}
-
-// cleanPath drops the query, decodes percent-escapes and resolves "." and
-// ".." segments and repeated slashes, so that neither a public nor an admin
-// prefix can be dodged ("/oauth2/../openai/…", "//api/v1/admin/…",
-// "/api/v1/%61dmin/…"). ok is false for an undecodable path.
-func cleanPath(p string) (string, bool) {
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		p = p[:i]
-	}
-	u, err := url.PathUnescape(p)
-	if err != nil {
-		return "", false
-	}
-	c := pathpkg.Clean("/" + u)
-	if strings.HasSuffix(u, "/") && c != "/" {
-		c += "/"
-	}
-	return c, true
-}
-
-// canonical reports whether raw, the path as Envoy sent it (query
-// dropped), is canonical: decoding and cleaning leave it unchanged (so no
-// percent-escape, dot-segment or repeated slash) and it holds no ';' or
-// backslash. Only a canonical path may take a public prefix or keep the
-// credentials for this service's own API: anything else may mean a
-// different path to the upstream than to this check
-// ("/openai/%2e%2e/oauth2/token", "/x;/../oauth2/y").
-func canonical(raw string) (string, bool) {
-	if i := strings.IndexAny(raw, "?#"); i >= 0 {
-		raw = raw[:i]
-	}
-	if strings.ContainsAny(raw, ";\\%") {
-		return raw, false
-	}
-	c, ok := cleanPath(raw)
-	return raw, ok && c == raw
-}
-
-// under reports whether the path as sent is canonical and lies under one
-// of the prefixes.
-func under(raw string, prefixes []string) bool {
-	p, ok := canonical(raw)
-	return ok && underAny(p, prefixes)
-}
-
-// underAny reports whether path is one of the prefixes or lies below one,
-// at a segment boundary: "/api/v1/admin/" covers "/api/v1/admin" and
-// "/api/v1/admin/x" but not "/api/v1/administrators"; "/api/v1/auth/login"
-// covers "/api/v1/auth/login/" but not "/api/v1/auth/login-x".
-func underAny(path string, prefixes []string) bool {
-	for _, p := range prefixes {
-		p = strings.TrimSuffix(p, "/")
-		if path == p || strings.HasPrefix(path, p+"/") {
-			return true
-		}
-	}
-	return false
 }
 
 func header(k, v string) *corev3.HeaderValueOption {
