@@ -5,7 +5,9 @@
 // the rotation period, so tokens survive restarts and are valid on every
 // replica. A new key is published before it signs, and a superseded one
 // keeps verifying until every token it signed has expired. Tokens issues
-// and verifies JWTs on the ring's current Set, in memory only.
+// and verifies JWTs on the ring's current Set, in memory only, caching
+// verifications; the Set is swapped only when its kids change, so cached
+// verifications survive a reload.
 package keyring
 
 import (

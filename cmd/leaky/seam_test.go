@@ -2,6 +2,7 @@ package main
 
 import (
 	"go/build"
+	"io/fs"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -69,6 +70,22 @@ func TestServicesImportNoAdapter(t *testing.T) {
 		{"authz", append([]string{module + "/ratelimit"}, adapters...), nil},
 		{"cmd/leaky", nil, []string{module + "/ratelimit/redisstore", module + "/authz/pgstore"}},
 	}
+	// Every sub-package of authz but its adapter is held to authz's rule,
+	// and imports nothing of the root package: authz wires them, not the
+	// other way round.
+	subs := authzSubpackages(t)
+	for _, want := range []string{"authz/extauthz", "authz/keyauth", "authz/keyring", "authz/oauth", "authz/store"} {
+		if !slices.Contains(subs, want) {
+			t.Errorf("authz sub-packages %v lack %s; the listing is broken or the package moved", subs, want)
+		}
+	}
+	for _, sub := range subs {
+		tests = append(tests, struct {
+			pkg       string
+			forbidden []string
+			reached   []string
+		}{sub, append([]string{module + "/ratelimit", module + "/authz"}, adapters...), nil})
+	}
 	for _, tt := range tests {
 		t.Run(tt.pkg, func(t *testing.T) {
 			chains := importChains(t, tt.pkg)
@@ -86,4 +103,33 @@ func TestServicesImportNoAdapter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// authzSubpackages lists the Go packages below authz (relative to the
+// module root), but authz/pgstore, the adapter itself.
+func authzSubpackages(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	root := filepath.Join("..", "..")
+	err := filepath.WalkDir(filepath.Join(root, "authz"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if rel == "authz/pgstore" {
+			return fs.SkipDir
+		}
+		if _, err := build.Default.ImportDir(path, 0); err == nil && rel != "authz" {
+			out = append(out, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
