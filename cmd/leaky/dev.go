@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/leakytokens/leaky/authz"
+	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/serve"
 	"github.com/leakytokens/leaky/ratelimit"
 )
@@ -103,7 +104,8 @@ Leaky Tokens is running (leaky dev). Ctrl-C stops it.
 
 4. Ask the ratelimit service for 100 tokens of alice's free-tier OpenAI budget (capacity 4000, 40/s):
 `, a, c.azGRPC)
-	req := `{"domain":"leaky-tokens","descriptors":[{"entries":[{"key":"provider","value":"openai"},{"key":"tier","value":"free"},{"key":"user","value":"alice"}]}],"hits_addend":100}`
+	req := fmt.Sprintf(`{"domain":%q,"descriptors":[{"entries":[{"key":%q,"value":"openai"},{"key":%q,"value":"free"},{"key":%q,"value":"alice"}]}],"hits_addend":100}`,
+		contract.Domain, contract.KeyProvider, contract.KeyTier, contract.KeyUser)
 	if _, err := exec.LookPath("grpcurl"); err == nil {
 		fmt.Fprintf(w, "  grpcurl -plaintext -d '%s' %s envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit\n", req, c.rlGRPC)
 	}

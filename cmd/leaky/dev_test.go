@@ -21,7 +21,11 @@ func devPolicy(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.Replace(string(data), "providers:\n", "providers:\n  mistral: {capacity: 7000, leak_rate: 70}\n", 1)
+	pol := strings.Replace(string(data), "providers:\n", "providers:\n  mistral: {capacity: 7000, leak_rate: 70}\n", 1)
+	if pol == string(data) {
+		t.Fatal("testdata/policy.yaml has no providers: section to add mistral to")
+	}
+	return pol
 }
 
 // `leaky dev -config DIR` with DIR holding the policy and an
@@ -117,13 +121,20 @@ func TestDevConfigDirectory(t *testing.T) {
 // file and the bucket named.
 func TestDevRefusesUnenforceablePolicy(t *testing.T) {
 	dir := t.TempDir()
-	pol := strings.Replace(devPolicy(t), `"*": {capacity: 1000, leak_rate: 0.001}`, `"*": {capacity: 1000000000000, leak_rate: 0.001}`, 1)
+	good := devPolicy(t)
+	pol := strings.Replace(good, `"*": {capacity: 1000, leak_rate: 0.001}`, `"*": {capacity: 1000000000000, leak_rate: 0.001}`, 1)
+	if pol == good {
+		t.Fatal("the example policy no longer has the bucket this test makes unenforceable")
+	}
 	file := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(file, []byte(pol), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	err := run(context.Background(), []string{"dev", "-config", dir,
+	// A bound, in case dev started after all: it would serve until then.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"dev", "-config", dir,
 		"-ratelimit-grpc-addr", "127.0.0.1:0", "-ratelimit-http-addr", "127.0.0.1:0",
 		"-authz-grpc-addr", "127.0.0.1:0", "-authz-http-addr", "127.0.0.1:0"}, testEnv(&out, &out, nil))
 	if err == nil || !strings.Contains(err.Error(), file+": tiers.free.buckets.*: capacity 1000000000000 at leak_rate 0.001 cannot be represented") {
