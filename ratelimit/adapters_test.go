@@ -115,7 +115,7 @@ func TestServiceOnAFakeStore(t *testing.T) {
 	cfg := testConfig(t, "memory", "policy.yaml")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	svc, err := New(ctx, cfg, slog.New(slog.DiscardHandler), fs)
+	svc, err := New(cfg, slog.New(slog.DiscardHandler), fs)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -176,7 +176,7 @@ func TestNewClosesTheStoreWhenItFails(t *testing.T) {
 			cfg := testConfig(t, "memory")
 			tt.mutate(&cfg)
 			fs := &fakeStore{}
-			if _, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler), fs); err == nil {
+			if _, err := New(cfg, slog.New(slog.DiscardHandler), fs); err == nil {
 				t.Fatal("New succeeded, want an error")
 			}
 			if !fs.closed.Load() {

@@ -138,7 +138,7 @@ func TestRedisFailureModeAndRecovery(t *testing.T) {
 func TestShutdownTurnsHealthNotServingFirst(t *testing.T) {
 	cfg := testConfig(t, "memory", "policy.yaml")
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := New(ctx, cfg, slog.New(slog.DiscardHandler), testStore(t, cfg))
+	svc, err := New(cfg, slog.New(slog.DiscardHandler), testStore(t, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package ratelimit
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"os"
@@ -153,7 +152,7 @@ func TestBadConfigAtStart(t *testing.T) {
 			}
 			cfg := testConfig(t, "memory")
 			cfg.ConfigPath = dir
-			_, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), testStore(t, cfg))
+			_, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), testStore(t, cfg))
 			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("New = %v, want an error naming %s and %q", err, path, tt.want)
 			}

@@ -32,7 +32,7 @@ func newRatelimit(ctx context.Context, cfg ratelimit.Config, logger *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	return ratelimit.New(ctx, cfg, logger, st)
+	return ratelimit.New(cfg, logger, st)
 }
 
 // openRatelimitStore returns Redis for -store redis, else the memory store.
