@@ -115,7 +115,7 @@ func TestServiceOnAFakeStore(t *testing.T) {
 	cfg := testConfig(t, "memory", "policy.yaml")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	svc, err := New(ctx, cfg, slog.New(slog.DiscardHandler), fs)
+	svc, err := New(cfg, slog.New(slog.DiscardHandler), fs)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -127,13 +127,9 @@ func TestServiceOnAFakeStore(t *testing.T) {
 	}
 	defer conn.Close()
 	s := &server{svc: svc, client: rlsv3.NewRateLimitServiceClient(conn)}
-	ready := func() int { code, _ := httpGet(t, "http://"+svc.HTTPAddr()+"/readyz"); return code }
 	user := desc("provider=openai,tier=free,user=fake")
 
-	eventually(t, "readyz 503 while the store's Ping fails", func() bool { return ready() == 503 })
-	if st := grpcHealth(t, svc.GRPCAddr()); st != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Errorf("gRPC health while down = %v, want NOT_SERVING", st)
-	}
+	eventuallyHealth(t, svc, 503, healthpb.HealthCheckResponse_NOT_SERVING) // while the store's Ping fails
 	if r := s.ask(t, "leaky-tokens", 1, user); r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
 		t.Errorf("decision while down = %v, want OVER_LIMIT (failure_mode deny)", r.OverallCode)
 	}
@@ -149,7 +145,7 @@ func TestServiceOnAFakeStore(t *testing.T) {
 	}
 
 	fs.down.Store(false)
-	eventually(t, "readyz 200 once Ping answers", func() bool { return ready() == 200 })
+	eventuallyHealth(t, svc, 200, healthpb.HealthCheckResponse_SERVING) // once Ping answers
 	if r := s.ask(t, "leaky-tokens", 1, user); r.OverallCode != rlsv3.RateLimitResponse_OK {
 		t.Errorf("decision while up = %v, want OK", r.OverallCode)
 	}
@@ -180,7 +176,7 @@ func TestNewClosesTheStoreWhenItFails(t *testing.T) {
 			cfg := testConfig(t, "memory")
 			tt.mutate(&cfg)
 			fs := &fakeStore{}
-			if _, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler), fs); err == nil {
+			if _, err := New(cfg, slog.New(slog.DiscardHandler), fs); err == nil {
 				t.Fatal("New succeeded, want an error")
 			}
 			if !fs.closed.Load() {

@@ -42,7 +42,7 @@ func BenchmarkShouldRateLimit(b *testing.B) {
 func BenchmarkDecideInProcess(b *testing.B) {
 	cfg := DefaultConfig()
 	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	svc, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler), testStore(b, cfg))
+	svc, err := New(cfg, slog.New(slog.DiscardHandler), testStore(b, cfg))
 	if err != nil {
 		b.Fatal(err)
 	}

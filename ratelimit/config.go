@@ -126,3 +126,16 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// CheckConfig validates cfg and loads its configuration path as New will,
+// opening and binding nothing. cmd/leaky calls it before it opens the store
+// cfg names, so that a configuration the service would refuse is reported
+// as such, with its file and problem, never as a store it could not reach;
+// New checks again.
+func CheckConfig(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	_, err := loadLimits(cfg.ConfigPath)
+	return err
+}

@@ -22,18 +22,41 @@ import (
 	"github.com/leakytokens/leaky/internal/testenv"
 )
 
-func grpcHealth(t *testing.T, addr string) healthpb.HealthCheckResponse_ServingStatus {
+// grpcHealth asks the gRPC health service for service ("" is the server's
+// overall status).
+func grpcHealth(t *testing.T, addr, service string) healthpb.HealthCheckResponse_ServingStatus {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: "envoy.service.ratelimit.v3.RateLimitService"})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 	if err != nil {
-		t.Fatalf("health: %v", err)
+		t.Fatalf("health Check(%q): %v", service, err)
 	}
 	return resp.Status
+}
+
+// eventuallyHealth waits until /readyz answers code and gRPC health (the
+// server's and the RateLimitService's) answers want, all in one poll: the
+// two are published one after the other, so a single read of one right
+// after the other flipped may still see the old state.
+func eventuallyHealth(t *testing.T, svc *Service, code int, want healthpb.HealthCheckResponse_ServingStatus) {
+	t.Helper()
+	var got int
+	var overall, rls healthpb.HealthCheckResponse_ServingStatus
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got, _ = httpGet(t, "http://"+svc.HTTPAddr()+"/readyz")
+		overall = grpcHealth(t, svc.GRPCAddr(), "")
+		rls = grpcHealth(t, svc.GRPCAddr(), rlsv3.RateLimitService_ServiceDesc.ServiceName)
+		if got == code && overall == want && rls == want {
+			return
+		}
+	}
+	t.Fatalf("after 30s: readyz %d, gRPC health %v (server) and %v (RateLimitService); want %d and %v", got, overall, rls, code, want)
 }
 
 // askTimed sends one request and reports the answer, the error and how long
@@ -53,7 +76,6 @@ func TestRedisFailureModeAndRecovery(t *testing.T) {
 	cfg.RedisURL = rd.URL
 	cfg.RedisTimeout = DefaultConfig().RedisTimeout // the production deadline is under test
 	s := start(t, cfg)
-	ready := func() int { code, _ := httpGet(t, "http://"+s.svc.HTTPAddr()+"/readyz"); return code }
 	user := "provider=openai,tier=free,user=fault"
 	// With the 15 ms deadline one call on a loaded machine may get the
 	// failure mode (deny) although Redis is up: wait for a decision.
@@ -94,19 +116,13 @@ func TestRedisFailureModeAndRecovery(t *testing.T) {
 			if took[len(took)/2] > 100*time.Millisecond || took[len(took)-1] > time.Second {
 				t.Errorf("answers during the fault: median %v, max %v; want the 15 ms deadline to hold (median ≤ 100 ms, max ≤ 1 s)", took[len(took)/2], took[len(took)-1])
 			}
-			eventually(t, "readyz 503", func() bool { return ready() == 503 })
-			if st := grpcHealth(t, s.svc.GRPCAddr()); st != healthpb.HealthCheckResponse_NOT_SERVING {
-				t.Errorf("gRPC health during the fault = %v", st)
-			}
+			eventuallyHealth(t, s.svc, 503, healthpb.HealthCheckResponse_NOT_SERVING)
 			fault.heal()
 			eventually(t, "decisions again", func() bool {
 				r, _, err := s.askTimed("leaky-tokens", 1, user)
 				return err == nil && r.OverallCode == rlsv3.RateLimitResponse_OK
 			})
-			eventually(t, "readyz 200", func() bool { return ready() == 200 })
-			if st := grpcHealth(t, s.svc.GRPCAddr()); st != healthpb.HealthCheckResponse_SERVING {
-				t.Errorf("gRPC health after recovery = %v", st)
-			}
+			eventuallyHealth(t, s.svc, 200, healthpb.HealthCheckResponse_SERVING)
 		})
 	}
 	_, body := httpGet(t, "http://"+s.svc.HTTPAddr()+"/metrics")
@@ -122,7 +138,7 @@ func TestRedisFailureModeAndRecovery(t *testing.T) {
 func TestShutdownTurnsHealthNotServingFirst(t *testing.T) {
 	cfg := testConfig(t, "memory", "policy.yaml")
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := New(ctx, cfg, slog.New(slog.DiscardHandler), testStore(t, cfg))
+	svc, err := New(cfg, slog.New(slog.DiscardHandler), testStore(t, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ type Service struct {
 // opens one; see storecaps.go for what else it uses of st when st offers
 // it), and takes ownership of it: Run's end or Close closes st, and so does
 // New when it fails.
-func New(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
+func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		closeStore(st)
 		return nil, err

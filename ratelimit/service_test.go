@@ -71,7 +71,7 @@ func start(t testing.TB, cfg Config) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := New(ctx, cfg, logger, testStore(t, cfg))
+	svc, err := New(cfg, logger, testStore(t, cfg))
 	if err != nil {
 		cancel()
 		t.Fatalf("New: %v", err)

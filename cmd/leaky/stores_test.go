@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,5 +66,46 @@ func TestConfigCheckedBeforeTheStoreOpens(t *testing.T) {
 	az.DatabaseURL = "postgres://leaky@127.0.0.1:1/leaky"
 	if _, err := newAuthz(context.Background(), az, logger); err == nil || !strings.Contains(err.Error(), "signing-secret: required") {
 		t.Errorf("newAuthz(database without secret) = %v, want the signing-secret problem", err)
+	}
+}
+
+// A configuration the service would refuse is reported before any store is
+// opened: the store URLs below lead nowhere, so a check made after the
+// store would fail with a dial error instead, and against a real database
+// would have applied the migrations first.
+func TestConfigFilesCheckedBeforeTheStoreOpens(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	limitsNothing := "domain: leaky-tokens\ndefault_tier: free\ntiers:\n  free: {buckets: {\"*\": {capacity: 10, leak_rate: 1}}}\n"
+	tests := []struct {
+		name, file, content string
+		ratelimit, authz    string // what each error must say beside the file
+	}{
+		{"policy that limits nothing", "policy.yaml", limitsNothing,
+			"providers: at least one provider must be listed by name", "providers: at least one provider must be listed by name"},
+		{"policy with a rate the interval cannot hold", "policy.yaml", strings.Replace(limitsNothing, "tiers:", "providers: {openai: {capacity: 10, leak_rate: 700000}}\ntiers:", 1),
+			"providers.openai.leak_rate 700000: would run as 1000000 tokens/s", "providers.openai.leak_rate 700000"},
+		// The ratelimit service validates envoyproxy/ratelimit files itself;
+		// authz needs the policy, which this directory lacks.
+		{"envoyproxy/ratelimit file with a bad unit", "rl.yaml", "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n",
+			"fortnight", "holds no file with domain leaky-tokens"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, tt.file)
+			if err := os.WriteFile(path, []byte(tt.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			rl := ratelimit.DefaultConfig()
+			rl.Store, rl.RedisURL, rl.ConfigPath = "redis", "redis://127.0.0.1:1/0", dir
+			if _, err := newRatelimit(context.Background(), rl, logger); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tt.ratelimit) {
+				t.Errorf("newRatelimit = %v, want an error naming %s and %q", err, path, tt.ratelimit)
+			}
+			az := authz.DefaultConfig()
+			az.DatabaseURL, az.SigningSecret, az.PolicyPath = "postgres://leaky@127.0.0.1:1/leaky", "0123456789abcdef", dir
+			if _, err := newAuthz(context.Background(), az, logger); err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), tt.authz) {
+				t.Errorf("newAuthz = %v, want an error naming %s and %q", err, dir, tt.authz)
+			}
+		})
 	}
 }

@@ -73,7 +73,10 @@ type Policy struct {
 	// Organisations is every organisation's shared pool per provider ("*"
 	// for the rest).
 	Organisations map[string]Bucket `yaml:"organisations"`
-	// Providers is each provider's global pool ("*" for the rest).
+	// Providers is each provider's global pool, by name. It is also the
+	// list of providers authz recognises and names in x-leaky-provider, so
+	// at least one is required and "*" is refused: a request for a provider
+	// not listed here carries no descriptor and is not limited.
 	Providers map[string]Bucket `yaml:"providers"`
 	// ReservationTTL bounds how long a reservation stays open before it is
 	// settled at its estimate. Zero means 10 minutes.

@@ -85,6 +85,24 @@ func TestParseErrors(t *testing.T) {
 			`tiers.a.buckets.mistral: provider "mistral" is not listed under providers`},
 		{"organisation bucket for an unlisted provider", "tiers: {a: {}}\ndefault_tier: a\norganisations: {qwen: {capacity: 1, leak_rate: 1}}\n",
 			`organisations.qwen: provider "qwen" is not listed under providers`},
+		// authz names only providers listed by name, so without one no
+		// request carries a descriptor and nothing is limited.
+		{"no providers section", "tiers: {a: {buckets: {\"*\": {capacity: 1, leak_rate: 1}}}}\ndefault_tier: a\norganisations: {\"*\": {capacity: 1, leak_rate: 1}}\n",
+			"providers: at least one provider must be listed by name"},
+		{"empty providers section", "tiers: {a: {buckets: {\"*\": {capacity: 1, leak_rate: 1}}}}\ndefault_tier: a\nproviders: {}\n",
+			"providers: at least one provider must be listed by name"},
+		{"only a wildcard provider pool", "tiers: {a: {buckets: {\"*\": {capacity: 1, leak_rate: 1}}}}\ndefault_tier: a\nproviders: {\"*\": {capacity: 1, leak_rate: 1}}\n",
+			"providers: at least one provider must be listed by name"},
+		{"a wildcard provider pool beside named ones", "tiers: {a: {}}\ndefault_tier: a\nproviders: {openai: {capacity: 1, leak_rate: 1}, \"*\": {capacity: 1, leak_rate: 1}}\n",
+			`providers."*": authz names only the providers listed here by name, so a "*" pool would never apply`},
+		// The bucket drains one token every whole microsecond: 700000/s
+		// would run as 1e6/s.
+		{"fast rate rounded up", "tiers: {a: {}}\ndefault_tier: a\nproviders: {x: {capacity: 1, leak_rate: 700000}}\n",
+			"providers.x.leak_rate 700000: would run as 1000000 tokens/s (+42.9%), more than 1% off: the bucket drains one token every whole number of microseconds, so a rate above 20000 must be close to 1000000/n for a whole n; the nearest are 500000 and 1000000"},
+		{"fast rate rounded down", "tiers: {a: {buckets: {x: {capacity: 1, leak_rate: 400000}}}}\ndefault_tier: a\nproviders: {x: {capacity: 1, leak_rate: 1}}\n",
+			"tiers.a.buckets.x.leak_rate 400000: would run as 333333.333 tokens/s (-16.7%)"},
+		{"rate just over the bound", "tiers: {a: {}}\ndefault_tier: a\norganisations: {\"*\": {capacity: 1, leak_rate: 33000}}\nproviders: {x: {capacity: 1, leak_rate: 1}}\n",
+			"organisations.*.leak_rate 33000: would run as 33333.333 tokens/s (+1.0%)"},
 		{"reservation ttl below a second", "tiers: {a: {}}\ndefault_tier: a\nreservation_ttl: 1ns\n", "reservation_ttl 1ns: must be at least 1s"},
 		{"negative reservation ttl", "tiers: {a: {}}\ndefault_tier: a\nreservation_ttl: -1m\n", "reservation_ttl -1m0s"},
 		{"reservation ttl above a day", "tiers: {a: {}}\ndefault_tier: a\nreservation_ttl: 25h\n", "reservation_ttl 25h0m0s: must be at most 24h"},
@@ -150,6 +168,34 @@ func TestBucketSpanBoundary(t *testing.T) {
 	}
 	if _, err := Parse("p.yaml", []byte(head+strconv.FormatInt(maxCap+1, 10)+"}}\n")); err == nil {
 		t.Errorf("Parse(capacity %d at 1/s) = nil, want a refusal", maxCap+1)
+	}
+}
+
+// A rate the microsecond interval represents within MaxRateError loads, and
+// runs as the interval says.
+func TestFastRatesThatLoad(t *testing.T) {
+	tests := []struct {
+		rate     string
+		interval int64
+	}{
+		{"1e6", 1},
+		{"500000", 2},
+		{"333333", 3},
+		{"30100", 33}, // runs as 1e6/33 = 30303.03, +0.67 %
+		{"20000", 50},
+		{"20400", 49}, // runs as 1e6/49 = 20408.16, +0.04 %
+		{"0.5", 2000000},
+	}
+	for _, tt := range tests {
+		yaml := "tiers: {a: {}}\ndefault_tier: a\nproviders: {x: {capacity: 10, leak_rate: " + tt.rate + "}}\n"
+		p, err := Parse("p.yaml", []byte(yaml))
+		if err != nil {
+			t.Errorf("Parse(leak_rate %s) = %v, want it loaded", tt.rate, err)
+			continue
+		}
+		if got := p.Providers["x"].Limit().Interval; got != tt.interval {
+			t.Errorf("leak_rate %s: interval %d µs, want %d", tt.rate, got, tt.interval)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,12 @@ const (
 	// MaxLeakRate is the fastest leak rate, in tokens per second: one token
 	// per microsecond, the resolution of the algorithm's clock.
 	MaxLeakRate = 1e6
+	// MaxRateError bounds how far the leak rate the algorithm runs may be
+	// from the one written, as a fraction of it. The algorithm drains one
+	// token every whole number of microseconds, so it runs 1e6/round(1e6/r)
+	// tokens/s: within the bound for every rate up to 20,000 tokens/s, but
+	// 700,000 would run as 1e6 (43 % more).
+	MaxRateError = 0.01
 	// MinReservationTTL and MaxReservationTTL bound reservation_ttl. A
 	// reservation that expires before the provider answers is settled at
 	// its estimate and the actual usage above it is never charged; one kept
@@ -121,17 +128,51 @@ func validateBuckets(where string, m map[string]Bucket) []error {
 				field, b.Capacity, b.LeakRate, years, gcra.MaxSpan))
 			continue
 		}
+		if err := checkRate(field, b.LeakRate, lim); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		b.limit = lim
 		m[prov] = b
 	}
 	return errs
 }
 
-// validateProvidersKnown refuses a tier or organisation bucket for a
-// provider the providers section does not list: authz names only listed
-// providers in x-leaky-provider, so such a bucket would never apply.
+// checkRate refuses a leak rate the algorithm would run more than
+// MaxRateError away from rate, naming the representable rates beside it.
+func checkRate(field string, rate float64, lim gcra.Limit) error {
+	runs := lim.Rate()
+	if math.Abs(runs-rate) <= MaxRateError*rate {
+		return nil
+	}
+	per := 1e6 / rate // microseconds per token, as written
+	slower, faster := 1e6/math.Ceil(per), 1e6/math.Floor(per)
+	return fmt.Errorf("%s.leak_rate %s: would run as %s tokens/s (%+.1f%%), more than %g%% off: the bucket drains one token every whole number of microseconds, so a rate above 20000 must be close to 1000000/n for a whole n; the nearest are %s and %s",
+		field, plain(rate), plain(runs), 100*(runs-rate)/rate, 100*MaxRateError, plain(slower), plain(faster))
+}
+
+// plain writes a rate without an exponent, to three decimals at most.
+func plain(x float64) string {
+	return strconv.FormatFloat(math.Round(x*1000)/1000, 'f', -1, 64)
+}
+
+// validateProvidersKnown refuses a policy that would limit nothing and a
+// bucket that could never apply. authz names only providers listed under
+// providers, other than "*", in x-leaky-provider; without that header the
+// request carries no descriptor and is never limited. So the section must
+// list at least one provider by name, a "*" provider pool would never
+// apply, and neither would a tier or organisation bucket for an unlisted
+// provider.
 func (p *Policy) validateProvidersKnown() []error {
 	var errs []error
+	named := len(p.Providers)
+	if _, ok := p.Providers[Wildcard]; ok {
+		named--
+		errs = append(errs, errors.New(`providers."*": authz names only the providers listed here by name, so a "*" pool would never apply; give each provider its own pool`))
+	}
+	if named == 0 {
+		errs = append(errs, errors.New("providers: at least one provider must be listed by name: authz names only listed providers, and a request that names none is never limited, so this policy would limit nothing"))
+	}
 	check := func(where string, m map[string]Bucket) {
 		for _, prov := range slices.Sorted(maps.Keys(m)) {
 			if _, listed := p.Providers[prov]; prov != Wildcard && !listed {

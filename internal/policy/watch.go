@@ -22,7 +22,7 @@ type Watcher struct {
 
 	mu          sync.Mutex // serialises Poll
 	current     [sha256.Size]byte
-	lastBad     [sha256.Size]byte // rejected contents, not reported again
+	lastBad     [sha256.Size]byte // rejected contents, not reported again while they stay
 	lastReadErr string            // the read error last reported, not reported again
 }
 
@@ -41,8 +41,10 @@ func NewWatcher(path string, current *Snapshot, apply func(*Snapshot) error) *Wa
 
 // Poll reads the path once. It returns the snapshot it applied, or the
 // error that rejected a changed configuration, or neither when nothing new
-// was found: the same digest as the serving or the last rejected
-// configuration, or the same read error as last time.
+// was found: the same digest as the serving configuration, the rejected
+// configuration still in place, or the same read error as last time. A
+// rejected configuration that comes back after the serving one was read
+// again is reported again.
 func (w *Watcher) Poll() (*Snapshot, error) {
 	defer w.polls.Add(1)
 	w.mu.Lock()
@@ -57,7 +59,13 @@ func (w *Watcher) Poll() (*Snapshot, error) {
 	}
 	w.lastReadErr = ""
 	d := digest(contents)
-	if d == w.current || d == w.lastBad {
+	if d == w.current {
+		// Back to the serving configuration: a bad version that returns
+		// later is a new mistake, reported again.
+		w.lastBad = [sha256.Size]byte{}
+		return nil, nil
+	}
+	if d == w.lastBad {
 		return nil, nil
 	}
 	snap, err := parseFiles(w.path, contents)

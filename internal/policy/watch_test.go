@@ -115,6 +115,29 @@ func TestWatcherPoll(t *testing.T) {
 	}
 }
 
+// A bad version is reported again when it comes back after the file
+// returned to the serving version: each time is a new mistake an operator
+// must see in the logs and the error counter.
+func TestWatcherReportsABadVersionThatReturns(t *testing.T) {
+	dir, file, snap := watched(t)
+	r := &recorder{}
+	w := NewWatcher(dir, snap, r.apply)
+	bad := strings.Replace(string(Example()), "leak_rate: 40}", "leak_rate: .nan}", 1)
+	for i := range 2 {
+		writeFile(t, file, bad)
+		if got, err := w.Poll(); got != nil || err == nil || !strings.Contains(err.Error(), "leak_rate NaN") {
+			t.Fatalf("round %d: Poll(bad) = %v, %v; want the NaN refused", i+1, got, err)
+		}
+		writeFile(t, file, string(Example()))
+		if got, err := w.Poll(); got != nil || err != nil {
+			t.Fatalf("round %d: Poll(the serving version back) = %v, %v; want nothing", i+1, got, err)
+		}
+	}
+	if r.count() != 0 {
+		t.Errorf("apply called %d times, want 0", r.count())
+	}
+}
+
 // A Watcher without a serving snapshot applies the first valid read.
 func TestWatcherWithoutCurrent(t *testing.T) {
 	dir, _, _ := watched(t)
