@@ -42,7 +42,7 @@ func startPGWith(t *testing.T, url string, mutate func(*Config), keyClock func()
 		mutate(&cfg)
 	}
 	logs := &logBuffer{}
-	svc, err := newTestServiceWith(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), testStore(t, cfg), keyClock)
+	svc, err := newTestServiceWith(t.Context(), cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), testStore(t, cfg), keyClock)
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}
@@ -102,7 +102,7 @@ func TestPostgresRestartKeepsTokens(t *testing.T) {
 	// A replica with the wrong secret cannot start: it cannot unseal the keys.
 	cfg := testConfig()
 	cfg.DatabaseURL, cfg.SigningSecret = url, "another-secret-0123456789"
-	if svc, err := newTestService(cfg, slog.New(slog.DiscardHandler), testStore(t, cfg)); err == nil {
+	if svc, err := newTestService(t.Context(), cfg, slog.New(slog.DiscardHandler), testStore(t, cfg)); err == nil {
 		svc.Close()
 		t.Error("New() with the wrong signing secret = nil error")
 	}

@@ -62,13 +62,19 @@ type AdminCredentials struct {
 }
 
 // New loads or creates the signing keys in st, bootstraps the admin and
-// binds the listeners. st is the store cmd/leaky opened from cfg
-// (PostgreSQL with migrations applied, or memory); the service never opens
-// one. New takes ownership of st: Run's end or Close closes it, and so does
-// New when it fails. The logger never receives secrets.
-func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
-	return newWithHooks(cfg, logger, st, hooks{})
+// binds the listeners. Its store I/O and password hashing run under ctx,
+// bounded by startTimeout: cancelling ctx (a signal during startup) makes
+// New fail at once with ctx's error. st is the store cmd/leaky opened from
+// cfg (PostgreSQL with migrations applied, or memory); the service never
+// opens one. New takes ownership of st: Run's end or Close closes it, and
+// so does New when it fails. The logger never receives secrets.
+func New(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
+	return newWithHooks(ctx, cfg, logger, st, hooks{})
 }
+
+// startTimeout bounds New's startup I/O: loading or creating the signing
+// keys and bootstrapping the admin.
+const startTimeout = 30 * time.Second
 
 // hooks are what a test may change in a Service that New builds: the API
 // key cache's clock, and a Check store deadline beyond the one Validate
@@ -79,7 +85,7 @@ type hooks struct {
 }
 
 // newWithHooks is New with h applied after cfg is validated.
-func newWithHooks(cfg Config, logger *slog.Logger, st store.Store, h hooks) (*Service, error) {
+func newWithHooks(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store, h hooks) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("authz config: %w", err)
@@ -89,7 +95,7 @@ func newWithHooks(cfg Config, logger *slog.Logger, st store.Store, h hooks) (*Se
 		st.Close()
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	s, err := newService(ctx, cfg, logger, st, pol, h)
 	if err != nil {

@@ -67,16 +67,16 @@ func testConfig() Config {
 // newTestService is New for a test: New holds CheckTimeout to Envoy's
 // budget, so a longer one from cfg (testCheckTimeout) is applied after
 // validation.
-func newTestService(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
-	return newTestServiceWith(cfg, logger, st, nil)
+func newTestService(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
+	return newTestServiceWith(ctx, cfg, logger, st, nil)
 }
 
 // newTestServiceWith is newTestService with keyClock, when non-nil, as the
 // API key cache's clock.
-func newTestServiceWith(cfg Config, logger *slog.Logger, st store.Store, keyClock func() time.Time) (*Service, error) {
+func newTestServiceWith(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store, keyClock func() time.Time) (*Service, error) {
 	h := hooks{keyClock: keyClock, checkTimeout: cfg.CheckTimeout}
 	cfg.CheckTimeout = min(cfg.CheckTimeout, DefaultConfig().CheckTimeout)
-	return newWithHooks(cfg, logger, st, h)
+	return newWithHooks(ctx, cfg, logger, st, h)
 }
 
 // fakeClock is a settable clock for the API key cache; safe for concurrent

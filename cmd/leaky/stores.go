@@ -62,7 +62,7 @@ func newAuthz(ctx context.Context, cfg authz.Config, logger *slog.Logger) (*auth
 	if err != nil {
 		return nil, err
 	}
-	return authz.New(cfg, logger, st)
+	return authz.New(ctx, cfg, logger, st)
 }
 
 // openAuthzStore returns the memory store for an empty url, else PostgreSQL
