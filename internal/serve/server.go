@@ -74,7 +74,7 @@ func New(cfg Config, opts Options, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: logger, ready: newReadiness(opts.Probes, logger), attrs: opts.LogAttrs, handlers: newInflight()}
+	s := &Server{cfg: cfg, log: logger, attrs: opts.LogAttrs, handlers: newInflight()}
 	grpcLis, err := net.Listen("tcp", opts.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("grpc listen: %w", err)
@@ -88,6 +88,7 @@ func New(cfg Config, opts Options, logger *slog.Logger) (*Server, error) {
 	s.httpLis = netutil.LimitListener(httpLis, cfg.MaxConnections)
 	s.grpc = grpc.NewServer(s.grpcOptions(opts)...)
 	s.health = health.NewServer()
+	s.ready = newReadiness(opts.Probes, logger, s.publish)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc) // lets grpcurl list and call the API
 	s.http = &http.Server{
@@ -183,8 +184,7 @@ func (s *Server) Close() {
 // ignores its context holds Run up. It returns nil after a clean stop, or
 // the error that made a server fail.
 func (s *Server) Run(ctx context.Context) error {
-	s.ready.runOnce(ctx, s.cfg.ReadinessTimeout)
-	s.publish()
+	s.ready.runOnce(ctx, s.cfg.ReadinessTimeout) // publishes the first outcome
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.watchReadiness(gctx) })
 	g.Go(func() error {
@@ -212,8 +212,9 @@ func (s *Server) Run(ctx context.Context) error {
 // within ShutdownGrace, cutting what is still open then, and waits for
 // every handler to return.
 func (s *Server) stop() error {
-	s.ready.stop()
-	s.health.Shutdown() // every service NOT_SERVING; later updates ignored
+	// Every service NOT_SERVING, later updates ignored, and /readyz 503,
+	// together.
+	s.ready.stop(s.health.Shutdown)
 	time.Sleep(s.cfg.ShutdownDelay)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer cancel()
