@@ -13,6 +13,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -114,7 +115,7 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 	var err error
 	// Logins for unknown users verify against this, costing what a real
 	// verification costs.
-	if s.dummyHash, err = s.hasher.hash(ctx, newUUID()); err != nil {
+	if s.dummyHash, err = s.hasher.hash(ctx, uuid.NewString()); err != nil {
 		return nil, err
 	}
 	s.policy.Store(pol)
@@ -283,7 +284,7 @@ func (s *Service) bootstrapAdmin(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bootstrap admin: %w", err)
 	}
-	u := store.User{ID: newUUID(), Username: name, Email: s.cfg.AdminEmail, PasswordHash: hash,
+	u := store.User{ID: uuid.NewString(), Username: name, Email: s.cfg.AdminEmail, PasswordHash: hash,
 		Roles: []string{store.RoleUser, store.RoleAdmin}, CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
 	if err := s.store.CreateUser(ctx, u); errors.Is(err, store.ErrConflict) {
 		// Another replica created it meanwhile, or its email is taken.
@@ -295,13 +296,4 @@ func (s *Service) bootstrapAdmin(ctx context.Context) error {
 	}
 	s.logger.Info("bootstrap admin created", "username", name, "password_generated", s.admin.Password != "")
 	return nil
-}
-
-// newUUID returns a random (version 4) UUID.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // logBuffer collects log output for the no-secrets-in-logs assertions.
@@ -172,7 +173,7 @@ func (ts *testService) call(t testing.TB, method, path, bearer string, in, out a
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode >= 400 {
-		var e errorBody
+		var e serve.ErrorBody
 		if json.Unmarshal(data, &e) != nil || e.Error == "" || e.Message == "" {
 			t.Errorf("%s %s = %d with body %q, want the JSON error envelope", method, path, resp.StatusCode, data)
 		}
