@@ -253,9 +253,13 @@ func (s *Service) purgeTokens(ctx context.Context) {
 	if n, err := s.store.PurgeTokens(ctx, time.Now().Add(-time.Hour)); err != nil {
 		s.logger.Warn("token purge failed", serve.KeyError, err.Error())
 	} else if n > 0 {
-		s.logger.Info("purged expired tokens", "count", n)
+		s.logger.Info("purged expired tokens", serve.KeyCount, n)
 	}
 }
+
+// keyPasswordGenerated is the log key of whether the bootstrap admin's
+// password was generated at this start (it is shown once, never logged).
+const keyPasswordGenerated = "password_generated"
 
 // bootstrapAdmin creates the configured admin account when no user has its
 // name. It never touches an existing account: a user who registered the
@@ -289,11 +293,11 @@ func (s *Service) bootstrapAdmin(ctx context.Context) error {
 	if err := s.store.CreateUser(ctx, u); errors.Is(err, store.ErrConflict) {
 		// Another replica created it meanwhile, or its email is taken.
 		s.admin.Password = ""
-		s.logger.Warn("bootstrap admin not created: username or email already taken", "username", name)
+		s.logger.Warn("bootstrap admin not created: username or email already taken", serve.KeyUsername, name)
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("bootstrap admin: %w", err)
 	}
-	s.logger.Info("bootstrap admin created", "username", name, "password_generated", s.admin.Password != "")
+	s.logger.Info("bootstrap admin created", serve.KeyUsername, name, keyPasswordGenerated, s.admin.Password != "")
 	return nil
 }
