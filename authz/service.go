@@ -33,20 +33,19 @@ import (
 // Run serves until its context ends and releases everything. A Service
 // whose Run is never called must be closed with Close.
 type Service struct {
-	cfg        Config
-	logger     *slog.Logger
-	store      store.Store
-	policy     atomic.Pointer[policy.Policy]
-	ring       *keyring.Ring
-	tokens     *keyring.Tokens
-	keys       *keyauth.Verifier
-	hasher     passwordHasher
-	oauth      *oauth.Provider
-	checks     *extauthz.Server
-	reg        *prometheus.Registry
-	metrics    *metrics
-	admin      AdminCredentials
-	policyPoll time.Duration // how often the policy file is checked for changes
+	cfg     Config
+	logger  *slog.Logger
+	store   store.Store
+	policy  atomic.Pointer[policy.Policy]
+	ring    *keyring.Ring
+	tokens  *keyring.Tokens
+	keys    *keyauth.Verifier
+	hasher  passwordHasher
+	oauth   *oauth.Provider
+	checks  *extauthz.Server
+	reg     *prometheus.Registry
+	metrics *metrics
+	admin   AdminCredentials
 	// dummyHash is verified against for unknown usernames.
 	dummyHash string
 
@@ -72,6 +71,9 @@ type AdminCredentials struct {
 func New(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 	return newWithHooks(ctx, cfg, logger, st, hooks{})
 }
+
+// policyPoll is how often Run checks the policy file for changes.
+const policyPoll = time.Second
 
 // startTimeout bounds New's startup I/O: loading or creating the signing
 // keys and bootstrapping the admin.
@@ -119,7 +121,6 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 		return nil, err
 	}
 	s.policy.Store(pol)
-	s.policyPoll = time.Second
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.reg)
 	secret := cfg.SigningSecret
@@ -220,7 +221,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.srv.Run(gctx) })
 	g.Go(func() error { s.every(gctx, s.cfg.KeyRefresh, s.refreshKeys); return nil })
-	g.Go(func() error { s.watchPolicy(gctx, s.policyPoll); return nil })
+	g.Go(func() error { s.watchPolicy(gctx, policyPoll); return nil })
 	g.Go(func() error { s.every(gctx, 10*time.Minute, s.purgeTokens); return nil })
 	return g.Wait()
 }
