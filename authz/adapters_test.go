@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -82,7 +83,7 @@ func (f *fakeStore) Close() {
 // closes it.
 func TestServiceOnAFakeStore(t *testing.T) {
 	fs := &fakeStore{Store: store.NewMemory()}
-	svc, err := newTestService(testConfig(), slog.New(slog.DiscardHandler), fs)
+	svc, err := newTestService(t.Context(), testConfig(), slog.New(slog.DiscardHandler), fs)
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}
@@ -140,7 +141,7 @@ func TestNewClosesTheStoreWhenItFails(t *testing.T) {
 			cfg := testConfig()
 			tt.mutate(&cfg)
 			fs := &fakeStore{Store: store.NewMemory()}
-			svc, err := newTestService(cfg, slog.New(slog.DiscardHandler), fs)
+			svc, err := newTestService(t.Context(), cfg, slog.New(slog.DiscardHandler), fs)
 			if err == nil {
 				svc.Close()
 				t.Fatal("New() = nil error, want one")
@@ -152,5 +153,45 @@ func TestNewClosesTheStoreWhenItFails(t *testing.T) {
 				t.Error("New failed without closing the store it was given")
 			}
 		})
+	}
+}
+
+// hangingStore is the memory store whose signing keys never load: the
+// call waits for its context, as a dial to an unreachable database would.
+// entered is closed when the first such call has begun.
+type hangingStore struct {
+	fakeStore
+	entered chan struct{}
+	once    sync.Once
+}
+
+func (h *hangingStore) SigningKeys(ctx context.Context) ([]store.SigningKey, error) {
+	h.once.Do(func() { close(h.entered) })
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// New's startup I/O runs under the caller's context: cancelling it (a
+// signal during startup) ends New with the context's error, and the store
+// is closed.
+func TestNewHearsItsContext(t *testing.T) {
+	hs := &hangingStore{fakeStore: fakeStore{Store: store.NewMemory()}, entered: make(chan struct{})}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		svc, err := newTestService(ctx, testConfig(), slog.New(slog.DiscardHandler), hs)
+		if err == nil {
+			svc.Close()
+		}
+		done <- err
+	}()
+	<-hs.entered
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("New() after its context was cancelled = %v, want context.Canceled", err)
+	}
+	if !hs.closed.Load() {
+		t.Error("New failed without closing the store it was given")
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/contract"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 const chatBody = `{"model":"gpt-4o","messages":[{"role":"user","content":"12345678"}],"max_tokens":100}`
@@ -120,7 +121,7 @@ func TestCheckDenied(t *testing.T) {
 			if got := deniedStatus(resp); got != tt.status {
 				t.Fatalf("Check(%s) status = %d, want %d (%v)", tt.name, got, tt.status, resp)
 			}
-			var body errorBody
+			var body serve.ErrorBody
 			if err := json.Unmarshal([]byte(resp.GetDeniedResponse().GetBody()), &body); err != nil || body.Error != tt.code {
 				t.Errorf("Check(%s) body = %q, want error %q", tt.name, resp.GetDeniedResponse().GetBody(), tt.code)
 			}
@@ -274,7 +275,7 @@ func TestCheckAPIKeyLifecycle(t *testing.T) {
 	if a.check(t, "/openai/x", eh, "").GetOkResponse() != nil {
 		t.Fatal("expired key still accepted")
 	}
-	var body errorBody
+	var body serve.ErrorBody
 	_ = json.Unmarshal([]byte(a.check(t, "/openai/x", eh, "").GetDeniedResponse().GetBody()), &body)
 	if !strings.Contains(body.Message, "expired") {
 		t.Errorf("expired key message = %q, want it to say expired", body.Message)

@@ -45,10 +45,10 @@ func unmatched(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
 	}
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "method_not_allowed", Message: r.Method + " is not allowed here"})
+		serve.WriteJSON(w, http.StatusMethodNotAllowed, serve.ErrorBody{Error: "method_not_allowed", Message: r.Method + " is not allowed here"})
 		return
 	}
-	writeJSON(w, http.StatusNotFound, errorBody{Error: "not_found", Message: "no such endpoint"})
+	serve.WriteJSON(w, http.StatusNotFound, serve.ErrorBody{Error: "not_found", Message: "no such endpoint"})
 }
 
 func (s *Service) jwks(w http.ResponseWriter, _ *http.Request) {
@@ -85,20 +85,6 @@ func (s *Service) logRequests(next http.Handler) http.Handler {
 			slog.String(serve.KeyMethod, r.Method), slog.String(serve.KeyRoute, route),
 			slog.Int(serve.KeyStatus, sw.code), slog.Duration(serve.KeyDuration, time.Since(start)))
 	})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// errorBody is the JSON error envelope of every 4xx and 5xx of the HTTP
-// API (Check's refusals carry the same, package extauthz's).
-type errorBody struct {
-	Error   string `json:"error"`
-	Message string `json:"message"`
 }
 
 // apiError is an HTTP API failure with its status and stable code.
@@ -141,7 +127,7 @@ func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if ae.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="leaky-tokens"`)
 	}
-	writeJSON(w, ae.status, errorBody{Error: ae.code, Message: ae.message})
+	serve.WriteJSON(w, ae.status, serve.ErrorBody{Error: ae.code, Message: ae.message})
 }
 
 // decodeJSON reads a bounded JSON body with no unknown fields.

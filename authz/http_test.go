@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"testing"
+
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // The mux's own 404 and 405 answers carry the JSON envelope too.
@@ -30,7 +32,7 @@ func TestUnmatchedRoutesAnswerJSON(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			data, _ := io.ReadAll(resp.Body)
-			var body errorBody
+			var body serve.ErrorBody
 			if err := json.Unmarshal(data, &body); resp.StatusCode != tt.status || err != nil || body.Error != tt.code || body.Message == "" {
 				t.Errorf("%s %s = %d %q, want %d with error %q", tt.method, tt.path, resp.StatusCode, data, tt.status, tt.code)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/leakytokens/leaky/authz/keyring"
 	"github.com/leakytokens/leaky/authz/oauth"
 	"github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // oauthRoutes registers the OAuth2 endpoints. Token, introspection and
@@ -144,7 +145,7 @@ func (s *Service) metadata(w http.ResponseWriter, _ *http.Request) {
 	if base == "" {
 		base = "http://" + s.HTTPAddr()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	serve.WriteJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                s.cfg.Issuer,
 		"token_endpoint":                        base + "/oauth2/token",
 		"introspection_endpoint":                base + "/oauth2/introspect",
@@ -218,7 +219,7 @@ func (s *Service) createClient(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"clientId": c.ID, "clientSecret": sec, "orgId": c.OrgID,
+	serve.WriteJSON(w, http.StatusCreated, map[string]any{"clientId": c.ID, "clientSecret": sec, "orgId": c.OrgID,
 		"roles": c.Roles, "tokenUrl": "/oauth2/token"})
 	return nil
 }

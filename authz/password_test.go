@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 func TestPasswordHasher(t *testing.T) {
@@ -94,7 +96,7 @@ func TestPasswordBusyAnswers503(t *testing.T) {
 			req := httptest.NewRequestWithContext(ctx, "POST", tt.path, strings.NewReader(tt.body))
 			rec := httptest.NewRecorder()
 			ts.handler.ServeHTTP(rec, req)
-			var body errorBody
+			var body serve.ErrorBody
 			if err := json.Unmarshal(rec.Body.Bytes(), &body); rec.Code != http.StatusServiceUnavailable || err != nil || body.Error != "unavailable" {
 				t.Errorf("POST %s with every argon2 slot busy = %d %s, want 503 {\"error\":\"unavailable\"}", tt.path, rec.Code, rec.Body)
 			}

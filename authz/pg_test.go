@@ -42,7 +42,7 @@ func startPGWith(t *testing.T, url string, mutate func(*Config), keyClock func()
 		mutate(&cfg)
 	}
 	logs := &logBuffer{}
-	svc, err := newTestServiceWith(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), testStore(t, cfg), keyClock)
+	svc, err := newTestServiceWith(t.Context(), cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), testStore(t, cfg), keyClock)
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}
@@ -102,7 +102,7 @@ func TestPostgresRestartKeepsTokens(t *testing.T) {
 	// A replica with the wrong secret cannot start: it cannot unseal the keys.
 	cfg := testConfig()
 	cfg.DatabaseURL, cfg.SigningSecret = url, "another-secret-0123456789"
-	if svc, err := newTestService(cfg, slog.New(slog.DiscardHandler), testStore(t, cfg)); err == nil {
+	if svc, err := newTestService(t.Context(), cfg, slog.New(slog.DiscardHandler), testStore(t, cfg)); err == nil {
 		svc.Close()
 		t.Error("New() with the wrong signing secret = nil error")
 	}
@@ -111,13 +111,16 @@ func TestPostgresRestartKeepsTokens(t *testing.T) {
 // TestPostgresFaults: with PostgreSQL frozen or killed, Check answers
 // within its deadline: cached keys and JWTs keep working, uncached keys get
 // the configured failure answer; readiness reports the outage; the service
-// recovers when PostgreSQL does, without a restart.
+// recovers when PostgreSQL does, without a restart. The key cache reads a
+// clock that never moves, so the cached key stays cached through both
+// faults however long their waits take (TestCachedKeyLastsItsTTLOnly
+// covers the TTL's end).
 func TestPostgresFaults(t *testing.T) {
 	pg := testenv.StartPostgres(t)
-	ts, _ := startPG(t, pg.URL, func(c *Config) {
+	ts, _ := startPGWith(t, pg.URL, func(c *Config) {
 		c.APIKeyCacheTTL = time.Minute
 		c.CheckTimeout = DefaultConfig().CheckTimeout // the production deadline is under test
-	})
+	}, newFakeClock().Now)
 	u := ts.register(t, "faulty")
 	cached := ts.newKey(t, u.Token, nil)
 	uncached := ts.newKey(t, u.Token, nil)

@@ -84,7 +84,7 @@ func TestPolicyDirectory(t *testing.T) {
 	}
 	cfg := testConfig()
 	cfg.PolicyPath = dir
-	svc, err := newTestService(cfg, slog.New(slog.DiscardHandler), testStore(t, cfg))
+	svc, err := newTestService(t.Context(), cfg, slog.New(slog.DiscardHandler), testStore(t, cfg))
 	if err != nil {
 		t.Fatalf("New(policy directory) = %v", err)
 	}
@@ -102,7 +102,7 @@ func TestPolicyDirectory(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "policy.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	_, err = newTestService(cfg, slog.New(slog.DiscardHandler), testStore(t, cfg))
+	_, err = newTestService(t.Context(), cfg, slog.New(slog.DiscardHandler), testStore(t, cfg))
 	if err == nil || !strings.Contains(err.Error(), dir+" holds no file with domain leaky-tokens") {
 		t.Errorf("New(directory without a policy) = %v, want a refusal naming %s", err, dir)
 	}

@@ -9,9 +9,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/leakytokens/leaky/authz/extauthz"
 	"github.com/leakytokens/leaky/authz/keyauth"
 	"github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/internal/contract"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 var (
@@ -78,7 +82,7 @@ func (s *Service) principal(r *http.Request, apiKeyAllowed bool) (store.Principa
 		}
 		return s.keyPrincipal(r.Context(), tok)
 	}
-	if k := r.Header.Get("X-Api-Key"); k != "" && apiKeyAllowed {
+	if k := r.Header.Get(contract.HeaderAPIKey); k != "" && apiKeyAllowed {
 		return s.keyPrincipal(r.Context(), k)
 	}
 	return store.Principal{}, errUnauthenticated
@@ -128,7 +132,7 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	u := store.User{ID: newUUID(), Username: in.Username, Email: in.Email, PasswordHash: hash,
+	u := store.User{ID: uuid.NewString(), Username: in.Username, Email: in.Email, PasswordHash: hash,
 		Roles: []string{store.RoleUser}, CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
 	if err := s.store.CreateUser(r.Context(), u); errors.Is(err, store.ErrConflict) {
 		return &apiError{http.StatusConflict, "conflict", "username or email already registered"}
@@ -139,7 +143,7 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, resp)
+	serve.WriteJSON(w, http.StatusCreated, resp)
 	return nil
 }
 
@@ -174,7 +178,7 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, resp)
+	serve.WriteJSON(w, http.StatusOK, resp)
 	return nil
 }
 
@@ -206,7 +210,7 @@ func (s *Service) me(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, userJSON(u, p.Orgs))
+	serve.WriteJSON(w, http.StatusOK, userJSON(u, p.Orgs))
 	return nil
 }
 
@@ -251,6 +255,6 @@ func (s *Service) editRole(w http.ResponseWriter, r *http.Request, role string, 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"userId": u.ID, "roles": u.Roles})
+	serve.WriteJSON(w, http.StatusOK, map[string]any{"userId": u.ID, "roles": u.Roles})
 	return nil
 }

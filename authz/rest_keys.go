@@ -9,6 +9,8 @@ import (
 	"github.com/leakytokens/leaky/authz/apikey"
 	"github.com/leakytokens/leaky/authz/keyauth"
 	"github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/internal/contract"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // keyJSON is an API key as the API shows it; APIKey (the secret) only in
@@ -84,7 +86,7 @@ func (s *Service) createKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := toKeyJSON(rec)
 	out.APIKey = key.String()
-	writeJSON(w, http.StatusCreated, out)
+	serve.WriteJSON(w, http.StatusCreated, out)
 	return nil
 }
 
@@ -105,7 +107,7 @@ func (s *Service) listKeys(w http.ResponseWriter, r *http.Request) error {
 	for _, k := range keys {
 		out = append(out, toKeyJSON(k))
 	}
-	writeJSON(w, http.StatusOK, out)
+	serve.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -150,7 +152,7 @@ func (s *Service) validateKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	raw := r.Header.Get("X-Api-Key")
+	raw := r.Header.Get(contract.HeaderAPIKey)
 	if raw == "" {
 		return badRequest("X-Api-Key header required")
 	}
@@ -170,7 +172,7 @@ func (s *Service) validateKey(w http.ResponseWriter, r *http.Request) error {
 		return invalid
 	}
 	out := toKeyJSON(rec)
-	writeJSON(w, http.StatusOK, map[string]any{"id": out.ID, "userId": out.UserID, "name": out.Name,
+	serve.WriteJSON(w, http.StatusOK, map[string]any{"id": out.ID, "userId": out.UserID, "name": out.Name,
 		"expiresAt": out.ExpiresAt, "roles": owner.Roles})
 	return nil
 }

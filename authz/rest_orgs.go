@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 func (s *Service) createOrg(w http.ResponseWriter, r *http.Request) error {
@@ -41,7 +42,7 @@ func (s *Service) createOrg(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.keys.ForgetUser(p.UserID)
-	writeJSON(w, http.StatusCreated, map[string]any{"id": o.ID, "name": o.Name, "createdAt": o.CreatedAt})
+	serve.WriteJSON(w, http.StatusCreated, map[string]any{"id": o.ID, "name": o.Name, "createdAt": o.CreatedAt})
 	return nil
 }
 
@@ -64,7 +65,7 @@ func (s *Service) listOrgs(w http.ResponseWriter, r *http.Request) error {
 		}
 		out = append(out, map[string]any{"id": o.ID, "name": o.Name, "createdAt": o.CreatedAt})
 	}
-	writeJSON(w, http.StatusOK, out)
+	serve.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -111,7 +112,7 @@ func (s *Service) listMembers(w http.ResponseWriter, r *http.Request) error {
 	for _, m := range mems {
 		out = append(out, map[string]any{"orgId": m.OrgID, "userId": m.UserID, "admin": m.Admin})
 	}
-	writeJSON(w, http.StatusOK, out)
+	serve.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -138,7 +139,7 @@ func (s *Service) addMember(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.keys.ForgetUser(m.UserID)
-	writeJSON(w, http.StatusCreated, map[string]any{"orgId": m.OrgID, "userId": m.UserID, "admin": m.Admin})
+	serve.WriteJSON(w, http.StatusCreated, map[string]any{"orgId": m.OrgID, "userId": m.UserID, "admin": m.Admin})
 	return nil
 }
 

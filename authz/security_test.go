@@ -1,14 +1,23 @@
 package authz
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/leakytokens/leaky/authz/oauth"
+	"github.com/leakytokens/leaky/authz/store"
 )
 
 // TestCheckRefusesForgedJWTs runs the token attacks through the real gRPC
@@ -17,6 +26,7 @@ func TestCheckRefusesForgedJWTs(t *testing.T) {
 	ts := startService(t, nil, nil)
 	u := ts.register(t, "victim")
 	set := ts.ring.Set()
+	key := signingKey(t, ts, set.KID())
 	now := time.Now()
 	claims := func() jwt.MapClaims {
 		return jwt.MapClaims{"sub": u.UserID, "iss": ts.cfg.Issuer, "aud": ts.cfg.Audience,
@@ -33,7 +43,7 @@ func TestCheckRefusesForgedJWTs(t *testing.T) {
 	}
 	enc := base64.RawURLEncoding.EncodeToString
 	none := enc([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc([]byte(`{"sub":"`+u.UserID+`","roles":["ADMIN"]}`)) + "."
-	pub := set.PrivateKey().PublicKey.N.Bytes()
+	pub := key.PublicKey.N.Bytes()
 	expired := claims()
 	expired["exp"] = now.Add(-time.Hour).Unix()
 	wrongAud := claims()
@@ -43,10 +53,16 @@ func TestCheckRefusesForgedJWTs(t *testing.T) {
 	tests := map[string]string{
 		"alg none":          none,
 		"HS256 with pubkey": sign(jwt.SigningMethodHS256, pub, claims(), set.KID()),
-		"kid traversal":     sign(jwt.SigningMethodRS256, set.PrivateKey(), claims(), "../../../../dev/null"),
-		"expired":           sign(jwt.SigningMethodRS256, set.PrivateKey(), expired, set.KID()),
-		"wrong audience":    sign(jwt.SigningMethodRS256, set.PrivateKey(), wrongAud, set.KID()),
-		"missing exp":       sign(jwt.SigningMethodRS256, set.PrivateKey(), noExp, set.KID()),
+		"kid traversal":     sign(jwt.SigningMethodRS256, key, claims(), "../../../../dev/null"),
+		"expired":           sign(jwt.SigningMethodRS256, key, expired, set.KID()),
+		"wrong audience":    sign(jwt.SigningMethodRS256, key, wrongAud, set.KID()),
+		"missing exp":       sign(jwt.SigningMethodRS256, key, noExp, set.KID()),
+	}
+	// The control: the same key and claims, untampered, pass, so each
+	// forgery below is refused for what it changes.
+	control := map[string]string{"authorization": "Bearer " + sign(jwt.SigningMethodRS256, key, claims(), set.KID())}
+	if resp := ts.check(t, "/openai/x", control, ""); resp.GetOkResponse() == nil {
+		t.Fatalf("Check(untampered token signed with the stored key) = %d, want OK", deniedStatus(resp))
 	}
 	for name, tok := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -56,6 +72,48 @@ func TestCheckRefusesForgedJWTs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// signingKey reads key kid from ts's store and unseals it as package
+// keyring stores it (see Ring.generate), so that forgeries are signed with
+// the real key while keyring hands its private key to nobody. It also pins
+// the stored form: a change to it fails here.
+func signingKey(t *testing.T, ts *testService, kid string) *rsa.PrivateKey {
+	t.Helper()
+	keys, err := ts.store.SigningKeys(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(keys, func(k store.SigningKey) bool { return k.KID == kid })
+	if i < 0 {
+		t.Fatalf("signing key %q not in the store", kid)
+	}
+	kek, err := hkdf.Key(sha256.New, []byte(ts.cfg.SigningSecret), nil, "leaky-tokens authz signing keys v1", 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := aes.NewCipher(kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, ns := keys[i].Sealed, aead.NonceSize()
+	der, err := aead.Open(nil, sealed[:ns], sealed[ns:], []byte(kid))
+	if err != nil {
+		t.Fatalf("unseal signing key %s: %v", kid, err)
+	}
+	priv, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk, ok := priv.(*rsa.PrivateKey)
+	if !ok {
+		t.Fatalf("signing key %s is a %T, want RSA", kid, priv)
+	}
+	return rk
 }
 
 // The scheme is case-insensitive (RFC 7235) and extra spaces are tolerated:

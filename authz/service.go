@@ -13,6 +13,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -32,20 +33,19 @@ import (
 // Run serves until its context ends and releases everything. A Service
 // whose Run is never called must be closed with Close.
 type Service struct {
-	cfg        Config
-	logger     *slog.Logger
-	store      store.Store
-	policy     atomic.Pointer[policy.Policy]
-	ring       *keyring.Ring
-	tokens     *keyring.Tokens
-	keys       *keyauth.Verifier
-	hasher     passwordHasher
-	oauth      *oauth.Provider
-	checks     *extauthz.Server
-	reg        *prometheus.Registry
-	metrics    *metrics
-	admin      AdminCredentials
-	policyPoll time.Duration // how often the policy file is checked for changes
+	cfg     Config
+	logger  *slog.Logger
+	store   store.Store
+	policy  atomic.Pointer[policy.Policy]
+	ring    *keyring.Ring
+	tokens  *keyring.Tokens
+	keys    *keyauth.Verifier
+	hasher  passwordHasher
+	oauth   *oauth.Provider
+	checks  *extauthz.Server
+	reg     *prometheus.Registry
+	metrics *metrics
+	admin   AdminCredentials
 	// dummyHash is verified against for unknown usernames.
 	dummyHash string
 
@@ -62,13 +62,22 @@ type AdminCredentials struct {
 }
 
 // New loads or creates the signing keys in st, bootstraps the admin and
-// binds the listeners. st is the store cmd/leaky opened from cfg
-// (PostgreSQL with migrations applied, or memory); the service never opens
-// one. New takes ownership of st: Run's end or Close closes it, and so does
-// New when it fails. The logger never receives secrets.
-func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
-	return newWithHooks(cfg, logger, st, hooks{})
+// binds the listeners. Its store I/O and password hashing run under ctx,
+// bounded by startTimeout: cancelling ctx (a signal during startup) makes
+// New fail at once with ctx's error. st is the store cmd/leaky opened from
+// cfg (PostgreSQL with migrations applied, or memory); the service never
+// opens one. New takes ownership of st: Run's end or Close closes it, and
+// so does New when it fails. The logger never receives secrets.
+func New(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
+	return newWithHooks(ctx, cfg, logger, st, hooks{})
 }
+
+// policyPoll is how often Run checks the policy file for changes.
+const policyPoll = time.Second
+
+// startTimeout bounds New's startup I/O: loading or creating the signing
+// keys and bootstrapping the admin.
+const startTimeout = 30 * time.Second
 
 // hooks are what a test may change in a Service that New builds: the API
 // key cache's clock, and a Check store deadline beyond the one Validate
@@ -79,7 +88,7 @@ type hooks struct {
 }
 
 // newWithHooks is New with h applied after cfg is validated.
-func newWithHooks(cfg Config, logger *slog.Logger, st store.Store, h hooks) (*Service, error) {
+func newWithHooks(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store, h hooks) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("authz config: %w", err)
@@ -89,7 +98,7 @@ func newWithHooks(cfg Config, logger *slog.Logger, st store.Store, h hooks) (*Se
 		st.Close()
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	s, err := newService(ctx, cfg, logger, st, pol, h)
 	if err != nil {
@@ -108,11 +117,10 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 	var err error
 	// Logins for unknown users verify against this, costing what a real
 	// verification costs.
-	if s.dummyHash, err = s.hasher.hash(ctx, newUUID()); err != nil {
+	if s.dummyHash, err = s.hasher.hash(ctx, uuid.NewString()); err != nil {
 		return nil, err
 	}
 	s.policy.Store(pol)
-	s.policyPoll = time.Second
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.reg)
 	secret := cfg.SigningSecret
@@ -213,7 +221,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.srv.Run(gctx) })
 	g.Go(func() error { s.every(gctx, s.cfg.KeyRefresh, s.refreshKeys); return nil })
-	g.Go(func() error { s.watchPolicy(gctx, s.policyPoll); return nil })
+	g.Go(func() error { s.watchPolicy(gctx, policyPoll); return nil })
 	g.Go(func() error { s.every(gctx, 10*time.Minute, s.purgeTokens); return nil })
 	return g.Wait()
 }
@@ -246,9 +254,13 @@ func (s *Service) purgeTokens(ctx context.Context) {
 	if n, err := s.store.PurgeTokens(ctx, time.Now().Add(-time.Hour)); err != nil {
 		s.logger.Warn("token purge failed", serve.KeyError, err.Error())
 	} else if n > 0 {
-		s.logger.Info("purged expired tokens", "count", n)
+		s.logger.Info("purged expired tokens", serve.KeyCount, n)
 	}
 }
+
+// keyPasswordGenerated is the log key of whether the bootstrap admin's
+// password was generated at this start (it is shown once, never logged).
+const keyPasswordGenerated = "password_generated"
 
 // bootstrapAdmin creates the configured admin account when no user has its
 // name. It never touches an existing account: a user who registered the
@@ -277,25 +289,16 @@ func (s *Service) bootstrapAdmin(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bootstrap admin: %w", err)
 	}
-	u := store.User{ID: newUUID(), Username: name, Email: s.cfg.AdminEmail, PasswordHash: hash,
+	u := store.User{ID: uuid.NewString(), Username: name, Email: s.cfg.AdminEmail, PasswordHash: hash,
 		Roles: []string{store.RoleUser, store.RoleAdmin}, CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
 	if err := s.store.CreateUser(ctx, u); errors.Is(err, store.ErrConflict) {
 		// Another replica created it meanwhile, or its email is taken.
 		s.admin.Password = ""
-		s.logger.Warn("bootstrap admin not created: username or email already taken", "username", name)
+		s.logger.Warn("bootstrap admin not created: username or email already taken", serve.KeyUsername, name)
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("bootstrap admin: %w", err)
 	}
-	s.logger.Info("bootstrap admin created", "username", name, "password_generated", s.admin.Password != "")
+	s.logger.Info("bootstrap admin created", serve.KeyUsername, name, keyPasswordGenerated, s.admin.Password != "")
 	return nil
-}
-
-// newUUID returns a random (version 4) UUID.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

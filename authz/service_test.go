@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/leakytokens/leaky/authz/store"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // logBuffer collects log output for the no-secrets-in-logs assertions.
@@ -67,16 +68,16 @@ func testConfig() Config {
 // newTestService is New for a test: New holds CheckTimeout to Envoy's
 // budget, so a longer one from cfg (testCheckTimeout) is applied after
 // validation.
-func newTestService(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
-	return newTestServiceWith(cfg, logger, st, nil)
+func newTestService(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
+	return newTestServiceWith(ctx, cfg, logger, st, nil)
 }
 
 // newTestServiceWith is newTestService with keyClock, when non-nil, as the
 // API key cache's clock.
-func newTestServiceWith(cfg Config, logger *slog.Logger, st store.Store, keyClock func() time.Time) (*Service, error) {
+func newTestServiceWith(ctx context.Context, cfg Config, logger *slog.Logger, st store.Store, keyClock func() time.Time) (*Service, error) {
 	h := hooks{keyClock: keyClock, checkTimeout: cfg.CheckTimeout}
 	cfg.CheckTimeout = min(cfg.CheckTimeout, DefaultConfig().CheckTimeout)
-	return newWithHooks(cfg, logger, st, h)
+	return newWithHooks(ctx, cfg, logger, st, h)
 }
 
 // fakeClock is a settable clock for the API key cache; safe for concurrent
@@ -172,7 +173,7 @@ func (ts *testService) call(t testing.TB, method, path, bearer string, in, out a
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode >= 400 {
-		var e errorBody
+		var e serve.ErrorBody
 		if json.Unmarshal(data, &e) != nil || e.Error == "" || e.Message == "" {
 			t.Errorf("%s %s = %d with body %q, want the JSON error envelope", method, path, resp.StatusCode, data)
 		}

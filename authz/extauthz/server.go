@@ -260,9 +260,10 @@ func okResponse(set []*corev3.HeaderValueOption, remove []string) *authv3.CheckR
 }
 
 // deniedResponse is the one place a refusal becomes a wire answer: the
-// status, a JSON error envelope and, for 401, WWW-Authenticate.
+// status, the JSON error envelope of every HTTP answer (serve.ErrorBody,
+// as the HTTP API's) and, for 401, WWW-Authenticate.
 func deniedResponse(d *denial) *authv3.CheckResponse {
-	body, _ := json.Marshal(errorBody{Error: d.code, Message: d.message})
+	body, _ := json.Marshal(serve.ErrorBody{Error: d.code, Message: d.message})
 	hdrs := []*corev3.HeaderValueOption{header("content-type", "application/json")}
 	code := codes.PermissionDenied
 	switch d.status {
@@ -279,10 +280,4 @@ func deniedResponse(d *denial) *authv3.CheckResponse {
 			Status: &typev3.HttpStatus{Code: d.status}, Headers: hdrs, Body: string(body),
 		}},
 	}
-}
-
-// errorBody is the JSON error envelope of every 4xx and 5xx.
-type errorBody struct {
-	Error   string `json:"error"`
-	Message string `json:"message"`
 }

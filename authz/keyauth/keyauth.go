@@ -216,12 +216,6 @@ func (v *Verifier) refuse(d apikey.Digest, until time.Time) {
 	v.neg[d] = until
 }
 
-func (v *Verifier) negativeLen() int {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return len(v.neg)
-}
-
 // Forget drops the cached outcome of key id on this replica (after a revoke
 // or a change of its owner's roles); other replicas see it within the TTL.
 func (v *Verifier) Forget(keyID string) {

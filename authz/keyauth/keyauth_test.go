@@ -74,3 +74,10 @@ func TestKeyCacheNegativesNeverEvictPositives(t *testing.T) {
 		t.Errorf("negative cache holds %d entries, want at most %d", got, v.negSize)
 	}
 }
+
+// negativeLen is how many refusals v holds.
+func (v *Verifier) negativeLen() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.neg)
+}

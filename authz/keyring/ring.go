@@ -145,10 +145,6 @@ func (r *Ring) Refresh(ctx context.Context) error {
 // KID is the id of the key that signs.
 func (s *Set) KID() string { return s.signKID }
 
-// PrivateKey is the key that signs, for code that must sign a token
-// itself (tests forging tokens); Tokens.Issue is the way to issue one.
-func (s *Set) PrivateKey() *rsa.PrivateKey { return s.sign }
-
 // JWKS is the JSON Web Key Set document of every key that verifies.
 func (s *Set) JWKS() []byte { return s.jwks }
 
@@ -172,6 +168,10 @@ func newest(keys []store.SigningKey) store.SigningKey {
 	})
 }
 
+// generate makes a key and seals it. The stored form, which every replica
+// and release must read alike: Sealed is the AES-256-GCM nonce followed by
+// the sealed PKCS#8 DER of the key, with the kid as additional data, under
+// HKDF-SHA256(secret, no salt, info "leaky-tokens authz signing keys v1").
 func (r *Ring) generate(now time.Time) (store.SigningKey, error) {
 	priv, err := rsa.GenerateKey(rand.Reader, rsaBits)
 	if err != nil {

@@ -11,11 +11,11 @@ package oauth
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/fosite/token/hmac"
@@ -89,7 +89,7 @@ func (p *Provider) IssuePair(ctx context.Context, who store.Principal) (string, 
 	}
 	now := time.Now().UTC()
 	req := fosite.NewRequest()
-	req.ID = newRequestID()
+	req.ID = uuid.NewString()
 	req.RequestedAt = now
 	req.Client = client
 	req.GrantAudience(p.opt.Audience)
@@ -112,13 +112,4 @@ func (p *Provider) IssuePair(ctx context.Context, who store.Principal) (string, 
 		return "", "", fmt.Errorf("store refresh token: %w", err)
 	}
 	return access, refresh, nil
-}
-
-// newRequestID returns a random (version 4) UUID.
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/leakytokens/leaky/internal/loadgen"
+	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // loadTarget is a request generator: RateLimit or Authz.
@@ -205,8 +206,8 @@ func (f *loadgenFlags) enrol(ctx context.Context, e env) error {
 	if f.authz, err = en.Use(f.authz, f.credential); err != nil {
 		return fmt.Errorf("loadgen: %w", err)
 	}
-	e.logger.Info("throwaway user registered", "command", "loadgen", "authz_http", f.authzHTTP, "username", en.Username,
-		"user_id", en.UserID, "credential", string(f.credential))
+	e.logger.Info("throwaway user registered", "command", "loadgen", "authz_http", f.authzHTTP, serve.KeyUsername, en.Username,
+		serve.KeyUserID, en.UserID, "credential", string(f.credential))
 	return nil
 }
 
@@ -244,7 +245,7 @@ func serveFloor(ctx context.Context, e env, addr string) error {
 	if err != nil {
 		return fmt.Errorf("loadgen: %w", err)
 	}
-	e.logger.Info("floor RateLimitService listening", "addr", lis.Addr().String())
+	e.logger.Info("floor RateLimitService listening", serve.KeyGRPCAddr, lis.Addr().String())
 	return loadgen.ServeFloor(ctx, lis)
 }
 

@@ -67,7 +67,7 @@ func newAuthz(ctx context.Context, cfg authz.Config, logger *slog.Logger) (*auth
 	if err != nil {
 		return nil, err
 	}
-	return authz.New(cfg, logger, st)
+	return authz.New(ctx, cfg, logger, st)
 }
 
 // checkAuthzPolicy loads path as authz.New will (authz needs the

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -117,42 +118,115 @@ func TestStreamsPerConnectionAreBounded(t *testing.T) {
 	}
 }
 
-// Beyond MaxConnections a listener stops accepting: the next connection is
-// not served until one closes, on the HTTP and the gRPC listener alike.
+// countingListener counts the connections a Server accepted through it:
+// in all, and open (accepted, not yet closed) with the most ever open at
+// once. Wrapped around a Server's bounded listener, open is what the bound
+// holds down. Safe for concurrent use.
+type countingListener struct {
+	net.Listener
+	mu                sync.Mutex
+	total, open, most int
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.total++
+	l.open++
+	l.most = max(l.most, l.open)
+	l.mu.Unlock()
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+func (l *countingListener) counts() (total, open, most int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total, l.open, l.most
+}
+
+// countedConn leaves its listener's open count when first closed, before
+// the close frees the bound's slot, so the next accept cannot be counted
+// while this one still is.
+type countedConn struct {
+	net.Conn
+	l    *countingListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.open--
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// Beyond MaxConnections a listener stops accepting: the server never holds
+// more connections than the bound, and the next one is served as soon as
+// one closes, on the HTTP and the gRPC listener alike.
 func TestConnectionsPerListenerAreBounded(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxConnections = 2
-	s := start(t, cfg, Options{})
+	var httpCount, grpcCount *countingListener
+	s := startWith(t, cfg, Options{}, func(s *Server) {
+		httpCount, grpcCount = &countingListener{Listener: s.httpLis}, &countingListener{Listener: s.grpcLis}
+		s.httpLis, s.grpcLis = httpCount, grpcCount
+	})
 	for _, tt := range []struct {
-		name string
-		addr string
-		// served starts a conversation on c (when first) and reports
-		// whether the server answered before c's read deadline.
-		served func(c net.Conn, first bool) error
+		name   string
+		addr   string
+		count  *countingListener
+		send   func(c net.Conn) error // starts a conversation
+		answer func(c net.Conn) error // reads the server's answer to it
+		// roundTrip makes one more exchange on a served connection.
+		roundTrip func(c net.Conn) error
 	}{
-		{"http", s.HTTPAddr(), httpServed},
-		{"grpc", s.GRPCAddr(), grpcServed},
+		{"http", s.HTTPAddr(), httpCount, httpSend, httpAnswer, func(c net.Conn) error {
+			if err := httpSend(c); err != nil {
+				return err
+			}
+			return httpAnswer(c)
+		}},
+		{"grpc", s.GRPCAddr(), grpcCount, grpcSend, grpcAnswer, grpcPing},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var held []net.Conn
 			for range cfg.MaxConnections {
 				c := dialRaw(t, tt.addr)
-				c.SetReadDeadline(time.Now().Add(10 * time.Second))
-				if err := tt.served(c, true); err != nil {
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if err := tt.send(c); err != nil {
+					t.Fatal(err)
+				}
+				if err := tt.answer(c); err != nil {
 					t.Fatalf("connection within the bound: %v", err)
 				}
 				held = append(held, c)
 			}
-			over := dialRaw(t, tt.addr) // the kernel completes the handshake; the server does not accept
-			over.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-			var ne net.Error
-			if err := tt.served(over, true); !errors.As(err, &ne) || !ne.Timeout() {
-				t.Fatalf("connection beyond the bound: %v, want no answer (a read timeout)", err)
+			over := dialRaw(t, tt.addr) // the kernel completes the handshake; the server must not accept
+			over.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := tt.send(over); err != nil { // the kernel buffers it
+				t.Fatal(err)
+			}
+			// A round trip on a held connection after over was dialled: an
+			// unbounded accept loop has had the time it takes to take over.
+			if err := tt.roundTrip(held[1]); err != nil {
+				t.Fatalf("round trip on a held connection: %v", err)
+			}
+			if total, open, most := tt.count.counts(); total != cfg.MaxConnections || most > cfg.MaxConnections {
+				t.Fatalf("with %d held and one more dialled: accepted %d, open %d, most open %d; want %d accepted, never more than %d open",
+					cfg.MaxConnections, total, open, most, cfg.MaxConnections, cfg.MaxConnections)
 			}
 			held[0].Close()
-			over.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if err := tt.served(over, false); err != nil {
-				t.Errorf("waiting connection after one closed: %v, want it served", err)
+			if err := tt.answer(over); err != nil {
+				t.Fatalf("waiting connection after one closed: %v, want it served", err)
+			}
+			if total, _, most := tt.count.counts(); total != cfg.MaxConnections+1 || most > cfg.MaxConnections {
+				t.Errorf("after the waiting connection was served: accepted %d, most open %d; want %d accepted, never more than %d open",
+					total, most, cfg.MaxConnections+1, cfg.MaxConnections)
 			}
 			for _, c := range held[1:] {
 				c.Close()
@@ -172,38 +246,60 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 	return c
 }
 
-// httpServed sends GET /livez when first (a retry after a timeout reads the
-// answer to the first) and reads the answer.
-func httpServed(c net.Conn, first bool) error {
-	if first {
-		if _, err := io.WriteString(c, "GET /livez HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
-			return err
-		}
-	}
+// httpSend sends GET /livez.
+func httpSend(c net.Conn) error {
+	_, err := io.WriteString(c, "GET /livez HTTP/1.1\r\nHost: test\r\n\r\n")
+	return err
+}
+
+// httpAnswer reads one answer, to its end, and wants it 200.
+func httpAnswer(c net.Conn) error {
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
+	// Read to the end of the length-delimited body, so that nothing of
+	// this answer is left for the next reader of c.
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
 	if resp.StatusCode != http.StatusOK {
 		return errors.New(resp.Status)
 	}
 	return nil
 }
 
-// grpcServed sends the HTTP/2 preface when first and reads the server's
-// SETTINGS.
-func grpcServed(c net.Conn, first bool) error {
-	if first {
-		if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-			return err
-		}
-		if err := http2.NewFramer(c, nil).WriteSettings(); err != nil {
-			return err
-		}
+// grpcSend sends the HTTP/2 client preface and an empty SETTINGS.
+func grpcSend(c net.Conn) error {
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		return err
 	}
+	return http2.NewFramer(c, nil).WriteSettings()
+}
+
+// grpcAnswer reads the server's SETTINGS and acknowledges them.
+func grpcAnswer(c net.Conn) error {
 	_, err := (&h2conn{Conn: c, w: http2.NewFramer(c, nil), r: http2.NewFramer(nil, c)}).settings()
 	return err
+}
+
+// grpcPing sends a PING and reads frames until its acknowledgement.
+func grpcPing(c net.Conn) error {
+	data := [8]byte{'b', 'o', 'u', 'n', 'd', 'e', 'd'}
+	if err := http2.NewFramer(c, nil).WritePing(false, data); err != nil {
+		return err
+	}
+	r := http2.NewFramer(nil, c)
+	for {
+		f, err := r.ReadFrame()
+		if err != nil {
+			return err
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && p.Data == data {
+			return nil
+		}
+	}
 }
 
 // An HTTP keep-alive connection left idle is closed after HTTPIdleTimeout.

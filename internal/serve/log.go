@@ -22,6 +22,10 @@ const (
 	KeyPanic    = "panic"     // the value a handler panicked with
 	KeySkipped  = "skipped"   // how many lines a Throttle held back since the last
 	KeyDuration = "duration"  // how long something took
+	KeyCount    = "count"     // how many things an operation touched (rows purged, ...)
+	KeyUsername = "username"  // a user's login name (never with a password)
+	KeyUserID   = "user_id"   // a user's id
+	KeyStack    = "stack"     // a goroutine's stack trace, after a panic
 )
 
 // Throttle lets a recurring event through at most once per interval, for

@@ -20,21 +20,30 @@ type Probe struct {
 	Check func(ctx context.Context) error
 }
 
-// readiness runs the probes and holds their last outcome.
+// readiness runs the probes and holds their last outcome. Every change of
+// the outcome is published (to gRPC health) under the same lock /readyz
+// reads it with, so the two never disagree.
 type readiness struct {
-	probes []Probe
-	log    *slog.Logger
-	kick   chan struct{}
-	still  *Throttle // "still failing" lines
+	probes  []Probe
+	log     *slog.Logger
+	kick    chan struct{}
+	still   map[string]*Throttle // probe name → its "still failing" lines
+	publish func(ready bool)     // called under mu with each outcome
 
 	mu       sync.Mutex
 	failing  map[string]bool // probe name → failed at the last run
 	stopping bool
 }
 
-func newReadiness(probes []Probe, log *slog.Logger) *readiness {
-	return &readiness{probes: probes, log: log, kick: make(chan struct{}, 1),
-		still: NewThrottle(time.Minute), failing: map[string]bool{}}
+// newReadiness returns a readiness that calls publish, under its lock,
+// with every outcome runOnce records.
+func newReadiness(probes []Probe, log *slog.Logger, publish func(ready bool)) *readiness {
+	r := &readiness{probes: probes, log: log, kick: make(chan struct{}, 1), publish: publish,
+		still: map[string]*Throttle{}, failing: map[string]bool{}}
+	for _, p := range probes {
+		r.still[p.Name] = NewThrottle(time.Minute)
+	}
+	return r
 }
 
 // recheck asks for a run now, without waiting for it.
@@ -45,8 +54,9 @@ func (r *readiness) recheck() {
 	}
 }
 
-// runOnce runs every probe (concurrently, each within timeout) and records
-// the outcome, logging a probe that starts or stops failing.
+// runOnce runs every probe (concurrently, each within timeout), records
+// the outcome and publishes it, logging a probe that starts or stops
+// failing (and one still failing at most once a minute per probe).
 func (r *readiness) runOnce(ctx context.Context, timeout time.Duration) {
 	errs := make([]error, len(r.probes))
 	var wg sync.WaitGroup
@@ -70,13 +80,28 @@ func (r *readiness) runOnce(ctx context.Context, timeout time.Duration) {
 		case now && !was:
 			r.log.Warn("readiness probe failing: not serving", KeyProbe, p.Name, KeyError, errs[i].Error())
 		case now:
-			if ok, skipped := r.still.Allow(time.Now()); ok {
+			if ok, skipped := r.still[p.Name].Allow(time.Now()); ok {
 				r.log.Warn("readiness probe still failing", KeyProbe, p.Name, KeyError, errs[i].Error(), KeySkipped, skipped)
 			}
 		case was:
 			r.log.Info("readiness probe passing again", KeyProbe, p.Name)
 		}
 	}
+	r.publish(r.readyLocked())
+}
+
+// readyLocked reports whether the service should take traffic; r.mu is
+// held.
+func (r *readiness) readyLocked() bool {
+	if r.stopping {
+		return false
+	}
+	for _, f := range r.failing {
+		if f {
+			return false
+		}
+	}
+	return true
 }
 
 // state reports whether the service should take traffic and which probes
@@ -90,20 +115,24 @@ func (r *readiness) state() (ready bool, failing []string, stopping bool) {
 		}
 	}
 	slices.Sort(failing)
-	return !r.stopping && len(failing) == 0, failing, r.stopping
+	return r.readyLocked(), failing, r.stopping
 }
 
-func (r *readiness) stop() {
+// stop marks the service stopping and calls shutdown under the same lock,
+// so /readyz answers 503 from the moment health is shut down.
+func (r *readiness) stop(shutdown func()) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.stopping = true
-	r.mu.Unlock()
+	shutdown()
 }
 
 // publish sets the gRPC health of "" and every registered service (not the
-// runtime's own health and reflection services) from the readiness state.
-func (s *Server) publish() {
+// runtime's own health and reflection services) to ready's status. The
+// readiness calls it under its lock.
+func (s *Server) publish(ready bool) {
 	st := healthpb.HealthCheckResponse_SERVING
-	if ok, _, _ := s.ready.state(); !ok {
+	if !ready {
 		st = healthpb.HealthCheckResponse_NOT_SERVING
 	}
 	s.health.SetServingStatus("", st)
@@ -115,7 +144,7 @@ func (s *Server) publish() {
 }
 
 // watchReadiness runs the probes every ReadinessInterval, and at once after
-// Recheck, publishing each outcome, until ctx ends.
+// Recheck, until ctx ends; runOnce publishes each outcome.
 func (s *Server) watchReadiness(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.ReadinessInterval)
 	defer t.Stop()
@@ -127,9 +156,6 @@ func (s *Server) watchReadiness(ctx context.Context) error {
 		case <-s.ready.kick:
 		}
 		s.ready.runOnce(ctx, s.cfg.ReadinessTimeout)
-		if ctx.Err() == nil {
-			s.publish()
-		}
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 
 func (s *Server) logPanic(ctx context.Context, method string, r any) {
 	s.log.LogAttrs(ctx, slog.LevelError, "handler panicked",
-		slog.String(KeyMethod, method), slog.String(KeyPanic, fmt.Sprint(r)), slog.String("stack", string(debug.Stack())))
+		slog.String(KeyMethod, method), slog.String(KeyPanic, fmt.Sprint(r)), slog.String(KeyStack, string(debug.Stack())))
 }
 
 func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {

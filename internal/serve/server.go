@@ -60,6 +60,9 @@ type Server struct {
 	http   *http.Server
 	ready  *readiness
 	attrs  []any
+	// handlers counts the HTTP handlers running; grpc-go counts its own
+	// (WaitForHandlers).
+	handlers *inflight
 
 	grpcLis, httpLis net.Listener
 }
@@ -71,7 +74,7 @@ func New(cfg Config, opts Options, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: logger, ready: newReadiness(opts.Probes, logger), attrs: opts.LogAttrs}
+	s := &Server{cfg: cfg, log: logger, attrs: opts.LogAttrs, handlers: newInflight()}
 	grpcLis, err := net.Listen("tcp", opts.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("grpc listen: %w", err)
@@ -85,6 +88,7 @@ func New(cfg Config, opts Options, logger *slog.Logger) (*Server, error) {
 	s.httpLis = netutil.LimitListener(httpLis, cfg.MaxConnections)
 	s.grpc = grpc.NewServer(s.grpcOptions(opts)...)
 	s.health = health.NewServer()
+	s.ready = newReadiness(opts.Probes, logger, s.publish)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc) // lets grpcurl list and call the API
 	s.http = &http.Server{
@@ -113,6 +117,11 @@ func (s *Server) grpcOptions(opts Options) []grpc.ServerOption {
 		}),
 		grpc.ChainUnaryInterceptor(s.recoverUnary),
 		grpc.ChainStreamInterceptor(s.recoverStream),
+		// Stop (at the end of the grace) returns only once every handler
+		// has, so Run's caller may then close what the handlers use. (The
+		// GracefulStop that stop also waits for does so already; this keeps
+		// Stop alone safe.)
+		grpc.WaitForHandlers(true),
 	}
 	if opts.MaxRecvMsgSize > 0 {
 		o = append(o, grpc.MaxRecvMsgSize(opts.MaxRecvMsgSize))
@@ -140,7 +149,7 @@ func (s *Server) httpHandler(opts Options) http.Handler {
 			WriteJSON(w, http.StatusNotFound, ErrorBody{Error: "not_found", Message: "no such endpoint"})
 		})
 	}
-	return s.recoverHTTP(mux)
+	return s.handlers.track(s.recoverHTTP(mux))
 }
 
 // RegisterService registers a gRPC service; call it before Run.
@@ -169,11 +178,13 @@ func (s *Server) Close() {
 // the first health answer is already the probes'. Then, at the end: health
 // turns NOT_SERVING and /readyz 503, the listeners stay open for
 // ShutdownDelay, then both servers stop gracefully within ShutdownGrace
-// (calls still open then are cut). It returns nil after a clean stop, or
+// (calls still open then are cut: their contexts are cancelled). Run
+// returns only after every gRPC and HTTP handler has returned, so the
+// caller may then close what handlers use (a store); a handler that
+// ignores its context holds Run up. It returns nil after a clean stop, or
 // the error that made a server fail.
 func (s *Server) Run(ctx context.Context) error {
-	s.ready.runOnce(ctx, s.cfg.ReadinessTimeout)
-	s.publish()
+	s.ready.runOnce(ctx, s.cfg.ReadinessTimeout) // publishes the first outcome
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.watchReadiness(gctx) })
 	g.Go(func() error {
@@ -198,10 +209,12 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // stop turns NOT_SERVING, waits ShutdownDelay, then stops both servers
-// within ShutdownGrace.
+// within ShutdownGrace, cutting what is still open then, and waits for
+// every handler to return.
 func (s *Server) stop() error {
-	s.ready.stop()
-	s.health.Shutdown() // every service NOT_SERVING; later updates ignored
+	// Every service NOT_SERVING, later updates ignored, and /readyz 503,
+	// together.
+	s.ready.stop(s.health.Shutdown)
 	time.Sleep(s.cfg.ShutdownDelay)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer cancel()
@@ -217,9 +230,10 @@ func (s *Server) stop() error {
 	select {
 	case <-stopped:
 	case <-ctx.Done():
-		s.grpc.Stop()
+		s.grpc.Stop() // waits for the handlers (WaitForHandlers)
 		<-stopped
 	}
+	s.handlers.closeAndWait()
 	if err != nil {
 		s.log.Warn("graceful stop cut requests still open", KeyError, err.Error())
 	}

@@ -56,12 +56,22 @@ func (r *running) wait(t *testing.T) error {
 // registered, runs it until the test ends and checks that Run returns nil.
 func start(t *testing.T, cfg Config, opts Options) *running {
 	t.Helper()
+	return startWith(t, cfg, opts, nil)
+}
+
+// startWith is start with before, when non-nil, called on the Server
+// between New and Run.
+func startWith(t *testing.T, cfg Config, opts Options, before func(*Server)) *running {
+	t.Helper()
 	opts.GRPCAddr, opts.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	s, err := New(cfg, opts, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}
 	s.RegisterService(&panicService, nil)
+	if before != nil {
+		before(s)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{Server: s, cancel: cancel, done: make(chan error, 1), bound: cfg.ShutdownDelay + cfg.ShutdownGrace + 10*time.Second}
 	go func() { r.done <- s.Run(ctx) }()
