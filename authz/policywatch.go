@@ -9,6 +9,19 @@ import (
 	"github.com/leakytokens/leaky/internal/serve"
 )
 
+// CheckConfig validates cfg and loads its policy path as New will, opening
+// and binding nothing. cmd/leaky calls it before it opens the store cfg
+// names, so that a configuration the service would refuse is reported as
+// such, with its file and problem, never as a database it could not reach
+// or after the migrations ran; New checks again.
+func CheckConfig(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("authz config: %w", err)
+	}
+	_, err := loadPolicy(cfg.PolicyPath)
+	return err
+}
+
 // loadPolicy loads path with the policy loader (policy.Load: "" is the
 // embedded example, else a policy file or a directory holding one). authz
 // needs the tiers, so a configuration without a leaky-tokens policy is an

@@ -9,7 +9,6 @@ import (
 	"github.com/leakytokens/leaky/authz"
 	"github.com/leakytokens/leaky/authz/pgstore"
 	azstore "github.com/leakytokens/leaky/authz/store"
-	"github.com/leakytokens/leaky/internal/policy"
 	"github.com/leakytokens/leaky/ratelimit"
 	"github.com/leakytokens/leaky/ratelimit/redisstore"
 	rlstore "github.com/leakytokens/leaky/ratelimit/store"
@@ -55,10 +54,7 @@ func openRatelimitStore(ctx context.Context, cfg ratelimit.Config) (rlstore.Stor
 // (PostgreSQL with the migrations applied, or memory) and builds the
 // service on it. The service owns the store from then on.
 func newAuthz(ctx context.Context, cfg authz.Config, logger *slog.Logger) (*authz.Service, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("authz config: %w", err)
-	}
-	if err := checkAuthzPolicy(cfg.PolicyPath); err != nil {
+	if err := authz.CheckConfig(cfg); err != nil {
 		return nil, err
 	}
 	octx, cancel := context.WithTimeout(ctx, openTimeout)
@@ -68,21 +64,6 @@ func newAuthz(ctx context.Context, cfg authz.Config, logger *slog.Logger) (*auth
 		return nil, err
 	}
 	return authz.New(ctx, cfg, logger, st)
-}
-
-// checkAuthzPolicy loads path as authz.New will (authz needs the
-// leaky-tokens policy for its tiers) before any store is opened, so that a
-// policy it would refuse is reported as such, never as a database it could
-// not reach or after the migrations ran.
-func checkAuthzPolicy(path string) error {
-	snap, err := policy.Load(path)
-	if err != nil {
-		return fmt.Errorf("policy: %w", err)
-	}
-	if snap.Policy() == nil {
-		return fmt.Errorf("policy: %s holds no file with domain %s; authz needs its tiers", snap.Source(), policy.Domain)
-	}
-	return nil
 }
 
 // openAuthzStore returns the memory store for an empty url, else PostgreSQL
