@@ -25,13 +25,9 @@ func openStore(ctx context.Context, url string) (store.Store, error) {
 	if url == "" {
 		return store.NewMemory(), nil
 	}
-	s, err := pgstore.Open(ctx, url)
+	s, err := pgstore.OpenMigrated(ctx, url)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.Migrate(ctx); err != nil {
-		s.Close()
-		return nil, err
+		return nil, err // not a nil *pgstore.Store in a non-nil interface
 	}
 	return s, nil
 }

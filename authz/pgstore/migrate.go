@@ -19,6 +19,21 @@ var migrations embed.FS
 // replicas starting together.
 const migrationLock = 0x6c7461757468 // "ltauth"
 
+// OpenMigrated opens the store at url (as Open) and applies the embedded
+// migrations (as Migrate), closing the store again when they fail: what a
+// service runs on.
+func OpenMigrated(ctx context.Context, url string) (*Store, error) {
+	s, err := Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
 // Migrate applies every embedded migration not yet recorded in
 // authz_schema_migrations, each in its own transaction, in file order
 // (NNNN_name.sql), holding an advisory lock. It is safe to run concurrently

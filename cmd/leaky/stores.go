@@ -72,13 +72,9 @@ func openAuthzStore(ctx context.Context, url string) (azstore.Store, error) {
 	if url == "" {
 		return azstore.NewMemory(), nil
 	}
-	s, err := pgstore.Open(ctx, url)
+	s, err := pgstore.OpenMigrated(ctx, url)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.Migrate(ctx); err != nil {
-		s.Close()
-		return nil, err
+		return nil, err // not a nil *pgstore.Store in a non-nil interface
 	}
 	return s, nil
 }
