@@ -2,7 +2,6 @@ package authz
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/serve"
 )
 
@@ -25,7 +25,7 @@ func (s *Service) routes() http.Handler {
 	s.restRoutes(mux)
 	s.oauthRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { unmatched(mux, w, r) })
-	return s.logRequests(mux)
+	return s.logRequests(validURL(mux))
 }
 
 // unmatched answers a request no route took, in place of the mux's plain
@@ -107,22 +107,30 @@ func forbiddenErr(msg string) *apiError {
 }
 
 // writeError is the one place an HTTP API error becomes a wire answer: the
-// JSON envelope {"error": code, "message": …}. Unexpected errors are logged
-// (they never carry secrets) and answered 500 without detail, or 503 when
-// the store is unreachable; no free argon2 slot before the deadline is 503
-// with Retry-After, unlogged.
+// JSON envelope {"error": code, "message": …}. A value the store refuses
+// (store.ErrInvalid) is 400. A store that is unreachable or missed the
+// deadline (store.ErrUnavailable, context.DeadlineExceeded) is 503 with
+// Retry-After, logged as a warning; so is no free argon2 slot before the
+// deadline (errHasherBusy), unlogged. Other unexpected errors are logged
+// (they never carry secrets) and answered 500 without detail.
 func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
-	if errors.Is(err, errHasherBusy) {
+	switch {
+	case errors.As(err, &ae):
+	case errors.Is(err, errHasherBusy):
 		ae = &apiError{http.StatusServiceUnavailable, "unavailable", "too many password checks in progress, retry later"}
 		w.Header().Set("Retry-After", "1")
-	} else if !errors.As(err, &ae) {
+	case errors.Is(err, store.ErrInvalid):
+		ae = badRequest("a value is not acceptable text")
+	case storeUnavailable(err):
+		s.logger.LogAttrs(r.Context(), slog.LevelWarn, "http handler: store unavailable",
+			slog.String(serve.KeyRoute, r.Pattern), slog.String(serve.KeyError, err.Error()))
+		ae = &apiError{http.StatusServiceUnavailable, "unavailable", "store unavailable, retry later"}
+		w.Header().Set("Retry-After", "1")
+	default:
 		s.logger.LogAttrs(r.Context(), slog.LevelError, "http handler failed",
 			slog.String(serve.KeyRoute, r.Pattern), slog.String(serve.KeyError, err.Error()))
 		ae = &apiError{http.StatusInternalServerError, "internal", "internal error"}
-		if errors.Is(err, context.DeadlineExceeded) {
-			ae = &apiError{http.StatusServiceUnavailable, "unavailable", "store unavailable, retry later"}
-		}
 	}
 	if ae.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="leaky-tokens"`)
@@ -130,16 +138,8 @@ func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	serve.WriteJSON(w, ae.status, serve.ErrorBody{Error: ae.code, Message: ae.message})
 }
 
-// decodeJSON reads a bounded JSON body with no unknown fields.
-func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return &apiError{http.StatusRequestEntityTooLarge, "too_large", "request body too large"}
-		}
-		return badRequest("malformed JSON body")
-	}
-	return nil
+// storeUnavailable reports whether err says the store did not answer, in
+// time or at all, rather than that a request was wrong.
+func storeUnavailable(err error) bool {
+	return errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
 }

@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/ory/fosite"
 
-	"github.com/leakytokens/leaky/authz/keyring"
 	"github.com/leakytokens/leaky/authz/oauth"
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/serve"
@@ -42,11 +42,14 @@ func (s *Service) oauthRoutes(mux *http.ServeMux) {
 // organisations.
 func (s *Service) token(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	if err := readForm(w, r); err != nil {
+		s.oauthError(w, r, nil, err)
+		return
+	}
 	sess := &oauth.Session{}
 	ar, err := s.oauth.NewAccessRequest(ctx, r, sess)
 	if err != nil {
-		s.oauth.WriteAccessError(ctx, w, ar, err)
+		s.oauthError(w, r, ar, err)
 		return
 	}
 	grant := "refresh_token"
@@ -57,7 +60,7 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err := s.identify(ctx, ar); err != nil {
-		s.oauth.WriteAccessError(ctx, w, ar, err)
+		s.oauthError(w, r, ar, err)
 		return
 	}
 	if !slices.Contains(ar.GetGrantedAudience(), s.cfg.Audience) {
@@ -65,7 +68,7 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := s.oauth.NewAccessResponse(ctx, ar)
 	if err != nil {
-		s.oauth.WriteAccessError(ctx, w, ar, err)
+		s.oauthError(w, r, ar, err)
 		return
 	}
 	s.metrics.tokens.WithLabelValues(grant).Inc()
@@ -114,26 +117,55 @@ func (s *Service) identify(ctx context.Context, ar fosite.AccessRequester) error
 // introspect serves /oauth2/introspect to confidential clients only (HTTP
 // Basic with the client's secret). fosite would also accept any access
 // token as the caller's credential, which would let every user probe
-// other people's tokens.
+// other people's tokens. A client reads its own tokens; another client's,
+// or a user's, only when it acts as ADMIN (mayIntrospect): to any other
+// caller such a token is inactive, as RFC 7662 asks.
 func (s *Service) introspect(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if id, _, ok := r.BasicAuth(); !ok || id == oauth.FirstPartyClientID {
+	id, _, ok := r.BasicAuth()
+	if !ok || id == oauth.FirstPartyClientID {
 		s.oauth.WriteIntrospectionError(ctx, w, fosite.ErrRequestUnauthorized.WithHint("Introspection requires a confidential client's credentials (HTTP Basic)."))
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	if err := readForm(w, r); err != nil {
+		s.oauthError(w, r, nil, err)
+		return
+	}
 	ir, err := s.oauth.NewIntrospectionRequest(ctx, r, &oauth.Session{})
-	if err != nil {
+	if oauthUnavailable(err) {
+		s.oauthError(w, r, nil, err)
+		return
+	} else if err != nil {
 		s.oauth.WriteIntrospectionError(ctx, w, err)
+		return
+	}
+	caller, _ := url.QueryUnescape(id) // as fosite read it: it authenticated this id
+	allowed, err := s.mayIntrospect(ctx, caller, ir.GetAccessRequester().GetClient().GetID())
+	if err != nil {
+		s.oauthError(w, r, nil, err)
+		return
+	}
+	if !allowed {
+		s.oauth.WriteIntrospectionError(ctx, w, fosite.ErrInactiveToken)
 		return
 	}
 	s.oauth.WriteIntrospectionResponse(ctx, w, ir)
 }
 
+// revoke serves /oauth2/revoke. fosite answers 200 to any failure but a
+// bad request or client, which would tell a client its token is revoked
+// when the store did not answer: that is 503.
 func (s *Service) revoke(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	s.oauth.WriteRevocationResponse(ctx, w, s.oauth.NewRevocationRequest(ctx, r))
+	if err := readForm(w, r); err != nil {
+		s.oauthError(w, r, nil, err)
+		return
+	}
+	if err := s.oauth.NewRevocationRequest(ctx, r); oauthUnavailable(err) {
+		s.oauthError(w, r, nil, err)
+	} else {
+		s.oauth.WriteRevocationResponse(ctx, w, err)
+	}
 }
 
 // metadata serves RFC 8414 authorization server metadata. Endpoint URLs
@@ -154,9 +186,8 @@ func (s *Service) metadata(w http.ResponseWriter, _ *http.Request) {
 		"grant_types_supported":                 []string{"client_credentials", "refresh_token"},
 		"response_types_supported":              []string{},
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "none"},
-		"introspection_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post"},
-		"revocation_endpoint_auth_methods_supported":       []string{"client_secret_basic", "client_secret_post", "none"},
-		"token_endpoint_auth_signing_alg_values_supported": []string{keyring.Alg},
+		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic"},
+		"revocation_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post", "none"},
 	})
 }
 

@@ -96,8 +96,9 @@ func TestClientCredentials(t *testing.T) {
 		t.Errorf("Check(org app, acme) = %v, want org acme", got)
 	}
 
-	// Introspection: active for a live token, inactive for garbage.
-	code, body := ts.form(t, "/oauth2/introspect", url.Values{"token": {tok.AccessToken}}, svc.ClientID, svc.ClientSecret)
+	// Introspection: active for a live token of the caller's own,
+	// inactive for garbage.
+	code, body := ts.form(t, "/oauth2/introspect", url.Values{"token": {tok.AccessToken}}, app.ClientID, app.ClientSecret)
 	if code != 200 || body["active"] != true || body["sub"] != app.ClientID {
 		t.Errorf("introspect(live) = %d %v, want active, sub %s", code, body, app.ClientID)
 	}

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -24,6 +25,8 @@ var (
 	rolePattern     = regexp.MustCompile(`^[A-Z][A-Z0-9_]{1,31}$`)
 )
 
+// minPasswordLen is the shortest password, in characters (runes), as
+// maxPasswordLen is the longest.
 const minPasswordLen = 8
 
 // restTimeout bounds each REST request's store work, so a stalled database
@@ -125,7 +128,7 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("username: 3 to 50 letters, digits, '.', '_' or '-'")
 	case len(in.Email) > 100 || !emailPattern.MatchString(in.Email):
 		return badRequest("email: not a valid address")
-	case len(in.Password) < minPasswordLen || len(in.Password) > maxPasswordLen:
+	case utf8.RuneCountInString(in.Password) < minPasswordLen || utf8.RuneCountInString(in.Password) > maxPasswordLen:
 		return badRequest(fmt.Sprintf("password: %d to %d characters", minPasswordLen, maxPasswordLen))
 	}
 	hash, err := s.hasher.hash(r.Context(), in.Password)
@@ -156,7 +159,7 @@ func (s *Service) login(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	bad := &apiError{http.StatusUnauthorized, "invalid_credentials", "invalid username or password"}
-	if in.Username == "" || in.Password == "" || len(in.Password) > maxPasswordLen {
+	if in.Username == "" || in.Password == "" || utf8.RuneCountInString(in.Password) > maxPasswordLen {
 		return bad
 	}
 	u, err := s.store.UserByUsername(r.Context(), strings.TrimSpace(in.Username))

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/leakytokens/leaky/authz/apikey"
 	"github.com/leakytokens/leaky/authz/keyauth"
@@ -64,10 +65,11 @@ func (s *Service) createKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	if len(in.Name) > 100 {
-		return badRequest("name: at most 100 characters")
+	in.Name = strings.TrimSpace(in.Name)
+	if utf8.RuneCountInString(in.Name) > 100 || !store.ValidName(in.Name) {
+		return badRequest("name: at most 100 characters, none of them control characters")
 	}
-	rec := store.APIKey{UserID: uid, Name: strings.TrimSpace(in.Name), CreatedAt: now}
+	rec := store.APIKey{UserID: uid, Name: in.Name, CreatedAt: now}
 	if in.ExpiresAt != nil {
 		if !in.ExpiresAt.After(now) {
 			return badRequest("expiresAt: must be in the future")

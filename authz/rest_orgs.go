@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/serve"
@@ -30,8 +31,8 @@ func (s *Service) createOrg(w http.ResponseWriter, r *http.Request) error {
 	if in.Name == "" {
 		in.Name = in.ID
 	}
-	if len(in.Name) > 200 {
-		return badRequest("name: at most 200 characters")
+	if utf8.RuneCountInString(in.Name) > 200 || !store.ValidName(in.Name) {
+		return badRequest("name: at most 200 characters, none of them control characters")
 	}
 	o := store.Org{ID: in.ID, Name: in.Name, CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
 	if err := s.store.CreateOrg(r.Context(), o, p.UserID); errors.Is(err, store.ErrConflict) {

@@ -8,6 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -61,7 +64,10 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 func (s *Store) Close() { s.pool.Close() }
 
 // mapErr turns "no rows", unique and foreign-key violations into the store
-// errors, and wraps the rest with what.
+// errors; data exceptions (SQLSTATE class 22: text with NUL or not UTF-8,
+// a value out of range) and check violations into store.ErrInvalid; a
+// server that cannot be reached or did not answer in time into
+// store.ErrUnavailable. It wraps the rest with what.
 func mapErr(what string, err error) error {
 	var pg *pgconn.PgError
 	switch {
@@ -69,12 +75,38 @@ func mapErr(what string, err error) error {
 		return nil
 	case errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
-	case errors.As(err, &pg) && pg.Code == "23505":
-		return fmt.Errorf("%s: %w", what, store.ErrConflict)
-	case errors.As(err, &pg) && pg.Code == "23503":
-		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	case errors.As(err, &pg):
+		switch {
+		case pg.Code == "23505":
+			return fmt.Errorf("%s: %w", what, store.ErrConflict)
+		case pg.Code == "23503":
+			return fmt.Errorf("%s: %w", what, store.ErrNotFound)
+		case strings.HasPrefix(pg.Code, "22"), pg.Code == "23514":
+			return fmt.Errorf("%s: %w: %s", what, store.ErrInvalid, pg.Code)
+		case unavailableCode(pg.Code):
+			return fmt.Errorf("postgres: %s: %w: %w", what, store.ErrUnavailable, err)
+		}
+	case unreachable(err):
+		return fmt.Errorf("postgres: %s: %w: %w", what, store.ErrUnavailable, err)
 	}
 	return fmt.Errorf("postgres: %s: %w", what, err)
+}
+
+// unavailableCode reports whether a server error says the server cannot
+// serve now: connection exceptions (08), insufficient resources (53),
+// operator intervention such as a shutdown (57).
+func unavailableCode(code string) bool {
+	return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "53") || strings.HasPrefix(code, "57")
+}
+
+// unreachable reports whether err, which the server did not send, is a
+// failure to reach it or to hear from it in time.
+func unreachable(err error) bool {
+	var connect *pgconn.ConnectError
+	var netErr net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		pgconn.Timeout(err) || errors.As(err, &connect) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func (s *Store) CreateUser(ctx context.Context, u store.User) error {

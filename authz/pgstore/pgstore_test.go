@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -71,4 +72,28 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+// TestMapErrInvalidAndUnavailable: text PostgreSQL refuses (NUL, bytes
+// that are not UTF-8) is store.ErrInvalid, in writes and in lookups, and a
+// server that does not answer in time is store.ErrUnavailable.
+func TestMapErrInvalidAndUnavailable(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	for name, err := range map[string]error{
+		"create user with NUL":   s.CreateUser(ctx, store.User{ID: "u1", Username: "a\x00b", Email: "a@example.com", PasswordHash: "h", CreatedAt: now}),
+		"create org not UTF-8":   s.CreateOrg(ctx, store.Org{ID: "o1", Name: "\xff", CreatedAt: now}, "u1"),
+		"user by name with NUL":  func() error { _, err := s.UserByUsername(ctx, "a\x00"); return err }(),
+		"organisation not UTF-8": func() error { _, err := s.Org(ctx, "\xff"); return err }(),
+	} {
+		if !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("%s = %v, want store.ErrInvalid", name, err)
+		}
+	}
+	expired, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer cancel()
+	if _, err := s.UserByID(expired, "u1"); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("UserByID past its deadline = %v, want store.ErrUnavailable", err)
+	}
 }

@@ -97,7 +97,7 @@ func New(cfg Config, opts Options, logger *slog.Logger) (*Server, error) {
 		ReadTimeout:       cfg.HTTPReadTimeout,
 		WriteTimeout:      cfg.HTTPWriteTimeout,
 		IdleTimeout:       cfg.HTTPIdleTimeout,
-		MaxHeaderBytes:    cfg.HTTPMaxHeaderBytes,
+		MaxHeaderBytes:    headerReserve * cfg.HTTPMaxHeaderBytes, // limitHeaders enforces the configured bound
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil
@@ -149,7 +149,7 @@ func (s *Server) httpHandler(opts Options) http.Handler {
 			WriteJSON(w, http.StatusNotFound, ErrorBody{Error: "not_found", Message: "no such endpoint"})
 		})
 	}
-	return s.handlers.track(s.recoverHTTP(mux))
+	return s.handlers.track(s.recoverHTTP(limitHeaders(s.cfg.HTTPMaxHeaderBytes, mux)))
 }
 
 // RegisterService registers a gRPC service; call it before Run.
