@@ -95,6 +95,7 @@ func (s *Service) identify(ctx context.Context, ar fosite.AccessRequester) error
 			return fosite.ErrServerError.WithWrap(err)
 		}
 		sess.Subject, sess.Roles, sess.Orgs = p.UserID, p.Roles, p.Orgs
+		sess.Owner, sess.OwnerRoles = p.Owner, p.OwnerRoles
 		return nil
 	}
 	u, err := s.store.UserByID(ctx, sess.Subject)
