@@ -1,13 +1,17 @@
 package authz
 
 import (
+	"bytes"
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/leakytokens/leaky/internal/contract"
+	"github.com/leakytokens/leaky/internal/policy"
 )
 
 // clientToken creates a client_credentials client for the bearer's user
@@ -70,3 +74,25 @@ func TestClientChargedToOwner(t *testing.T) {
 	}
 }
 
+// The policy's max_clients_per_user bounds the clients one user may own:
+// the next is refused 409 with the JSON error, for that user only.
+func TestClientsPerUserBound(t *testing.T) {
+	pol := bytes.Replace(policy.Example(), []byte("max_clients_per_user: 10"), []byte("max_clients_per_user: 2"), 1)
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, pol, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts := startService(t, nil, func(c *Config) { c.PolicyPath = path })
+	if got := ts.policy.Load().MaxClientsPerUser; got != 2 {
+		t.Fatalf("policy max_clients_per_user = %d, want 2", got)
+	}
+	hog := ts.register(t, "hog")
+	for range 2 {
+		ts.clientToken(t, hog.Token, nil)
+	}
+	var e struct{ Error, Message string }
+	if code := ts.call(t, "POST", "/api/v1/auth/clients", hog.Token, map[string]any{}, &e); code != http.StatusConflict || e.Error != "client_limit" {
+		t.Errorf("third client = %d %+v, want 409 client_limit", code, e)
+	}
+	ts.clientToken(t, ts.register(t, "other").Token, nil)
+}
