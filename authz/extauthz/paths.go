@@ -168,11 +168,14 @@ func judge(raw string, public, admin []string) route {
 // path: no client needs so many layers, and an upstream might peel them.
 const maxEscapeLayers = 4
 
+// blanks are the characters some servers drop from the end of a segment.
+const blanks = " \t\r\n\v\f\x00"
+
 // loose is the widest reading of raw any upstream might make, lower-cased:
 // percent-escapes decoded layer after layer ("%2561" is "a"), invalid ones
 // kept; the query and fragment dropped, also where they appear once
 // decoded; "\" read as "/"; each segment's ";parameters" dropped, and its
-// trailing spaces, tabs, NULs and dots (Windows and some Java servers
+// trailing blanks (white space, NUL) and dots (Windows and some Java servers
 // drop them); then dot-segments and repeated slashes resolved. It returns
 // "" when the escapes nest deeper than maxEscapeLayers.
 func loose(raw string) string {
@@ -195,9 +198,9 @@ func loose(raw string) string {
 		if j := strings.IndexByte(s, ';'); j >= 0 {
 			s = s[:j]
 		}
-		s = strings.TrimRight(s, " \t\x00")
+		s = strings.TrimRight(s, blanks)
 		if s != "." && s != ".." {
-			s = strings.TrimRight(s, ". \t\x00")
+			s = strings.TrimRight(s, "."+blanks)
 		}
 		segs[i] = s
 	}

@@ -16,6 +16,8 @@ func TestLoose(t *testing.T) {
 		{"/api/v1/admin%3Bjsessionid=1/users", "/api/v1/admin/users"},
 		{"/api/v1/admin%3f/users", "/api/v1/admin"},
 		{"/api/v1/admin.%20/users", "/api/v1/admin/users"},
+		{"/api/v1/admin%0d%0a/users", "/api/v1/admin/users"},
+		{"/api/v1/..%00/admin", "/api/admin"},
 		{"/api/v1/x/%2e%2e/admin", "/api/v1/admin"},
 		{"//api//v1/./admin/", "/api/v1/admin"},
 		{"/api/v1/%zzadmin", "/api/v1/%zzadmin"},
