@@ -49,8 +49,9 @@ func (s *Service) currentPrincipal(ctx context.Context, subject string) (store.P
 	return s.clientPrincipal(ctx, c)
 }
 
-// clientPrincipal is what a client_credentials client may act as now: its
-// roles that its owner still holds (all of them while the owner is ADMIN,
+// clientPrincipal is what a client_credentials client may act as now, and
+// for whom (Owner, OwnerRoles: the owner's current roles): its roles that
+// its owner still holds (all of them while the owner is ADMIN,
 // as at creation), and its organisation while the owner still administers
 // it (or is ADMIN). A missing owner, or an owner who no longer administers
 // the organisation, fails with errClientRevoked.
@@ -62,7 +63,7 @@ func (s *Service) clientPrincipal(ctx context.Context, c store.Client) (store.Pr
 		return store.Principal{}, err
 	}
 	ownerAdmin := slices.Contains(owner.Roles, store.RoleAdmin)
-	p := store.Principal{UserID: c.ID, Roles: []string{}}
+	p := store.Principal{UserID: c.ID, Roles: []string{}, Owner: owner.ID, OwnerRoles: owner.Roles}
 	for _, role := range c.Roles {
 		if ownerAdmin || slices.Contains(owner.Roles, role) {
 			p.Roles = append(p.Roles, role)

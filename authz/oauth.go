@@ -98,6 +98,7 @@ func (s *Service) identify(ctx context.Context, ar fosite.AccessRequester) error
 			return fosite.ErrServerError.WithWrap(err)
 		}
 		sess.Subject, sess.Roles, sess.Orgs = p.UserID, p.Roles, p.Orgs
+		sess.Owner, sess.OwnerRoles = p.Owner, p.OwnerRoles
 		return nil
 	}
 	u, err := s.store.UserByID(ctx, sess.Subject)
@@ -203,7 +204,10 @@ const maxClientRoles = 16
 // createClient registers a client_credentials client owned by the caller:
 // a service account, or an organisation's app when orgId names an
 // organisation the caller administers. Its roles are a subset of the
-// caller's (USER when none are asked for). The secret is shown once.
+// caller's (USER when none are asked for). Its requests are charged to the
+// caller's budgets (and an app's to its organisation's pool too), and a
+// caller may own the policy's max_clients_per_user of them (409 beyond).
+// The secret is shown once.
 func (s *Service) createClient(w http.ResponseWriter, r *http.Request) error {
 	p, err := s.authority(r)
 	if err != nil {
@@ -245,9 +249,14 @@ func (s *Service) createClient(w http.ResponseWriter, r *http.Request) error {
 	digest := sha256.Sum256([]byte(sec))
 	c := store.Client{ID: "svc_" + base64.RawURLEncoding.EncodeToString(idb[:12]), SecretDigest: digest[:],
 		OwnerID: p.UserID, OrgID: in.OrgID, Roles: roles, CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
-	if err := s.store.CreateClient(r.Context(), c); errors.Is(err, store.ErrNotFound) {
+	limit := s.policy.Load().MaxClientsPerUser
+	switch err := s.store.CreateClient(r.Context(), c, limit); {
+	case errors.Is(err, store.ErrNotFound):
 		return forbiddenErr("only users can create clients")
-	} else if err != nil {
+	case errors.Is(err, store.ErrLimit):
+		return &apiError{http.StatusConflict, "client_limit",
+			fmt.Sprintf("a user may own at most %d clients (the policy's max_clients_per_user)", limit)}
+	case err != nil:
 		return err
 	}
 	serve.WriteJSON(w, http.StatusCreated, map[string]any{"clientId": c.ID, "clientSecret": sec, "orgId": c.OrgID,

@@ -62,8 +62,8 @@ func TestClientCredentials(t *testing.T) {
 		t.Error("client_credentials returned a refresh token")
 	}
 	got := okHeaders(ts.check(t, "/openai/x", map[string]string{"authorization": "Bearer " + tok.AccessToken}, ""))
-	if got[contract.HeaderUserID] != svc.ClientID || got[contract.HeaderTier] != "free" {
-		t.Errorf("Check(service account token) = %v, want user %s tier free", got, svc.ClientID)
+	if got[contract.HeaderUserID] != owner.UserID || got[contract.HeaderTier] != "free" {
+		t.Errorf("Check(service account token) = %v, want its owner %s, tier free", got, owner.UserID)
 	}
 	bad := cc
 	bad.ClientSecret = "wrong"

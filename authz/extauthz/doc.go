@@ -2,33 +2,41 @@
 // envoy.service.auth.v3.Authorization/Check takes the credential from
 // X-Api-Key or from Authorization: Bearer — a JWT this service issued, or
 // an API key (as OpenAI-style clients send it). On OK it sets
-// x-leaky-user-id, x-leaky-tier (the policy's tier for the caller's roles),
-// x-leaky-roles (comma-separated), x-leaky-org-id (only when x-leaky-org
-// names an organisation the caller belongs to; otherwise 403),
-// x-leaky-provider (the first path segment, or the third of /api/v1/<p>/…, or the
-// body's "provider", when the policy lists it) and x-leaky-estimate (tokens,
-// when Envoy forwarded the body; from content-length when the body is shorter
-// than that, as when Envoy truncated it); the names are package
-// internal/contract's. headers_to_remove carries every
-// client-sent x-leaky-* (but x-leaky-org) and the credential header, X-Api-Key
-// or Authorization, so neither our API keys nor our JWTs reach the upstream. A
-// request carrying both X-Api-Key and Authorization is refused 401. Under the
-// service's own API (/api/v1/auth/, /oauth2/, canonical paths only) the
-// credentials stay, since the upstream is this service and authenticates the
-// caller again (Authorization first, as the HTTP API does). Refusals are 401 with WWW-Authenticate, 403
-// (forbidden_org, or forbidden_role on the admin paths), and 400 for an
-// undecodable path, each with the JSON body {"error": code, "message": …}.
+// x-leaky-user-id and x-leaky-tier for the account charged (the caller, or
+// an OAuth2 client's owner at the owner's tier: store.Principal.Account),
+// x-leaky-roles (the caller's own, comma-separated), x-leaky-org-id (when
+// x-leaky-org names an organisation the caller belongs to, otherwise 403;
+// always an organisation app's own), x-leaky-provider (the first path
+// segment, or the third of /api/v1/<p>/…, or the body's "provider", when
+// the policy lists it) and x-leaky-estimate (tokens, when Envoy forwarded
+// the body; from content-length when the body is shorter than that, as
+// when Envoy truncated it); the names are package internal/contract's.
+// The headers set overwrite the client's. headers_to_remove carries every
+// other client-sent x-leaky-* (but x-leaky-org) and the credential header,
+// X-Api-Key or Authorization, so neither our API keys nor our JWTs reach
+// the upstream; never a name it sets, since Envoy removes after it sets. A
+// request carrying both X-Api-Key and Authorization is refused 401. Under
+// the service's own API (/api/v1/auth/, /oauth2/, canonical paths only)
+// the credentials stay, since the upstream is this service and
+// authenticates the caller again (Authorization first, as the HTTP API
+// does). Refusals are 401 with WWW-Authenticate, 403 (forbidden_org, or
+// forbidden_role on the admin paths), and 400 for an undecodable path,
+// each with the JSON body {"error": code, "message": …}.
 //
-// Prefixes match at segment boundaries ("/api/v1/admin/" covers
-// "/api/v1/admin" but not "/api/v1/administrators"). The admin prefixes are
-// matched against the decoded and cleaned path, so no escape or dot-segment
-// dodges them. A public prefix lets a request through without credentials
-// only when the path as sent is canonical: decoding and cleaning leave it
-// unchanged (no percent-escapes, dot-segments or "//") and it holds no ';'
-// or backslash; any other path needs credentials. Envoy must still
-// normalise what it forwards, so the upstream routes on the path Check saw:
-// run the HTTP connection manager with normalize_path: true,
-// merge_slashes: true and path_with_escaped_slashes_action: REJECT_REQUEST.
+// Paths are judged by one rule (judge), each side erring safe. A public
+// prefix applies only when the path as sent is canonical: decoding and
+// cleaning leave it unchanged (no percent-escapes, dot-segments or "//")
+// and it holds no ';' or backslash; any other path needs credentials. A
+// public path ignores credentials: none is verified, so an expired token
+// cannot keep a client from logging in or refreshing, and no identity is
+// set. An admin prefix applies when the widest reading of the path (loose:
+// escapes decoded layer after layer, "\" as "/", ";params" and trailing
+// dots and spaces dropped, case folded) lies under it. Prefixes match at
+// segment boundaries ("/api/v1/admin/" covers "/api/v1/admin" but not
+// "/api/v1/administrators"). Envoy must still normalise what it forwards,
+// so the upstream routes on the path Check saw: run the HTTP connection
+// manager with normalize_path: true, merge_slashes: true and
+// path_with_escaped_slashes_action: REJECT_REQUEST.
 //
 // A JWT is verified in memory only (RS256 pinned, iss, aud and exp
 // required, kid looked up in the loaded key set). Revoking an access token

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/leakytokens/leaky/internal/contract"
@@ -48,17 +49,35 @@ func requestHeaders(r *authv3.AttributeContext_HttpRequest) map[string]string {
 	return hs // Envoy sends lower-case names: no copy needed
 }
 
-// clientHeaders lists the client-sent x-leaky-* headers, sorted: they are
-// removed from the upstream request so no client can forge them. x-leaky-org
-// is the client's to send and stays.
-func clientHeaders(h map[string]string) []string {
+// forged lists, sorted, the client-sent x-leaky-* headers that set does
+// not overwrite. Envoy's ext_authz filter applies headers_to_remove after
+// the headers it sets, so a name in both would reach the rate-limit filter
+// removed: only these are listed, and the ones authz sets replace the
+// client's values. x-leaky-org is the client's to send and stays.
+func forged(h map[string]string, set []*corev3.HeaderValueOption) []string {
 	var out []string
 	for k := range h {
-		if strings.HasPrefix(k, contract.HeaderPrefix) && k != contract.HeaderOrg {
+		if !strings.HasPrefix(k, contract.HeaderPrefix) || k == contract.HeaderOrg {
+			continue
+		}
+		if slices.ContainsFunc(set, func(o *corev3.HeaderValueOption) bool { return o.GetHeader().GetKey() == k }) {
+			continue
+		}
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// credentialHeaders lists the credential headers h carries, X-Api-Key
+// and Authorization, for removal.
+func credentialHeaders(h map[string]string) []string {
+	var out []string
+	for _, k := range []string{contract.HeaderAPIKey, "authorization"} {
+		if _, ok := h[k]; ok {
 			out = append(out, k)
 		}
 	}
-	slices.Sort(out)
 	return out
 }
 
@@ -120,11 +139,104 @@ func canonical(raw string) (string, bool) {
 	return raw, ok && c == raw
 }
 
-// under reports whether the path as sent is canonical and lies under one
-// of the prefixes.
-func under(raw string, prefixes []string) bool {
-	p, ok := canonical(raw)
-	return ok && underAny(p, prefixes)
+// route is how Check judges a request path. Both judgements come from one
+// rule, each erring on its safe side: a path is public (or the service's
+// own API) only when it is canonical and lies under a public prefix as
+// sent, exactly; it is an admin path when any reasonable reading of it
+// (loose) lies under an admin prefix, compared case-insensitively. A path
+// that is both is judged admin.
+type route struct {
+	public bool // let through without credentials, which are ignored
+	self   bool // the service's own API: the credentials stay
+	admin  bool // only role ADMIN may pass
+}
+
+// judge classifies raw, the path as Envoy sent it, against the public and
+// admin prefixes.
+func judge(raw string, public, admin []string) route {
+	var rt route
+	rt.admin = underAnyFold(loose(raw), admin)
+	if p, ok := canonical(raw); ok {
+		rt.public = !rt.admin && underAny(p, public)
+		rt.self = underAny(p, selfPaths)
+	}
+	return rt
+}
+
+// maxEscapeLayers bounds how many times loose decodes percent-escapes. A
+// path still holding escapes after that many rounds is judged an admin
+// path: no client needs so many layers, and an upstream might peel them.
+const maxEscapeLayers = 4
+
+// blanks are the characters some servers drop from the end of a segment.
+const blanks = " \t\r\n\v\f\x00"
+
+// loose is the widest reading of raw any upstream might make, lower-cased:
+// percent-escapes decoded layer after layer ("%2561" is "a"), invalid ones
+// kept; the query and fragment dropped, also where they appear once
+// decoded; "\" read as "/"; each segment's ";parameters" dropped, and its
+// trailing blanks (white space, NUL) and dots (Windows and some Java servers
+// drop them); then dot-segments and repeated slashes resolved. It returns
+// "" when the escapes nest deeper than maxEscapeLayers.
+func loose(raw string) string {
+	p := raw
+	for i := 0; ; i++ {
+		if j := strings.IndexAny(p, "?#"); j >= 0 {
+			p = p[:j]
+		}
+		d := unescapeLenient(p)
+		if d == p {
+			break
+		}
+		if i == maxEscapeLayers {
+			return ""
+		}
+		p = d
+	}
+	segs := strings.Split(strings.ReplaceAll(p, "\\", "/"), "/")
+	for i, s := range segs {
+		if j := strings.IndexByte(s, ';'); j >= 0 {
+			s = s[:j]
+		}
+		s = strings.TrimRight(s, blanks)
+		if s != "." && s != ".." {
+			s = strings.TrimRight(s, "."+blanks)
+		}
+		segs[i] = s
+	}
+	return strings.ToLower(pathpkg.Clean("/" + strings.Join(segs, "/")))
+}
+
+// unescapeLenient decodes every valid %XX in s and keeps the rest as is.
+func unescapeLenient(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]) {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
 
 // underAny reports whether path is one of the prefixes or lies below one,
@@ -139,4 +251,17 @@ func underAny(path string, prefixes []string) bool {
 		}
 	}
 	return false
+}
+
+// underAnyFold is underAny comparing case-insensitively, for loose paths
+// (lower case); "" (escapes nested too deep) is under every prefix.
+func underAnyFold(path string, prefixes []string) bool {
+	if path == "" {
+		return len(prefixes) > 0
+	}
+	lower := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		lower[i] = strings.ToLower(p)
+	}
+	return underAny(path, lower)
 }

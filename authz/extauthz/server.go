@@ -108,14 +108,14 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	h := requestHeaders(httpReq)
-	remove := clientHeaders(h)
-	cred, set, err := s.decide(ctx, httpReq, h, &remove)
+	var creds []string
+	cred, set, err := s.decide(ctx, httpReq, h, &creds)
 	result := "ok"
 	var resp *authv3.CheckResponse
 	var d *denial
 	switch {
 	case err == nil:
-		resp = okResponse(set, remove)
+		resp = okResponse(set, append(forged(h, set), creds...))
 	case errors.As(err, &d):
 		switch d.status {
 		case typev3.StatusCode_Unauthorized:
@@ -146,33 +146,35 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 }
 
 // decide authenticates and authorises one request. It returns the kind of
-// credential, the headers to set, and a *denial or a store error.
-func (s *Server) decide(ctx context.Context, r *authv3.AttributeContext_HttpRequest, h map[string]string, remove *[]string) (string, []*corev3.HeaderValueOption, error) {
+// credential, the headers to set, and a *denial or a store error; it adds
+// to creds the credential headers the upstream must not see.
+//
+// A public path ignores credentials: none is verified, so a stale token
+// cannot keep a client from logging in or refreshing, and none is
+// charged for. Outside the service's own API they are still removed.
+func (s *Server) decide(ctx context.Context, r *authv3.AttributeContext_HttpRequest, h map[string]string, creds *[]string) (string, []*corev3.HeaderValueOption, error) {
 	path, ok := cleanPath(r.GetPath())
 	if !ok {
 		return "none", nil, &denial{typev3.StatusCode_BadRequest, "invalid_request", "malformed request path"}
 	}
-	pol := s.policy.Load()
-	p, cred, err := s.authenticate(ctx, h, under(r.GetPath(), selfPaths), remove)
-	if err != nil {
-		if cred == "none" && under(r.GetPath(), s.opt.PublicPaths) {
-			return cred, nil, nil
+	rt := judge(r.GetPath(), s.opt.PublicPaths, s.opt.AdminPaths)
+	if rt.public {
+		if !rt.self {
+			*creds = append(*creds, credentialHeaders(h)...)
 		}
+		return "none", nil, nil
+	}
+	pol := s.policy.Load()
+	p, cred, err := s.authenticate(ctx, h, rt.self, creds)
+	if err != nil {
 		return cred, nil, err
 	}
-	if underAny(path, s.opt.AdminPaths) && !p.IsAdmin() {
+	if rt.admin && !p.IsAdmin() {
 		return cred, nil, forbidden("forbidden_role", "this path requires role ADMIN")
 	}
-	set := []*corev3.HeaderValueOption{
-		header(contract.HeaderUserID, p.UserID),
-		header(contract.HeaderTier, pol.TierFor(p.Roles)),
-		header(contract.HeaderRoles, strings.Join(p.Roles, ",")),
-	}
-	if org := strings.TrimSpace(h[contract.HeaderOrg]); org != "" {
-		if !store.ValidOrgID(org) || !slices.Contains(p.Orgs, org) {
-			return cred, nil, forbidden("forbidden_org", "the caller is not a member of the organisation named in "+contract.HeaderOrg)
-		}
-		set = append(set, header(contract.HeaderOrgID, org))
+	set, err := identity(pol, p, h)
+	if err != nil {
+		return cred, nil, err
 	}
 	body := r.GetRawBody()
 	if len(body) == 0 {
@@ -192,10 +194,10 @@ func (s *Server) decide(ctx context.Context, r *authv3.AttributeContext_HttpRequ
 // Authorization: Bearer carrying a JWT or an API key (as OpenAI-style
 // clients send it). Elsewhere than under selfPaths a request with both is
 // refused rather than guessing which one counts, and the credential header
-// is added to remove: neither our API keys nor our JWTs reach the upstream.
+// is added to creds: neither our API keys nor our JWTs reach the upstream.
 // Under selfPaths the credentials stay, and Authorization wins, as in the
 // HTTP API.
-func (s *Server) authenticate(ctx context.Context, h map[string]string, self bool, remove *[]string) (store.Principal, string, error) {
+func (s *Server) authenticate(ctx context.Context, h map[string]string, self bool, creds *[]string) (store.Principal, string, error) {
 	raw, isKey := "", false
 	k, hasKey := h[contract.HeaderAPIKey]
 	a, hasAuth := h["authorization"]
@@ -204,7 +206,7 @@ func (s *Server) authenticate(ctx context.Context, h map[string]string, self boo
 		return store.Principal{}, "none", unauthenticated("send one credential: X-Api-Key or Authorization, not both")
 	case hasKey && !hasAuth:
 		if !self {
-			*remove = append(*remove, contract.HeaderAPIKey)
+			*creds = append(*creds, contract.HeaderAPIKey)
 		}
 		raw, isKey = strings.TrimSpace(k), true
 	case hasAuth:
@@ -214,7 +216,7 @@ func (s *Server) authenticate(ctx context.Context, h map[string]string, self boo
 			return store.Principal{}, "none", unauthenticated("authorization must be a single Bearer token")
 		}
 		if !self {
-			*remove = append(*remove, "authorization")
+			*creds = append(*creds, "authorization")
 		}
 		raw, isKey = tok, strings.HasPrefix(tok, "lt_")
 	default:
@@ -241,6 +243,31 @@ func (s *Server) authenticate(ctx context.Context, h map[string]string, self boo
 		return store.Principal{}, "jwt", unauthenticated("invalid or expired token")
 	}
 	return c.Principal(), "jwt", nil
+}
+
+// identity is the headers naming who pays for the request: the user and
+// tier of the account charged (a client's owner, see
+// store.Principal.Account), the caller's own roles, and the organisation:
+// the one an organisation's app belongs to, else the one named in
+// x-leaky-org when the caller is a member (else a *denial).
+func identity(pol *policy.Policy, p store.Principal, h map[string]string) ([]*corev3.HeaderValueOption, error) {
+	account, accountRoles := p.Account()
+	set := []*corev3.HeaderValueOption{
+		header(contract.HeaderUserID, account),
+		header(contract.HeaderTier, pol.TierFor(accountRoles)),
+		header(contract.HeaderRoles, strings.Join(p.Roles, ",")),
+	}
+	org := strings.TrimSpace(h[contract.HeaderOrg])
+	if p.Owner != "" && len(p.Orgs) == 1 && (org == "" || org == p.Orgs[0]) {
+		org = p.Orgs[0] // an organisation's app is charged to its organisation
+	}
+	if org != "" {
+		if !store.ValidOrgID(org) || !slices.Contains(p.Orgs, org) {
+			return nil, forbidden("forbidden_org", "the caller is not a member of the organisation named in "+contract.HeaderOrg)
+		}
+		set = append(set, header(contract.HeaderOrgID, org))
+	}
+	return set, nil
 }
 
 func header(k, v string) *corev3.HeaderValueOption {

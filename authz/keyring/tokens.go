@@ -22,11 +22,20 @@ type Claims struct {
 	Orgs     []string `json:"orgs,omitempty"`
 	ClientID string   `json:"client_id,omitempty"`
 	Scope    []string `json:"scp,omitempty"`
+	// Owner and OwnerRoles are, in a client_credentials token, the
+	// client's owner and the owner's roles when the token was issued: the
+	// account its requests are charged to (store.Principal.Account).
+	Owner      string   `json:"owner,omitempty"`
+	OwnerRoles []string `json:"owner_roles,omitempty"`
 }
 
 // Principal is the caller the claims speak for, roles normalised.
 func (c *Claims) Principal() store.Principal {
-	return store.Principal{UserID: c.Subject, Roles: store.NormRoles(c.Roles), Orgs: c.Orgs}
+	p := store.Principal{UserID: c.Subject, Roles: store.NormRoles(c.Roles), Orgs: c.Orgs, Owner: c.Owner}
+	if c.Owner != "" {
+		p.OwnerRoles = store.NormRoles(c.OwnerRoles)
+	}
+	return p
 }
 
 // maxKIDLen bounds the kid header; keys the service makes are 16 characters.

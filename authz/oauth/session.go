@@ -15,10 +15,15 @@ const FirstPartyClientID = "leaky-cli"
 // with every token and becomes the access token's claims. Every request
 // handed to the Provider carries a *Session.
 type Session struct {
-	Subject   string                         `json:"sub"`
-	Roles     []string                       `json:"roles"`
-	Orgs      []string                       `json:"orgs,omitempty"`
-	ExpiresAt map[fosite.TokenType]time.Time `json:"exp"`
+	Subject string   `json:"sub"`
+	Roles   []string `json:"roles"`
+	Orgs    []string `json:"orgs,omitempty"`
+	// Owner and OwnerRoles are a client's owner and the owner's roles,
+	// empty for a user's tokens; they become the access token's owner
+	// claims, the account the client's requests are charged to.
+	Owner      string                         `json:"owner,omitempty"`
+	OwnerRoles []string                       `json:"owner_roles,omitempty"`
+	ExpiresAt  map[fosite.TokenType]time.Time `json:"exp"`
 }
 
 var _ fosite.Session = (*Session)(nil)
@@ -45,6 +50,7 @@ func (s *Session) Clone() fosite.Session {
 	c := *s
 	c.Roles = append([]string(nil), s.Roles...)
 	c.Orgs = append([]string(nil), s.Orgs...)
+	c.OwnerRoles = append([]string(nil), s.OwnerRoles...)
 	c.ExpiresAt = make(map[fosite.TokenType]time.Time, len(s.ExpiresAt))
 	for k, v := range s.ExpiresAt {
 		c.ExpiresAt[k] = v

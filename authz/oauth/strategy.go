@@ -34,7 +34,8 @@ func (a *accessTokenStrategy) GenerateAccessToken(_ context.Context, r fosite.Re
 	if !ok {
 		return "", "", fmt.Errorf("unexpected session type %T", r.GetSession())
 	}
-	c := keyring.Claims{Roles: sess.Roles, Orgs: sess.Orgs, ClientID: r.GetClient().GetID(), Scope: r.GetGrantedScopes()}
+	c := keyring.Claims{Roles: sess.Roles, Orgs: sess.Orgs, ClientID: r.GetClient().GetID(), Scope: r.GetGrantedScopes(),
+		Owner: sess.Owner, OwnerRoles: sess.OwnerRoles}
 	c.Subject = sess.Subject
 	c.Audience = append(c.Audience, r.GetGrantedAudience()...)
 	if exp := sess.GetExpiresAt(fosite.AccessToken); !exp.IsZero() {

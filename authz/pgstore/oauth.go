@@ -10,14 +10,31 @@ import (
 	"github.com/leakytokens/leaky/authz/store"
 )
 
-func (s *Store) CreateClient(ctx context.Context, c store.Client) error {
+// CreateClient locks the owner's row (FOR NO KEY UPDATE, which other
+// creations for the same owner wait on, but foreign-key checks do not)
+// before it counts the owner's clients, so the count each creation reads
+// includes every one committed before it.
+func (s *Store) CreateClient(ctx context.Context, c store.Client, maxPerOwner int) error {
 	var org *string
 	if c.OrgID != "" {
 		org = &c.OrgID
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO oauth_clients (id, secret_digest, owner_id, org_id, roles, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6)`, c.ID, c.SecretDigest, c.OwnerID, org, store.NormRoles(c.Roles), c.CreatedAt)
-	return mapErr("create client", err)
+	return mapErr("create client", pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var owned int
+		err := tx.QueryRow(ctx, "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE", c.OwnerID).Scan(new(string))
+		if err != nil {
+			return err // no rows: the owner is missing
+		}
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM oauth_clients WHERE owner_id = $1", c.OwnerID).Scan(&owned); err != nil {
+			return err
+		}
+		if owned >= maxPerOwner {
+			return fmt.Errorf("clients of %s: %w", c.OwnerID, store.ErrLimit)
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO oauth_clients (id, secret_digest, owner_id, org_id, roles, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6)`, c.ID, c.SecretDigest, c.OwnerID, org, store.NormRoles(c.Roles), c.CreatedAt)
+		return err
+	}))
 }
 
 func (s *Store) Client(ctx context.Context, id string) (store.Client, error) {

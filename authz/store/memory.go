@@ -239,7 +239,7 @@ func (m *Memory) UserOrgs(_ context.Context, userID string) ([]string, error) {
 	return out, nil
 }
 
-func (m *Memory) CreateClient(_ context.Context, c Client) error {
+func (m *Memory) CreateClient(_ context.Context, c Client, maxPerOwner int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.clients[c.ID]; ok {
@@ -250,6 +250,15 @@ func (m *Memory) CreateClient(_ context.Context, c Client) error {
 	}
 	if _, ok := m.orgs[c.OrgID]; c.OrgID != "" && !ok {
 		return fmt.Errorf("client organisation: %w", ErrNotFound)
+	}
+	owned := 0
+	for _, other := range m.clients {
+		if other.OwnerID == c.OwnerID {
+			owned++
+		}
+	}
+	if owned >= maxPerOwner {
+		return fmt.Errorf("clients of %s: %w", c.OwnerID, ErrLimit)
 	}
 	c.Roles = NormRoles(c.Roles)
 	m.clients[c.ID] = c

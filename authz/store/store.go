@@ -21,6 +21,9 @@ var (
 	// ErrConflict: a unique constraint (username, email, organisation id,
 	// signing key id, token signature) would be violated.
 	ErrConflict = errors.New("already exists")
+	// ErrLimit: the record would exceed a bound the caller passed (the
+	// clients one user may own).
+	ErrLimit = errors.New("limit reached")
 )
 
 // Role names the service itself gives meaning to. Roles are upper case.
@@ -147,9 +150,11 @@ type OrgStore interface {
 
 // ClientStore keeps OAuth2 clients.
 type ClientStore interface {
-	// CreateClient fails with ErrConflict on a taken id and ErrNotFound
-	// when the owner, or the organisation when OrgID is set, is missing.
-	CreateClient(ctx context.Context, c Client) error
+	// CreateClient fails with ErrConflict on a taken id, ErrNotFound when
+	// the owner, or the organisation when OrgID is set, is missing, and
+	// ErrLimit when the owner already owns maxPerOwner clients (checked
+	// atomically with the insert: concurrent creations never exceed it).
+	CreateClient(ctx context.Context, c Client, maxPerOwner int) error
 	Client(ctx context.Context, id string) (Client, error)
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"APIKeys", testAPIKeys},
 		{"Orgs", testOrgs},
 		{"Clients", testClients},
+		{"ClientLimit", testClientLimit},
 		{"SigningKeys", testSigningKeys},
 		{"Tokens", testTokens},
 	}
@@ -200,10 +202,10 @@ func testClients(t *testing.T, s store.Store) {
 	a := user(1)
 	mustCreate(t, s, a)
 	c := store.Client{ID: "svc_1", SecretDigest: []byte("0123456789abcdef0123456789abcdef"), OwnerID: a.ID, Roles: []string{"USER"}, CreatedAt: now}
-	if err := s.CreateClient(ctx, c); err != nil {
+	if err := s.CreateClient(ctx, c, 10); err != nil {
 		t.Fatalf("CreateClient = %v", err)
 	}
-	wantErr(t, "CreateClient(same id)", s.CreateClient(ctx, c), store.ErrConflict)
+	wantErr(t, "CreateClient(same id)", s.CreateClient(ctx, c, 10), store.ErrConflict)
 	got, err := s.Client(ctx, "svc_1")
 	if err != nil {
 		t.Fatal(err)
@@ -217,21 +219,66 @@ func testClients(t *testing.T, s store.Store) {
 	// Owner and organisation must exist, as PostgreSQL's foreign keys say.
 	noOwner := c
 	noOwner.ID, noOwner.OwnerID = "svc_3", "no-such-user"
-	wantErr(t, "CreateClient(missing owner)", s.CreateClient(ctx, noOwner), store.ErrNotFound)
+	wantErr(t, "CreateClient(missing owner)", s.CreateClient(ctx, noOwner, 10), store.ErrNotFound)
 	noOrg := c
 	noOrg.ID, noOrg.OrgID = "svc_4", "no-such-org"
-	wantErr(t, "CreateClient(missing org)", s.CreateClient(ctx, noOrg), store.ErrNotFound)
+	wantErr(t, "CreateClient(missing org)", s.CreateClient(ctx, noOrg, 10), store.ErrNotFound)
 	if err := s.CreateOrg(ctx, store.Org{ID: "client-org", Name: "Client org", CreatedAt: now}, a.ID); err != nil {
 		t.Fatal(err)
 	}
 	withOrg := c
 	withOrg.ID, withOrg.OrgID = "svc_5", "client-org"
-	if err := s.CreateClient(ctx, withOrg); err != nil {
+	if err := s.CreateClient(ctx, withOrg, 10); err != nil {
 		t.Errorf("CreateClient(existing org) = %v", err)
 	}
 	for _, id := range []string{"svc_3", "svc_4"} {
 		_, err = s.Client(ctx, id)
 		wantErr(t, "Client("+id+") after a refused create", err, store.ErrNotFound)
+	}
+}
+
+// testClientLimit: CreateClient refuses the owner's client beyond the
+// bound with ErrLimit, counts only that owner's clients, and holds to the
+// bound under concurrent creations.
+func testClientLimit(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a, b := user(1), user(2)
+	mustCreate(t, s, a)
+	mustCreate(t, s, b)
+	mk := func(id, owner string) store.Client {
+		return store.Client{ID: id, SecretDigest: []byte("0123456789abcdef0123456789abcdef"), OwnerID: owner, Roles: []string{"USER"}, CreatedAt: now}
+	}
+	for i := range 2 {
+		if err := s.CreateClient(ctx, mk(fmt.Sprintf("svc_a%d", i), a.ID), 2); err != nil {
+			t.Fatalf("CreateClient(%d of 2) = %v", i+1, err)
+		}
+	}
+	wantErr(t, "CreateClient(third of 2)", s.CreateClient(ctx, mk("svc_a2", a.ID), 2), store.ErrLimit)
+	_, err := s.Client(ctx, "svc_a2")
+	wantErr(t, "Client(refused by the limit)", err, store.ErrNotFound)
+	if err := s.CreateClient(ctx, mk("svc_a2", a.ID), 3); err != nil {
+		t.Errorf("CreateClient(third of 3) = %v", err)
+	}
+
+	// b's clients, created concurrently, stop at the bound exactly.
+	const tries, bound = 16, 5
+	var wg sync.WaitGroup
+	errs := make([]error, tries)
+	for i := range tries {
+		wg.Go(func() { errs[i] = s.CreateClient(ctx, mk(fmt.Sprintf("svc_b%d", i), b.ID), bound) })
+	}
+	wg.Wait()
+	created := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			created++
+		case !errors.Is(err, store.ErrLimit):
+			t.Errorf("concurrent CreateClient %d = %v, want nil or ErrLimit", i, err)
+		}
+	}
+	if created != bound {
+		t.Errorf("concurrent CreateClient with bound %d created %d clients", bound, created)
 	}
 }
 

@@ -81,7 +81,19 @@ type Policy struct {
 	// ReservationTTL bounds how long a reservation stays open before it is
 	// settled at its estimate. Zero means 10 minutes.
 	ReservationTTL Duration `yaml:"reservation_ttl"`
+	// MaxClientsPerUser bounds the OAuth2 client_credentials clients one
+	// user may own (authz refuses the next with 409). A client's requests
+	// are charged to its owner's budgets, so the bound is on what the
+	// store keeps, not on the budgets. Zero means DefaultMaxClientsPerUser.
+	MaxClientsPerUser int `yaml:"max_clients_per_user"`
 }
+
+// DefaultMaxClientsPerUser is max_clients_per_user when the policy sets
+// none, and MaxMaxClientsPerUser the most it may say.
+const (
+	DefaultMaxClientsPerUser = 10
+	MaxMaxClientsPerUser     = 1000
+)
 
 // Duration is a time.Duration written as "10m", "30s".
 type Duration time.Duration
@@ -140,6 +152,9 @@ func (p *Policy) setDefaults() {
 	}
 	if p.ReservationTTL == 0 {
 		p.ReservationTTL = Duration(10 * time.Minute)
+	}
+	if p.MaxClientsPerUser == 0 {
+		p.MaxClientsPerUser = DefaultMaxClientsPerUser
 	}
 }
 

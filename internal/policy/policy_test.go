@@ -27,6 +27,24 @@ func TestExampleIsValid(t *testing.T) {
 	}
 }
 
+// max_clients_per_user is the example's, else DefaultMaxClientsPerUser.
+func TestMaxClientsPerUser(t *testing.T) {
+	p, err := Parse("example.yaml", Example())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.MaxClientsPerUser != 10 {
+		t.Errorf("example max_clients_per_user = %d, want 10", p.MaxClientsPerUser)
+	}
+	base := "tiers: {a: {}}\ndefault_tier: a\nproviders: {x: {capacity: 1, leak_rate: 1}}\n"
+	for in, want := range map[string]int{"": DefaultMaxClientsPerUser, "max_clients_per_user: 1\n": 1, "max_clients_per_user: 1000\n": 1000} {
+		p, err := Parse("p.yaml", []byte(base+in))
+		if err != nil || p.MaxClientsPerUser != want {
+			t.Errorf("Parse(%q).MaxClientsPerUser = %v, %v, want %d", in, p, err, want)
+		}
+	}
+}
+
 func TestTierFor(t *testing.T) {
 	p, _ := Parse("example.yaml", Example())
 	tests := []struct {
@@ -106,6 +124,8 @@ func TestParseErrors(t *testing.T) {
 		{"reservation ttl below a second", "tiers: {a: {}}\ndefault_tier: a\nreservation_ttl: 1ns\n", "reservation_ttl 1ns: must be at least 1s"},
 		{"negative reservation ttl", "tiers: {a: {}}\ndefault_tier: a\nreservation_ttl: -1m\n", "reservation_ttl -1m0s"},
 		{"reservation ttl above a day", "tiers: {a: {}}\ndefault_tier: a\nreservation_ttl: 25h\n", "reservation_ttl 25h0m0s: must be at most 24h"},
+		{"negative max clients per user", "tiers: {a: {}}\ndefault_tier: a\nmax_clients_per_user: -1\n", "max_clients_per_user -1: must be 1 to 1000"},
+		{"max clients per user too large", "tiers: {a: {}}\ndefault_tier: a\nmax_clients_per_user: 1001\n", "max_clients_per_user 1001: must be 1 to 1000"},
 		{"two documents", "tiers: {a: {}}\ndefault_tier: a\n---\nproviders: {x: {capacity: 1, leak_rate: 1}}\n", "more than one YAML document"},
 		{"duplicate key", "tiers: {a: {}}\ndefault_tier: a\nproviders: {x: {capacity: 1, leak_rate: 1}, x: {capacity: 2, leak_rate: 1}}\n", "already defined"},
 	}

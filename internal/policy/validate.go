@@ -72,6 +72,9 @@ func (p *Policy) validate() []error {
 	case ttl > MaxReservationTTL:
 		errs = append(errs, fmt.Errorf("reservation_ttl %s: must be at most %s", ttl, MaxReservationTTL))
 	}
+	if p.MaxClientsPerUser < 1 || p.MaxClientsPerUser > MaxMaxClientsPerUser {
+		errs = append(errs, fmt.Errorf("max_clients_per_user %d: must be 1 to %d (omit it for %d)", p.MaxClientsPerUser, MaxMaxClientsPerUser, DefaultMaxClientsPerUser))
+	}
 	return errs
 }
 
