@@ -296,9 +296,17 @@ func (s *bodyScan) str() (size int64, dec []byte, err error) {
 			size += int64(max(utf8.RuneLen(r), 3*boolInt(r >= 0x800 || r < 0)))
 			dec = appendName(dec, r)
 		case c < utf8.RuneSelf:
-			s.i++
-			size++
-			dec = appendName(dec, rune(c))
+			j := s.i + 1
+			for j < len(s.b) && s.b[j] >= 0x20 && s.b[j] < utf8.RuneSelf && s.b[j] != '"' && s.b[j] != '\\' {
+				j++
+			}
+			size += int64(j - s.i)
+			if dec != nil && len(dec)+(j-s.i)+utf8.UTFMax <= cap(dec) {
+				dec = append(dec, s.b[s.i:j]...)
+			} else {
+				dec = nil
+			}
+			s.i = j
 		default:
 			r, n := utf8.DecodeRune(s.b[s.i:])
 			s.i += n
@@ -349,14 +357,23 @@ func unescape(b []byte) (rune, int) {
 		if len(b) < 6 {
 			return 0, 0
 		}
-		v, err := strconv.ParseUint(string(b[2:6]), 16, 32)
-		if err != nil {
-			return 0, 0
+		var v rune
+		for _, c := range b[2:6] {
+			switch {
+			case c >= '0' && c <= '9':
+				v = v<<4 | rune(c-'0')
+			case c >= 'a' && c <= 'f':
+				v = v<<4 | rune(c-'a'+10)
+			case c >= 'A' && c <= 'F':
+				v = v<<4 | rune(c-'A'+10)
+			default:
+				return 0, 0
+			}
 		}
 		if v >= 0xd800 && v < 0xe000 {
 			return -1, 6
 		}
-		return rune(v), 6
+		return v, 6
 	}
 	return 0, 0
 }
