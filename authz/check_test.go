@@ -36,7 +36,7 @@ func TestCheckJWT(t *testing.T) {
 	}
 	want := map[string]string{
 		contract.HeaderUserID: alice.UserID, contract.HeaderTier: "free", contract.HeaderRoles: "USER",
-		contract.HeaderProvider: "openai", contract.HeaderEstimate: "106",
+		contract.HeaderProvider: "openai", contract.HeaderEstimate: "114",
 	}
 	if d := cmp.Diff(want, okHeaders(resp)); d != "" {
 		t.Errorf("OK headers (-want +got):\n%s", d)
@@ -71,7 +71,7 @@ func TestCheckAPIKey(t *testing.T) {
 				t.Fatalf("Check = %v, want OK", resp)
 			}
 			want := map[string]string{contract.HeaderUserID: bob.UserID, contract.HeaderTier: "free", contract.HeaderRoles: "USER",
-				contract.HeaderProvider: "gemini", contract.HeaderEstimate: "15"}
+				contract.HeaderProvider: "gemini", contract.HeaderEstimate: "24"}
 			if d := cmp.Diff(want, okHeaders(resp)); d != "" {
 				t.Errorf("OK headers (-want +got):\n%s", d)
 			}
@@ -165,8 +165,8 @@ func TestCheckOrgAndAdmin(t *testing.T) {
 	}
 	admin := ts.adminToken(t)
 	resp = ts.check(t, "/api/v1/admin/tiers", map[string]string{"authorization": "Bearer " + admin}, `{"tokens":5}`)
-	if got := okHeaders(resp); got[contract.HeaderTier] != "admin" || got[contract.HeaderEstimate] != "5" {
-		t.Errorf("Check(admin) headers = %v, want tier admin, estimate 5", got)
+	if got := okHeaders(resp); got[contract.HeaderTier] != "admin" || got[contract.HeaderEstimate] != "1027" {
+		t.Errorf("Check(admin) headers = %v, want tier admin, estimate 1027", got)
 	}
 	// Public paths pass without credentials and without identity.
 	resp = ts.check(t, "/api/v1/auth/login", map[string]string{contract.HeaderUserID: "x"}, "")

@@ -53,3 +53,8 @@ setsid go test -race -count=1 -timeout 25m "$@" ./... &
 gotest=$!
 groups+=("$gotest")
 wait "$gotest"
+# The estimator's fuzz test against encoding/json, for a bounded time (FUZZTIME, default 20s).
+setsid go test -run '^$' -fuzz '^FuzzEstimate$' -fuzztime "${FUZZTIME:-20s}" ./authz/extauthz &
+gotest=$!
+groups+=("$gotest")
+wait "$gotest"

@@ -9,8 +9,9 @@
 // always an organisation app's own), x-leaky-provider (the first path
 // segment, or the third of /api/v1/<p>/…, or the body's "provider", when
 // the policy lists it) and x-leaky-estimate (tokens, when Envoy forwarded
-// the body; from content-length when the body is shorter than that, as
-// when Envoy truncated it); the names are package internal/contract's.
+// the body, read as the path's API reads it; a body Envoy truncated is
+// scaled to its content-length, and refused 411 without one: estimate.go);
+// the names are package internal/contract's.
 // The headers set overwrite the client's. headers_to_remove carries every
 // other client-sent x-leaky-* (but x-leaky-org) and the credential header,
 // X-Api-Key or Authorization, so neither our API keys nor our JWTs reach

@@ -1,268 +1,209 @@
 package extauthz
 
 import (
-	"bytes"
 	"errors"
+	"math"
 	"strconv"
 	"strings"
+
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 )
 
 // maxEstimate caps an estimate; the ratelimit service treats hits_addend
 // as a uint64 but no request needs more.
 const maxEstimate = 1_000_000_000
 
-// perMessageTokens is the overhead a chat message costs beyond its text.
-const perMessageTokens = 4
+// api is the request shape a path names, which decides where the
+// completion limit is read.
+type api uint8
 
-// maxJSONDepth bounds the nesting the estimator follows.
-const maxJSONDepth = 64
+const (
+	apiOther       api = iota // unknown: every limit-named member anywhere, and never below the default
+	apiChat                   // …/chat/completions: max_tokens, max_completion_tokens, n
+	apiCompletions            // …/completions: max_tokens, n, best_of
+	apiResponses              // …/responses: max_output_tokens
+	apiEmbeddings             // …/embeddings, Gemini :embedContent, :batchEmbedContents, :countTokens: no completion
+	apiGemini                 // Gemini :generateContent, :streamGenerateContent: generationConfig
+	apiSeed                   // the seed's token API, /api/v1/tokens/…: the body's "tokens"
+)
 
-// estimate returns the tokens a request will cost, from the bodies of
-// OpenAI and Qwen chat (messages[].content, max_completion_tokens or
-// max_tokens), Gemini (contents[].parts[].text, systemInstruction,
-// generationConfig.maxOutputTokens) and the seed ({"tokens": n}). The
-// prompt counts four bytes per token, rounded up, plus a per-message
-// overhead; the completion counts its limit, or defaultMax when the body
-// names none. Only the limits at their real places count: max_tokens and
-// max_completion_tokens at the top level, maxOutputTokens directly in the
-// top-level generationConfig; the same names nested elsewhere are ignored,
-// so they cannot lower the estimate. The seed's top-level "tokens" is taken
-// as it is when the body has no messages or contents, else only when it is
-// larger than the chat estimate. A body that is not JSON (for example one Envoy
-// truncated at max_request_bytes) is costed by its length. ok is false for
-// an empty body. provider is the body's top-level "provider", if any.
+// apiOf classifies a cleaned path by its last segment: the same API is
+// served under /openai/v1/…, /qwen/…/v1/… or /api/v1/<provider>/….
+func apiOf(path string) api {
+	if strings.HasPrefix(path, "/api/v1/tokens/") {
+		return apiSeed
+	}
+	last := path[strings.LastIndexByte(path, '/')+1:]
+	if i := strings.LastIndexByte(last, ':'); i >= 0 {
+		switch last[i+1:] {
+		case "generateContent", "streamGenerateContent":
+			return apiGemini
+		case "embedContent", "batchEmbedContents", "countTokens":
+			return apiEmbeddings
+		}
+		return apiOther
+	}
+	switch {
+	case strings.HasSuffix(path, "/chat/completions"):
+		return apiChat
+	case strings.HasSuffix(path, "/completions"):
+		return apiCompletions
+	case strings.HasSuffix(path, "/responses"):
+		return apiResponses
+	case strings.HasSuffix(path, "/embeddings"):
+		return apiEmbeddings
+	}
+	return apiOther
+}
+
+// member returns the role of the member called name (decoded; nil when
+// too long to be one the estimator reads) of an object in role parent.
+func (a api) member(parent role, name []byte) role {
+	if name == nil {
+		return roleOther
+	}
+	switch parent {
+	case roleRoot:
+		switch n := string(name); {
+		case n == "provider":
+			return roleProvider
+		case a == apiChat && (n == "max_tokens" || n == "max_completion_tokens"),
+			a == apiCompletions && n == "max_tokens",
+			a == apiResponses && n == "max_output_tokens":
+			return roleLimit
+		case a == apiChat && n == "n", a == apiCompletions && (n == "n" || n == "best_of"):
+			return roleChoices
+		case a == apiGemini && (n == "generationConfig" || n == "generation_config"):
+			return roleGenConfig
+		case a == apiSeed && n == "tokens":
+			return roleTokens
+		}
+	case roleGenConfig: // Gemini reads a proto field by its JSON or its proto name
+		switch string(name) {
+		case "maxOutputTokens", "max_output_tokens":
+			return roleLimit
+		case "candidateCount", "candidate_count":
+			return roleChoices
+		}
+	}
+	if a == apiOther || a == apiSeed {
+		switch string(name) {
+		case "max_tokens", "max_completion_tokens", "max_output_tokens", "maxOutputTokens", "max_new_tokens", "maxTokens":
+			return roleLimit
+		}
+	}
+	return roleOther
+}
+
+// estimate returns the tokens a request to path will cost, from its body
+// read as the provider's JSON parser reads it (escapes decoded):
+//
+//   - the prompt: every member name and string anywhere in the body, in
+//     UTF-8 bytes ÷ 4 rounded up, plus one token per number (token-id
+//     arrays), so text in tools, tool calls, instructions or any field
+//     a provider may read is costed;
+//   - plus the completion limit read where the path's API reads it (apiOf)
+//     times its number of choices (n, best_of, candidateCount). A limit
+//     met twice counts at its larger value; a null or unreadable one, or
+//     none, means defaultMax. An unknown API takes the largest
+//     limit-named member anywhere, and never less than defaultMax;
+//     embeddings have no completion.
+//
+// On the seed's token API a body's own "tokens" count is the estimate.
+// A body that is not JSON is costed by its size: ceil(bytes/4), or one
+// token a byte when nested deeper than maxJSONDepth, plus defaultMax. ok
+// is false for an empty body. provider is the body's top-level "provider".
 //
 // It scans the body once without building it in memory: Check runs it on
 // every request.
-func estimate(body []byte, defaultMax int64) (tokens int64, provider string, ok bool) {
-	body = bytes.TrimSpace(body)
+func estimate(path string, body []byte, defaultMax int64) (tokens int64, provider string, ok bool) {
+	body = trimJSONSpace(body)
 	if len(body) == 0 {
 		return 0, "", false
 	}
-	s := bodyScan{b: body}
-	if err := s.value("", 0); err != nil || s.skipSpace() < len(s.b) {
+	defaultMax = min(max(defaultMax, 0), maxEstimate)
+	s := newBodyScan(body, apiOf(path))
+	switch err := s.scan(); {
+	case errors.Is(err, errTooDeep):
+		return clampEstimate(int64(len(body)) + defaultMax), "", true
+	case err != nil:
 		return clampEstimate(ceilDiv(int64(len(body)), 4) + defaultMax), "", true
 	}
-	if s.seedTokens > 0 && !s.chat {
-		return clampEstimate(s.seedTokens), s.provider, true
+	n := s.prompt() + s.completion(defaultMax, true)*s.choices
+	if s.api == apiSeed && s.tokens >= 0 {
+		if s.tokensBad {
+			n = max(n, s.tokens)
+		} else {
+			n = s.tokens
+		}
 	}
-	completion := defaultMax
+	return clampEstimate(n), s.provider, true
+}
+
+func (s *bodyScan) prompt() int64 { return ceilDiv(s.strBytes, 4) + s.numbers }
+
+// completion returns the completion limit to charge; whole is false when
+// the scan saw only part of the body, whose limit may lie in the rest.
+func (s *bodyScan) completion(defaultMax int64, whole bool) int64 {
 	switch {
-	case s.maxCompletion >= 0:
-		completion = s.maxCompletion
-	case s.maxTokens >= 0:
-		completion = s.maxTokens
-	case s.maxOutput >= 0:
-		completion = s.maxOutput
+	case s.api == apiEmbeddings:
+		return 0
+	case !whole || s.api == apiOther || s.api == apiSeed || s.limit < 0 || s.limitDefault:
+		return max(s.limit, defaultMax)
 	}
-	n := ceilDiv(s.chars, 4) + s.messages*perMessageTokens + completion
-	return clampEstimate(max(n, s.seedTokens)), s.provider, true
+	return s.limit
 }
 
-// bodyScan is a minimal JSON scanner that records what estimate needs.
-type bodyScan struct {
-	b []byte
-	i int
-
-	chars, messages                     int64
-	maxCompletion, maxTokens, maxOutput int64 // -1: absent
-	seedTokens                          int64
-	chat                                bool // a top-level messages or contents
-	genConfig                           bool // inside the top-level generationConfig
-	provider                            string
-	nest                                int // open objects and arrays
-}
-
-var errBadJSON = errors.New("not JSON")
-
-func (s *bodyScan) skipSpace() int {
-	for s.i < len(s.b) && (s.b[s.i] == ' ' || s.b[s.i] == '\t' || s.b[s.i] == '\n' || s.b[s.i] == '\r') {
-		s.i++
+func trimJSONSpace(b []byte) []byte {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
 	}
-	return s.i
-}
-
-// value scans one value that is the member key of an object at depth (0:
-// the top level; inside arrays the key is inherited).
-func (s *bodyScan) value(key string, depth int) error {
-	if s.skipSpace() >= len(s.b) {
-		return errBadJSON
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
 	}
-	if depth == 0 {
-		s.maxCompletion, s.maxTokens, s.maxOutput = -1, -1, -1
-	}
-	switch c := s.b[s.i]; {
-	case c == '{':
-		if key == "messages" || key == "contents" || key == "systemInstruction" {
-			s.messages++
-		}
-		if key == "generationConfig" && depth == 1 {
-			s.genConfig = true
-			defer func() { s.genConfig = false }()
-		}
-		return s.object(depth)
-	case c == '[':
-		if (key == "messages" || key == "contents") && depth == 1 {
-			s.chat = true
-		}
-		return s.array(key, depth)
-	case c == '"':
-		str, escaped, err := s.str()
-		if err != nil {
-			return err
-		}
-		switch {
-		case key == "content" || key == "text" || key == "prompt":
-			s.chars += int64(len(str))
-		case key == "provider" && depth == 1 && !escaped:
-			s.provider = string(str)
-		}
-		return nil
-	case c == '-' || (c >= '0' && c <= '9'):
-		return s.number(key, depth)
-	default:
-		for _, lit := range []string{"true", "false", "null"} {
-			if bytes.HasPrefix(s.b[s.i:], []byte(lit)) {
-				s.i += len(lit)
-				return nil
-			}
-		}
-		return errBadJSON
-	}
-}
-
-func (s *bodyScan) object(depth int) error {
-	if s.nest++; s.nest > maxJSONDepth {
-		return errBadJSON
-	}
-	defer func() { s.nest-- }()
-	s.i++ // {
-	if s.skipSpace() < len(s.b) && s.b[s.i] == '}' {
-		s.i++
-		return nil
-	}
-	for {
-		if s.skipSpace() >= len(s.b) || s.b[s.i] != '"' {
-			return errBadJSON
-		}
-		k, _, err := s.str()
-		if err != nil {
-			return err
-		}
-		if s.skipSpace() >= len(s.b) || s.b[s.i] != ':' {
-			return errBadJSON
-		}
-		s.i++
-		if err := s.value(string(k), depth+1); err != nil {
-			return err
-		}
-		if s.skipSpace() >= len(s.b) {
-			return errBadJSON
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
-			return nil
-		default:
-			return errBadJSON
-		}
-	}
-}
-
-func (s *bodyScan) array(key string, depth int) error {
-	if s.nest++; s.nest > maxJSONDepth {
-		return errBadJSON
-	}
-	defer func() { s.nest-- }()
-	s.i++ // [
-	if s.skipSpace() < len(s.b) && s.b[s.i] == ']' {
-		s.i++
-		return nil
-	}
-	for {
-		if err := s.value(key, depth); err != nil {
-			return err
-		}
-		if s.skipSpace() >= len(s.b) {
-			return errBadJSON
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case ']':
-			s.i++
-			return nil
-		default:
-			return errBadJSON
-		}
-	}
-}
-
-// str scans a string and returns its raw bytes (escapes left as written)
-// and whether it had any.
-func (s *bodyScan) str() ([]byte, bool, error) {
-	s.i++ // "
-	start, escaped := s.i, false
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case '\\':
-			escaped = true
-			s.i += 2
-		case '"':
-			out := s.b[start:s.i]
-			s.i++
-			return out, escaped, nil
-		default:
-			s.i++
-		}
-	}
-	return nil, false, errBadJSON
-}
-
-func (s *bodyScan) number(key string, depth int) error {
-	start := s.i
-	for s.i < len(s.b) && bytes.IndexByte([]byte("+-.eE0123456789"), s.b[s.i]) >= 0 {
-		s.i++
-	}
-	n, err := strconv.ParseInt(string(s.b[start:s.i]), 10, 64)
-	if err != nil {
-		if _, ferr := strconv.ParseFloat(string(s.b[start:s.i]), 64); ferr != nil {
-			return errBadJSON
-		}
-		n = maxEstimate // a fraction or an out-of-range integer
-	}
-	if n < 0 {
-		return nil
-	}
-	switch {
-	case key == "max_completion_tokens" && depth == 1:
-		s.maxCompletion = n
-	case key == "max_tokens" && depth == 1:
-		s.maxTokens = n
-	case key == "maxOutputTokens" && depth == 2 && s.genConfig:
-		s.maxOutput = n
-	case key == "tokens" && depth == 1:
-		s.seedTokens = n
-	}
-	return nil
+	return b
 }
 
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
 func clampEstimate(n int64) int64 { return max(1, min(n, maxEstimate)) }
 
-// estimateRequest estimates a Check request from its body and headers.
-// When the body is shorter than its content-length (Envoy truncated it at
-// max_request_bytes with allow_partial_message, and says so in
-// x-envoy-auth-partial-body), the bytes it saw are no measure of the
-// request: the prompt is costed by content-length instead. The comparison
-// with content-length, not the flag alone, decides, so a client that sends
-// the flag with a complete body changes nothing.
-func estimateRequest(body []byte, h map[string]string, defaultMax int64) (tokens int64, provider string, ok bool) {
-	if cl, err := strconv.ParseInt(strings.TrimSpace(h["content-length"]), 10, 64); err == nil && cl > int64(len(body)) && len(body) > 0 {
-		return clampEstimate(ceilDiv(cl, 4) + defaultMax), "", true
+// estimateRequest estimates a Check request to path from its body and
+// headers. A body shorter than its content-length was truncated by Envoy
+// (max_request_bytes with allow_partial_message): the bytes it kept are
+// scanned and their prompt scaled up to content-length (never below
+// content-length ÷ 4), and the completion is never below defaultMax, since
+// a limit may lie in the part not seen. The comparison with content-length,
+// not Envoy's x-envoy-auth-partial-body alone, decides, so a client that
+// sends the flag with a complete body changes nothing. A truncated body
+// without a content-length (HTTP/2, chunked) cannot be costed: it is
+// refused with 411 Length Required.
+func estimateRequest(path string, body []byte, h map[string]string, defaultMax int64) (tokens int64, provider string, ok bool, err error) {
+	if len(body) == 0 {
+		return 0, "", false, nil
 	}
-	return estimate(body, defaultMax)
+	cl, clErr := strconv.ParseInt(strings.TrimSpace(h["content-length"]), 10, 64)
+	switch {
+	case clErr == nil && cl > int64(len(body)):
+		tokens, provider = estimateTruncated(path, body, cl, defaultMax)
+		return tokens, provider, true, nil
+	case clErr != nil && strings.EqualFold(strings.TrimSpace(h["x-envoy-auth-partial-body"]), "true"):
+		return 0, "", false, &denial{typev3.StatusCode_LengthRequired, "length_required",
+			"the body is larger than the gateway inspects: send it with a content-length"}
+	}
+	tokens, provider, ok = estimate(path, body, defaultMax)
+	return tokens, provider, ok, nil
+}
+
+// estimateTruncated costs the first bytes of a body of length bytes.
+func estimateTruncated(path string, body []byte, length, defaultMax int64) (int64, string) {
+	defaultMax = min(max(defaultMax, 0), maxEstimate)
+	length = min(length, 1<<50)
+	s := newBodyScan(body, apiOf(path))
+	_ = s.scan() // it ends in an error where the bytes stop; the counts stand
+	scaled := math.Ceil(float64(s.prompt()) * float64(length) / float64(len(body)))
+	prompt := max(ceilDiv(length, 4), int64(min(scaled, maxEstimate)))
+	n := min(prompt, maxEstimate) + s.completion(defaultMax, false)*s.choices
+	return clampEstimate(max(n, s.tokens)), s.provider
 }

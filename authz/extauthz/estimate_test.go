@@ -1,50 +1,83 @@
 package extauthz
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
+
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 )
 
+const (
+	chatPath   = "/openai/v1/chat/completions"
+	geminiPath = "/gemini/v1beta/models/gemini-2.0-flash:generateContent"
+)
+
+// Each want is written as ceil(B/4) + N + completion×choices, B the
+// decoded bytes of the body's names and strings, N its numbers.
 func TestEstimate(t *testing.T) {
+	x4000 := strings.Repeat("x", 4000)
 	tests := []struct {
-		name     string
-		body     string
-		want     int64
-		provider string
-		ok       bool
+		name, path, body string
+		want             int64
+		provider         string
+		ok               bool
 	}{
-		{"empty", "", 0, "", false},
-		{"openai string content", `{"model":"gpt","messages":[{"role":"user","content":"12345678"}],"max_tokens":100}`, 2 + 4 + 100, "", true},
-		{"openai max_completion_tokens wins", `{"messages":[{"content":"1234"}],"max_tokens":5,"max_completion_tokens":50}`, 1 + 4 + 50, "", true},
-		{"openai parts", `{"messages":[{"content":[{"type":"text","text":"12345678"},{"type":"text","text":"1234"}]}],"max_tokens":0}`, 3 + 4, "", true},
-		{"qwen no max_tokens uses default", `{"messages":[{"content":"hi"},{"content":"there"}]}`, 2 + 8 + 1000, "", true},
-		{"gemini", `{"contents":[{"parts":[{"text":"12345678"},{"text":"1234"}]}],"generationConfig":{"maxOutputTokens":64}}`, 3 + 4 + 64, "", true},
-		{"gemini system instruction", `{"systemInstruction":{"parts":[{"text":"1234"}]},"contents":[{"parts":[{"text":"1234"}]}],"generationConfig":{"maxOutputTokens":1}}`, 2 + 8 + 1, "", true},
-		{"seed tokens", `{"userId":"u","provider":"openai","tokens":250,"prompt":"hello"}`, 250, "openai", true},
-		{"seed huge tokens clamped", `{"tokens":99999999999999}`, maxEstimate, "", true},
-		{"negative max_tokens ignored", `{"messages":[{"content":"1234"}],"max_tokens":-5}`, 1 + 4 + 1000, "", true},
-		{"not json", strings.Repeat("x", 40), 10 + 1000, "", true},
-		{"escapes and whitespace", "{ \"messages\" : [ { \"content\" : \"ab\\\"cd\" } ] ,\n \"max_tokens\" : 10 }", 2 + 4 + 10, "", true},
-		{"tool calls and nulls ignored", `{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"x"}]}],"max_tokens":1,"stream":true}`, 0 + 4 + 1, "", true},
-		{"nested provider not taken", `{"meta":{"provider":"openai"},"tokens":3}`, 3, "", true},
-		{"fractional max_tokens is huge", `{"messages":[],"max_tokens":1.5}`, maxEstimate, "", true},
-		{"top-level array", `[1,2,3]`, 1000, "", true},
-		{"trailing garbage", `{"tokens":5} x`, 4 + 1000, "", true},
-		{"too deep", strings.Repeat("[", 100) + strings.Repeat("]", 100), 50 + 1000, "", true},
-		{"truncated json", `{"messages":[{"content":"12345`, 8 + 1000, "", true},
-		{"seed tokens below the chat estimate", `{"tokens":1,"messages":[{"content":"` + strings.Repeat("x", 400) + `"}],"max_tokens":100}`, 100 + 4 + 100, "", true},
-		{"seed tokens above the chat estimate", `{"tokens":5000,"messages":[{"content":"1234"}],"max_tokens":10}`, 5000, "", true},
-		{"seed tokens with empty contents", `{"tokens":1,"contents":[],"generationConfig":{"maxOutputTokens":64}}`, 64, "", true},
-		{"nested max_tokens ignored", `{"messages":[{"content":"1234","max_tokens":1}],"metadata":{"max_tokens":1,"max_completion_tokens":1}}`, 1 + 4 + 1000, "", true},
-		{"nested max_tokens after top-level", `{"max_tokens":500,"messages":[{"content":"1234"}],"x":{"max_tokens":1}}`, 1 + 4 + 500, "", true},
-		{"maxOutputTokens outside generationConfig", `{"contents":[{"parts":[{"text":"1234"}]}],"maxOutputTokens":1}`, 1 + 4 + 1000, "", true},
-		{"maxOutputTokens nested deeper", `{"contents":[{"parts":[{"text":"1234"}]}],"generationConfig":{"x":{"maxOutputTokens":1}}}`, 1 + 4 + 1000, "", true},
-		{"generationConfig not at the top", `{"contents":[{"parts":[{"text":"1234"}]}],"x":{"generationConfig":{"maxOutputTokens":1}}}`, 1 + 4 + 1000, "", true},
+		{"empty", chatPath, "", 0, "", false},
+		{"white space only", chatPath, " \n", 0, "", false},
+		{"chat", chatPath, `{"model":"gpt","messages":[{"role":"user","content":"12345678"}],"max_tokens":100}`, 13 + 1 + 100, "", true},
+		{"escaped content name", chatPath, `{"messages":[{"role":"user","c\u006fntent":"` + strings.Repeat("x", 40000) + `"}],"max_tokens":1}`, 10009 + 1 + 1, "", true},
+		{"escaped max_tokens beside max_tokens", chatPath, `{"messages":[{"role":"user","content":"hi"}],"max\u005ftokens":100000,"max_tokens":1}`, 12 + 2 + 100000, "", true},
+		{"duplicate max_tokens: the larger", chatPath, `{"max_tokens":500,"max_tokens":1}`, 5 + 2 + 500, "", true},
+		{"null max_tokens: the default", chatPath, `{"max_tokens":5,"max_tokens":null}`, 5 + 1 + 1000, "", true},
+		{"max_completion_tokens and max_tokens: the larger", chatPath, `{"max_tokens":5,"max_completion_tokens":50}`, 8 + 2 + 50, "", true},
+		{"n multiplies the completion", chatPath, `{"max_tokens":10,"n":3}`, 3 + 2 + 30, "", true},
+		{"limit as a string", chatPath, `{"max_tokens":"100"}`, 4 + 100, "", true},
+		{"fractional limit rounded up", chatPath, `{"max_tokens":1.5}`, 3 + 1 + 2, "", true},
+		{"negative limit: the default", chatPath, `{"max_tokens":-5}`, 3 + 1 + 1000, "", true},
+		{"huge limit clamped", chatPath, `{"max_tokens":1e30}`, maxEstimate, "", true},
+		{"nested max_tokens not read", chatPath, `{"metadata":{"max_tokens":1}}`, 5 + 1 + 1000, "", true},
+		{"tool description and parameters", chatPath, `{"tools":[{"function":{"description":"` + x4000 + `"}}],"max_tokens":1}`, 1009 + 1 + 1, "", true},
+		{"tool call arguments", chatPath, `{"messages":[{"tool_calls":[{"function":{"arguments":"` + x4000 + `"}}]}],"max_tokens":1}`, 1012 + 1 + 1, "", true},
+		{"seed tokens not read off the token API", chatPath, `{"tokens":5000,"max_tokens":1}`, 4 + 2 + 1, "", true},
+		{"non-ASCII counted in UTF-8 bytes", chatPath, `{"content":"€€€"}`, 4 + 1000, "", true},
+		{"escaped non-ASCII", chatPath, `{"content":"\u20ac\u20ac\u20ac"}`, 4 + 1000, "", true},
+		{"white space", chatPath, "{ \"max_tokens\" : 10 }\n", 3 + 1 + 10, "", true},
+		{"top-level array", chatPath, `[1,2,3]`, 3 + 1000, "", true},
+		{"gemini", geminiPath, `{"contents":[{"parts":[{"text":"12345678"}]}],"generationConfig":{"maxOutputTokens":64}}`, 14 + 1 + 64, "", true},
+		{"gemini proto names", geminiPath, `{"generation_config":{"max_output_tokens":60000}}`, 9 + 1 + 60000, "", true},
+		{"gemini mixed names", geminiPath, `{"generationConfig":{"max_output_tokens":7}}`, 9 + 1 + 7, "", true},
+		{"gemini config repeated without a limit", geminiPath, `{"generationConfig":{"maxOutputTokens":1},"generationConfig":{}}`, 12 + 1 + 1000, "", true},
+		{"gemini config not an object", geminiPath, `{"generationConfig":null}`, 4 + 1000, "", true},
+		{"gemini candidate count", geminiPath, `{"generationConfig":{"maxOutputTokens":10,"candidate_count":4}}`, 12 + 2 + 40, "", true},
+		{"gemini limit outside generationConfig", geminiPath, `{"maxOutputTokens":1}`, 4 + 1 + 1000, "", true},
+		{"gemini generationConfig not at the top", geminiPath, `{"x":{"generationConfig":{"maxOutputTokens":1}}}`, 8 + 1 + 1000, "", true},
+		{"responses", "/openai/v1/responses", `{"input":"` + x4000 + `","max_output_tokens":16}`, 1006 + 1 + 16, "", true},
+		{"responses without a limit", "/openai/v1/responses", `{"input":[{"content":"1234"}]}`, 4 + 1000, "", true},
+		{"responses ignores max_tokens", "/openai/v1/responses", `{"input":"1234","max_tokens":1}`, 5 + 1 + 1000, "", true},
+		{"embeddings", "/openai/v1/embeddings", `{"input":"` + x4000 + `"}`, 1002, "", true},
+		{"embeddings of token ids", "/openai/v1/embeddings", `{"input":[[1,2,3,4,5,6,7,8]]}`, 2 + 8, "", true},
+		{"gemini embedContent", "/gemini/v1beta/models/x:embedContent", `{"content":{"parts":[{"text":"12345678"}]}}`, 6, "", true},
+		{"legacy completions", "/openai/v1/completions", `{"prompt":"1234","max_tokens":5,"best_of":3,"n":2}`, 7 + 3 + 15, "", true},
+		{"seed tokens", "/api/v1/tokens/consume", `{"userId":"u","provider":"openai","tokens":250,"prompt":"hello"}`, 250, "openai", true},
+		{"seed tokens, one unreadable", "/api/v1/tokens/consume", `{"tokens":-1,"tokens":300}`, 3 + 2 + 1000, "", true},
+		{"seed huge tokens clamped", "/api/v1/tokens/consume", `{"tokens":99999999999999}`, maxEstimate, "", true},
+		{"unknown API: any limit name", "/custom/v1/x", `{"prompt":"` + x4000 + `","parameters":{"max_new_tokens":5000}}`, 1008 + 1 + 5000, "", true},
+		{"unknown API: never below the default", "/custom/v1/x", `{"max_tokens":1}`, 3 + 1 + 1000, "", true},
+		{"provider", chatPath, `{"provider":"gemini"}`, 4 + 1000, "gemini", true},
+		{"escaped provider", chatPath, `{"provider":"gem\u0069ni"}`, 4 + 1000, "gemini", true},
+		{"nested provider not taken", chatPath, `{"meta":{"provider":"openai"}}`, 5 + 1000, "", true},
+		{"not json", chatPath, strings.Repeat("x", 40), 10 + 1000, "", true},
+		{"trailing garbage", chatPath, `{"tokens":5} x`, 4 + 1000, "", true},
+		{"invalid escape", chatPath, `{"a":"\q"}`, 3 + 1000, "", true},
+		{"control character", chatPath, "{\"a\":\"\x01\"}", 3 + 1000, "", true},
+		{"too deep", chatPath, strings.Repeat("[", 100) + strings.Repeat("]", 100), 200 + 1000, "", true},
+		{"truncated json", chatPath, `{"messages":[{"content":"12345`, 8 + 1000, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, prov, ok := estimate([]byte(tt.body), 1000)
+			got, prov, ok := estimate(tt.path, []byte(tt.body), 1000)
 			if got != tt.want || prov != tt.provider || ok != tt.ok {
 				t.Errorf("estimate(%s) = %d, %q, %v, want %d, %q, %v", tt.name, got, prov, ok, tt.want, tt.provider, tt.ok)
 			}
@@ -52,29 +85,75 @@ func TestEstimate(t *testing.T) {
 	}
 }
 
+func TestAPIOf(t *testing.T) {
+	tests := []struct {
+		path string
+		want api
+	}{
+		{"/openai/v1/chat/completions", apiChat},
+		{"/qwen/compatible-mode/v1/chat/completions", apiChat},
+		{"/api/v1/openai/chat/completions", apiChat},
+		{"/openai/v1/completions", apiCompletions},
+		{"/openai/v1/responses", apiResponses},
+		{"/openai/v1/embeddings", apiEmbeddings},
+		{"/gemini/v1beta/models/gemini-pro:generateContent", apiGemini},
+		{"/gemini/v1beta/models/gemini-pro:streamGenerateContent", apiGemini},
+		{"/gemini/v1beta/models/e:batchEmbedContents", apiEmbeddings},
+		{"/api/v1/tokens/consume", apiSeed},
+		{"/gemini/v1beta/models/x:other", apiOther},
+		{"/openai/v1/chat/completions/x", apiOther},
+		{"/", apiOther},
+	}
+	for _, tt := range tests {
+		if got := apiOf(tt.path); got != tt.want {
+			t.Errorf("apiOf(%q) = %d, want %d", tt.path, got, tt.want)
+		}
+	}
+}
+
 // Envoy truncates a body larger than max_request_bytes when
 // allow_partial_message is set: the estimate then follows content-length,
-// not the bytes it saw.
+// not the bytes it saw, and without a content-length the request is refused.
 func TestEstimateRequestPartialBody(t *testing.T) {
 	full := `{"messages":[{"content":"` + strings.Repeat("x", 4000) + `"}],"max_tokens":10}`
 	cut := full[:100]
+	ids := `{"input":[[` + strings.Repeat("1,", 5000) + `1]]}`
+	limitFirst := `{"max_tokens":50000,"messages":[{"content":"` + strings.Repeat("x", 4000) + `"}]}`
+	cl := func(s string) string { return strconv.Itoa(len(s)) }
 	tests := []struct {
-		name    string
-		body    string
-		headers map[string]string
-		want    int64
+		name, path, body string
+		headers          map[string]string
+		want             int64
 	}{
-		{"complete", full, map[string]string{"content-length": strconv.Itoa(len(full))}, 1000 + 4 + 10},
-		{"truncated", cut, map[string]string{"content-length": strconv.Itoa(len(full)), "x-envoy-auth-partial-body": "true"}, int64(len(full)+3)/4 + 1000},
-		{"truncated, flag missing", cut, map[string]string{"content-length": strconv.Itoa(len(full))}, int64(len(full)+3)/4 + 1000},
-		{"forged partial flag on a complete body", full, map[string]string{"content-length": strconv.Itoa(len(full)), "x-envoy-auth-partial-body": "true"}, 1000 + 4 + 10},
-		{"truncated without content-length", cut, map[string]string{"x-envoy-auth-partial-body": "true"}, 25 + 1000},
+		{"complete", chatPath, full, map[string]string{"content-length": cl(full)}, 1007 + 1 + 10},
+		{"truncated", chatPath, cut, map[string]string{"content-length": cl(full), "x-envoy-auth-partial-body": "true"}, ceilDiv(int64(len(full)), 4) + 1000},
+		{"truncated, flag missing", chatPath, cut, map[string]string{"content-length": cl(full)}, ceilDiv(int64(len(full)), 4) + 1000},
+		{"forged partial flag on a complete body", chatPath, full, map[string]string{"content-length": cl(full), "x-envoy-auth-partial-body": "true"}, 1007 + 1 + 10},
+		{"truncated: a limit seen counts", chatPath, limitFirst[:100], map[string]string{"content-length": cl(limitFirst)}, ceilDiv(int64(len(limitFirst)), 4) + 50000},
+		// 100 bytes kept: 5 bytes of names, 95 numbers, scaled to the length.
+		{"truncated token ids: scaled, not by size", "/openai/v1/embeddings", ids[:200], map[string]string{"content-length": cl(ids)}, ceilDiv((2+95)*int64(len(ids)), 200)},
+		{"complete without a length", chatPath, full, map[string]string{"x-envoy-auth-partial-body": "false"}, 1007 + 1 + 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got, _, _ := estimateRequest([]byte(tt.body), tt.headers, 1000); got != tt.want {
-				t.Errorf("estimateRequest(%s) = %d, want %d", tt.name, got, tt.want)
+			got, _, _, err := estimateRequest(tt.path, []byte(tt.body), tt.headers, 1000)
+			if got != tt.want || err != nil {
+				t.Errorf("estimateRequest(%s) = %d, %v, want %d", tt.name, got, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestEstimateRequestTruncatedWithoutLength(t *testing.T) {
+	body := `{"messages":[{"content":"` + strings.Repeat("x", 100)
+	for _, h := range []map[string]string{
+		{"x-envoy-auth-partial-body": "true"},
+		{"x-envoy-auth-partial-body": "TRUE", "content-length": "chunked"},
+	} {
+		_, _, ok, err := estimateRequest(chatPath, []byte(body), h, 1000)
+		var d *denial
+		if !errors.As(err, &d) || d.status != typev3.StatusCode_LengthRequired || ok {
+			t.Errorf("estimateRequest(partial, %v) = %v, %v, want a 411 denial", h, ok, err)
+		}
 	}
 }

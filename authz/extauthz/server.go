@@ -180,7 +180,10 @@ func (s *Server) decide(ctx context.Context, r *authv3.AttributeContext_HttpRequ
 	if len(body) == 0 {
 		body = []byte(r.GetBody())
 	}
-	n, bodyProvider, ok := estimateRequest(body, h, s.opt.DefaultMaxTokens)
+	n, bodyProvider, ok, err := estimateRequest(path, body, h, s.opt.DefaultMaxTokens)
+	if err != nil {
+		return cred, nil, err
+	}
 	if ok {
 		set = append(set, header(contract.HeaderEstimate, strconv.FormatInt(n, 10)))
 	}
