@@ -81,7 +81,7 @@ func TestCheckHeadersAsEnvoyApplies(t *testing.T) {
 		{"jwt, forged identity", "/openai/v1/chat/completions", chatBody,
 			with(forgedAll, map[string]string{"authorization": "Bearer " + alice.Token, "content-type": "application/json"}),
 			map[string]string{contract.HeaderUserID: alice.UserID, contract.HeaderTier: "free", contract.HeaderRoles: "USER",
-				contract.HeaderProvider: "openai", contract.HeaderEstimate: "106", "content-type": "application/json"}},
+				contract.HeaderProvider: "openai", contract.HeaderEstimate: "114", "content-type": "application/json"}},
 		{"api key, no body: a forged estimate goes", "/openai/v1/models", "",
 			with(forgedAll, map[string]string{"x-api-key": key.APIKey}),
 			map[string]string{contract.HeaderUserID: alice.UserID, contract.HeaderTier: "free", contract.HeaderRoles: "USER",
