@@ -12,6 +12,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/leakytokens/leaky/authz/oauth"
 	"github.com/leakytokens/leaky/internal/contract"
 )
 
@@ -67,6 +68,9 @@ func TestCheckHeadersAsEnvoyApplies(t *testing.T) {
 		contract.HeaderUserID: "someone-else", contract.HeaderTier: "admin", contract.HeaderRoles: "ADMIN",
 		contract.HeaderProvider: "qwen", contract.HeaderEstimate: "1", contract.HeaderOrgID: "acme",
 		contract.HeaderPrefix + "other": "x",
+		// Underscore spellings an upstream might fold into the real names.
+		"x_leaky_user_id": "someone-else", "x_leaky_tier": "admin", "x-leaky_estimate": "1", "x_leaky-roles": "ADMIN",
+		"x_leaky_org": "acme",
 	}
 	with := func(base map[string]string, more map[string]string) map[string]string {
 		out := maps.Clone(base)
@@ -102,6 +106,55 @@ func TestCheckHeadersAsEnvoyApplies(t *testing.T) {
 			got := envoyApply(t, tt.headers, ts.check(t, tt.path, tt.headers, tt.body))
 			if d := cmp.Diff(tt.want, got); d != "" {
 				t.Errorf("headers after Envoy applies Check(%s) (-want +got):\n%s", tt.path, d)
+			}
+		})
+	}
+}
+
+// A client_credentials token issued before tokens carried their owner
+// would be charged to the client's own bucket: it is refused, while a
+// token naming its owner, and a user's own token, are let through.
+func TestCheckClientTokenWithoutOwner(t *testing.T) {
+	ts := startService(t, nil, nil)
+	owner := ts.register(t, "owner-less")
+	kid := ts.ring.Set().KID()
+	sign := func(claims jwt.MapClaims) string {
+		t.Helper()
+		now := time.Now()
+		base := jwt.MapClaims{"iss": ts.cfg.Issuer, "aud": ts.cfg.Audience, "exp": now.Add(time.Hour).Unix(),
+			"iat": now.Unix(), "roles": []string{"USER"}}
+		maps.Copy(base, claims)
+		tok := jwt.NewWithClaims(jwt.SigningMethodRS256, base)
+		tok.Header["kid"] = kid
+		s, err := tok.SignedString(signingKey(t, ts, kid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	tests := []struct {
+		name   string
+		claims jwt.MapClaims
+		want   int // 0: OK, charged to owner.UserID
+	}{
+		{"client token without owner", jwt.MapClaims{"sub": "svc_old", "client_id": "svc_old"}, 401},
+		{"client token with an empty owner", jwt.MapClaims{"sub": "svc_old", "client_id": "svc_old", "owner": ""}, 401},
+		{"client token with its owner", jwt.MapClaims{"sub": "svc_new", "client_id": "svc_new", "owner": owner.UserID,
+			"owner_roles": []string{"USER"}}, 0},
+		{"first-party token", jwt.MapClaims{"sub": owner.UserID, "client_id": oauth.FirstPartyClientID}, 0},
+		{"login token", jwt.MapClaims{"sub": owner.UserID}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := ts.check(t, "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + sign(tt.claims)}, chatBody)
+			if tt.want != 0 {
+				if got := deniedStatus(resp); got != tt.want {
+					t.Errorf("Check(%s) = %d, want %d (%v)", tt.name, got, tt.want, resp)
+				}
+				return
+			}
+			if got := okHeaders(resp)[contract.HeaderUserID]; got != owner.UserID {
+				t.Errorf("Check(%s) charged %q, want %s (%v)", tt.name, got, owner.UserID, resp)
 			}
 		})
 	}
@@ -159,49 +212,106 @@ func TestCheckPublicPathsIgnoreCredentials(t *testing.T) {
 	}
 }
 
-// Admin paths are judged by the widest reading of the path: every spelling
-// an upstream might route to an admin path is refused to a USER and let
-// through for an ADMIN; near misses are not admin paths.
+// Admin paths are judged by every reading of the path an upstream might
+// make: a spelling any reading routes to an admin path is refused 403 to a
+// USER and let through for an ADMIN; a segment some reading turns into a
+// dot-segment (but that is not one as sent) is refused 400 to everyone, as
+// it would climb out of, or into, the admin prefix for some upstream; near
+// misses are not admin paths.
 func TestCheckAdminPathSpellings(t *testing.T) {
 	ts := startService(t, nil, nil)
 	user := map[string]string{"authorization": "Bearer " + ts.register(t, "spelling").Token}
 	admin := map[string]string{"authorization": "Bearer " + ts.adminToken(t)}
+	const (
+		isAdmin = iota
+		notAdmin
+		ambiguous // 400 to everyone
+	)
 	tests := []struct {
-		path  string
-		admin bool
+		path string
+		want int
 	}{
-		{"/api/v1/admin/users", true},
-		{"/api/v1/admin;x/users", true},
-		{"/api/v1/admin\\users", true},
-		{"/API/V1/ADMIN/users", true},
-		{"/api/v1/%2561dmin/users", true},
-		{"/Api/v1/Admin", true},
-		{"/api/v1;x/admin/users", true},
-		{"/api/v1/admin%3bx/users", true},
-		{"/api/v1/admin%2fusers", true},
-		{"/api/v1/admin%252Fusers", true},
-		{"/api/v1%5cadmin/users", true},
-		{"/api/v1/admin./users", true},
-		{"/api/v1/admin%20/users", true},
-		{"/api/v1/admin%00/users", true},
-		{"/api/v1/admin%3f/users", true},
-		{"/api/v1/x/..\\admin/users", true},
-		{"/api/v1/x/%2e%2e/admin/users", true},
-		{"/api/v1/%25252561dmin/users", true},   // four layers of escapes
-		{"/api/v1/%2525252561dmin/users", true}, // five: too deep, judged admin
-		{"/api/v1/administrators", false},
-		{"/api/v1/admins/x", false},
-		{"/openai/v1/admin/users", false},
-		{"/api/v1/adm%69nistrators", false},
+		{"/api/v1/admin/users", isAdmin},
+		{"/api/v1/admin;x/users", isAdmin},
+		{"/api/v1/admin\\users", isAdmin},
+		{"/API/V1/ADMIN/users", isAdmin},
+		{"/api/v1/%2561dmin/users", isAdmin},
+		{"/Api/v1/Admin", isAdmin},
+		{"/api/v1;x/admin/users", isAdmin},
+		{"/api/v1/admin%3bx/users", isAdmin},
+		{"/api/v1/admin%2fusers", isAdmin},
+		{"/api/v1/admin%252Fusers", isAdmin},
+		{"/api/v1%5cadmin/users", isAdmin},
+		{"/api/v1/admin./users", isAdmin},
+		{"/api/v1/admin%20/users", isAdmin},
+		{"/api/v1/admin%00/users", isAdmin},
+		{"/api/v1/admin%3f/users", isAdmin},
+		{"/api/v1/%25252561dmin/users", isAdmin},   // four layers of escapes
+		{"/api/v1/%2525252561dmin/users", isAdmin}, // five: too deep, judged admin
+		// A '?' that appears only once decoded: cut there, the path is
+		// /api/v1/x; kept, it is /api/v1/admin/users.
+		{"/api/v1/x%3F/../admin/users", isAdmin},
+		{"/api/v1/x%253f/../admin/users", isAdmin},
+		{"/api/v1/x%23/../admin/users", isAdmin},
+		// Plain dot-segments: an upstream that resolves them and one that
+		// does not both count.
+		{"/api/v1/x/../admin/users", isAdmin},
+		{"/api/v1/admin/../users", isAdmin},
+		{"/api/v1/./admin/users", isAdmin},
+		// Hidden dot-segments, in and out of the admin prefix.
+		{"/api/v1/admin/..;/users", ambiguous},
+		{"/api/v1/admin/..%3b/users", ambiguous},
+		{"/api/v1/admin/..%3B/users", ambiguous},
+		{"/api/v1/admin/..%20/users", ambiguous},
+		{"/api/v1/admin/..%00/users", ambiguous},
+		{"/api/v1/admin/..%09/users", ambiguous},
+		{"/api/v1/admin/..%0d%0a/users", ambiguous},
+		{"/api/v1/admin/..;x/users", ambiguous},
+		{"/api/v1/admin/..;jsessionid=1/users", ambiguous},
+		{"/api/v1/admin/.;/users", ambiguous},
+		{"/api/v1/admin/%2e%2e;/users", ambiguous},
+		{"/api/v1/admin/%2E%2e/users", ambiguous},
+		{"/api/v1/admin/.%2E/users", ambiguous},
+		{"/api/v1/admin/%252e%252e/users", ambiguous},
+		{"/api/v1/admin/..%2f/users", ambiguous},
+		{"/api/v1/admin/..%2F..%2Fusers", ambiguous},
+		{"/api/v1/admin/..%5c/users", ambiguous},
+		{"/api/v1/admin/..\\users", ambiguous},
+		{"/api/v1/admin/..%3f/users", ambiguous},
+		{"/api/v1/admin/.../users", ambiguous},
+		{"/api/v1/admin/.. ./users", ambiguous},
+		{"/api/v1/x/..;/admin/users", ambiguous},
+		{"/api/v1/x/..\\admin/users", ambiguous},
+		{"/api/v1/x/%2e%2e/admin/users", ambiguous},
+		{"/openai/v1/x/..;/..;/..;/api/v1/admin/users", ambiguous},
+		{"/api/v1/administrators", notAdmin},
+		{"/api/v1/admins/x", notAdmin},
+		{"/openai/v1/admin/users", notAdmin},
+		{"/api/v1/adm%69nistrators", notAdmin},
+		{"/api/v1/admin..x/users", notAdmin},
+		{"/api/v1/auth/me;x", notAdmin},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
-			resp := ts.check(t, tt.path, user, "")
-			if got := deniedStatus(resp) == 403; got != tt.admin {
-				t.Errorf("Check(%q) as USER refused 403 = %v, want %v (%v)", tt.path, got, tt.admin, resp)
-			}
-			if resp := ts.check(t, tt.path, admin, ""); resp.GetOkResponse() == nil {
-				t.Errorf("Check(%q) as ADMIN = %d, want OK", tt.path, deniedStatus(resp))
+			asUser, asAdmin := ts.check(t, tt.path, user, ""), ts.check(t, tt.path, admin, "")
+			switch tt.want {
+			case isAdmin:
+				if got := deniedStatus(asUser); got != 403 {
+					t.Errorf("Check(%q) as USER = %d, want 403 (%v)", tt.path, got, asUser)
+				}
+				if asAdmin.GetOkResponse() == nil {
+					t.Errorf("Check(%q) as ADMIN = %d, want OK", tt.path, deniedStatus(asAdmin))
+				}
+			case notAdmin:
+				if asUser.GetOkResponse() == nil {
+					t.Errorf("Check(%q) as USER = %d, want OK", tt.path, deniedStatus(asUser))
+				}
+			case ambiguous:
+				for who, resp := range map[string]*authv3.CheckResponse{"USER": asUser, "ADMIN": asAdmin} {
+					if got := deniedStatus(resp); got != 400 {
+						t.Errorf("Check(%q) as %s = %d, want 400 (%v)", tt.path, who, got, resp)
+					}
+				}
 			}
 		})
 	}

@@ -13,7 +13,8 @@
 // scaled to its content-length, and refused 411 without one: estimate.go);
 // the names are package internal/contract's.
 // The headers set overwrite the client's. headers_to_remove carries every
-// other client-sent x-leaky-* (but x-leaky-org) and the credential header,
+// other client-sent x-leaky-* (but x-leaky-org), also spelt with
+// underscores (x_leaky_user_id), and the credential header,
 // X-Api-Key or Authorization, so neither our API keys nor our JWTs reach
 // the upstream; never a name it sets, since Envoy removes after it sets. A
 // request carrying both X-Api-Key and Authorization is refused 401. Under
@@ -21,7 +22,9 @@
 // the credentials stay, since the upstream is this service and
 // authenticates the caller again (Authorization first, as the HTTP API
 // does). Refusals are 401 with WWW-Authenticate, 403 (forbidden_org, or
-// forbidden_role on the admin paths), and 400 for an undecodable path,
+// forbidden_role on the admin paths), and 400 for an undecodable path or
+// one with a segment only some reading makes a dot-segment ("..;",
+// "%2e%2e", "..%00", "..%2f"),
 // each with the JSON body {"error": code, "message": …}.
 //
 // Paths are judged by one rule (judge), each side erring safe. A public
@@ -30,9 +33,11 @@
 // and it holds no ';' or backslash; any other path needs credentials. A
 // public path ignores credentials: none is verified, so an expired token
 // cannot keep a client from logging in or refreshing, and no identity is
-// set. An admin prefix applies when the widest reading of the path (loose:
-// escapes decoded layer after layer, "\" as "/", ";params" and trailing
-// dots and spaces dropped, case folded) lies under it. Prefixes match at
+// set. An admin prefix applies when any reading of the path an upstream
+// might make (readings: escapes decoded zero to four times, the query cut
+// at a decoded '?' or not, "\" as "/", ";params" and trailing dots and
+// blanks dropped or not, dot-segments resolved or not, case folded) lies
+// under it. Prefixes match at
 // segment boundaries ("/api/v1/admin/" covers "/api/v1/admin" but not
 // "/api/v1/administrators"). Envoy must still normalise what it forwards,
 // so the upstream routes on the path Check saw: run the HTTP connection
@@ -42,7 +47,8 @@
 // A JWT is verified in memory only (RS256 pinned, iss, aud and exp
 // required, kid looked up in the loaded key set). Revoking an access token
 // therefore shows in introspection at once but in Check only at its expiry
-// (authz's TokenTTL, 15 minutes by default). An API key is verified
+// (authz's TokenTTL, 15 minutes by default). A client's token must carry
+// its owner (the account charged), else it is refused 401. An API key is verified
 // through authz/keyauth's cache keyed by its digest (APIKeyCacheTTL, 30 s):
 // a revoked key stops working on the replica that revoked it at once and on
 // the others within the TTL. Every store call made by Check has the

@@ -53,11 +53,15 @@ func requestHeaders(r *authv3.AttributeContext_HttpRequest) map[string]string {
 // not overwrite. Envoy's ext_authz filter applies headers_to_remove after
 // the headers it sets, so a name in both would reach the rate-limit filter
 // removed: only these are listed, and the ones authz sets replace the
-// client's values. x-leaky-org is the client's to send and stays.
+// client's values. x-leaky-org is the client's to send and stays. Names
+// spelling the prefix with underscores (x_leaky_user_id, X_Leaky-Tier)
+// are listed too, since an upstream might fold them into ours; they never
+// equal a name authz sets.
 func forged(h map[string]string, set []*corev3.HeaderValueOption) []string {
 	var out []string
 	for k := range h {
-		if !strings.HasPrefix(k, contract.HeaderPrefix) || k == contract.HeaderOrg {
+		folded := strings.ReplaceAll(k, "_", "-")
+		if !strings.HasPrefix(folded, contract.HeaderPrefix) || k == contract.HeaderOrg {
 			continue
 		}
 		if slices.ContainsFunc(set, func(o *corev3.HeaderValueOption) bool { return o.GetHeader().GetKey() == k }) {
@@ -142,9 +146,9 @@ func canonical(raw string) (string, bool) {
 // route is how Check judges a request path. Both judgements come from one
 // rule, each erring on its safe side: a path is public (or the service's
 // own API) only when it is canonical and lies under a public prefix as
-// sent, exactly; it is an admin path when any reasonable reading of it
-// (loose) lies under an admin prefix, compared case-insensitively. A path
-// that is both is judged admin.
+// sent, exactly; it is an admin path when any reading of it an upstream
+// might make (readings) lies under an admin prefix, compared
+// case-insensitively. A path that is both is judged admin.
 type route struct {
 	public bool // let through without credentials, which are ignored
 	self   bool // the service's own API: the credentials stay
@@ -152,48 +156,99 @@ type route struct {
 }
 
 // judge classifies raw, the path as Envoy sent it, against the public and
-// admin prefixes.
-func judge(raw string, public, admin []string) route {
-	var rt route
-	rt.admin = underAnyFold(loose(raw), admin)
+// admin prefixes. ok is false when a segment hides a dot-segment
+// (hidesDotSegment): no judgement of such a path holds for every upstream.
+func judge(raw string, public, admin []string) (rt route, ok bool) {
+	if hidesDotSegment(raw) {
+		return route{}, false
+	}
+	rt.admin = slices.ContainsFunc(readings(raw), func(r string) bool { return underAnyFold(r, admin) })
 	if p, ok := canonical(raw); ok {
 		rt.public = !rt.admin && underAny(p, public)
 		rt.self = underAny(p, selfPaths)
 	}
-	return rt
+	return rt, true
 }
 
-// maxEscapeLayers bounds how many times loose decodes percent-escapes. A
-// path still holding escapes after that many rounds is judged an admin
-// path: no client needs so many layers, and an upstream might peel them.
+// maxEscapeLayers bounds how many times a path's percent-escapes are
+// decoded. A path still holding escapes after that many rounds is judged
+// an admin path: no client needs so many layers, and an upstream might
+// peel them.
 const maxEscapeLayers = 4
 
 // blanks are the characters some servers drop from the end of a segment.
 const blanks = " \t\r\n\v\f\x00"
 
-// loose is the widest reading of raw any upstream might make, lower-cased:
-// percent-escapes decoded layer after layer ("%2561" is "a"), invalid ones
-// kept; the query and fragment dropped, also where they appear once
-// decoded; "\" read as "/"; each segment's ";parameters" dropped, and its
-// trailing blanks (white space, NUL) and dots (Windows and some Java servers
-// drop them); then dot-segments and repeated slashes resolved. It returns
-// "" when the escapes nest deeper than maxEscapeLayers.
-func loose(raw string) string {
-	p := raw
-	for i := 0; ; i++ {
-		if j := strings.IndexAny(p, "?#"); j >= 0 {
-			p = p[:j]
-		}
+// cutQuery drops what follows the first '?' or '#'.
+func cutQuery(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// layers returns raw without its query, then each successive decoding of
+// its valid percent-escapes ("%2561" gives "%61", then "a"), invalid ones
+// kept; nil when the escapes nest deeper than maxEscapeLayers.
+func layers(raw string) []string {
+	out := []string{cutQuery(raw)}
+	for {
+		p := out[len(out)-1]
 		d := unescapeLenient(p)
 		if d == p {
-			break
+			return out
 		}
-		if i == maxEscapeLayers {
-			return ""
+		if len(out) > maxEscapeLayers {
+			return nil
 		}
-		p = d
+		out = append(out, d)
 	}
+}
+
+// readings are the paths, lower-cased, that some upstream might route raw
+// to: decoded zero to maxEscapeLayers times; once decoded, the query cut
+// where an escape turned into '?' or '#', or kept as path; "\" read as
+// "/"; each segment kept whole, or with its ";parameters" and trailing
+// blanks (white space, NUL) and dots dropped (Tomcat, Windows and some Java
+// servers); dot-segments resolved or kept as names; repeated slashes
+// merged. The widest single reading alone is not enough: stripping can
+// turn a segment into "..", and cutting at a decoded '?' can hide what a
+// server that does not cut there reads. readings is [""] when the escapes
+// nest too deep (underAnyFold counts "" under every prefix).
+func readings(raw string) []string {
+	ls := layers(raw)
+	if ls == nil {
+		return []string{""}
+	}
+	var out []string
+	for i, l := range ls {
+		for _, cut := range []bool{false, true} {
+			if cut && i == 0 {
+				continue // layers already dropped the query as sent
+			}
+			p := l
+			if cut {
+				p = cutQuery(p)
+			}
+			for _, strip := range []bool{false, true} {
+				segs := segments(p, strip)
+				out = append(out, strings.ToLower(pathpkg.Clean("/"+strings.Join(segs, "/"))),
+					strings.ToLower("/"+strings.Join(slices.DeleteFunc(segs, func(s string) bool { return s == "" }), "/")))
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// segments splits p at "/" and "\"; with strip, each segment loses its
+// ";parameters" and trailing blanks, and then its trailing dots unless it
+// is "." or "..".
+func segments(p string, strip bool) []string {
 	segs := strings.Split(strings.ReplaceAll(p, "\\", "/"), "/")
+	if !strip {
+		return segs
+	}
 	for i, s := range segs {
 		if j := strings.IndexByte(s, ';'); j >= 0 {
 			s = s[:j]
@@ -204,7 +259,60 @@ func loose(raw string) string {
 		}
 		segs[i] = s
 	}
-	return strings.ToLower(pathpkg.Clean("/" + strings.Join(segs, "/")))
+	return segs
+}
+
+// hidesDotSegment reports whether some segment of raw (query dropped) is
+// not "." or ".." as sent but some reading makes it one: decoded
+// ("%2e%2e", "%252e."), split at an escaped or back slash ("..%2f",
+// "..\\"), cut at its ";parameters" or at a decoded '?' or '#' ("..;",
+// "..%3bx", "..%3f"), or with its blanks dropped ("..%20", "..%00"), or
+// any mix. Envoy's normalize_path resolves only plain dot-segments, so such
+// a segment reaches the upstream as sent; one that climbs out of an admin
+// prefix for one server and not for another cannot be judged, and is
+// refused. A segment of three or more dots counts too: trimming trailing
+// dots makes it "" or "." for some servers.
+func hidesDotSegment(raw string) bool {
+	for _, seg := range strings.Split(cutQuery(raw), "/") {
+		if seg == "." || seg == ".." {
+			continue
+		}
+		for i, p := 0, seg; i <= maxEscapeLayers; i++ {
+			for _, piece := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
+				if dotty(piece) {
+					return true
+				}
+			}
+			d := unescapeLenient(p)
+			if d == p {
+				break
+			}
+			p = d
+		}
+	}
+	return false
+}
+
+// dotty reports whether piece, whole or cut at its first ';', or at its
+// first '?' or '#', or at the first of all three, is nothing but dots once
+// its blanks are dropped.
+func dotty(piece string) bool {
+	for _, cuts := range []string{"", ";", "?#", ";?#"} {
+		p := piece
+		if i := strings.IndexAny(p, cuts); cuts != "" && i >= 0 {
+			p = p[:i]
+		}
+		p = strings.Map(func(r rune) rune {
+			if strings.ContainsRune(blanks, r) {
+				return -1
+			}
+			return r
+		}, p)
+		if p != "" && strings.Trim(p, ".") == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // unescapeLenient decodes every valid %XX in s and keeps the rest as is.
@@ -253,7 +361,7 @@ func underAny(path string, prefixes []string) bool {
 	return false
 }
 
-// underAnyFold is underAny comparing case-insensitively, for loose paths
+// underAnyFold is underAny comparing case-insensitively, for readings
 // (lower case); "" (escapes nested too deep) is under every prefix.
 func underAnyFold(path string, prefixes []string) bool {
 	if path == "" {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/leakytokens/leaky/authz/keyauth"
 	"github.com/leakytokens/leaky/authz/keyring"
+	"github.com/leakytokens/leaky/authz/oauth"
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/policy"
@@ -157,7 +158,10 @@ func (s *Server) decide(ctx context.Context, r *authv3.AttributeContext_HttpRequ
 	if !ok {
 		return "none", nil, &denial{typev3.StatusCode_BadRequest, "invalid_request", "malformed request path"}
 	}
-	rt := judge(r.GetPath(), s.opt.PublicPaths, s.opt.AdminPaths)
+	rt, ok := judge(r.GetPath(), s.opt.PublicPaths, s.opt.AdminPaths)
+	if !ok {
+		return "none", nil, &denial{typev3.StatusCode_BadRequest, "invalid_request", "ambiguous request path: a segment spelled as a dot-segment"}
+	}
 	if rt.public {
 		if !rt.self {
 			*creds = append(*creds, credentialHeaders(h)...)
@@ -199,7 +203,7 @@ func (s *Server) decide(ctx context.Context, r *authv3.AttributeContext_HttpRequ
 // refused rather than guessing which one counts, and the credential header
 // is added to creds: neither our API keys nor our JWTs reach the upstream.
 // Under selfPaths the credentials stay, and Authorization wins, as in the
-// HTTP API.
+// HTTP API. A client's JWT must name its owner, the account charged.
 func (s *Server) authenticate(ctx context.Context, h map[string]string, self bool, creds *[]string) (store.Principal, string, error) {
 	raw, isKey := "", false
 	k, hasKey := h[contract.HeaderAPIKey]
@@ -244,6 +248,11 @@ func (s *Server) authenticate(ctx context.Context, h map[string]string, self boo
 	c, err := s.tokens.Verify(raw)
 	if err != nil {
 		return store.Principal{}, "jwt", unauthenticated("invalid or expired token")
+	}
+	if c.ClientID != "" && c.ClientID != oauth.FirstPartyClientID && c.Owner == "" {
+		// Issued before client tokens named their owner: charging it to
+		// the client's own account would give each client a fresh budget.
+		return store.Principal{}, "jwt", unauthenticated("client token without an owner, request a new one")
 	}
 	return c.Principal(), "jwt", nil
 }
