@@ -159,10 +159,16 @@ type route struct {
 // admin prefixes. ok is false when a segment hides a dot-segment
 // (hidesDotSegment): no judgement of such a path holds for every upstream.
 func judge(raw string, public, admin []string) (rt route, ok bool) {
-	if hidesDotSegment(raw) {
-		return route{}, false
+	if plain := cutQuery(raw); strings.HasPrefix(plain, "/") && !strings.Contains(plain, "//") && !strings.ContainsAny(plain, ambiguous) {
+		// Nothing any reading would change: the path is its only reading
+		// (the common case, spared the readings' allocations).
+		rt.admin = underAnyFold(strings.ToLower(plain), admin)
+	} else {
+		if hidesDotSegment(raw) {
+			return route{}, false
+		}
+		rt.admin = slices.ContainsFunc(readings(raw), func(r string) bool { return underAnyFold(r, admin) })
 	}
-	rt.admin = slices.ContainsFunc(readings(raw), func(r string) bool { return underAnyFold(r, admin) })
 	if p, ok := canonical(raw); ok {
 		rt.public = !rt.admin && underAny(p, public)
 		rt.self = underAny(p, selfPaths)
@@ -178,6 +184,11 @@ const maxEscapeLayers = 4
 
 // blanks are the characters some servers drop from the end of a segment.
 const blanks = " \t\r\n\v\f\x00"
+
+// ambiguous are the characters of a path (before its query) that make one
+// reading differ from another: escapes, separators some servers read as
+// '/', segment parameters, dots, and blanks.
+const ambiguous = "%\\;." + blanks
 
 // cutQuery drops what follows the first '?' or '#'.
 func cutQuery(p string) string {

@@ -142,3 +142,20 @@ func TestForgedUnderscoreSpellings(t *testing.T) {
 		t.Errorf("forged (-want +got):\n%s", d)
 	}
 }
+
+// judge's fast path (a path no reading changes) must agree with the
+// readings it skips.
+func TestJudgeFastPathAgreesWithReadings(t *testing.T) {
+	admin := []string{"/api/v1/admin/"}
+	for _, p := range []string{
+		"/api/v1/admin", "/api/v1/admin/", "/API/V1/Admin/users", "/api/v1/administrators",
+		"/api/v1/adminx/y", "/openai/v1/chat/completions", "/", "/api/v1/admin?x=1", "/api/v2/admin",
+		"/Api/V1/ADMIN#frag", "/api/v1/auth/login",
+	} {
+		rt, ok := judge(p, nil, admin)
+		slow := slices.ContainsFunc(readings(p), func(r string) bool { return underAnyFold(r, admin) })
+		if !ok || rt.admin != slow {
+			t.Errorf("judge(%q).admin = %v (ok %v), the readings say %v", p, rt.admin, ok, slow)
+		}
+	}
+}
