@@ -123,9 +123,31 @@ func runLoadgen(ctx context.Context, e env, args []string) error {
 		w.Duration, w.Count = f.warmup, 0
 		loadgen.Run(ctx, w, f.do(t))
 	}
-	t, err := f.newTarget(conn)
+	rep, err := f.measure(ctx, e, conn, logins)
 	if err != nil {
 		return err
+	}
+	if err := rep.WriteText(e.stdout); err != nil {
+		return err
+	}
+	if f.json {
+		b, err := rep.JSON()
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(e.stdout, "%s\n", b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// measure runs the measured run on a new target, reading the server's and
+// its own CPU, and the answers of the login load (nil: none) during it.
+func (f *loadgenFlags) measure(ctx context.Context, e env, conn *grpc.ClientConn, logins *loadgen.LoginRun) (loadgen.Report, error) {
+	t, err := f.newTarget(conn)
+	if err != nil {
+		return loadgen.Report{}, err
 	}
 	server, client := loadgen.CPUMeter{PID: f.serverPID}, loadgen.CPUMeter{PID: os.Getpid()}
 	server.Start()
@@ -141,30 +163,18 @@ func runLoadgen(ctx context.Context, e env, args []string) error {
 	}
 	serverCPU, err := server.Stop()
 	if err != nil {
-		return fmt.Errorf("loadgen: server cpu: %w", err)
+		return loadgen.Report{}, fmt.Errorf("loadgen: server cpu: %w", err)
 	}
 	clientCPU, err := client.Stop()
 	if err != nil {
-		return fmt.Errorf("loadgen: own cpu: %w", err)
+		return loadgen.Report{}, fmt.Errorf("loadgen: own cpu: %w", err)
 	}
 	if ctx.Err() != nil {
 		fmt.Fprintln(e.stderr, "loadgen: interrupted; the report covers the requests completed so far")
 	}
 
 	rep.ServerCPU, rep.ClientCPU = serverCPU, clientCPU
-	if err := rep.WriteText(e.stdout); err != nil {
-		return err
-	}
-	if f.json {
-		b, err := rep.JSON()
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintf(e.stdout, "%s\n", b); err != nil {
-			return err
-		}
-	}
-	return nil
+	return rep, nil
 }
 
 func (f *loadgenFlags) validate() error {

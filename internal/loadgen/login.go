@@ -22,7 +22,7 @@ type LoginLoad struct {
 	// accepts up to 256 bytes).
 	PasswordBytes int
 	Workers       int          // concurrent clients, each sending back to back
-	Client        *http.Client // nil: http.DefaultClient
+	Client        *http.Client // nil: one keeping a connection per worker
 }
 
 // LoginRun is a running LoginLoad.
@@ -42,7 +42,12 @@ func (l LoginLoad) Start(ctx context.Context) *LoginRun {
 	r := &LoginRun{cancel: cancel, answers: make(map[string]int64)}
 	client := l.Client
 	if client == nil {
-		client = http.DefaultClient
+		// Keep-alive for every worker (the default keeps two idle
+		// connections per host), so that logins, not TCP handshakes, load
+		// the service.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = max(1, l.Workers)
+		client = &http.Client{Transport: tr}
 	}
 	body, _ := json.Marshal(map[string]string{"username": l.Username, "password": strings.Repeat("x", l.PasswordBytes)})
 	url := strings.TrimRight(l.Base, "/") + "/api/v1/auth/login"
