@@ -303,8 +303,8 @@ done
 for c in calone clogins cloginsall; do
 	case $c in
 	calone) l="alone" ;;
-	clogins) l="beside $logins logins" ;;
-	*) l="beside $logins logins, $all_hashers hashers" ;;
+	clogins) l="+ $logins logins" ;;
+	*) l="+ $logins logins, $all_hashers hashers" ;;
 	esac
 	row "Check $login_rate/s $l p50" "${R[$c.open.p50_ms]}" "ms" info - "${R[$c.open.errors]}"
 	row "Check $login_rate/s $l p99" "${R[$c.open.p99_ms]}" "ms" le 200 "${R[$c.open.errors]}"
