@@ -22,8 +22,6 @@ import (
 // memory an attacker can make the service allocate (memoryKiB each). At
 // most cap(queue) callers wait for a slot; one more is refused at once with
 // errHasherBusy rather than queued behind work it would wait seconds for.
-// On Linux a hash runs on a thread at a lower priority (lowPriority), so
-// that Check's threads come first when the cores are contended.
 type passwordHasher struct {
 	memoryKiB uint32
 	time      uint32
@@ -57,7 +55,7 @@ func (h passwordHasher) idKey(ctx context.Context, password, salt []byte, t, mem
 	if kdf == nil {
 		kdf = argon2.IDKey
 	}
-	if h.slots == nil { // a zero passwordHasher: tests of the encoding
+	if h.slots == nil {
 		return kdf(password, salt, t, mem, p, n), nil
 	}
 	select {
@@ -77,7 +75,7 @@ func (h passwordHasher) idKey(ctx context.Context, password, salt []byte, t, mem
 		}
 	}
 	defer func() { <-h.slots }()
-	return lowPriority(func() []byte { return kdf(password, salt, t, mem, p, n) }), nil
+	return kdf(password, salt, t, mem, p, n), nil
 }
 
 const (
