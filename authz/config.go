@@ -64,6 +64,13 @@ type Config struct {
 	DefaultMaxTokens int64 // completion tokens assumed when a body names no limit
 	Argon2MemoryKiB  int   // argon2id memory cost of new password hashes
 	Argon2Time       int   // argon2id passes
+	// PasswordHashers is how many password hashes (registration, login)
+	// run at once; 0 means one fewer than GOMAXPROCS (at least 1), so
+	// that a flood of logins leaves Check a core.
+	PasswordHashers int
+	// PasswordHashQueue is how many logins and registrations may wait for
+	// a hasher; one more is answered 503 at once.
+	PasswordHashQueue int
 }
 
 // DefaultConfig returns the configuration with every default: the one place
@@ -83,6 +90,7 @@ func DefaultConfig() Config {
 		AdminEmail:       "admin@localhost",
 		DefaultMaxTokens: 1024,
 		Argon2MemoryKiB:  19 * 1024, Argon2Time: 2,
+		PasswordHashQueue: 32,
 	}
 }
 
@@ -115,6 +123,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.DefaultMaxTokens, "default-max-tokens", d.DefaultMaxTokens, "completion tokens assumed when a request names no limit")
 	fs.IntVar(&c.Argon2MemoryKiB, "argon2-memory-kib", d.Argon2MemoryKiB, "argon2id memory cost (KiB)")
 	fs.IntVar(&c.Argon2Time, "argon2-time", d.Argon2Time, "argon2id passes")
+	fs.IntVar(&c.PasswordHashers, "password-hashers", d.PasswordHashers, "password hashes run at once (0: GOMAXPROCS-1, at least 1)")
+	fs.IntVar(&c.PasswordHashQueue, "password-hash-queue", d.PasswordHashQueue, "logins and registrations waiting for a hasher before more are refused 503")
 	c.Config = d.Config
 	c.Config.RegisterFlags(fs)
 }
@@ -160,6 +170,8 @@ func (c *Config) Validate() error {
 	check(c.StoreFailure == "deny" || c.StoreFailure == "error", "store-failure %q: deny or error", c.StoreFailure)
 	check(c.DefaultMaxTokens >= 0, "default-max-tokens: must not be negative")
 	check(c.Argon2MemoryKiB >= 8 && c.Argon2Time >= 1, "argon2: memory at least 8 KiB and time at least 1")
+	check(c.PasswordHashers >= 0, "password-hashers: must not be negative")
+	check(c.PasswordHashQueue >= 0, "password-hash-queue: must not be negative")
 	errs = append(errs, c.Config.Validate())
 	for _, p := range append(append([]string{}, c.PublicPaths...), c.AdminPaths...) {
 		check(strings.HasPrefix(p, "/"), "path prefix %q: must start with /", p)

@@ -36,11 +36,13 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.StoreFailure = "maybe"         // unknown
 	c.AdminPaths = []string{"admin"} // not a path
 	c.PublicURL = "auth.example.com" // not absolute
+	c.PasswordHashers = -1
+	c.PasswordHashQueue = -1
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("Validate() = nil, want errors")
 	}
-	for _, want := range []string{"signing-secret", "check-timeout", "store-failure", `"admin"`, "public-url"} {
+	for _, want := range []string{"signing-secret", "check-timeout", "store-failure", `"admin"`, "public-url", "password-hashers", "password-hash-queue"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %q, want it to mention %s", err, want)
 		}

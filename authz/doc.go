@@ -39,7 +39,10 @@
 // unknown paths (404) and wrong methods (405, with Allow) included; the OAuth2
 // endpoints answer in RFC 6749 form ({"error", "error_description"}). REST
 // and OAuth2 handlers run under a 5 s deadline; login and registration answer
-// 503 when no argon2 slot frees up before it.
+// 503 when no argon2 slot frees up before it, or at once when
+// Config.PasswordHashQueue callers already wait. Config.PasswordHashers
+// (default GOMAXPROCS-1, at least 1) bounds the hashes running at once, so a
+// login flood leaves Check a core.
 //
 // Role, API key and organisation management decide on the caller's current
 // roles, read from the store at each request, not on the token's (which may

@@ -112,8 +112,12 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 	if h.checkTimeout > 0 {
 		cfg.CheckTimeout = h.checkTimeout
 	}
+	hashers := cfg.PasswordHashers
+	if hashers == 0 {
+		hashers = defaultHashers(runtime.GOMAXPROCS(0))
+	}
 	s := &Service{cfg: cfg, logger: logger, store: st, reg: prometheus.NewRegistry(),
-		hasher: newPasswordHasher(uint32(cfg.Argon2MemoryKiB), uint32(cfg.Argon2Time), 2*runtime.GOMAXPROCS(0))}
+		hasher: newPasswordHasher(uint32(cfg.Argon2MemoryKiB), uint32(cfg.Argon2Time), hashers, cfg.PasswordHashQueue)}
 	var err error
 	// Logins for unknown users verify against this, costing what a real
 	// verification costs.

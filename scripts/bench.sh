@@ -15,12 +15,18 @@
 #     `leaky loadgen -authz-http` registers a throwaway user over the REST API and sends ext_authz
 #     Check with its JWT, then with its API key (cached after the first Check): the closed and the
 #     open loop as above. The credentials stay inside the load generator, never printed;
-#  7. prints the figures beside the targets, each marked met or not met.
+#  7. measures Check beside password hashing: an open loop of JWT Checks at BENCH_LOGIN_RATE
+#     (1000/s) alone, then beside BENCH_LOGINS (16) clients sending wrong-password logins with
+#     256-byte passwords back to back (`leaky loadgen -login-load`), then the same against an
+#     authz whose hashing pool is every core twice over (-password-hashers 2×cores, the pool before
+#     issue 7), so the bounded pool's effect reads off one table;
+#  8. prints the figures beside the targets, each marked met or not met.
 #
 # A missed target is reported, not fatal; the script fails only when something breaks (a build,
 # a benchmark, a server that does not start, a load generator that cannot run). Everything it
 # starts is stopped on exit, by PID. Knobs: BENCH_DURATION (default 10s), BENCH_CONCURRENCY (64),
-# BENCH_RATE (8000), BENCH_KEYS (10000), BENCH_GO=0 skips the Go benchmarks.
+# BENCH_RATE (8000), BENCH_KEYS (10000), BENCH_LOGIN_RATE (1000), BENCH_LOGINS (16), BENCH_GO=0
+# skips the Go benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +34,8 @@ duration=${BENCH_DURATION:-10s}
 concurrency=${BENCH_CONCURRENCY:-64}
 rate=${BENCH_RATE:-8000}
 keys=${BENCH_KEYS:-10000}
+login_rate=${BENCH_LOGIN_RATE:-1000}
+logins=${BENCH_LOGINS:-16}
 
 bash scripts/deps.sh
 
@@ -119,7 +127,7 @@ loops() {
 		grep -v '^{' <<<"$out"
 		json=$(grep '^{' <<<"$out")
 		for f in rate p50_ms p99_ms p999_ms max_ms server_cpu_us client_cpu_us ok_pct errors count dropped late \
-			lag_p99_ms duration_s; do
+			lag_p99_ms duration_s login_rate login_503; do
 			R[$setup.$mode.$f]=$(jget "$json" "$f")
 		done
 		local n=${R[$setup.$mode.count]:-0} redis_ticks=0
@@ -209,6 +217,28 @@ for cred in jwt apikey; do
 	loops "$cred" "$authz_pid" "$authz_grpc" closed open -- "${check_args[@]}" \
 		-authz-http "http://127.0.0.1:$authz_http" -credential "$cred" -label "$cred"
 done
+
+# Check beside password hashing: JWT Checks at $login_rate/s alone, then beside $logins clients
+# sending wrong-password logins (each an argon2id verification at the default cost).
+login_check_args=("${check_args[@]}" -authz-http "http://127.0.0.1:$authz_http" -credential jwt -rate "$login_rate")
+say "authz Check open $login_rate/s alone, then beside $logins wrong-password logins"
+loops calone "$authz_pid" "$authz_grpc" open -- "${login_check_args[@]}" -label "jwt alone"
+loops clogins "$authz_pid" "$authz_grpc" open -- "${login_check_args[@]}" -login-load "$logins" -label "jwt beside logins"
+stop "$authz_pid"
+
+# The same beside logins against a hashing pool of every core twice over (the pool before issue 7).
+all_hashers=$((2 * $(nproc)))
+authz_grpc=$(free_port)
+authz_http=$(free_port)
+say "authz -password-hashers $all_hashers: 127.0.0.1:$authz_grpc, REST 127.0.0.1:$authz_http"
+env -u DATABASE_URL -u LEAKY_DATABASE_URL bin/leaky authz -grpc-addr "127.0.0.1:$authz_grpc" \
+	-http-addr "127.0.0.1:$authz_http" -admin-username '' -password-hashers "$all_hashers" >"$work/authz-all.log" 2>&1 &
+authz_pid=$!
+pids+=("$authz_pid")
+await_ready "leaky authz -password-hashers $all_hashers" "$authz_pid" "$authz_http" "$work/authz-all.log"
+login_check_args=("${check_args[@]}" -authz-http "http://127.0.0.1:$authz_http" -credential jwt -rate "$login_rate")
+loops cloginsall "$authz_pid" "$authz_grpc" open -- "${login_check_args[@]}" -login-load "$logins" \
+	-label "jwt beside logins, $all_hashers hashers"
 stop "$authz_pid"
 
 # num value [decimals]: value rounded for the table: whole from 100 up, else decimals (1) places.
@@ -270,6 +300,17 @@ for c in jwt apikey; do
 	row "authz $c open $rate/s p99" "${R[$c.open.p99_ms]}" "ms" le 5 "${R[$c.open.errors]}"
 	row "authz $c open $rate/s max" "${R[$c.open.max_ms]}" "ms" info - "${R[$c.open.errors]}"
 done
+for c in calone clogins cloginsall; do
+	case $c in
+	calone) l="alone" ;;
+	clogins) l="+ $logins logins" ;;
+	*) l="+ $logins logins, $all_hashers hashers" ;;
+	esac
+	row "Check $login_rate/s $l p50" "${R[$c.open.p50_ms]}" "ms" info - "${R[$c.open.errors]}"
+	row "Check $login_rate/s $l p99" "${R[$c.open.p99_ms]}" "ms" le 200 "${R[$c.open.errors]}"
+	[ "$c" = calone ] || row "  logins answered beside it (503 $(num "${R[$c.open.login_503]:-0}" 0))" \
+		"${R[$c.open.login_rate]}" "/s" info - "${R[$c.open.errors]}"
+done
 printf '\n  The ratelimit closed loop'"'"'s p99 is queueing at concurrency 64; DESIGN §8 sets no target for it.\n'
 printf '  For authz Check DESIGN §8 sets p99 ≤ 5 ms at concurrency 64: the closed loop (64 workers) and\n'
 printf '  the open loop (at most 64 outstanding) are both read against it.\n'
@@ -308,3 +349,11 @@ printf '  JWT %s ms, API key %s ms. Load generator CPU: JWT %s µs, API key %s �
 printf '  Other processes'"'"' share during the authz runs: Check floor %s%%, JWT %s%%/%s%%, API key %s%%/%s%%.\n' \
 	"${R[checkfloor.closed.other_pct]}" "${R[jwt.closed.other_pct]}" "${R[jwt.open.other_pct]}" \
 	"${R[apikey.closed.other_pct]}" "${R[apikey.open.other_pct]}"
+printf '  Check beside logins: the p99 target is Envoy'"'"'s ext_authz timeout (200 ms). Server CPU per check\n'
+printf '  (logins included): alone %s µs, beside logins %s µs, with %s hashers %s µs; dropped/late %s/%s,\n' \
+	"$(num "${R[calone.open.server_cpu_us]}")" "$(num "${R[clogins.open.server_cpu_us]}")" "$all_hashers" \
+	"$(num "${R[cloginsall.open.server_cpu_us]}")" "${R[clogins.open.dropped]:-0}" "${R[clogins.open.late]:-0}"
+printf '  %s/%s; sender lag p99 %s, %s, %s ms; other processes %s%%, %s%%, %s%%.\n' \
+	"${R[cloginsall.open.dropped]:-0}" "${R[cloginsall.open.late]:-0}" \
+	"$(num "${R[calone.open.lag_p99_ms]}" 2)" "$(num "${R[clogins.open.lag_p99_ms]}" 2)" "$(num "${R[cloginsall.open.lag_p99_ms]}" 2)" \
+	"${R[calone.open.other_pct]}" "${R[clogins.open.other_pct]}" "${R[cloginsall.open.other_pct]}"

@@ -36,6 +36,9 @@ type loadgenFlags struct {
 	authz               loadgen.AuthzOptions
 	authzHTTP           string // base URL of the authz REST API; empty: use -token or -api-key
 	credential          loadgen.Credential
+	// login is the wrong-password login load beside the Check run
+	// (-login-load workers); its Base and Username come from the enrolment.
+	login loadgen.LoginLoad
 }
 
 func (f *loadgenFlags) register(e env) *flag.FlagSet {
@@ -71,6 +74,8 @@ func (f *loadgenFlags) register(e env) *flag.FlagSet {
 	fs.StringVar(&f.authzHTTP, "authz-http", "", "authz: base `URL` of the authz REST API (e.g. http://127.0.0.1:8081); before the run, register a throwaway user there and create an API key, then send the -credential (instead of -token or -api-key)")
 	f.credential = loadgen.JWT
 	fs.StringVar((*string)(&f.credential), "credential", string(loadgen.JWT), "authz: with -authz-http, the throwaway user's credential Check carries: jwt (its access token) or apikey (its API key)")
+	fs.IntVar(&f.login.Workers, "login-load", 0, "authz: with -authz-http, this many clients send wrong-password logins for the throwaway user back to back during the warm-up and the measured run (0: none), to measure Check while password hashing runs")
+	fs.IntVar(&f.login.PasswordBytes, "login-password-bytes", 256, "authz: length of the -login-load passwords (the service accepts up to 256)")
 	fs.StringVar(&f.authz.Path, "path", a.Path, "authz: request path (its first segment names the provider)")
 	fs.StringVar(&f.authz.Body, "body", a.Body, "authz: request body Envoy forwards")
 	return fs
@@ -104,6 +109,11 @@ func runLoadgen(ctx context.Context, e env, args []string) error {
 			return err
 		}
 	}
+	var logins *loadgen.LoginRun
+	if f.login.Workers > 0 {
+		logins = f.login.Start(ctx)
+		defer logins.Stop()
+	}
 	if f.warmup > 0 {
 		t, err := f.newTarget(conn)
 		if err != nil {
@@ -113,27 +123,10 @@ func runLoadgen(ctx context.Context, e env, args []string) error {
 		w.Duration, w.Count = f.warmup, 0
 		loadgen.Run(ctx, w, f.do(t))
 	}
-	t, err := f.newTarget(conn)
+	rep, err := f.measure(ctx, e, conn, logins)
 	if err != nil {
 		return err
 	}
-	server, client := loadgen.CPUMeter{PID: f.serverPID}, loadgen.CPUMeter{PID: os.Getpid()}
-	server.Start()
-	client.Start()
-	res := loadgen.Run(ctx, f.run, f.do(t))
-	serverCPU, err := server.Stop()
-	if err != nil {
-		return fmt.Errorf("loadgen: server cpu: %w", err)
-	}
-	clientCPU, err := client.Stop()
-	if err != nil {
-		return fmt.Errorf("loadgen: own cpu: %w", err)
-	}
-	if ctx.Err() != nil {
-		fmt.Fprintln(e.stderr, "loadgen: interrupted; the report covers the requests completed so far")
-	}
-
-	rep := loadgen.Report{Target: f.target, Label: f.label, Result: res, Answers: t.Answers(), ServerCPU: serverCPU, ClientCPU: clientCPU}
 	if err := rep.WriteText(e.stdout); err != nil {
 		return err
 	}
@@ -149,6 +142,41 @@ func runLoadgen(ctx context.Context, e env, args []string) error {
 	return nil
 }
 
+// measure runs the measured run on a new target, reading the server's and
+// its own CPU, and the answers of the login load (nil: none) during it.
+func (f *loadgenFlags) measure(ctx context.Context, e env, conn *grpc.ClientConn, logins *loadgen.LoginRun) (loadgen.Report, error) {
+	t, err := f.newTarget(conn)
+	if err != nil {
+		return loadgen.Report{}, err
+	}
+	server, client := loadgen.CPUMeter{PID: f.serverPID}, loadgen.CPUMeter{PID: os.Getpid()}
+	server.Start()
+	client.Start()
+	var loginsBefore map[string]int64
+	if logins != nil {
+		loginsBefore = logins.Answers()
+	}
+	res := loadgen.Run(ctx, f.run, f.do(t))
+	rep := loadgen.Report{Target: f.target, Label: f.label, Result: res, Answers: t.Answers()}
+	if logins != nil {
+		rep.LoginWorkers, rep.Logins = f.login.Workers, loadgen.Diff(logins.Answers(), loginsBefore)
+	}
+	serverCPU, err := server.Stop()
+	if err != nil {
+		return loadgen.Report{}, fmt.Errorf("loadgen: server cpu: %w", err)
+	}
+	clientCPU, err := client.Stop()
+	if err != nil {
+		return loadgen.Report{}, fmt.Errorf("loadgen: own cpu: %w", err)
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(e.stderr, "loadgen: interrupted; the report covers the requests completed so far")
+	}
+
+	rep.ServerCPU, rep.ClientCPU = serverCPU, clientCPU
+	return rep, nil
+}
+
 func (f *loadgenFlags) validate() error {
 	errs := []error{f.run.Validate()}
 	switch f.target {
@@ -161,6 +189,15 @@ func (f *loadgenFlags) validate() error {
 	}
 	if f.authzHTTP != "" && f.target != "authz" {
 		errs = append(errs, errors.New("authz-http: only with -target authz"))
+	}
+	if f.login.Workers < 0 {
+		errs = append(errs, errors.New("login-load: must not be negative"))
+	}
+	if f.login.Workers > 0 && (f.authzHTTP == "" || f.target != "authz") {
+		errs = append(errs, errors.New("login-load: only with -target authz and -authz-http"))
+	}
+	if f.login.PasswordBytes < 1 {
+		errs = append(errs, errors.New("login-password-bytes: must be positive"))
 	}
 	if f.warmup < 0 || f.timeout < 0 {
 		errs = append(errs, errors.New("warmup, timeout: must not be negative"))
@@ -206,6 +243,7 @@ func (f *loadgenFlags) enrol(ctx context.Context, e env) error {
 	if f.authz, err = en.Use(f.authz, f.credential); err != nil {
 		return fmt.Errorf("loadgen: %w", err)
 	}
+	f.login.Base, f.login.Username = f.authzHTTP, en.Username
 	e.logger.Info("throwaway user registered", "command", "loadgen", "authz_http", f.authzHTTP, serve.KeyUsername, en.Username,
 		serve.KeyUserID, en.UserID, "credential", string(f.credential))
 	return nil

@@ -22,6 +22,28 @@ type Report struct {
 	// ServerCPU is the CPU the server used during the run; 0 when not
 	// measured. ClientCPU is the load generator's own.
 	ServerCPU, ClientCPU time.Duration
+	// LoginWorkers is the number of wrong-password login clients that ran
+	// beside the measured run (LoginLoad), 0 for none; Logins counts their
+	// answers during it by HTTP status ("401", "503") or "error".
+	LoginWorkers int
+	Logins       map[string]int64
+}
+
+// loginCount is the number of logins answered during the run.
+func (r Report) loginCount() int64 {
+	var n int64
+	for _, v := range r.Logins {
+		n += v
+	}
+	return n
+}
+
+// loginRate is loginCount per second of the run.
+func (r Report) loginRate() float64 {
+	if r.Result.Duration <= 0 {
+		return 0
+	}
+	return float64(r.loginCount()) / r.Result.Duration.Seconds()
 }
 
 // noun names one request of the target.
@@ -98,6 +120,10 @@ func (r Report) WriteText(w io.Writer) error {
 		b.WriteString("server not measured (-server-pid), ")
 	}
 	fmt.Fprintf(&b, "loadgen %.1f µs/%s (%.2fs)\n", r.perRequest(r.ClientCPU), r.noun(), r.ClientCPU.Seconds())
+	if r.LoginWorkers > 0 {
+		fmt.Fprintf(&b, "  logins    %d wrong-password clients beside the run: %d answered (%.1f/s):%s\n",
+			r.LoginWorkers, r.loginCount(), r.loginRate(), byName(r.Logins, nil))
+	}
 	if res.Options.Mode == Open {
 		fmt.Fprintf(&b, "  schedule  %d intended at %.0f/s, %d late, %d dropped; send lag p50 %s p99 %s max %s\n",
 			res.Intended, res.Options.Rate, res.Late, res.Dropped, ms(res.Lag.P50), ms(res.Lag.P99), ms(res.Lag.Max))
@@ -164,6 +190,10 @@ type jsonReport struct {
 	Dropped      int64            `json:"dropped,omitempty"`
 	LagP99MS     float64          `json:"lag_p99_ms,omitempty"`
 	LagMaxMS     float64          `json:"lag_max_ms,omitempty"`
+	LoginWorkers int              `json:"login_workers,omitempty"`
+	LoginCount   int64            `json:"logins,omitempty"`
+	LoginRate    float64          `json:"login_rate,omitempty"`
+	LoginBusy    int64            `json:"login_503,omitempty"` // logins refused for a full hashing queue
 }
 
 // JSON returns the report as one line of JSON (no newline).
@@ -188,6 +218,9 @@ func (r Report) JSON() ([]byte, error) {
 	if res.Options.Mode == Open {
 		j.TargetRate, j.Intended, j.Late, j.Dropped = res.Options.Rate, res.Intended, res.Late, res.Dropped
 		j.LagP99MS, j.LagMaxMS = toMS(res.Lag.P99), toMS(res.Lag.Max)
+	}
+	if r.LoginWorkers > 0 {
+		j.LoginWorkers, j.LoginCount, j.LoginRate, j.LoginBusy = r.LoginWorkers, r.loginCount(), r.loginRate(), r.Logins["503"]
 	}
 	b, err := json.Marshal(j)
 	if err != nil {
