@@ -81,7 +81,8 @@ func (h passwordHasher) idKey(ctx context.Context, password, salt []byte, t, mem
 const (
 	saltLen = 16
 	hashLen = 32
-	// maxPasswordLen bounds, in bytes, what a login hands to argon2. Its cost
+	// maxPasswordLen bounds, in characters (at most 1 KiB of UTF-8), what a
+	// login or registration hands to argon2. Its cost
 	// hardly depends on the length (the password is hashed once into
 	// argon2's seed); the pool above bounds the work.
 	maxPasswordLen = 256
