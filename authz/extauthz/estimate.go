@@ -110,22 +110,24 @@ func anywhere(a api, name []byte) role {
 }
 
 // estimate returns the tokens a request to path will cost, from its body
-// read as the provider's JSON parser reads it (escapes decoded):
+// read as the provider's JSON parser reads it (escapes decoded, a UTF-8
+// byte order mark skipped):
 //
 //   - the prompt: every member name and string anywhere in the body, in
-//     UTF-8 bytes ÷ 4 rounded up, plus one token per number (token-id
-//     arrays), so text in tools, tool calls, instructions or any field
-//     a provider may read is costed;
+//     UTF-8 bytes ÷ 4 rounded up, plus a number's characters ÷ 3 rounded
+//     up (token-id arrays, long integers), plus one token a byte of a
+//     value nested deeper than maxJSONDepth, so text in tools, tool calls,
+//     instructions or any field a provider may read is costed;
 //   - plus the completion limit read where the path's API reads it (apiOf)
-//     times its number of choices (n, best_of, candidateCount). A limit
-//     met twice counts at its larger value; a null or unreadable one, or
-//     none, means defaultMax. An unknown API takes the largest
-//     limit-named member anywhere, and never less than defaultMax;
-//     embeddings have no completion.
+//     times its number of choices (n, best_of, candidateCount) and, on the
+//     legacy completions, its batch of prompts. A limit met twice counts
+//     at its larger value; a null or unreadable one, or none, means
+//     defaultMax. An unknown API (a batch, perhaps) adds up every
+//     limit-named member anywhere, never less than defaultMax, times the
+//     largest multiplier anywhere; embeddings have no completion.
 //
 // On the seed's token API a body's own "tokens" count is the estimate.
-// A body that is not JSON is costed by its size: ceil(bytes/4), or one
-// token a byte when nested deeper than maxJSONDepth, plus defaultMax. ok
+// A body that is not JSON is read again leniently (bodyScan.rescan). ok
 // is false for an empty body. provider is the body's top-level "provider".
 //
 // It scans the body once without building it in memory: Check runs it on

@@ -113,8 +113,7 @@ func (s *bodyScan) value(r role) error {
 		s.stringValue(r, dec)
 		return nil
 	case c == '-' || (c >= '0' && c <= '9'):
-		s.number(r)
-		return nil
+		return s.number(r)
 	}
 	if s.literal(r) {
 		return nil
@@ -122,15 +121,55 @@ func (s *bodyScan) value(r role) error {
 	return errBadJSON
 }
 
-// number reads the number at s.i, met in role r. Long numbers (an enum of
-// 4000-digit integers) tokenise by about three digits a token.
-func (s *bodyScan) number(r role) {
+// number reads the number at s.i, met in role r: errBadJSON when it is
+// not written as JSON writes numbers, unless lenient. Long numbers (an enum
+// of 4000-digit integers) tokenise by about three digits a token.
+func (s *bodyScan) number(r role) error {
 	start := s.i
 	for s.i < len(s.b) && isNumberByte(s.b[s.i]) {
 		s.i++
 	}
 	s.numTokens += ceilDiv(int64(s.i-start), 3)
+	if !s.lenient && !jsonNumber(s.b[start:s.i]) {
+		return errBadJSON
+	}
 	s.count(r, s.b[start:s.i])
+	return nil
+}
+
+// jsonNumber reports whether b is a number as JSON writes it:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func jsonNumber(b []byte) bool {
+	digits := func() int {
+		n := 0
+		for n < len(b) && b[n] >= '0' && b[n] <= '9' {
+			n++
+		}
+		b = b[n:]
+		return n
+	}
+	if len(b) > 0 && b[0] == '-' {
+		b = b[1:]
+	}
+	if len(b) > 0 && b[0] == '0' {
+		b = b[1:]
+	} else if digits() == 0 {
+		return false
+	}
+	if len(b) > 0 && b[0] == '.' {
+		if b = b[1:]; digits() == 0 {
+			return false
+		}
+	}
+	if len(b) > 0 && (b[0] == 'e' || b[0] == 'E') {
+		if b = b[1:]; len(b) > 0 && (b[0] == '+' || b[0] == '-') {
+			b = b[1:]
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return len(b) == 0
 }
 
 func isNumberByte(c byte) bool {

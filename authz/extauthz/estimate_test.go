@@ -71,6 +71,7 @@ func TestEstimate(t *testing.T) {
 		{"nested provider not taken", chatPath, `{"meta":{"provider":"openai"}}`, 5 + 1000, "", true},
 		{"not json", chatPath, strings.Repeat("x", 40), 10 + 1000, "", true},
 		{"trailing garbage", chatPath, `{"tokens":5} x`, 4 + 1000, "", true},
+		{"leading zero: not JSON, by size", chatPath, `{"max_tokens":01}`, 5 + 1000, "", true},
 		{"invalid escape", chatPath, `{"a":"\q"}`, 3 + 1000, "", true},
 		{"control character", chatPath, "{\"a\":\"\x01\"}", 3 + 1000, "", true},
 		// Past 64 levels, one token a byte of the deeper value.

@@ -56,7 +56,9 @@ func (s *bodyScan) byToken(r role) error {
 			s.stringValue(next, dec)
 			next = roleOther
 		case c == '-' || (c >= '0' && c <= '9'):
-			s.number(next)
+			if err := s.number(next); err != nil {
+				return err
+			}
 			next = roleOther
 		default:
 			if !s.literal(next) {
