@@ -43,18 +43,10 @@ func (s *bodyScan) byToken(r role) error {
 			s.i++
 			next = roleOther
 		case c == '"':
-			size, dec, err := s.str()
-			s.strBytes += size
-			if err != nil {
+			var err error
+			if next, err = s.tokenString(next); err != nil {
 				return err
 			}
-			if s.skipSpace() < len(s.b) && s.b[s.i] == ':' {
-				s.i++
-				next = s.nameRole(dec)
-				continue
-			}
-			s.stringValue(next, dec)
-			next = roleOther
 		case c == '-' || (c >= '0' && c <= '9'):
 			if err := s.number(next); err != nil {
 				return err
@@ -74,6 +66,23 @@ func (s *bodyScan) byToken(r role) error {
 		return nil
 	}
 	return errBadJSON
+}
+
+// tokenString reads the string at s.i for byToken, met in role r, and
+// returns the role of the value after it: its own when it is a member name,
+// else roleOther.
+func (s *bodyScan) tokenString(r role) (role, error) {
+	size, dec, err := s.str()
+	s.strBytes += size
+	if err != nil {
+		return roleOther, err
+	}
+	if s.skipSpace() < len(s.b) && s.b[s.i] == ':' {
+		s.i++
+		return s.nameRole(dec), nil
+	}
+	s.stringValue(r, dec)
+	return roleOther, nil
 }
 
 // literal reads true, false or null at s.i, met in role r.
