@@ -1,7 +1,7 @@
 package extauthz
 
 import (
-	"errors"
+	"bytes"
 	"math"
 	"strconv"
 	"strings"
@@ -77,6 +77,8 @@ func (a api) member(parent role, name []byte) role {
 			return roleGenConfig
 		case a == apiSeed && n == "tokens":
 			return roleTokens
+		case a == apiCompletions && n == "prompt":
+			return rolePrompt
 		}
 	case roleGenConfig: // Gemini reads a proto field by its JSON or its proto name
 		switch string(name) {
@@ -87,49 +89,60 @@ func (a api) member(parent role, name []byte) role {
 		}
 	}
 	if a == apiOther || a == apiSeed {
-		switch string(name) {
-		case "max_tokens", "max_completion_tokens", "max_output_tokens", "maxOutputTokens", "max_new_tokens", "maxTokens":
-			return roleLimit
+		return anywhere(a, name)
+	}
+	return roleOther
+}
+
+// anywhere returns the role of a member called name wherever it is, on an
+// API whose shape is unknown: every limit-named member is a limit and
+// (but on the seed's API) every multiplier-named member a multiplier.
+func anywhere(a api, name []byte) role {
+	switch string(name) {
+	case "max_tokens", "max_completion_tokens", "max_output_tokens", "maxOutputTokens", "max_new_tokens", "maxTokens":
+		return roleLimit
+	case "n", "best_of", "candidateCount", "candidate_count", "num_return_sequences":
+		if a != apiSeed {
+			return roleChoices
 		}
 	}
 	return roleOther
 }
 
 // estimate returns the tokens a request to path will cost, from its body
-// read as the provider's JSON parser reads it (escapes decoded):
+// read as the provider's JSON parser reads it (escapes decoded, a UTF-8
+// byte order mark skipped):
 //
 //   - the prompt: every member name and string anywhere in the body, in
-//     UTF-8 bytes ÷ 4 rounded up, plus one token per number (token-id
-//     arrays), so text in tools, tool calls, instructions or any field
-//     a provider may read is costed;
+//     UTF-8 bytes ÷ 4 rounded up, plus a number's characters ÷ 3 rounded
+//     up (token-id arrays, long integers), plus one token a byte of a
+//     value nested deeper than maxJSONDepth, so text in tools, tool calls,
+//     instructions or any field a provider may read is costed;
 //   - plus the completion limit read where the path's API reads it (apiOf)
-//     times its number of choices (n, best_of, candidateCount). A limit
-//     met twice counts at its larger value; a null or unreadable one, or
-//     none, means defaultMax. An unknown API takes the largest
-//     limit-named member anywhere, and never less than defaultMax;
-//     embeddings have no completion.
+//     times its number of choices (n, best_of, candidateCount) and, on the
+//     legacy completions, its batch of prompts. A limit met twice counts
+//     at its larger value; a null or unreadable one, or none, means
+//     defaultMax. An unknown API (a batch, perhaps) adds up every
+//     limit-named member anywhere, never less than defaultMax, times the
+//     largest multiplier anywhere; embeddings have no completion.
 //
 // On the seed's token API a body's own "tokens" count is the estimate.
-// A body that is not JSON is costed by its size: ceil(bytes/4), or one
-// token a byte when nested deeper than maxJSONDepth, plus defaultMax. ok
+// A body that is not JSON is read again leniently (bodyScan.rescan). ok
 // is false for an empty body. provider is the body's top-level "provider".
 //
 // It scans the body once without building it in memory: Check runs it on
 // every request.
 func estimate(path string, body []byte, defaultMax int64) (tokens int64, provider string, ok bool) {
-	body = trimJSONSpace(body)
+	body = trimBody(body)
 	if len(body) == 0 {
 		return 0, "", false
 	}
 	defaultMax = min(max(defaultMax, 0), maxEstimate)
 	s := newBodyScan(body, apiOf(path))
-	switch err := s.scan(); {
-	case errors.Is(err, errTooDeep):
-		return clampEstimate(int64(len(body)) + defaultMax), "", true
-	case err != nil:
-		return clampEstimate(ceilDiv(int64(len(body)), 4) + defaultMax), "", true
+	if err := s.scan(); err != nil {
+		return s.rescan(defaultMax), "", true
 	}
-	n := s.prompt() + s.completion(defaultMax, true)*s.choices
+	n := s.prompt() + s.charged(defaultMax, true)
 	if s.api == apiSeed && s.tokens >= 0 {
 		if s.tokensBad {
 			n = max(n, s.tokens)
@@ -140,7 +153,12 @@ func estimate(path string, body []byte, defaultMax int64) (tokens int64, provide
 	return clampEstimate(n), s.provider, true
 }
 
-func (s *bodyScan) prompt() int64 { return ceilDiv(s.strBytes, 4) + s.numbers }
+func (s *bodyScan) prompt() int64 { return ceilDiv(s.strBytes, 4) + s.numTokens + s.deepBytes }
+
+// charged is the completion times its choices and its batch of prompts.
+func (s *bodyScan) charged(defaultMax int64, whole bool) int64 {
+	return mulClamp(mulClamp(s.completion(defaultMax, whole), s.choices), s.prompts)
+}
 
 // completion returns the completion limit to charge; whole is false when
 // the scan saw only part of the body, whose limit may lie in the rest.
@@ -148,10 +166,18 @@ func (s *bodyScan) completion(defaultMax int64, whole bool) int64 {
 	switch {
 	case s.api == apiEmbeddings:
 		return 0
-	case !whole || s.api == apiOther || s.api == apiSeed || s.limit < 0 || s.limitDefault:
+	case s.api == apiOther: // a batch: every limit in it
+		return max(s.limitSum, defaultMax)
+	case !whole || s.api == apiSeed || s.limit < 0 || s.limitDefault:
 		return max(s.limit, defaultMax)
 	}
 	return s.limit
+}
+
+// trimBody drops a UTF-8 byte order mark, which Python's json.loads(bytes)
+// and Jackson skip, and the white space around the value.
+func trimBody(b []byte) []byte {
+	return trimJSONSpace(bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")))
 }
 
 func trimJSONSpace(b []byte) []byte {
@@ -178,10 +204,16 @@ func clampEstimate(n int64) int64 { return max(1, min(n, maxEstimate)) }
 // not Envoy's x-envoy-auth-partial-body alone, decides, so a client that
 // sends the flag with a complete body changes nothing. A truncated body
 // without a content-length (HTTP/2, chunked) cannot be costed: it is
-// refused with 411 Length Required.
+// refused with 411 Length Required. A body with a content-encoding other
+// than identity (gzip…) is refused with 415: its bytes are not what the
+// provider reads, and a small compressed body would be costed as small.
 func estimateRequest(path string, body []byte, h map[string]string, defaultMax int64) (tokens int64, provider string, ok bool, err error) {
 	if len(body) == 0 {
 		return 0, "", false, nil
+	}
+	if !identityEncoding(h["content-encoding"]) {
+		return 0, "", false, &denial{typev3.StatusCode_UnsupportedMediaType, "unsupported_content_encoding",
+			"send the body without a content-encoding: the gateway costs it by its text"}
 	}
 	cl, clErr := strconv.ParseInt(strings.TrimSpace(h["content-length"]), 10, 64)
 	switch {
@@ -196,14 +228,25 @@ func estimateRequest(path string, body []byte, h map[string]string, defaultMax i
 	return tokens, provider, ok, nil
 }
 
+// identityEncoding reports whether a content-encoding header value leaves
+// the body as it is: absent, or only "identity" codings.
+func identityEncoding(v string) bool {
+	for c := range strings.SplitSeq(v, ",") {
+		if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+			return false
+		}
+	}
+	return true
+}
+
 // estimateTruncated costs the first bytes of a body of length bytes.
 func estimateTruncated(path string, body []byte, length, defaultMax int64) (int64, string) {
 	defaultMax = min(max(defaultMax, 0), maxEstimate)
 	length = min(length, 1<<50)
-	s := newBodyScan(body, apiOf(path))
+	s := newBodyScan(bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")), apiOf(path))
 	_ = s.scan() // it ends in an error where the bytes stop; the counts stand
 	scaled := math.Ceil(float64(s.prompt()) * float64(length) / float64(len(body)))
 	prompt := max(ceilDiv(length, 4), int64(min(scaled, maxEstimate)))
-	n := min(prompt, maxEstimate) + s.completion(defaultMax, false)*s.choices
+	n := min(prompt, maxEstimate) + s.charged(defaultMax, false)
 	return clampEstimate(max(n, s.tokens)), s.provider
 }

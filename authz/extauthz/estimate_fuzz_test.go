@@ -12,6 +12,7 @@ var fuzzPaths = []string{
 	"/openai/v1/chat/completions", "/openai/v1/completions", "/openai/v1/responses",
 	"/openai/v1/embeddings", "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
 	"/api/v1/tokens/consume", "/custom/v1/anything",
+	"/gemini/v1beta/models/gemini-2.0-flash:batchGenerateContent",
 }
 
 // implied is what a body decoded by encoding/json implies a request to
@@ -25,6 +26,7 @@ var fuzzPaths = []string{
 // two names may hold the limit (max_completion_tokens, else max_tokens;
 // Gemini's JSON or proto name), the first that holds a count is read. ok is false when encoding/json refuses the body.
 func implied(path string, body []byte, defaultMax int64) (int64, bool) {
+	body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf"))
 	if !json.Valid(body) {
 		return 0, false
 	}
@@ -55,13 +57,13 @@ func implied(path string, body []byte, defaultMax int64) (int64, bool) {
 		case string:
 			strBytes += int64(len(x))
 		case json.Number:
-			numbers++
+			numbers += ceilDiv(int64(len(x)), 3)
 		}
 	}
 	walk(v)
 	root, _ := v.(map[string]any)
 	completion, choices := impliedCompletion(apiOf(path), root, limitNamed, defaultMax)
-	total := ceilDiv(strBytes, 4) + numbers + completion*choices
+	total := ceilDiv(strBytes, 4) + numbers + mulClamp(completion, choices)
 	if t, ok := countOf(root["tokens"]); ok && apiOf(path) == apiSeed {
 		total = t
 	}
@@ -110,13 +112,13 @@ func impliedCompletion(a api, root map[string]any, limitNamed []any, defaultMax 
 		}
 		return out, n
 	}
-	out := defaultMax
+	var sum int64
 	for _, v := range limitNamed {
 		if c, ok := countOf(v); ok {
-			out = max(out, c)
+			sum += c
 		}
 	}
-	return out, 1
+	return max(sum, defaultMax), 1
 }
 
 // countOf reads v as a count: a JSON number or a string holding one.
@@ -161,6 +163,13 @@ func estimateSeeds() []struct {
 		{5, `{"tokens":-1,"tokens":1000000}`},
 		{6, `{"prompt":"` + long + `","parameters":{"max_new_tokens":5000}}`},
 		{6, `[` + strings.Repeat("1,", 100) + `1]`},
+		{0, "\xef\xbb\xbf" + `{"messages":[{"role":"user","content":"hi"}],"max_tokens":100000,"n":8}`},
+		{0, `{"tools":[{"function":{"parameters":` + strings.Repeat(`{"a":`, 80) + `1` + strings.Repeat(`}`, 80) + `}}],"max_tokens":100000,"n":8}`},
+		{1, `{"prompt":["a","b","c",[1,2]],"max_tokens":4000,"n":2}`},
+		{6, `{"max_tokens":4000,"n":64}`},
+		{6, `{"a":{"maxOutputTokens":10,"candidateCount":3}}`},
+		{7, `{"requests":[{"request":{"generationConfig":{"maxOutputTokens":8000}}},{"generationConfig":{"max_output_tokens":9000,"candidateCount":2}}]}`},
+		{0, `{"schema":{"enum":[` + strings.Repeat("9", 400) + `]}}`},
 	}
 }
 
@@ -173,12 +182,19 @@ func FuzzEstimate(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, p uint8, body []byte) {
 		path := fuzzPaths[int(p)%len(fuzzPaths)]
-		want, ok := implied(path, body, 1000)
+		got, _, ok := estimate(path, body, 1000)
 		if !ok {
 			return
 		}
-		if got, _, _ := estimate(path, body, 1000); got < want {
-			t.Errorf("estimate(%s, %q) = %d, want at least %d", path, body, got, want)
+		if want, ok := implied(path, body, 1000); ok && got < want {
+			t.Errorf("estimate(%s, %q) = %d, want at least %d (encoding/json)", path, body, got, want)
+		}
+		if want, ok := providerReads(path, body); ok && got < want {
+			t.Errorf("estimate(%s, %q) = %d, want at least %d (provider)", path, body, got, want)
+		}
+		text := bytes.TrimSpace(bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")))
+		if want := int64(len(text))/4 + 1000; !validJSON(body) && !strings.HasSuffix(path, "/embeddings") && got < want {
+			t.Errorf("estimate(%s, %q) = %d, not JSON, want at least %d", path, body, got, want)
 		}
 	})
 }

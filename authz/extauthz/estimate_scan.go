@@ -2,32 +2,30 @@ package extauthz
 
 import (
 	"errors"
-	"math"
-	"strconv"
 	"unicode/utf8"
 )
 
-// maxJSONDepth bounds the nesting the estimator follows; a deeper body is
-// costed by its size (estimate).
+// maxJSONDepth bounds the nesting the scanner follows by recursion; a
+// value deeper than that is read by tokens (bodyScan.byToken) and its bytes
+// are charged one token each.
 const maxJSONDepth = 64
 
-var (
-	errBadJSON = errors.New("not JSON")
-	errTooDeep = errors.New("JSON nested too deeply")
-)
+var errBadJSON = errors.New("not JSON")
 
 // role is what a JSON value means to the estimator, from the member names
 // on its way from the top (for the API of the path).
 type role uint8
 
 const (
-	roleOther     role = iota
-	roleRoot           // the top-level value
-	roleGenConfig      // Gemini's top-level generationConfig (either spelling)
-	roleLimit          // a completion limit: max_tokens, maxOutputTokens…
-	roleChoices        // a multiplier of the completion: n, best_of, candidateCount
-	roleTokens         // the seed's top-level "tokens"
-	roleProvider       // the top-level "provider"
+	roleOther       role = iota
+	roleRoot             // the top-level value
+	roleGenConfig        // Gemini's top-level generationConfig (either spelling)
+	roleLimit            // a completion limit: max_tokens, maxOutputTokens…
+	roleChoices          // a multiplier of the completion: n, best_of, candidateCount
+	roleTokens           // the seed's top-level "tokens"
+	roleProvider         // the top-level "provider"
+	rolePrompt           // the legacy completions' top-level "prompt": a batch when an array
+	rolePromptEntry      // an entry of a prompt array
 )
 
 // bodyScan is a JSON scanner that records what estimate needs, reading
@@ -41,26 +39,31 @@ type bodyScan struct {
 	nest int
 	api  api
 
-	strBytes int64 // decoded UTF-8 bytes of every member name and string
-	numbers  int64 // number values, each costed as one token
-	limit    int64 // the largest completion limit met; -1: none
+	strBytes  int64 // decoded UTF-8 bytes of every member name and string
+	numTokens int64 // number values, ceil(characters/3) each
+	deepBytes int64 // bytes of values nested deeper than maxJSONDepth
+	limit     int64 // the largest completion limit met; -1: none
+	limitSum  int64 // every completion limit met, added up (apiOther: a batch)
 	// limitDefault: somewhere the provider falls back to its default limit
 	// (a null or unreadable limit, a generationConfig without one).
 	limitDefault bool
 	choices      int64 // the largest multiplier met; at least 1
+	prompts      int64 // the largest number of prompts in a batch; at least 1
+	entries      int64 // entries of the prompt array being read
 	tokens       int64 // the largest seed "tokens"; -1: none
 	tokensBad    bool  // a seed "tokens" that is not a count
+	lenient      bool  // read what is not JSON as a lenient parser would (byToken)
 	provider     string
 	name         [64]byte // decoded member names and short strings
 }
 
 func newBodyScan(b []byte, a api) *bodyScan {
-	return &bodyScan{b: b, api: a, limit: -1, choices: 1, tokens: -1}
+	return &bodyScan{b: b, api: a, limit: -1, choices: 1, prompts: 1, tokens: -1}
 }
 
 // scan reads the whole body as one JSON value: errBadJSON when it is not
-// JSON (or has anything but white space after the value), errTooDeep past
-// maxJSONDepth. The counts hold what was read up to an error.
+// JSON (or has anything but white space after the value). The counts hold
+// what was read up to an error.
 func (s *bodyScan) scan() error {
 	if err := s.value(roleRoot); err != nil {
 		return err
@@ -86,13 +89,19 @@ func (s *bodyScan) value(r role) error {
 	if c != '{' && r == roleGenConfig {
 		s.limitDefault = true // not an object: no limit in it
 	}
+	if r == rolePromptEntry && (c == '"' || c == '[' || c == '{') {
+		s.entries++ // a prompt; a number is a token of the one prompt
+		s.prompts = max(s.prompts, s.entries)
+	}
 	switch {
+	case (c == '{' || c == '[') && s.nest >= maxJSONDepth:
+		return s.byToken(r)
 	case c == '{':
 		s.unreadable(r) // an object where a count belongs
 		return s.object(r)
 	case c == '[':
 		s.unreadable(r)
-		return s.array()
+		return s.array(r)
 	case c == '"':
 		size, dec, err := s.str()
 		s.strBytes += size // also of a string cut short, for estimateTruncated
@@ -102,26 +111,12 @@ func (s *bodyScan) value(r role) error {
 		s.stringValue(r, dec)
 		return nil
 	case c == '-' || (c >= '0' && c <= '9'):
-		start := s.i
-		for s.i < len(s.b) && isNumberByte(s.b[s.i]) {
-			s.i++
-		}
-		s.numbers++
-		s.count(r, s.b[start:s.i])
+		return s.number(r)
+	}
+	if s.literal(r) {
 		return nil
 	}
-	for _, lit := range [...]string{"true", "false", "null"} {
-		if len(s.b)-s.i >= len(lit) && string(s.b[s.i:s.i+len(lit)]) == lit {
-			s.i += len(lit)
-			s.unreadable(r)
-			return nil
-		}
-	}
 	return errBadJSON
-}
-
-func isNumberByte(c byte) bool {
-	return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E'
 }
 
 // stringValue records a string met in role r; dec is its decoded text, nil
@@ -142,26 +137,6 @@ func (s *bodyScan) stringValue(r role, dec []byte) {
 	}
 }
 
-// count records a number, written as text, met in role r.
-func (s *bodyScan) count(r role, text []byte) {
-	if r != roleLimit && r != roleChoices && r != roleTokens {
-		return
-	}
-	n, ok := parseCount(text)
-	if !ok {
-		s.unreadable(r)
-		return
-	}
-	switch r {
-	case roleLimit:
-		s.limit = max(s.limit, n)
-	case roleChoices:
-		s.choices = max(s.choices, n)
-	case roleTokens:
-		s.tokens = max(s.tokens, n)
-	}
-}
-
 // unreadable records a value in role r that is not a count (null, a
 // boolean, an array, a negative or non-numeric string).
 func (s *bodyScan) unreadable(r role) {
@@ -173,31 +148,8 @@ func (s *bodyScan) unreadable(r role) {
 	}
 }
 
-// parseCount reads a non-negative count the way a lenient provider parser
-// would: an integer, or a fraction or exponent rounded up; past maxEstimate
-// it is maxEstimate. ok is false for anything else, negatives included.
-func parseCount(text []byte) (int64, bool) {
-	for len(text) > 0 && (text[0] == ' ' || text[0] == '\t') {
-		text = text[1:]
-	}
-	for len(text) > 0 && (text[len(text)-1] == ' ' || text[len(text)-1] == '\t') {
-		text = text[:len(text)-1]
-	}
-	if n, err := strconv.ParseInt(string(text), 10, 64); err == nil {
-		return min(n, maxEstimate), n >= 0
-	}
-	f, err := strconv.ParseFloat(string(text), 64)
-	var ne *strconv.NumError
-	if (err != nil && !(errors.As(err, &ne) && ne.Err == strconv.ErrRange)) || math.IsNaN(f) || f < 0 {
-		return 0, false
-	}
-	return int64(min(math.Ceil(f), maxEstimate)), true
-}
-
 func (s *bodyScan) object(r role) error {
-	if s.nest++; s.nest > maxJSONDepth {
-		return errTooDeep
-	}
+	s.nest++
 	defer func() { s.nest-- }()
 	s.i++ // {
 	sawLimit := false
@@ -243,18 +195,20 @@ func (s *bodyScan) object(r role) error {
 	}
 }
 
-func (s *bodyScan) array() error {
-	if s.nest++; s.nest > maxJSONDepth {
-		return errTooDeep
-	}
+func (s *bodyScan) array(r role) error {
+	s.nest++
 	defer func() { s.nest-- }()
+	elem := roleOther
+	if r == rolePrompt {
+		elem, s.entries = rolePromptEntry, 0
+	}
 	s.i++ // [
 	if s.skipSpace() < len(s.b) && s.b[s.i] == ']' {
 		s.i++
 		return nil
 	}
 	for {
-		if err := s.value(roleOther); err != nil {
+		if err := s.value(elem); err != nil {
 			return err
 		}
 		if s.skipSpace() >= len(s.b) {
@@ -285,10 +239,19 @@ func (s *bodyScan) str() (size int64, dec []byte, err error) {
 		case c == '"':
 			s.i++
 			return size, dec, nil
+		case c < 0x20 && s.lenient: // Python's strict=False
+			s.i++
+			size++
 		case c < 0x20:
 			return size, nil, errBadJSON
 		case c == '\\':
 			r, n := unescape(s.b[s.i:])
+			if n == 0 && s.lenient { // an escape no parser reads: its two bytes
+				n, dec = min(2, len(s.b)-s.i), nil
+				s.i += n
+				size += int64(n)
+				continue
+			}
 			if n == 0 {
 				return size, nil, errBadJSON
 			}

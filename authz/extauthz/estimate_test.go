@@ -15,7 +15,8 @@ const (
 )
 
 // Each want is written as ceil(B/4) + N + completion×choices, B the
-// decoded bytes of the body's names and strings, N its numbers.
+// decoded bytes of the body's names and strings, N its numbers at
+// ceil(characters/3) each.
 func TestEstimate(t *testing.T) {
 	x4000 := strings.Repeat("x", 4000)
 	tests := []struct {
@@ -28,7 +29,7 @@ func TestEstimate(t *testing.T) {
 		{"white space only", chatPath, " \n", 0, "", false},
 		{"chat", chatPath, `{"model":"gpt","messages":[{"role":"user","content":"12345678"}],"max_tokens":100}`, 13 + 1 + 100, "", true},
 		{"escaped content name", chatPath, `{"messages":[{"role":"user","c\u006fntent":"` + strings.Repeat("x", 40000) + `"}],"max_tokens":1}`, 10009 + 1 + 1, "", true},
-		{"escaped max_tokens beside max_tokens", chatPath, `{"messages":[{"role":"user","content":"hi"}],"max\u005ftokens":100000,"max_tokens":1}`, 12 + 2 + 100000, "", true},
+		{"escaped max_tokens beside max_tokens", chatPath, `{"messages":[{"role":"user","content":"hi"}],"max\u005ftokens":100000,"max_tokens":1}`, 12 + 3 + 100000, "", true},
 		{"duplicate max_tokens: the larger", chatPath, `{"max_tokens":500,"max_tokens":1}`, 5 + 2 + 500, "", true},
 		{"null max_tokens: the default", chatPath, `{"max_tokens":5,"max_tokens":null}`, 5 + 1 + 1000, "", true},
 		{"max_completion_tokens and max_tokens: the larger", chatPath, `{"max_tokens":5,"max_completion_tokens":50}`, 8 + 2 + 50, "", true},
@@ -40,13 +41,13 @@ func TestEstimate(t *testing.T) {
 		{"nested max_tokens not read", chatPath, `{"metadata":{"max_tokens":1}}`, 5 + 1 + 1000, "", true},
 		{"tool description and parameters", chatPath, `{"tools":[{"function":{"description":"` + x4000 + `"}}],"max_tokens":1}`, 1009 + 1 + 1, "", true},
 		{"tool call arguments", chatPath, `{"messages":[{"tool_calls":[{"function":{"arguments":"` + x4000 + `"}}]}],"max_tokens":1}`, 1012 + 1 + 1, "", true},
-		{"seed tokens not read off the token API", chatPath, `{"tokens":5000,"max_tokens":1}`, 4 + 2 + 1, "", true},
+		{"seed tokens not read off the token API", chatPath, `{"tokens":5000,"max_tokens":1}`, 4 + 3 + 1, "", true},
 		{"non-ASCII counted in UTF-8 bytes", chatPath, `{"content":"€€€"}`, 4 + 1000, "", true},
 		{"escaped non-ASCII", chatPath, `{"content":"\u20ac\u20ac\u20ac"}`, 4 + 1000, "", true},
 		{"white space", chatPath, "{ \"max_tokens\" : 10 }\n", 3 + 1 + 10, "", true},
 		{"top-level array", chatPath, `[1,2,3]`, 3 + 1000, "", true},
 		{"gemini", geminiPath, `{"contents":[{"parts":[{"text":"12345678"}]}],"generationConfig":{"maxOutputTokens":64}}`, 14 + 1 + 64, "", true},
-		{"gemini proto names", geminiPath, `{"generation_config":{"max_output_tokens":60000}}`, 9 + 1 + 60000, "", true},
+		{"gemini proto names", geminiPath, `{"generation_config":{"max_output_tokens":60000}}`, 9 + 2 + 60000, "", true},
 		{"gemini mixed names", geminiPath, `{"generationConfig":{"max_output_tokens":7}}`, 9 + 1 + 7, "", true},
 		{"gemini config repeated without a limit", geminiPath, `{"generationConfig":{"maxOutputTokens":1},"generationConfig":{}}`, 12 + 1 + 1000, "", true},
 		{"gemini config not an object", geminiPath, `{"generationConfig":null}`, 4 + 1000, "", true},
@@ -63,16 +64,18 @@ func TestEstimate(t *testing.T) {
 		{"seed tokens", "/api/v1/tokens/consume", `{"userId":"u","provider":"openai","tokens":250,"prompt":"hello"}`, 250, "openai", true},
 		{"seed tokens, one unreadable", "/api/v1/tokens/consume", `{"tokens":-1,"tokens":300}`, 3 + 2 + 1000, "", true},
 		{"seed huge tokens clamped", "/api/v1/tokens/consume", `{"tokens":99999999999999}`, maxEstimate, "", true},
-		{"unknown API: any limit name", "/custom/v1/x", `{"prompt":"` + x4000 + `","parameters":{"max_new_tokens":5000}}`, 1008 + 1 + 5000, "", true},
+		{"unknown API: any limit name", "/custom/v1/x", `{"prompt":"` + x4000 + `","parameters":{"max_new_tokens":5000}}`, 1008 + 2 + 5000, "", true},
 		{"unknown API: never below the default", "/custom/v1/x", `{"max_tokens":1}`, 3 + 1 + 1000, "", true},
 		{"provider", chatPath, `{"provider":"gemini"}`, 4 + 1000, "gemini", true},
 		{"escaped provider", chatPath, `{"provider":"gem\u0069ni"}`, 4 + 1000, "gemini", true},
 		{"nested provider not taken", chatPath, `{"meta":{"provider":"openai"}}`, 5 + 1000, "", true},
 		{"not json", chatPath, strings.Repeat("x", 40), 10 + 1000, "", true},
 		{"trailing garbage", chatPath, `{"tokens":5} x`, 4 + 1000, "", true},
+		{"leading zero: not JSON, by size", chatPath, `{"max_tokens":01}`, 5 + 1000, "", true},
 		{"invalid escape", chatPath, `{"a":"\q"}`, 3 + 1000, "", true},
 		{"control character", chatPath, "{\"a\":\"\x01\"}", 3 + 1000, "", true},
-		{"too deep", chatPath, strings.Repeat("[", 100) + strings.Repeat("]", 100), 200 + 1000, "", true},
+		// Past 64 levels, one token a byte of the deeper value.
+		{"too deep", chatPath, strings.Repeat("[", 100) + strings.Repeat("]", 100), 72 + 1000, "", true},
 		{"truncated json", chatPath, `{"messages":[{"content":"12345`, 8 + 1000, "", true},
 	}
 	for _, tt := range tests {
@@ -154,6 +157,59 @@ func TestEstimateRequestTruncatedWithoutLength(t *testing.T) {
 		var d *denial
 		if !errors.As(err, &d) || d.status != typev3.StatusCode_LengthRequired || ok {
 			t.Errorf("estimateRequest(partial, %v) = %v, %v, want a 411 denial", h, ok, err)
+		}
+	}
+}
+
+// TestEstimateReadsWhatTheProviderReads: bodies the estimate once costed
+// far below what a provider's parser reads from them (security review of
+// issue 7), each at least the completion the provider may produce.
+func TestEstimateReadsWhatTheProviderReads(t *testing.T) {
+	limits := `"max_tokens":100000,"n":8`
+	deep := strings.Repeat(`{"a":`, 100) + `1` + strings.Repeat(`}`, 100)
+	batch := func(entry string, n int) string { return strings.TrimSuffix(strings.Repeat(entry+",", n), ",") }
+	digits := strings.Repeat("7", 4000)
+	tests := []struct {
+		name, path, body string
+		atLeast          int64
+	}{
+		{"byte order mark", chatPath, "\xef\xbb\xbf" + `{"messages":[{"role":"user","content":"hi"}],` + limits + `}`, 800_000},
+		{"byte order mark and space", chatPath, "\xef\xbb\xbf \n" + `{` + limits + `}`, 800_000},
+		{"nested deeper than 64 levels", chatPath, `{"tools":[{"type":"function","function":{"name":"f","parameters":` + deep + `}}],` + limits + `}`, 800_000},
+		{"NaN a lenient parser reads", chatPath, `{"temperature":NaN,` + limits + `}`, 800_000},
+		{"control character in a string", chatPath, "{\"messages\":[{\"content\":\"a\x01b\"}]," + limits + "}", 800_000},
+		{"limit after an invalid escape", "/custom/v1/x", `{"prompt":"\q",` + limits + `}`, 800_000},
+		{"trailing garbage", chatPath, `{` + limits + `} x`, 800_000},
+		{"prompt batch of strings", "/openai/v1/completions", `{"prompt":[` + batch(`"hi"`, 2048) + `],"max_tokens":4000}`, 2048 * 4000},
+		{"prompt batch of token arrays", "/openai/v1/completions", `{"prompt":[` + batch(`[1,2]`, 2048) + `],"max_tokens":4000,"n":2}`, 2 * 2048 * 4000},
+		{"prompt batch, not JSON", "/openai/v1/completions", `{"prompt":[` + batch(`"hi"`, 100) + `],"max_tokens":4000,}`, 100 * 4000},
+		{"batchGenerateContent adds up", "/gemini/v1beta/models/g:batchGenerateContent",
+			`{"requests":[` + batch(`{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":8000}}`, 50) + `]}`, 400_000},
+		{"n on an unknown path", "/custom/v1/x", `{"max_tokens":4000,"n":64}`, 256_000},
+		{"candidateCount nested on an unknown path", "/custom/v1/x", `{"config":{"maxOutputTokens":4000,"candidateCount":8}}`, 32_000},
+		{"long numbers", "/openai/v1/embeddings", `{"input":"x","schema":{"enum":[` + digits + `,` + digits + `]}}`, 2 * 4000 / 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, _, _ := estimate(tt.path, []byte(tt.body), 1000); got < tt.atLeast {
+				t.Errorf("estimate(%s) = %d, want at least %d", tt.name, got, tt.atLeast)
+			}
+		})
+	}
+}
+
+func TestEstimateRequestContentEncoding(t *testing.T) {
+	body := []byte(`{"messages":[{"content":"hi"}],"max_tokens":10}`)
+	for _, enc := range []string{"gzip", "br", "identity, gzip", "GZIP", "x-unknown"} {
+		_, _, ok, err := estimateRequest(chatPath, body, map[string]string{"content-encoding": enc}, 1000)
+		var d *denial
+		if !errors.As(err, &d) || d.status != typev3.StatusCode_UnsupportedMediaType || ok {
+			t.Errorf("estimateRequest(content-encoding %q) = %v, %v, want a 415 denial", enc, ok, err)
+		}
+	}
+	for _, enc := range []string{"", "identity", " Identity "} {
+		if _, _, ok, err := estimateRequest(chatPath, body, map[string]string{"content-encoding": enc}, 1000); !ok || err != nil {
+			t.Errorf("estimateRequest(content-encoding %q) = %v, %v, want an estimate", enc, ok, err)
 		}
 	}
 }

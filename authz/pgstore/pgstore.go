@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 
 	"github.com/leakytokens/leaky/authz/store"
 )
@@ -66,7 +67,8 @@ func (s *Store) Close() { s.pool.Close() }
 // mapErr turns "no rows", unique and foreign-key violations into the store
 // errors; data exceptions (SQLSTATE class 22: text with NUL or not UTF-8,
 // a value out of range) and check violations into store.ErrInvalid; a
-// server that cannot be reached or did not answer in time into
+// server that cannot be reached, did not answer in time, or refused for
+// a reason a retry may get past (unavailableCode) into
 // store.ErrUnavailable. It wraps the rest with what.
 func mapErr(what string, err error) error {
 	var pg *pgconn.PgError
@@ -93,20 +95,27 @@ func mapErr(what string, err error) error {
 }
 
 // unavailableCode reports whether a server error says the server cannot
-// serve now: connection exceptions (08), insufficient resources (53),
-// operator intervention such as a shutdown (57).
+// serve now, and a retry may succeed: connection exceptions (08),
+// insufficient resources (53), operator intervention such as a shutdown
+// (57), a serialization failure (40001), a deadlock (40P01), a statement
+// whose completion is unknown (40003), and a write on a read-only
+// transaction (25006: a replica after a failover).
 func unavailableCode(code string) bool {
+	switch code {
+	case "40001", "40P01", "40003", "25006":
+		return true
+	}
 	return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "53") || strings.HasPrefix(code, "57")
 }
 
 // unreachable reports whether err, which the server did not send, is a
-// failure to reach it or to hear from it in time.
+// failure to reach it or to hear from it in time, or a closed pool.
 func unreachable(err error) bool {
 	var connect *pgconn.ConnectError
 	var netErr net.Error
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
 		pgconn.Timeout(err) || errors.As(err, &connect) || errors.As(err, &netErr) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, puddle.ErrClosedPool)
 }
 
 func (s *Store) CreateUser(ctx context.Context, u store.User) error {

@@ -3,9 +3,12 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/authz/storetest"
@@ -95,5 +98,27 @@ func TestMapErrInvalidAndUnavailable(t *testing.T) {
 	defer cancel()
 	if _, err := s.UserByID(expired, "u1"); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("UserByID past its deadline = %v, want store.ErrUnavailable", err)
+	}
+}
+
+// TestMapErrRetryable: errors that a retry may get past — a serialization
+// failure, a deadlock, a write on a replica after a failover, a closed
+// pool — are store.ErrUnavailable (503), not a 500.
+func TestMapErrRetryable(t *testing.T) {
+	for _, code := range []string{"40001", "40P01", "40003", "25006", "57P01", "08006", "53300"} {
+		err := mapErr("x", fmt.Errorf("tx: %w", &pgconn.PgError{Code: code}))
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("mapErr(SQLSTATE %s) = %v, want store.ErrUnavailable", code, err)
+		}
+	}
+	for _, code := range []string{"42601", "40002", "25P02"} {
+		if err := mapErr("x", &pgconn.PgError{Code: code}); errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("mapErr(SQLSTATE %s) = %v, want not store.ErrUnavailable", code, err)
+		}
+	}
+	s := open(t)
+	s.Close()
+	if _, err := s.UserByID(context.Background(), "u1"); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("UserByID on a closed pool = %v, want store.ErrUnavailable", err)
 	}
 }
