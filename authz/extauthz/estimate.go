@@ -166,9 +166,9 @@ func (s *bodyScan) completion(defaultMax int64, whole bool) int64 {
 	switch {
 	case s.api == apiEmbeddings:
 		return 0
-	case s.api == apiOther: // a batch: every limit in it
+	case s.api == apiOther || s.api == apiSeed: // shape unknown: every limit in it, added up
 		return max(s.limitSum, defaultMax)
-	case !whole || s.api == apiSeed || s.limit < 0 || s.limitDefault:
+	case !whole || s.limit < 0 || s.limitDefault:
 		return max(s.limit, defaultMax)
 	}
 	return s.limit
