@@ -180,19 +180,27 @@ func (s *bodyScan) object(r role) error {
 		if err := s.value(child); err != nil {
 			return err
 		}
-		if s.skipSpace() >= len(s.b) {
-			return errBadJSON
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
-			return nil
-		default:
-			return errBadJSON
+		if done, err := s.separator('}'); err != nil || done {
+			return err
 		}
 	}
+}
+
+// separator consumes what follows a member or an element: a ',' (done
+// false) or the closing byte (done true); anything else is not JSON.
+func (s *bodyScan) separator(closing byte) (done bool, err error) {
+	if s.skipSpace() >= len(s.b) {
+		return false, errBadJSON
+	}
+	switch s.b[s.i] {
+	case ',':
+		s.i++
+		return false, nil
+	case closing:
+		s.i++
+		return true, nil
+	}
+	return false, errBadJSON
 }
 
 func (s *bodyScan) array(r role) error {
@@ -211,17 +219,8 @@ func (s *bodyScan) array(r role) error {
 		if err := s.value(elem); err != nil {
 			return err
 		}
-		if s.skipSpace() >= len(s.b) {
-			return errBadJSON
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case ']':
-			s.i++
-			return nil
-		default:
-			return errBadJSON
+		if done, err := s.separator(']'); err != nil || done {
+			return err
 		}
 	}
 }
