@@ -26,10 +26,12 @@ const ExampleSource = "embedded example policy"
 // immutable once Load returns it and safe for concurrent use; a change on
 // disk makes a new Snapshot.
 type Snapshot struct {
-	source string
-	policy *Policy
-	others map[string][]byte
-	digest [sha256.Size]byte
+	source     string
+	policy     *Policy
+	policyName string // the policy file's name in the snapshot
+	policyData []byte // and its contents, as read
+	others     map[string][]byte
+	digest     [sha256.Size]byte
 }
 
 // Source is the path the snapshot was loaded from, or ExampleSource.
@@ -46,6 +48,23 @@ func (s *Snapshot) Others() map[string][]byte {
 	out := make(map[string][]byte, len(s.others))
 	for k, v := range s.others {
 		out[k] = bytes.Clone(v)
+	}
+	return out
+}
+
+// PolicyFile is the policy file's name and contents as read, for a control
+// plane that passes the policy on as text (the example's name is
+// ExampleSource); empty when the snapshot has no policy.
+func (s *Snapshot) PolicyFile() (name string, data []byte) {
+	return s.policyName, bytes.Clone(s.policyData)
+}
+
+// Files returns every file of the snapshot by name, the policy included:
+// FromContents(s.Source(), s.Files()) is an equal snapshot.
+func (s *Snapshot) Files() map[string][]byte {
+	out := s.Others()
+	if s.policyName != "" {
+		out[s.policyName] = bytes.Clone(s.policyData)
 	}
 	return out
 }
@@ -73,13 +92,29 @@ func Load(path string) (*Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Snapshot{source: ExampleSource, policy: p, digest: digest(map[string][]byte{ExampleSource: data})}, nil
+		return &Snapshot{source: ExampleSource, policy: p, policyName: ExampleSource, policyData: data,
+			others: map[string][]byte{}, digest: digest(map[string][]byte{ExampleSource: data})}, nil
 	}
 	contents, err := read(path)
 	if err != nil {
 		return nil, err
 	}
 	return parseFiles(path, contents)
+}
+
+// FromContents builds and validates a snapshot from files already in
+// memory, by name, as Load does from disk: what a configuration received
+// over xDS or read from Consul KV becomes. source names where they came from.
+func FromContents(source string, contents map[string][]byte) (*Snapshot, error) {
+	if len(contents) == 0 {
+		return nil, fmt.Errorf("%s: no configuration files", source)
+	}
+	for name, data := range contents {
+		if len(data) > MaxFileSize {
+			return nil, fmt.Errorf("%s: %d bytes, more than the %d a configuration file may have", name, len(data), MaxFileSize)
+		}
+	}
+	return parseFiles(source, contents)
 }
 
 // read returns the contents of path's configuration files by path.
@@ -191,7 +226,7 @@ func parseFiles(source string, contents map[string][]byte) (*Snapshot, error) {
 			errs = append(errs, err)
 			continue
 		}
-		s.policy = p
+		s.policy, s.policyName, s.policyData = p, name, data
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

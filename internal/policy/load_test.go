@@ -184,3 +184,35 @@ func TestLoadMissingPath(t *testing.T) {
 		t.Errorf("Load(missing) = %v, want an error naming %s", err, path)
 	}
 }
+
+func TestFromContentsRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"policy.yaml": Example(), "other.yaml": []byte(otherDomain)} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, src := range []string{"", dir} {
+		snap, err := Load(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := FromContents(snap.Source(), snap.Files())
+		if err != nil {
+			t.Fatalf("%q: FromContents(Files()): %v", src, err)
+		}
+		if again.Digest() != snap.Digest() || len(again.Others()) != len(snap.Others()) {
+			t.Errorf("%q: the snapshot changed through Files/FromContents", src)
+		}
+		name, data := again.PolicyFile()
+		if name == "" || !bytes.Equal(data, Example()) {
+			t.Errorf("%q: PolicyFile() = %q, %d bytes; want the example", src, name, len(data))
+		}
+	}
+	if _, err := FromContents("xds", nil); err == nil {
+		t.Error("FromContents with no files: want an error")
+	}
+	if _, err := FromContents("xds", map[string][]byte{"p.yaml": []byte("domain: leaky-tokens\nbogus: 1\n")}); err == nil || !strings.Contains(err.Error(), "p.yaml") {
+		t.Errorf("an invalid policy: %v, want an error naming p.yaml", err)
+	}
+}
