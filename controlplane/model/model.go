@@ -28,6 +28,20 @@ const (
 	ServiceControlplaneHTTP = "leaky-controlplane-http" // /api/v1/admin
 )
 
+// The names of the xDS resources the translator generates (one snapshot for
+// every node; each asks for the types it needs). Consumers refer to these,
+// never to literals.
+const (
+	ListenerName = "leaky-gateway" // the gateway's listener (Envoy's :8080)
+	RouteName    = "leaky-routes"  // its route configuration
+	VirtualHost  = "leaky"         // the one virtual host
+	// RuntimeName is the Runtime (RTDS) resource that carries the policy
+	// and the envoyproxy/ratelimit domain files to the ratelimit service
+	// and authz: its layer is {RuntimeFilesField: {file name: file text}}.
+	RuntimeName       = "leaky-tokens"
+	RuntimeFilesField = "files"
+)
+
 // ProviderService is the cluster and catalog name of provider p's upstream
 // (p as the policy names it: openai → leaky-provider-openai).
 func ProviderService(p string) string { return "leaky-provider-" + p }
