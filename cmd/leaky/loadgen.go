@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/loadgen"
 	"github.com/leakytokens/leaky/internal/serve"
 )
@@ -34,7 +36,8 @@ type loadgenFlags struct {
 	json                bool
 	rl                  loadgen.RateLimitOptions
 	authz               loadgen.AuthzOptions
-	authzHTTP           string // base URL of the authz REST API; empty: use -token or -api-key
+	http                loadgen.HTTPOptions // -target http: -url, -header, -body
+	authzHTTP           string              // base URL of the authz REST API; empty: use -token or -api-key
 	credential          loadgen.Credential
 	// login is the wrong-password login load beside the Check run
 	// (-login-load workers); its Base and Username come from the enrolment.
@@ -44,7 +47,7 @@ type loadgenFlags struct {
 func (f *loadgenFlags) register(e env) *flag.FlagSet {
 	fs := newFlagSet(e, "loadgen", "loadgen -addr HOST:PORT [-target ratelimit|authz] [-mode closed|open] [flags]")
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:9092", "gRPC address of the server under test (one connection)")
-	fs.StringVar(&f.target, "target", "ratelimit", "what to load: ratelimit (ShouldRateLimit) or authz (ext_authz Check)")
+	fs.StringVar(&f.target, "target", "ratelimit", "what to load: ratelimit (ShouldRateLimit), authz (ext_authz Check) or http (-url: a completion through the gateway, or straight to a provider)")
 	fs.StringVar((*string)(&f.run.Mode), "mode", string(loadgen.Closed), "closed: -concurrency workers back to back; open: -rate requests/s, latency from each request's intended send time")
 	fs.IntVar(&f.run.Concurrency, "concurrency", 64, "workers (closed loop) or most outstanding requests (open loop)")
 	fs.Float64Var(&f.run.Rate, "rate", 8000, "requests per second of the open loop")
@@ -77,7 +80,10 @@ func (f *loadgenFlags) register(e env) *flag.FlagSet {
 	fs.IntVar(&f.login.Workers, "login-load", 0, "authz: with -authz-http, this many clients send wrong-password logins for the throwaway user back to back during the warm-up and the measured run (0: none), to measure Check while password hashing runs")
 	fs.IntVar(&f.login.PasswordBytes, "login-password-bytes", 256, "authz: length of the -login-load passwords (the service accepts up to 256)")
 	fs.StringVar(&f.authz.Path, "path", a.Path, "authz: request path (its first segment names the provider)")
-	fs.StringVar(&f.authz.Body, "body", a.Body, "authz: request body Envoy forwards")
+	fs.StringVar(&f.authz.Body, "body", a.Body, "authz, http: request body (Envoy forwards it to ext_authz; http sends it)")
+	fs.StringVar(&f.http.URL, "url", "", "http: the `URL` every request goes to, e.g. http://127.0.0.1:8080/openai/v1/chat/completions")
+	f.http.Header = http.Header{}
+	fs.Var((*headerFlag)(&f.http.Header), "header", "http: a request header `name: value` (repeatable); with -authz-http the throwaway user's -credential is added")
 	return fs
 }
 
@@ -95,13 +101,17 @@ func runLoadgen(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("loadgen: %w", err)
 	}
 
-	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("loadgen: %w", err)
-	}
-	defer conn.Close()
-	if err := awaitReady(ctx, conn, 5*time.Second); err != nil {
-		return fmt.Errorf("loadgen: %s: %w", f.addr, err)
+	var conn *grpc.ClientConn
+	if f.target != "http" {
+		c, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return fmt.Errorf("loadgen: %w", err)
+		}
+		defer c.Close()
+		if err := awaitReady(ctx, c, 5*time.Second); err != nil {
+			return fmt.Errorf("loadgen: %s: %w", f.addr, err)
+		}
+		conn = c
 	}
 
 	if f.authzHTTP != "" {
@@ -184,11 +194,16 @@ func (f *loadgenFlags) validate() error {
 		errs = append(errs, f.rl.Validate())
 	case "authz":
 		errs = append(errs, f.authz.Validate(), f.validateEnrol())
+	case "http":
+		errs = append(errs, f.http.Validate())
+		if f.authzHTTP != "" {
+			errs = append(errs, f.validateEnrol())
+		}
 	default:
-		errs = append(errs, fmt.Errorf("target %q: must be ratelimit or authz", f.target))
+		errs = append(errs, fmt.Errorf("target %q: must be ratelimit, authz or http", f.target))
 	}
-	if f.authzHTTP != "" && f.target != "authz" {
-		errs = append(errs, errors.New("authz-http: only with -target authz"))
+	if f.authzHTTP != "" && f.target == "ratelimit" {
+		errs = append(errs, errors.New("authz-http: only with -target authz or http"))
 	}
 	if f.login.Workers < 0 {
 		errs = append(errs, errors.New("login-load: must not be negative"))
@@ -243,6 +258,12 @@ func (f *loadgenFlags) enrol(ctx context.Context, e env) error {
 	if f.authz, err = en.Use(f.authz, f.credential); err != nil {
 		return fmt.Errorf("loadgen: %w", err)
 	}
+	if f.authz.Token != "" {
+		f.http.Header.Set("authorization", "Bearer "+f.authz.Token)
+	}
+	if f.authz.APIKey != "" {
+		f.http.Header.Set(contract.HeaderAPIKey, f.authz.APIKey)
+	}
 	f.login.Base, f.login.Username = f.authzHTTP, en.Username
 	e.logger.Info("throwaway user registered", "command", "loadgen", "authz_http", f.authzHTTP, serve.KeyUsername, en.Username,
 		serve.KeyUserID, en.UserID, "credential", string(f.credential))
@@ -254,9 +275,15 @@ func (f *loadgenFlags) newTarget(conn *grpc.ClientConn) (loadTarget, error) {
 		t   loadTarget
 		err error
 	)
-	if f.target == "authz" {
+	switch f.target {
+	case "http":
+		f.http.Body = f.authz.Body
+		t, err = loadgen.NewHTTP(&http.Client{Transport: &http.Transport{
+			MaxIdleConns: f.run.Concurrency, MaxIdleConnsPerHost: f.run.Concurrency, DisableCompression: true,
+		}}, f.http)
+	case "authz":
 		t, err = loadgen.NewAuthz(conn, f.authz)
-	} else {
+	default:
 		t, err = loadgen.NewRateLimit(conn, f.rl)
 	}
 	if err != nil {
@@ -302,4 +329,19 @@ func awaitReady(ctx context.Context, conn *grpc.ClientConn, timeout time.Duratio
 			return fmt.Errorf("not ready after %v (state %v)", timeout, s)
 		}
 	}
+}
+
+// headerFlag collects repeated "name: value" headers.
+type headerFlag http.Header
+
+func (h *headerFlag) String() string { return "" }
+
+func (h *headerFlag) Set(v string) error {
+	name, value, ok := strings.Cut(v, ":")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" {
+		return fmt.Errorf("%q: want name: value", v)
+	}
+	http.Header(*h).Add(name, strings.TrimSpace(value))
+	return nil
 }
