@@ -16,7 +16,8 @@
 // last element is ambiguous or long: hcmv3 for the HTTP connection
 // manager, extauthzv3, ratelimitfilterv3 and routerv3 for the HTTP filters,
 // headermutationv3 for the early header mutation, upstreamhttpv3 for
-// extensions/upstreams/http, rlconfv3 for envoyproxy/ratelimit's
+// extensions/upstreams/http, mutationrulesv3 for config/common/mutation_rules,
+// ratelimitconfv3 for config/ratelimit, rlconfv3 for envoyproxy/ratelimit's
 // RateLimitConfig.
 package translate
 
