@@ -44,11 +44,8 @@ func DefaultAdmin() model.Endpoint { return model.Endpoint{Host: "127.0.0.1", Po
 // is DefaultAdmin. The Runtime and RateLimitConfig resources are not part
 // of it (they are for the ratelimit service and authz, not for Envoy).
 func Static(m *model.Model) (*bootstrapv3.Bootstrap, error) {
-	if m == nil {
-		return nil, errors.New("translate: no model")
-	}
-	if err := m.Validate(); err != nil {
-		return nil, fmt.Errorf("translate: %w", err)
+	if err := check(m, false); err != nil {
+		return nil, err
 	}
 	rc, err := routeConfig(m)
 	if err != nil {

@@ -59,7 +59,7 @@ func exampleModel(t *testing.T) *model.Model {
 }
 
 // orgModel is testdata/in/org-extra-allow: organisation pools, providers
-// beyond the example's (two instances of one, a host name for another),
+// beyond the example's (two instances of one, one on IPv6),
 // both failure modes allow, an envoyproxy/ratelimit domain beside the
 // policy, and no analytics instance (its cluster stays empty).
 func orgModel(t *testing.T) *model.Model {
@@ -78,7 +78,7 @@ func orgModel(t *testing.T) *model.Model {
 			model.ServiceControlplaneHTTP:      {ep(t, "10.0.0.9:8084")},
 			model.ProviderService("openai"):    {ep(t, "10.0.1.1:443")},
 			model.ProviderService("mistral"):   {ep(t, "10.0.1.2:8000"), ep(t, "10.0.1.3:8000")},
-			model.ProviderService("local-llm"): {ep(t, "llm.internal:11434")},
+			model.ProviderService("local-llm"): {ep(t, "[fd00::7]:11434")},
 		},
 		Listener: ep(t, "127.0.0.1:8080"),
 	}

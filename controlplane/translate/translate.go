@@ -24,8 +24,10 @@ package translate
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -40,7 +42,8 @@ import (
 
 // Translate builds the snapshot of a valid model: every resource of
 // Resources, versioned with Version, checked with Consistent. A model that
-// fails Validate is refused with Validate's error, and so is one whose
+// fails Validate is refused with Validate's error, and so is one with a host
+// name where Envoy wants an IP address (see check) or whose
 // envoyproxy/ratelimit domain files cannot be expressed as RateLimitConfig.
 func Translate(m *model.Model) (*cachev3.Snapshot, error) {
 	res, err := Resources(m)
@@ -62,13 +65,11 @@ func Translate(m *model.Model) (*cachev3.Snapshot, error) {
 }
 
 // Resources builds every resource of a valid model by type URL, each list
-// sorted by resource name. The model must pass Validate.
+// sorted by resource name. The model must pass Validate, and its listener
+// and endpoints must be IP addresses.
 func Resources(m *model.Model) (map[resourcev3.Type][]types.Resource, error) {
-	if m == nil {
-		return nil, fmt.Errorf("translate: no model")
-	}
-	if err := m.Validate(); err != nil {
-		return nil, fmt.Errorf("translate: %w", err)
+	if err := check(m, true); err != nil {
+		return nil, err
 	}
 	lis, err := listener(m, rdsRoutes())
 	if err != nil {
@@ -130,6 +131,33 @@ func Version(res map[resourcev3.Type][]types.Resource) (string, error) {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// check refuses a model that fails Validate, or whose addresses Envoy would
+// refuse: the listener's host must be an IP address (Envoy binds no name),
+// and so must every endpoint's when eds (EDS resolves no name; Static
+// resolves them with STRICT_DNS clusters instead).
+func check(m *model.Model, eds bool) error {
+	if m == nil {
+		return errors.New("translate: no model")
+	}
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("translate: %w", err)
+	}
+	var errs []error
+	if _, err := netip.ParseAddr(m.Listener.Host); err != nil {
+		errs = append(errs, fmt.Errorf("translate: listener %s: want an IP address (Envoy binds no host name)", m.Listener))
+	}
+	if eds {
+		for _, s := range slices.Sorted(maps.Keys(m.Endpoints)) {
+			for _, e := range m.Endpoints[s] {
+				if _, err := netip.ParseAddr(e.Host); err != nil {
+					errs = append(errs, fmt.Errorf("translate: service %s: endpoint %s: want an IP address (Envoy's EDS resolves no host name; resolve it in the source)", s, e))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // clusterNames is every cluster the configuration has, sorted: the ones

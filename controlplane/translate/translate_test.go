@@ -163,6 +163,8 @@ func TestRefusesInvalidModel(t *testing.T) {
 			return m
 		}, "want host:port", nil},
 		{"no listener port", func(m *model.Model) *model.Model { m.Listener.Port = 0; return m }, "listener has no port", nil},
+		{"a listener on a host name", func(m *model.Model) *model.Model { m.Listener.Host = "localhost"; return m },
+			"listener localhost:8080: want an IP address", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -234,9 +236,15 @@ func connectionManagerOf(t *testing.T, lis *listenerv3.Listener) *hcmv3.HttpConn
 }
 
 // A static cluster is STATIC when its hosts are IP addresses, STRICT_DNS
-// (resolved by Envoy) when one is a name.
+// (resolved by Envoy) when one is a name; Translate refuses the name, as
+// Envoy's EDS would.
 func TestStaticClusterKinds(t *testing.T) {
-	static, err := Static(orgModel(t))
+	m := orgModel(t)
+	m.Endpoints[model.ProviderService("local-llm")] = []model.Endpoint{ep(t, "llm.internal:11434")}
+	if _, err := Translate(m); err == nil || !strings.Contains(err.Error(), "service leaky-provider-local-llm: endpoint llm.internal:11434: want an IP address") {
+		t.Errorf("Translate with a host name endpoint = %v, want a refusal naming it", err)
+	}
+	static, err := Static(m)
 	if err != nil {
 		t.Fatal(err)
 	}
