@@ -1,7 +1,10 @@
 package translate
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -104,13 +107,20 @@ func inlineDiscovery(eps []model.Endpoint) func(*clusterv3.Cluster) {
 	}
 }
 
-// loadAssignment is a cluster's endpoints in one locality; none is an
-// empty assignment (the gateway answers 503 "no healthy upstream").
+// loadAssignment is a cluster's endpoints in one locality, sorted and
+// without duplicates whatever order the model gives them in (so that equal
+// sets give equal versions); none is an empty assignment (the gateway
+// answers 503 "no healthy upstream").
 func loadAssignment(name string, eps []model.Endpoint) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	if len(eps) == 0 {
 		return cla
 	}
+	eps = slices.Clone(eps)
+	slices.SortFunc(eps, func(a, b model.Endpoint) int {
+		return cmp.Or(strings.Compare(a.Host, b.Host), cmp.Compare(a.Port, b.Port))
+	})
+	eps = slices.Compact(eps)
 	lb := make([]*endpointv3.LbEndpoint, len(eps))
 	for i, e := range eps {
 		lb[i] = &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/leakytokens/leaky/controlplane/model"
+	"github.com/leakytokens/leaky/envoy/validate"
 	"github.com/leakytokens/leaky/internal/policy"
 )
 
@@ -82,6 +83,13 @@ func TestVersion(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		for typ, byName := range snap.Resources {
+			for name, r := range byName.Items {
+				if err := validate.Resource(r.Resource); err != nil {
+					t.Errorf("validate.Resource(%d %s) = %v", typ, name, err)
+				}
+			}
+		}
 		v := snap.GetVersion(resourcev3.ListenerType)
 		for _, typ := range []string{resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.RuntimeType, resourcev3.RateLimitConfigType} {
 			if got := snap.GetVersion(typ); got != v {
@@ -130,6 +138,13 @@ func TestVersion(t *testing.T) {
 			}
 			m.Config = cfg
 		},
+	}
+	shuffled := exampleModel(t)
+	shuffled.Endpoints[model.ServiceAuthzGRPC] = []model.Endpoint{ep(t, "127.0.0.3:9091"), ep(t, "127.0.0.1:9091"), ep(t, "127.0.0.3:9091")}
+	sorted := exampleModel(t)
+	sorted.Endpoints[model.ServiceAuthzGRPC] = []model.Endpoint{ep(t, "127.0.0.1:9091"), ep(t, "127.0.0.3:9091")}
+	if a, b := version(shuffled), version(sorted); a != b {
+		t.Errorf("the same endpoints in another order, one repeated: versions %q and %q", a, b)
 	}
 	seen := map[string]string{base: "the example"}
 	for name, change := range changes {
