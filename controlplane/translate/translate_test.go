@@ -77,85 +77,93 @@ func TestClientHeaderRegex(t *testing.T) {
 
 // An unchanged model gives the same version; every change gives a new one.
 func TestVersion(t *testing.T) {
-	version := func(m *model.Model) string {
-		t.Helper()
-		snap, err := Translate(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for typ, byName := range snap.Resources {
-			for name, r := range byName.Items {
-				if err := validate.Resource(r.Resource); err != nil {
-					t.Errorf("validate.Resource(%d %s) = %v", typ, name, err)
-				}
-			}
-		}
-		v := snap.GetVersion(resourcev3.ListenerType)
-		for _, typ := range []string{resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.RuntimeType, resourcev3.RateLimitConfigType} {
-			if got := snap.GetVersion(typ); got != v {
-				t.Fatalf("version of %s = %q, want the snapshot's %q", typ, got, v)
-			}
-		}
-		return v
-	}
-	base := version(exampleModel(t))
-	if again := version(exampleModel(t)); again != base {
+	base := snapshotVersion(t, exampleModel(t))
+	if again := snapshotVersion(t, exampleModel(t)); again != base {
 		t.Errorf("the same model translated twice: versions %q and %q", base, again)
 	}
-	withPolicy := func(edit func(string) string) func(*model.Model) {
+	shuffled := exampleModel(t)
+	shuffled.Endpoints[model.ServiceAuthzGRPC] = []model.Endpoint{ep(t, "127.0.0.3:9091"), ep(t, "127.0.0.1:9091"), ep(t, "127.0.0.3:9091")}
+	sorted := exampleModel(t)
+	sorted.Endpoints[model.ServiceAuthzGRPC] = []model.Endpoint{ep(t, "127.0.0.1:9091"), ep(t, "127.0.0.3:9091")}
+	if a, b := snapshotVersion(t, shuffled), snapshotVersion(t, sorted); a != b {
+		t.Errorf("the same endpoints in another order, one repeated: versions %q and %q", a, b)
+	}
+	seen := map[string]string{base: "the example"}
+	for name, change := range modelChanges(t) {
+		m := exampleModel(t)
+		change(m)
+		m.Normalize()
+		v := snapshotVersion(t, m)
+		if other, dup := seen[v]; dup {
+			t.Errorf("%s: version %q, the same as %s's", name, v, other)
+		}
+		seen[v] = name
+	}
+}
+
+// snapshotVersion translates m, validates every resource and returns the
+// snapshot's version, checking that every type has it.
+func snapshotVersion(t *testing.T, m *model.Model) string {
+	t.Helper()
+	snap, err := Translate(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, byName := range snap.Resources {
+		for name, r := range byName.Items {
+			if err := validate.Resource(r.Resource); err != nil {
+				t.Errorf("validate.Resource(%d %s) = %v", typ, name, err)
+			}
+		}
+	}
+	v := snap.GetVersion(resourcev3.ListenerType)
+	for _, typ := range []string{resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.RuntimeType, resourcev3.RateLimitConfigType} {
+		if got := snap.GetVersion(typ); got != v {
+			t.Fatalf("version of %s = %q, want the snapshot's %q", typ, got, v)
+		}
+	}
+	return v
+}
+
+// modelChanges are changes to the example model, each of which must give
+// a new version.
+func modelChanges(t *testing.T) map[string]func(*model.Model) {
+	withFiles := func(edit func(map[string][]byte)) func(*model.Model) {
 		return func(m *model.Model) {
-			name, data := m.Config.PolicyFile()
-			cfg, err := policy.FromContents("test", map[string][]byte{name: []byte(edit(string(data)))})
+			files := m.Config.Files()
+			edit(files)
+			cfg, err := policy.FromContents("test", files)
 			if err != nil {
 				t.Fatal(err)
 			}
 			m.Config = cfg
 		}
 	}
-	changes := map[string]func(*model.Model){
+	withPolicy := func(old, new string) func(*model.Model) {
+		return withFiles(func(files map[string][]byte) {
+			name, data := policy.ExampleSource, string(files[policy.ExampleSource])
+			if !strings.Contains(data, old) {
+				t.Fatalf("the example policy has no %q", old)
+			}
+			files[name] = []byte(strings.Replace(data, old, new, 1))
+		})
+	}
+	return map[string]func(*model.Model){
 		"an endpoint added": func(m *model.Model) {
 			m.Endpoints[model.ServiceAuthzGRPC] = append(m.Endpoints[model.ServiceAuthzGRPC], ep(t, "127.0.0.2:9091"))
 		},
 		"a port changed":        func(m *model.Model) { m.Endpoints[model.ProviderService("qwen")][0].Port = 9999 },
 		"analytics gone":        func(m *model.Model) { delete(m.Endpoints, model.ServiceAnalyticsHTTP) },
 		"the listener moved":    func(m *model.Model) { m.Listener.Port = 8081 },
-		"retries":               withPolicy(func(s string) string { return strings.Replace(s, "retries: 2", "retries: 3", 1) }),
-		"a tier's bucket":       withPolicy(func(s string) string { return strings.Replace(s, "capacity: 4000,", "capacity: 4001,", 1) }),
-		"a comment of the file": withPolicy(func(s string) string { return s + "\n# a comment\n" }),
-		"authz failure mode": withPolicy(func(s string) string {
-			return strings.Replace(s, "authz_failure_mode: deny", "authz_failure_mode: allow", 1)
-		}),
-		"a provider path": withPolicy(func(s string) string { return strings.Replace(s, "qwen: /compatible-mode/", "qwen: /compatible/", 1) }),
-		"a provider removed": withPolicy(func(s string) string {
-			return strings.Replace(s, "  gemini: {capacity: 1000000, leak_rate: 20000}\n", "", 1)
-		}),
-		"a ratelimit domain file": func(m *model.Model) {
-			files := m.Config.Files()
+		"retries":               withPolicy("retries: 2", "retries: 3"),
+		"a tier's bucket":       withPolicy("capacity: 4000,", "capacity: 4001,"),
+		"a comment of the file": withPolicy("# Users whose roles", "# All users whose roles"),
+		"authz failure mode":    withPolicy("authz_failure_mode: deny", "authz_failure_mode: allow"),
+		"a provider path":       withPolicy("qwen: /compatible-mode/", "qwen: /compatible/"),
+		"a provider removed":    withPolicy("  gemini: {capacity: 1000000, leak_rate: 20000}\n", ""),
+		"a ratelimit domain file": withFiles(func(files map[string][]byte) {
 			files["other.yaml"] = []byte("domain: other\ndescriptors: [{key: k, rate_limit: {unit: second, requests_per_unit: 1}}]\n")
-			cfg, err := policy.FromContents("test", files)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m.Config = cfg
-		},
-	}
-	shuffled := exampleModel(t)
-	shuffled.Endpoints[model.ServiceAuthzGRPC] = []model.Endpoint{ep(t, "127.0.0.3:9091"), ep(t, "127.0.0.1:9091"), ep(t, "127.0.0.3:9091")}
-	sorted := exampleModel(t)
-	sorted.Endpoints[model.ServiceAuthzGRPC] = []model.Endpoint{ep(t, "127.0.0.1:9091"), ep(t, "127.0.0.3:9091")}
-	if a, b := version(shuffled), version(sorted); a != b {
-		t.Errorf("the same endpoints in another order, one repeated: versions %q and %q", a, b)
-	}
-	seen := map[string]string{base: "the example"}
-	for name, change := range changes {
-		m := exampleModel(t)
-		change(m)
-		m.Normalize()
-		v := version(m)
-		if other, dup := seen[v]; dup {
-			t.Errorf("%s: version %q, the same as %s's", name, v, other)
-		}
-		seen[v] = name
+		}),
 	}
 }
 
