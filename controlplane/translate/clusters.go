@@ -107,6 +107,9 @@ func inlineDiscovery(eps []model.Endpoint) func(*clusterv3.Cluster) {
 	}
 }
 
+// locality names the one locality of every load assignment.
+const locality = "leaky"
+
 // loadAssignment is a cluster's endpoints in one locality, sorted and
 // without duplicates whatever order the model gives them in (so that equal
 // sets give equal versions); none is an empty assignment (the gateway
@@ -127,6 +130,13 @@ func loadAssignment(name string, eps []model.Endpoint) *endpointv3.ClusterLoadAs
 			Endpoint: &endpointv3.Endpoint{Address: socketAddress(e)},
 		}}
 	}
-	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lb}}
+	// One named locality of weight 1: Envoy needs neither, but gRPC's xDS
+	// client refuses a locality without an identity and drops one without
+	// weight (its weighted targets would have nothing to pick from).
+	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{
+		Locality:            &corev3.Locality{Region: locality},
+		LbEndpoints:         lb,
+		LoadBalancingWeight: wrapperspb.UInt32(1),
+	}}
 	return cla
 }
