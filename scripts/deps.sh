@@ -47,6 +47,10 @@ build_consul() {
 	out=$(bash scripts/consul-path.sh)
 	dir=$(dirname "$out")
 	[ -x "$out" ] && return 0
+	if grep -qE 'hashicorp/consul/(envoyextensions|troubleshoot) ' tools/consul/go.sum; then
+		echo "deps: tools/consul depends on consul/envoyextensions or consul/troubleshoot, which must not be used" >&2
+		exit 1
+	fi
 	mkdir -p "$dir"
 	exec 9>"$dir/.lock"
 	flock 9

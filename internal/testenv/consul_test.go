@@ -3,7 +3,9 @@ package testenv
 import (
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -85,6 +87,28 @@ func TestConsulCachePathMatchesTheScript(t *testing.T) {
 		}
 		if want := strings.TrimSpace(string(out)); got != want {
 			t.Errorf("XDG_CACHE_HOME=%q: consulCachePath() = %q, scripts/consul-path.sh says %q", xdg, got, want)
+		}
+	}
+}
+
+// TestConsulWrapperStaysMPL: the agent is built from Consul v1.14.11, the
+// last line before the BUSL licence, and its module graph holds neither of
+// the modules DESIGN §7 rules out.
+func TestConsulWrapperStaysMPL(t *testing.T) {
+	sum, err := consulWrapperSum()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := os.ReadFile("../../tools/consul/go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^\s*github\.com/hashicorp/consul v1\.14\.11$`).Match(mod) {
+		t.Errorf("tools/consul/go.mod does not require github.com/hashicorp/consul v1.14.11:\n%s", mod)
+	}
+	for _, banned := range []string{"github.com/hashicorp/consul/envoyextensions", "github.com/hashicorp/consul/troubleshoot"} {
+		if strings.Contains(string(sum), banned) || strings.Contains(string(mod), banned) {
+			t.Errorf("tools/consul depends on %s", banned)
 		}
 	}
 }
