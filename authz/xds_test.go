@@ -98,3 +98,25 @@ func TestConfigXDSValidated(t *testing.T) {
 		t.Errorf("CheckConfig(-config-xds localhost:18000) = %v, want nil", err)
 	}
 }
+
+// The one apply path ignores a snapshot with the digest of the one applied
+// last (the same files from another source included).
+func TestApplySameDigestIsNoOp(t *testing.T) {
+	ts := startService(t, nil, nil)
+	files := map[string][]byte{"policy.yaml": []byte(proForUsers()["policy.yaml"])}
+	first, err := policy.FromContents("xds a", files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.applyPolicy(first); err != nil {
+		t.Fatalf("applyPolicy: %v", err)
+	}
+	serving := ts.policy.Load()
+	again, err := policy.FromContents("xds b", files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.applyPolicy(again); err != nil || ts.policy.Load() != serving {
+		t.Errorf("applyPolicy(same digest) = %v and a new policy installed; want nil and no change", err)
+	}
+}

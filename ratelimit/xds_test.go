@@ -113,3 +113,25 @@ func TestConfigXDSValidated(t *testing.T) {
 		t.Errorf("CheckConfig(-config-xds localhost:18000) = %v, want nil", err)
 	}
 }
+
+// The one apply path ignores a snapshot with the digest of the serving one
+// (the same files from another source included).
+func TestApplySameDigestIsNoOp(t *testing.T) {
+	s := start(t, testConfig(t, "memory"))
+	files := map[string][]byte{"policy.yaml": []byte(examplePolicy("4100")["policy.yaml"])}
+	first, err := policy.FromContents("xds a", files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.svc.applyConfig(first); err != nil {
+		t.Fatalf("applyConfig: %v", err)
+	}
+	serving := s.svc.limits.Load()
+	again, err := policy.FromContents("xds b", files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.svc.applyConfig(again); err != nil || s.svc.limits.Load() != serving {
+		t.Errorf("applyConfig(same digest) = %v and a new configuration installed; want nil and no change", err)
+	}
+}

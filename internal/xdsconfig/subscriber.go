@@ -166,8 +166,11 @@ func (s *Subscriber) setVersion(v string) {
 
 // Run subscribes until ctx ends, reopening the stream after any error with
 // jittered exponential backoff (reset once a stream has delivered a
-// response). A new stream asks again with the version last applied, so
-// the server sends only a newer one. It returns nil when ctx ends.
+// response). A new stream asks again with the version last applied, so a
+// server that goes by versions sends only a newer one (one that sends the
+// same configuration again gets an ACK and no apply). The first failure
+// of a series is logged as a warning, the retries at debug level. It
+// returns nil when ctx ends.
 func (s *Subscriber) Run(ctx context.Context) error {
 	attempt := 0
 	for {
@@ -179,8 +182,12 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			attempt = 0
 		}
 		wait := backoff(s.minBackoff, s.maxBackoff, attempt)
+		level := slog.LevelWarn
+		if attempt > 0 {
+			level = slog.LevelDebug
+		}
 		attempt++
-		s.log.Warn("xds config stream ended; reconnecting", keyAddr, s.addr, serve.KeyError, err.Error(), keyRetryIn, wait.String())
+		s.log.Log(ctx, level, "xds config stream ended; reconnecting", keyAddr, s.addr, serve.KeyError, err.Error(), keyRetryIn, wait.String())
 		if !sleep(ctx, wait) {
 			return nil
 		}

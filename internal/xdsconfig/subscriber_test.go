@@ -381,3 +381,17 @@ func TestNodeFor(t *testing.T) {
 		t.Errorf("NodeFor(ratelimit) = %+v, want cluster ratelimit and id ratelimit-<host>-<pid>", n)
 	}
 }
+
+// A response of a type the subscriber did not ask for is not answered
+// (an answer would subscribe to that type) and changes nothing.
+func TestIgnoresOtherTypes(t *testing.T) {
+	svc := &service{}
+	sub, err := New("127.0.0.1:18000", svc.apply, Options{Node: Node{ID: "n"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, pause := sub.handle(&discoveryv3.DiscoveryResponse{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", VersionInfo: "v1", Nonce: "1"})
+	if req != nil || pause != 0 || len(svc.snapshots()) != 0 || sub.Version() != "" {
+		t.Errorf("handle(a Cluster response) = %v, %v; applied %d, version %q; want no answer and no change", req, pause, len(svc.snapshots()), sub.Version())
+	}
+}
