@@ -10,6 +10,7 @@ import (
 
 	"github.com/leakytokens/leaky/internal/flagenv"
 	"github.com/leakytokens/leaky/internal/serve"
+	"github.com/leakytokens/leaky/internal/xdsconfig"
 )
 
 // Config is the whole configuration of the service. Every field is a flag
@@ -34,6 +35,11 @@ type Config struct {
 	// as the ratelimit service reads it). Empty selects the embedded
 	// example. Changes are picked up within a second.
 	PolicyPath string
+	// ConfigXDS is the host:port of the control plane's ADS server. When
+	// set, the service starts on PolicyPath as usual but does not watch it:
+	// the policy comes from the Runtime resource the control plane pushes
+	// (package xdsconfig), applied as it arrives.
+	ConfigXDS string
 
 	// SigningSecret seals the signing keys at rest and keys the refresh
 	// token HMAC. Required with a database; with the memory store an empty
@@ -103,6 +109,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PublicURL, "public-url", d.PublicURL, "base URL of the HTTP API in discovery metadata (default http://<http-addr>)")
 	fs.StringVar(&c.DatabaseURL, "database-url", d.DatabaseURL, "PostgreSQL URL; empty uses the memory store")
 	fs.StringVar(&c.PolicyPath, "policy", d.PolicyPath, "policy file, or a directory holding it (as the ratelimit service's -config); empty uses the embedded example")
+	fs.StringVar(&c.ConfigXDS, "config-xds", d.ConfigXDS, "host:port of the control plane's ADS server to take the policy from (then -policy is the start policy, not watched)")
 	fs.StringVar(&c.SigningSecret, "signing-secret", d.SigningSecret, "secret sealing the signing keys (required with a database)")
 	fs.StringVar(&c.Issuer, "issuer", d.Issuer, "token issuer (iss)")
 	fs.StringVar(&c.Audience, "audience", d.Audience, "token audience (aud)")
@@ -157,6 +164,11 @@ func (c *Config) Validate() error {
 			"public-url %q: an absolute http or https URL without query or fragment", c.PublicURL)
 	}
 	check(c.DatabaseURL == "" || c.SigningSecret != "", "signing-secret: required with a database")
+	if c.ConfigXDS != "" {
+		if err := xdsconfig.ValidateAddr(c.ConfigXDS); err != nil {
+			errs = append(errs, fmt.Errorf("config-xds: %w", err))
+		}
+	}
 	check(c.SigningSecret == "" || len(c.SigningSecret) >= 16, "signing-secret: at least 16 characters")
 	check(c.Issuer != "", "issuer: must be set")
 	check(c.Audience != "", "audience: must be set")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/leakytokens/leaky/internal/policy"
 	"github.com/leakytokens/leaky/internal/serve"
+	"github.com/leakytokens/leaky/internal/xdsconfig"
 )
 
 // CheckConfig validates cfg and loads its policy path as New will, opening
@@ -42,31 +43,27 @@ func policyOf(snap *policy.Snapshot) (*policy.Policy, error) {
 	return snap.Policy(), nil
 }
 
-// watchPolicy polls the policy path every interval with the policy watcher
-// until ctx ends and swaps in a changed, valid policy. A rejected one is
-// logged; the last good policy keeps serving. The watcher starts from what
-// the path holds now, so a change made between New and Run is not missed.
+// watchPolicy follows the one source of policy changes until ctx ends:
+// the control plane when ConfigXDS is set (the subscriber applies, NACKs
+// and logs), else the policy path, polled every interval with the policy
+// watcher. A changed, valid policy is swapped in; a rejected one is
+// logged and the last good policy keeps serving. The watcher starts from
+// what the path holds now, so a change made between New and Run is not
+// missed.
 func (s *Service) watchPolicy(ctx context.Context, interval time.Duration) {
+	if s.xds != nil {
+		_ = s.xds.Run(ctx)
+		return
+	}
 	path := s.cfg.PolicyPath
 	if path == "" {
 		return
 	}
 	var current *policy.Snapshot
-	if snap, err := policy.Load(path); err == nil {
-		if pol, err := policyOf(snap); err == nil {
-			s.policy.Store(pol)
-			current = snap
-		}
+	if snap, err := policy.Load(path); err == nil && s.applyPolicy(snap) == nil {
+		current = snap
 	}
-	apply := func(snap *policy.Snapshot) error {
-		pol, err := policyOf(snap)
-		if err != nil {
-			return err
-		}
-		s.policy.Store(pol)
-		return nil
-	}
-	w := policy.NewWatcher(path, current, apply)
+	w := policy.NewWatcher(path, current, s.applyPolicy)
 	_ = w.Run(ctx, interval, func(_ *policy.Snapshot, err error) {
 		if err != nil {
 			s.logger.Warn("policy reload rejected; the last good policy keeps serving", serve.KeyPath, path, serve.KeyError, err.Error())
@@ -74,4 +71,38 @@ func (s *Service) watchPolicy(ctx context.Context, interval time.Duration) {
 		}
 		s.logger.Info("policy reloaded", serve.KeyPath, path)
 	})
+}
+
+// applyPolicy installs the policy of a snapshot from the file watcher or
+// the xDS subscriber (one of them, from one goroutine); a snapshot without
+// a leaky-tokens policy is refused. A snapshot with the digest of the one
+// applied last is a no-op.
+func (s *Service) applyPolicy(snap *policy.Snapshot) error {
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	if s.policyDigest == snap.Digest() {
+		return nil
+	}
+	pol, err := policyOf(snap)
+	if err != nil {
+		return err
+	}
+	s.policy.Store(pol)
+	s.policyDigest = snap.Digest()
+	return nil
+}
+
+// subscribe builds the xDS subscriber when ConfigXDS is set; Run starts
+// it in place of the file watcher.
+func (s *Service) subscribe() error {
+	if s.cfg.ConfigXDS == "" {
+		return nil
+	}
+	sub, err := xdsconfig.New(s.cfg.ConfigXDS, s.applyPolicy, xdsconfig.Options{
+		Node: xdsconfig.NodeFor("authz"), Logger: s.logger, Registerer: s.reg})
+	if err != nil {
+		return err
+	}
+	s.xds = sub
+	return nil
 }

@@ -3,12 +3,14 @@ package authz
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +28,7 @@ import (
 	"github.com/leakytokens/leaky/authz/store"
 	"github.com/leakytokens/leaky/internal/policy"
 	"github.com/leakytokens/leaky/internal/serve"
+	"github.com/leakytokens/leaky/internal/xdsconfig"
 )
 
 // Service is the authz service: ext_authz over gRPC plus the HTTP API.
@@ -48,6 +51,12 @@ type Service struct {
 	admin   AdminCredentials
 	// dummyHash is verified against for unknown usernames.
 	dummyHash string
+
+	// policyMu serialises applyPolicy; policyDigest is the digest of the
+	// snapshot it applied last (zero: none, the policy New loaded).
+	policyMu     sync.Mutex
+	policyDigest [sha256.Size]byte
+	xds          *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
 
 	srv     *serve.Server
 	handler http.Handler // the HTTP API behind the runtime's own routes
@@ -127,6 +136,9 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 	s.policy.Store(pol)
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.reg)
+	if err := s.subscribe(); err != nil {
+		return nil, err
+	}
 	secret := cfg.SigningSecret
 	if secret == "" {
 		var b [32]byte
@@ -215,7 +227,8 @@ func (s *Service) Close() {
 }
 
 // Run serves gRPC and HTTP on the runtime, reloads the signing keys every
-// KeyRefresh, reloads a changed policy file and purges expired token
+// KeyRefresh, follows policy changes (from the control plane with
+// ConfigXDS, else the policy file) and purges expired token
 // records every ten minutes, until ctx ends. The runtime probes the store
 // and the key set for readiness, and at the end turns NOT_SERVING first and
 // drains both servers within ShutdownGrace; then the store closes. It

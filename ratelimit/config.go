@@ -12,6 +12,7 @@ import (
 
 	"github.com/leakytokens/leaky/internal/flagenv"
 	"github.com/leakytokens/leaky/internal/serve"
+	"github.com/leakytokens/leaky/internal/xdsconfig"
 )
 
 // Config is the service's configuration. The zero value is not valid; start
@@ -29,6 +30,11 @@ type Config struct {
 	// within ReloadInterval of a change.
 	ConfigPath     string
 	ReloadInterval time.Duration // how often ConfigPath is checked for changes
+	// ConfigXDS is the host:port of the control plane's ADS server. When
+	// set, the service starts on ConfigPath as usual but does not watch it:
+	// the configuration comes from the Runtime resource the control plane
+	// pushes (package xdsconfig), applied as it arrives.
+	ConfigXDS string
 
 	// The store settings are the operator's, flags and environment like
 	// every other field, but the service never acts on them: cmd/leaky
@@ -72,6 +78,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address (/livez, /readyz, /metrics)")
 	fs.StringVar(&c.ConfigPath, "config", c.ConfigPath, "policy file, envoyproxy/ratelimit YAML file, or a directory of them; empty = embedded example policy")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often the config path is checked for changes")
+	fs.StringVar(&c.ConfigXDS, "config-xds", c.ConfigXDS, "host:port of the control plane's ADS server to take the configuration from (then -config is the start configuration, not watched)")
 	fs.StringVar(&c.Store, "store", c.Store, "bucket store: memory or redis")
 	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "Redis URL for -store redis (redis://[user:password@]host:port/db)")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", c.RedisTimeout, "deadline of every Redis call; keep it below Envoy's 20 ms rate-limit timeout")
@@ -114,6 +121,11 @@ func (c Config) Validate() error {
 	}
 	if c.RedisTimeout <= 0 {
 		errs = append(errs, errors.New("redis-timeout: must be positive"))
+	}
+	if c.ConfigXDS != "" {
+		if err := xdsconfig.ValidateAddr(c.ConfigXDS); err != nil {
+			errs = append(errs, fmt.Errorf("config-xds: %w", err))
+		}
 	}
 	if c.ReloadInterval <= 0 {
 		errs = append(errs, errors.New("reload-interval: must be positive"))

@@ -8,11 +8,16 @@ import (
 	"github.com/leakytokens/leaky/internal/serve"
 )
 
-// watchConfig polls the configuration path every ReloadInterval with the
-// policy watcher and swaps in a changed configuration that is valid. A bad
-// one is logged with the file and the problem and counted; the last good
-// one keeps serving.
+// watchConfig follows the one source of configuration changes: the
+// control plane when ConfigXDS is set (the subscriber applies, NACKs, logs
+// and counts), else the configuration path, polled every ReloadInterval
+// with the policy watcher. A changed configuration that is valid is swapped
+// in; a bad one is logged with the file and the problem and counted, and
+// the last good one keeps serving.
 func (s *Service) watchConfig(ctx context.Context) error {
+	if s.xds != nil {
+		return s.xds.Run(ctx)
+	}
 	if s.cfg.ConfigPath == "" {
 		return nil
 	}
@@ -28,9 +33,14 @@ func (s *Service) watchConfig(ctx context.Context) error {
 	})
 }
 
-// applyConfig installs a valid snapshot: its rule files must parse, and it
-// may not drop a serving policy.
+// applyConfig installs a valid snapshot, from the file watcher or the xDS
+// subscriber (one of them, from one goroutine): its rule files must parse,
+// and it may not drop a serving policy. A snapshot with the digest of the
+// serving one is a no-op.
 func (s *Service) applyConfig(snap *policy.Snapshot) error {
+	if cur := s.limits.Load(); cur.snap != nil && cur.snap.Digest() == snap.Digest() {
+		return nil
+	}
 	l, err := newLimits(snap)
 	if err != nil {
 		return err

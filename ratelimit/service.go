@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/leakytokens/leaky/internal/serve"
+	"github.com/leakytokens/leaky/internal/xdsconfig"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
@@ -28,6 +29,7 @@ type Service struct {
 	health  storeHealth
 	reserve *Reservations
 	srv     *serve.Server
+	xds     *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
 
 	storeLog *serve.Throttle // store errors: one line a second
 }
@@ -37,7 +39,8 @@ type Service struct {
 // decides on st, the store cmd/leaky opened from cfg (the service never
 // opens one; see storecaps.go for what else it uses of st when st offers
 // it), and takes ownership of it: Run's end or Close closes st, and so does
-// New when it fails.
+// New when it fails. With cfg.ConfigXDS it also builds the subscriber
+// that Run starts in place of the file watcher.
 func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		closeStore(st)
@@ -52,6 +55,14 @@ func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 	s.limits.Store(l)
 	s.metrics = newMetrics(s.evictions)
 	s.metrics.configOK.Inc()
+	if cfg.ConfigXDS != "" {
+		s.xds, err = xdsconfig.New(cfg.ConfigXDS, s.applyConfig, xdsconfig.Options{
+			Node: xdsconfig.NodeFor("ratelimit"), Logger: logger, Registerer: s.metrics.reg})
+		if err != nil {
+			closeStore(st)
+			return nil, err
+		}
+	}
 	s.reserve = NewReservations(s.store, nil, func() time.Duration {
 		if p := s.limits.Load().policy; p != nil {
 			return time.Duration(p.ReservationTTL)
@@ -109,9 +120,10 @@ func (s *Service) Close() {
 
 func (s *Service) closeStore() { closeStore(s.store) }
 
-// Run serves until ctx is cancelled, then stops as the runtime does: health
-// turns NOT_SERVING first, in-flight calls finish within ShutdownGrace, and
-// the store closes last.
+// Run serves until ctx is cancelled, following configuration changes from
+// the one source configured (the control plane, or the -config path), then
+// stops as the runtime does: health turns NOT_SERVING first, in-flight
+// calls finish within ShutdownGrace, and the store closes last.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.closeStore()
 	g, gctx := errgroup.WithContext(ctx)

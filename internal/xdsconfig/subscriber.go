@@ -1,0 +1,289 @@
+// Package xdsconfig is the configuration subscriber of the ratelimit
+// service and authz: an ADS client (state of the world) of the control
+// plane that asks for the one Runtime resource model.RuntimeName, reads the
+// configuration files of its layer, validates them with the policy loader
+// and hands the snapshot to the service. A configuration that fails is
+// NACKed with the reason and the last good one keeps serving; a broken
+// stream is reopened with jittered exponential backoff.
+package xdsconfig
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/leakytokens/leaky/controlplane/model"
+	"github.com/leakytokens/leaky/internal/policy"
+	"github.com/leakytokens/leaky/internal/serve"
+)
+
+// Log keys of the subscriber's lines.
+const (
+	keyAddr    = "xds_addr" // the control plane's ADS address
+	keyVersion = "version"  // a response's version_info
+	keyRetryIn = "retry_in" // the wait before the next connection attempt
+)
+
+// maxRecvMsg bounds one response: the configuration files travel in it,
+// each at most policy.MaxFileSize.
+const maxRecvMsg = 64 << 20
+
+// nackPauseMin and nackPauseMax bound the wait before NACKing a version
+// the server sends again after it was rejected. A plain go-control-plane
+// snapshot cache answers a NACK (which carries the last applied version)
+// with the same rejected snapshot at once; without the pause the two would
+// loop as fast as the network goes. While the client waits the server has
+// no request to answer, so a corrected snapshot set meanwhile arrives with
+// the next NACK, at most nackPauseMax later.
+const (
+	nackPauseMin = 100 * time.Millisecond
+	nackPauseMax = time.Second
+)
+
+// Node identifies a subscriber to the control plane: node.id and
+// node.cluster of its requests.
+type Node struct {
+	ID      string
+	Cluster string
+}
+
+// NodeFor is the node of one process of service: cluster service, id
+// service-<hostname>-<pid>, so that two processes on one host differ.
+func NodeFor(service string) Node {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return Node{ID: service + "-" + host + "-" + strconv.Itoa(os.Getpid()), Cluster: service}
+}
+
+// Options are a Subscriber's settings besides its address and apply
+// function.
+type Options struct {
+	Node       Node                  // required: ID at least
+	Logger     *slog.Logger          // nil: no logs
+	Registerer prometheus.Registerer // the service's registry; nil: metrics not exported
+	MinBackoff time.Duration         // first reconnection wait; 0: 100 ms
+	MaxBackoff time.Duration         // longest reconnection wait; 0: 5 s
+}
+
+// Subscriber follows the Runtime resource of one control plane. Build it
+// with New and call Run once.
+type Subscriber struct {
+	addr   string
+	source string // the snapshots' source: "xds " + addr
+	node   *corev3.Node
+	apply  func(*policy.Snapshot) error
+	log    *slog.Logger
+	m      *metrics
+
+	minBackoff, maxBackoff time.Duration
+
+	// Owned by Run's goroutine.
+	digest          [sha256.Size]byte // of the configuration last applied
+	applied         bool              // whether digest is set
+	rejectedVersion string            // the version last rejected, and why
+	rejectedErr     string
+	repeats         int // how often that version came back since
+
+	mu      sync.Mutex
+	version string // version_info of the configuration last applied
+}
+
+// ValidateAddr checks an ADS address: host:port with a port 1-65535.
+func ValidateAddr(addr string) error {
+	_, err := model.ParseEndpoint(addr)
+	return err
+}
+
+// New returns a subscriber of the ADS server at addr (host:port, plain
+// gRPC) that hands every configuration it receives, validated, to apply.
+// apply installs a snapshot in the service or refuses it with an error
+// (the refusal is NACKed); it is called from Run's goroutine only. The
+// metrics are registered in opts.Registerer here.
+func New(addr string, apply func(*policy.Snapshot) error, opts Options) (*Subscriber, error) {
+	if err := ValidateAddr(addr); err != nil {
+		return nil, fmt.Errorf("xds address: %w", err)
+	}
+	if apply == nil {
+		return nil, errors.New("xds subscriber: no apply function")
+	}
+	if opts.Node.ID == "" {
+		return nil, errors.New("xds subscriber: node id required")
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Subscriber{
+		addr: addr, source: "xds " + addr, apply: apply, log: opts.Logger, m: m,
+		node:       &corev3.Node{Id: opts.Node.ID, Cluster: opts.Node.Cluster},
+		minBackoff: opts.MinBackoff, maxBackoff: opts.MaxBackoff,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.minBackoff <= 0 {
+		s.minBackoff = 100 * time.Millisecond
+	}
+	if s.maxBackoff <= 0 {
+		s.maxBackoff = 5 * time.Second
+	}
+	s.maxBackoff = max(s.maxBackoff, s.minBackoff)
+	return s, nil
+}
+
+// Version is the version_info of the configuration last applied from
+// xDS, "" before the first. Safe for concurrent use.
+func (s *Subscriber) Version() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version
+}
+
+func (s *Subscriber) setVersion(v string) {
+	s.mu.Lock()
+	s.version = v
+	s.mu.Unlock()
+	s.m.appliedVersion(v)
+}
+
+// Run subscribes until ctx ends, reopening the stream after any error with
+// jittered exponential backoff (reset once a stream has delivered a
+// response). A new stream asks again with the version last applied, so a
+// server that goes by versions sends only a newer one (one that sends the
+// same configuration again gets an ACK and no apply). The first failure
+// of a series is logged as a warning, the retries at debug level. It
+// returns nil when ctx ends.
+func (s *Subscriber) Run(ctx context.Context) error {
+	attempt := 0
+	for {
+		received, err := s.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if received {
+			attempt = 0
+		}
+		wait := backoff(s.minBackoff, s.maxBackoff, attempt)
+		level := slog.LevelWarn
+		if attempt > 0 {
+			level = slog.LevelDebug
+		}
+		attempt++
+		s.log.Log(ctx, level, "xds config stream ended; reconnecting", keyAddr, s.addr, serve.KeyError, err.Error(), keyRetryIn, wait.String())
+		if !sleep(ctx, wait) {
+			return nil
+		}
+	}
+}
+
+// backoff is the wait before attempt n (0 first): min doubled n times,
+// at most max, jittered to between half and all of it.
+func backoff(lo, hi time.Duration, n int) time.Duration {
+	d := lo
+	for range n {
+		if d >= hi/2 {
+			d = hi
+			break
+		}
+		d *= 2
+	}
+	d = min(d, hi)
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d, or less when ctx ends first; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// session runs one stream: the first request, then a response and its ACK
+// or NACK at a time, until the stream fails or ctx ends. It reports
+// whether any response arrived.
+func (s *Subscriber) session(ctx context.Context) (received bool, err error) {
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsg)))
+	if err != nil {
+		return false, fmt.Errorf("dial %s: %w", s.addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		return false, fmt.Errorf("open stream: %w", err)
+	}
+	if err := stream.Send(s.request(s.Version(), "", nil)); err != nil {
+		return false, fmt.Errorf("send: %w", streamErr(stream, err))
+	}
+	s.m.connected.Set(1)
+	defer s.m.connected.Set(0)
+	s.log.Info("xds config stream open", keyAddr, s.addr, keyVersion, s.Version())
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return received, fmt.Errorf("receive: %w", err)
+		}
+		received = true
+		req, pause := s.handle(resp)
+		if req == nil {
+			continue
+		}
+		if pause > 0 && !sleep(ctx, pause) {
+			return received, ctx.Err()
+		}
+		if err := stream.Send(req); err != nil {
+			return received, fmt.Errorf("send: %w", streamErr(stream, err))
+		}
+	}
+}
+
+// streamErr is the stream's status when Send reports only io.EOF.
+func streamErr(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient, err error) error {
+	if errors.Is(err, io.EOF) {
+		if _, rerr := stream.Recv(); rerr != nil {
+			return rerr
+		}
+	}
+	return err
+}
+
+// request is the subscription for the Runtime resource: the first request
+// (nonce empty), an ACK (nack nil) or a NACK carrying nack's text.
+func (s *Subscriber) request(version, nonce string, nack error) *discoveryv3.DiscoveryRequest {
+	r := &discoveryv3.DiscoveryRequest{
+		VersionInfo:   version,
+		Node:          s.node,
+		ResourceNames: []string{model.RuntimeName},
+		TypeUrl:       RuntimeType,
+		ResponseNonce: nonce,
+	}
+	if nack != nil {
+		r.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
+	}
+	return r
+}
