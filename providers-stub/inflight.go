@@ -22,13 +22,13 @@ func newInflight() *inflight {
 }
 
 // track runs next inside f; a request arriving once f is closed is
-// answered 503 without reaching next.
-func (f *inflight) track(next http.Handler) http.Handler {
+// answered 503 in d's shape without reaching next.
+func (f *inflight) track(next http.Handler, d dialect) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		if f.closed {
 			f.mu.Unlock()
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the stub is stopping"})
+			d.write(w, apiError{status: http.StatusServiceUnavailable, message: "The stub is stopping."})
 			return
 		}
 		f.n++

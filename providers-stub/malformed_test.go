@@ -39,10 +39,10 @@ func strict(t *testing.T, body []byte, v any) {
 	}
 }
 
-func TestMalformedRequestsGetTheProvidersErrors(t *testing.T) {
+func TestMalformedOpenAIAndQwenRequestsGetOpenAIsErrors(t *testing.T) {
 	st := start(t, func(c *Config) { c.MaxBodyBytes = 1 << 10 })
 	big := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("x", 2<<10) + `"}]}`
-	chat, gen := "/v1/chat/completions", "/v1beta/models/g:generateContent"
+	chat := "/v1/chat/completions"
 	for _, tc := range []struct {
 		name, provider, method, path, body string
 		status                             int
@@ -86,6 +86,11 @@ func TestMalformedRequestsGetTheProvidersErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestMalformedGeminiRequestsGetGeminisErrors(t *testing.T) {
+	st := start(t, func(c *Config) { c.MaxBodyBytes = 1 << 10 })
+	gen := "/v1beta/models/g:generateContent"
 	bigGemini := `{"contents":[{"parts":[{"text":"` + strings.Repeat("x", 2<<10) + `"}]}]}`
 	for _, tc := range []struct {
 		name, method, path, body string
@@ -102,7 +107,7 @@ func TestMalformedRequestsGetTheProvidersErrors(t *testing.T) {
 		{"unknown method", "POST", "/v1beta/models/g:countTokens", `{}`, 404, "NOT_FOUND"},
 		{"no model", "POST", "/v1beta/models/:generateContent", `{}`, 404, "NOT_FOUND"},
 		{"no method", "POST", "/v1beta/models/g", `{}`, 404, "NOT_FOUND"},
-		{"openai path", "POST", chat, `{}`, 404, "NOT_FOUND"},
+		{"openai path", "POST", "/v1/chat/completions", `{}`, 404, "NOT_FOUND"},
 		{"wrong method", "GET", gen, ``, 405, "UNIMPLEMENTED"},
 		{"healthz by POST", "POST", "/healthz", ``, 405, "UNIMPLEMENTED"},
 	} {

@@ -52,8 +52,9 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("%s listen: %w", name, err)
 		}
 		s.listeners[name] = lis
+		p := providerOf(name)
 		s.servers[name] = &http.Server{
-			Handler:           s.inflight.track(handler{s: s, p: providerOf(name)}),
+			Handler:           s.inflight.track(handler{s: s, p: p}, p.dialect),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       time.Minute, // the body; no write timeout, for long streams
 			IdleTimeout:       time.Minute,

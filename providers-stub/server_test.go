@@ -49,6 +49,9 @@ func (st *stub) stop(t *testing.T) {
 	if st.cancel == nil {
 		return
 	}
+	// A connection the client dialled but never used is one net/http's
+	// Shutdown waits 5 s for; close those first.
+	http.DefaultClient.CloseIdleConnections()
 	st.cancel()
 	st.cancel = nil
 	if err := <-st.done; err != nil {
