@@ -138,6 +138,8 @@ type handler struct {
 	p provider
 }
 
+var _ http.Handler = handler{}
+
 func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/healthz":
