@@ -39,6 +39,7 @@ func commands() []command {
 		{"rlcheck", "send one ShouldRateLimit request and print the answer", runRLCheck},
 		{"authcheck", "send one ext_authz Check request and print the answer", runAuthCheck},
 		{"loadgen", "load-test a ShouldRateLimit or Check server", runLoadgen},
+		{"providers-stub", "serve fake OpenAI, Gemini and Qwen APIs (development and tests)", runProvidersStub},
 	}
 }
 
