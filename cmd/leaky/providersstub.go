@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/leakytokens/leaky/controlplane/model"
 	"github.com/leakytokens/leaky/internal/serve"
 	providersstub "github.com/leakytokens/leaky/providers-stub"
 )
@@ -15,6 +16,8 @@ func runProvidersStub(ctx context.Context, e env, args []string) error {
 	cfg := providersstub.DefaultConfig()
 	fs := newFlagSet(e, "providers-stub", "providers-stub [flags]")
 	cfg.RegisterFlags(fs)
+	var consulAddr string
+	fs.StringVar(&consulAddr, "consul-addr", "", "Consul agent HTTP address (host:port): register each provider there as leaky-provider-<name>, with /healthz as its check")
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
@@ -22,7 +25,7 @@ func runProvidersStub(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	deregister, err := announceProviders(ctx, e, srv.Addrs())
+	deregister, err := announceProviders(ctx, e, consulAddr, srv.Addrs())
 	if err != nil {
 		srv.Close()
 		return err
@@ -31,15 +34,16 @@ func runProvidersStub(ctx context.Context, e env, args []string) error {
 	return srv.Run(ctx)
 }
 
-// announceProviders is told the bound address of every provider served
-// (provider name → host:port) before the stub serves, and returns what
-// undoes the announcement once it has stopped. Today it prints one line
-// per provider on stdout ("providers-stub: openai http://127.0.0.1:8093").
-// Registering the stubs in Consul (-consul-addr, as
-// model.ProviderService(name)) belongs here.
-func announceProviders(_ context.Context, e env, addrs map[string]string) (deregister func(), err error) {
+// announceProviders prints the bound address of every provider served
+// (provider name → host:port), one line each ("providers-stub: openai
+// http://127.0.0.1:8093"), and with consulAddr registers each in Consul as
+// model.ProviderService(name) with its /healthz as the check. It returns
+// what deregisters them once the stub has stopped.
+func announceProviders(ctx context.Context, e env, consulAddr string, addrs map[string]string) (deregister func(), err error) {
+	var instances []instance
 	for _, name := range slices.Sorted(maps.Keys(addrs)) {
 		fmt.Fprintf(e.stdout, "providers-stub: %s http://%s\n", name, addrs[name])
+		instances = append(instances, instance{model.ProviderService(name), addrs[name], "http://" + addrs[name] + "/healthz"})
 	}
-	return func() {}, nil
+	return registerInstances(ctx, e.logger, consulAddr, instances)
 }
