@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/leakytokens/leaky/authz"
+	"github.com/leakytokens/leaky/controlplane/model"
 	"github.com/leakytokens/leaky/internal/serve"
 )
 
@@ -20,16 +21,26 @@ func runAuthz(ctx context.Context, e env, args []string) error {
 	cfg := authz.DefaultConfig()
 	fs := newFlagSet(e, "authz", "authz [flags]   |   leaky authz migrate [-database-url URL]")
 	cfg.RegisterFlags(fs)
+	var consulAddr string
+	consulAddrFlag(fs, &consulAddr)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = e.getenv("DATABASE_URL")
 	}
-	svc, err := newAuthz(ctx, cfg, e.logger.With(serve.KeyService, "authz"))
+	logger := e.logger.With(serve.KeyService, "authz")
+	svc, err := newAuthz(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
+	deregister, err := registerInstances(ctx, logger, consulAddrOf(e, consulAddr),
+		serviceInstances(model.ServiceAuthzGRPC, svc.GRPCAddr(), model.ServiceAuthzHTTP, svc.HTTPAddr()))
+	if err != nil {
+		svc.Close()
+		return err
+	}
+	defer deregister()
 	// The generated password goes to stdout once, never to the log.
 	if a := svc.Admin(); a.Password != "" {
 		fmt.Fprintf(e.stdout, "authz: bootstrap admin %q created with password %s (shown once; set LEAKY_ADMIN_PASSWORD to choose it)\n", a.Username, a.Password)

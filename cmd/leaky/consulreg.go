@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -73,4 +75,29 @@ func registerInstances(ctx context.Context, logger *slog.Logger, consulAddr stri
 		logger.Info("registered in consul", "consul_service", in.service, "addr", in.addr)
 	}
 	return deregister, nil
+}
+
+// consulAddrFlag adds -consul-addr to fs: the Consul agent a service
+// registers its listeners with (empty: CONSUL_HTTP_ADDR, Consul's own
+// variable; both empty: no registration).
+func consulAddrFlag(fs *flag.FlagSet, addr *string) {
+	fs.StringVar(addr, "consul-addr", "", "Consul agent HTTP address (host:port) to register this service's gRPC and HTTP listeners with, checked through /readyz; empty: CONSUL_HTTP_ADDR, or no registration")
+}
+
+// consulAddrOf is the flag's value, else CONSUL_HTTP_ADDR without a scheme.
+func consulAddrOf(e env, flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	v := e.getenv("CONSUL_HTTP_ADDR")
+	v = strings.TrimPrefix(strings.TrimPrefix(v, "http://"), "https://")
+	return v
+}
+
+// serviceInstances are a service's two listeners as catalog instances,
+// both checked through the HTTP listener's /readyz (a service that cannot
+// decide is not routed to).
+func serviceInstances(grpcService, grpcAddr, httpService, httpAddr string) []instance {
+	ready := "http://" + httpAddr + "/readyz"
+	return []instance{{grpcService, grpcAddr, ready}, {httpService, httpAddr, ready}}
 }
