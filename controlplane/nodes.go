@@ -31,8 +31,8 @@ type NodeStatus struct {
 
 // TypeStatus is one node's state for one resource type.
 type TypeStatus struct {
-	Sent     string `json:"sent"`               // the version last sent
-	ACKed    string `json:"acked"`              // the version last acknowledged
+	Sent     string `json:"sent"`                // the version last sent
+	ACKed    string `json:"acked"`               // the version last acknowledged
 	LastNACK *NACK  `json:"last_nack,omitempty"` // the last rejection, kept after later ACKs
 }
 
@@ -233,5 +233,5 @@ func (n *nodes) OnStreamDeltaRequest(int64, *discovery.DeltaDiscoveryRequest) er
 }
 func (n *nodes) OnStreamDeltaResponse(int64, *discovery.DeltaDiscoveryRequest, *discovery.DeltaDiscoveryResponse) {
 }
-func (n *nodes) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error { return nil }
+func (n *nodes) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error         { return nil }
 func (n *nodes) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.DiscoveryResponse) {}

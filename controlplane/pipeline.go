@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
 	"github.com/leakytokens/leaky/controlplane/model"
 	"github.com/leakytokens/leaky/internal/policy"
