@@ -115,12 +115,10 @@ func writePolicy(t *testing.T, data []byte) string {
 	return path
 }
 
-// startCP runs a control plane until the test ends.
+// startCP runs a control plane until the test ends (with the real
+// translator unless deps names another).
 func startCP(t *testing.T, cfg Config, deps Deps) *cp {
 	t.Helper()
-	if deps.Translate == nil {
-		deps.Translate = (&fakeTranslate{}).Translate
-	}
 	logs := &syncBuffer{}
 	s, err := New(cfg, slog.New(slog.NewJSONHandler(logs, nil)), deps)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/leakytokens/leaky/controlplane/model"
+	"github.com/leakytokens/leaky/controlplane/translate"
 	"github.com/leakytokens/leaky/internal/jwks"
 	"github.com/leakytokens/leaky/internal/policy"
 	"github.com/leakytokens/leaky/internal/serve"
@@ -31,7 +32,8 @@ import (
 
 // Deps are what cmd/leaky chooses for the Server.
 type Deps struct {
-	// Translate turns a valid model into the snapshot. Required.
+	// Translate turns a valid model into the snapshot; nil:
+	// controlplane/translate.Translate.
 	Translate Translator
 	// Catalog and KV are Consul (controlplane/consul), set together when
 	// Config.ConsulAddr is; nil otherwise.
@@ -68,7 +70,7 @@ func New(cfg Config, logger *slog.Logger, deps Deps) (*Server, error) {
 		return nil, fmt.Errorf("controlplane config: %w", err)
 	}
 	if deps.Translate == nil {
-		return nil, errors.New("controlplane: no translator")
+		deps.Translate = translate.Translate
 	}
 	if (cfg.ConsulAddr != "") != (deps.KV != nil && deps.Catalog != nil) {
 		return nil, errors.New("controlplane: Consul needs both -consul-addr and its catalog and KV clients")

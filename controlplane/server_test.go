@@ -195,7 +195,7 @@ func TestRestartSameVersion(t *testing.T) {
 	editFile(t, path, exampleFreeStar, `"*": {capacity: 2200, leak_rate: 20}`)
 	var versions []string
 	for range 2 {
-		s, err := New(testConfig(path, is), discard(), Deps{Translate: (&fakeTranslate{}).Translate})
+		s, err := New(testConfig(path, is), discard(), Deps{})
 		if err != nil {
 			t.Fatal(err)
 		}
