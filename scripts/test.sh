@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# make test: install what the tests need, start Redis and PostgreSQL on free ports in temporary
-# directories, run every test with the race detector, and stop what was started (also on
-# failure or interrupt).
+# make test: install what the tests need, start Redis, PostgreSQL and a Consul agent on free ports
+# in temporary directories, run every test with the race detector, and stop what was started (also
+# on failure or interrupt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +46,40 @@ done
 [ -n "$ready" ] || { echo "test: postgresql did not accept sessions:" >&2; cat "$work/postgres.log" >&2; exit 1; }
 export LEAKY_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"
 
-echo "test: redis on 127.0.0.1:$redis_port, postgresql on 127.0.0.1:$pg_port" >&2
+# Consul: one -dev agent (a single server, state in memory) for the whole run; DNS and gRPC off.
+# Tests that stop or restart an agent start a private one (testenv.StartConsul) with the same binary.
+consul_bin=$(bash scripts/consul-path.sh)
+consul_ports=()
+while [ ${#consul_ports[@]} -lt 4 ]; do
+	p=$(free_port)
+	[[ " ${consul_ports[*]} " == *" $p "* ]] || consul_ports+=("$p")
+done
+mkdir -p "$work/consul"
+"$consul_bin" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "${consul_ports[0]}" \
+	-grpc-port -1 -grpc-tls-port -1 -dns-port -1 -serf-lan-port "${consul_ports[1]}" \
+	-serf-wan-port "${consul_ports[2]}" -server-port "${consul_ports[3]}" -data-dir "$work/consul/data" \
+	-log-level warn >"$work/consul/consul.log" 2>&1 &
+consul_pid=$!
+pids+=("$consul_pid")
+# consul_leader: true once GET /v1/status/leader names a leader (a non-empty JSON string).
+consul_leader() {
+	local line body=""
+	exec 3<>"/dev/tcp/127.0.0.1/${consul_ports[0]}" || return 1
+	printf 'GET /v1/status/leader HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+	while IFS= read -r line <&3; do body=$line; done
+	exec 3<&-
+	[[ $body == '"'?*'"' ]]
+}
+ready=""
+for _ in $(seq 1 600); do
+	consul_leader 2>/dev/null && { ready=1; break; }
+	kill -0 "$consul_pid" 2>/dev/null || break
+	sleep 0.1
+done
+[ -n "$ready" ] || { echo "test: the consul agent has no leader:" >&2; tail -n 30 "$work/consul/consul.log" >&2; exit 1; }
+export LEAKY_TEST_CONSUL_ADDR="127.0.0.1:${consul_ports[0]}" LEAKY_TEST_CONSUL_BIN="$consul_bin"
+
+echo "test: redis on 127.0.0.1:$redis_port, postgresql on 127.0.0.1:$pg_port, consul on $LEAKY_TEST_CONSUL_ADDR" >&2
 # In the background, in a process group of its own, so that a TERM from CI stops go test and
 # every test binary too (bash runs a trap only once the foreground command ends).
 setsid go test -race -count=1 -timeout 25m "$@" ./... &
