@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/leakytokens/leaky/controlplane/model"
 	"github.com/leakytokens/leaky/internal/policy"
@@ -57,14 +58,17 @@ func (s *Server) watchCatalog(ctx context.Context) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			s.catalog.WatchServices(wctx, names, func(eps map[string][]model.Endpoint, err error) {
-				switch {
-				case wctx.Err() != nil: // a late report of a watch being replaced
-				case err != nil:
-					s.pipeline.catalogFailed(fmt.Errorf("consul catalog: %w", err))
-				default:
-					s.pipeline.setEndpoints(eps)
-				}
+			rewatch(wctx, func(rctx context.Context, failed func()) {
+				s.catalog.WatchServices(rctx, names, func(eps map[string][]model.Endpoint, err error) {
+					switch {
+					case rctx.Err() != nil: // a late report of a watch being replaced
+					case err != nil:
+						s.pipeline.catalogFailed(err)
+						failed()
+					default:
+						s.pipeline.setEndpoints(eps)
+					}
+				})
 			})
 		}()
 		for ctx.Err() == nil && slices.Equal(names, s.catalogNames()) {
@@ -75,6 +79,43 @@ func (s *Server) watchCatalog(ctx context.Context) {
 		}
 		cancel()
 		<-done
+	}
+}
+
+// The delays before a watch is started again after an error: doubling
+// from rewatchMin to rewatchMax while the errors go on.
+const (
+	rewatchMin = 200 * time.Millisecond
+	rewatchMax = 5 * time.Second
+)
+
+// rewatch runs watch until ctx ends, and starts it again after each error
+// it reports (failed): a Consul watcher reports a state again only when it
+// changed, so one that recovered from an error with nothing changed would
+// never say so; a fresh watcher reports the first state it reads, which
+// tells the pipeline the source is well again. watch must return once its
+// ctx ends; the delay before a restart doubles while the restarts fail at
+// once, and starts over after a watch that ran for rewatchMax.
+func rewatch(ctx context.Context, watch func(ctx context.Context, failed func())) {
+	delay := rewatchMin
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(ctx)
+		started := time.Now()
+		watch(wctx, cancel)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) >= rewatchMax {
+			delay = rewatchMin
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		delay = min(2*delay, rewatchMax)
 	}
 }
 
@@ -104,39 +145,51 @@ func (s *kvSource) name() string { return "consul" }
 
 func (s *kvSource) refresh() {} // a blocking query returns at the change
 
+// watch follows the key (through rewatch: a recovery is reported) and
+// applies each valid value.
 func (s *kvSource) watch(ctx context.Context, apply func(*policy.Snapshot), fail func(error)) {
-	s.kv.WatchKey(ctx, s.key, func(value []byte, index uint64, exists bool, err error) {
-		if err != nil {
-			if ctx.Err() == nil {
-				fail(fmt.Errorf("consul key %s: %w", s.key, err))
+	rewatch(ctx, func(ctx context.Context, failed func()) {
+		s.kv.WatchKey(ctx, s.key, func(value []byte, index uint64, exists bool, err error) {
+			if ctx.Err() != nil {
+				return
 			}
-			return
-		}
-		s.mu.Lock()
-		s.value, s.index, s.exists = value, index, exists
-		seed, applied := s.seed, s.applied
-		if applied != nil {
-			seed = applied
-		}
-		s.mu.Unlock()
-		if !exists {
-			s.plant(ctx, seed, fail)
-			return
-		}
-		if applied != nil && string(applied) == string(value) {
-			fail(nil) // well again, or a change undone
-			return
-		}
-		snap, err := policy.FromContents(s.name(), map[string][]byte{s.key: value})
-		if err != nil {
-			fail(err)
-			return
-		}
-		s.mu.Lock()
-		s.applied = value
-		s.mu.Unlock()
-		apply(snap)
+			if err != nil {
+				fail(err)
+				failed()
+				return
+			}
+			s.report(ctx, value, index, exists, apply, fail)
+		})
 	})
+}
+
+// report handles one state of the key: an absent key is seeded, a value
+// other than the one applied is validated and applied.
+func (s *kvSource) report(ctx context.Context, value []byte, index uint64, exists bool, apply func(*policy.Snapshot), fail func(error)) {
+	s.mu.Lock()
+	s.value, s.index, s.exists = value, index, exists
+	seed, applied := s.seed, s.applied
+	if applied != nil {
+		seed = applied
+	}
+	s.mu.Unlock()
+	if !exists {
+		s.plant(ctx, seed, fail)
+		return
+	}
+	if applied != nil && string(applied) == string(value) {
+		fail(nil) // well again, or a change undone
+		return
+	}
+	snap, err := policy.FromContents(s.name(), map[string][]byte{s.key: value})
+	if err != nil {
+		fail(err)
+		return
+	}
+	s.mu.Lock()
+	s.applied = value
+	s.mu.Unlock()
+	apply(snap)
 }
 
 // plant writes text to the absent key; losing the race to another writer
