@@ -149,9 +149,20 @@ func startCP(t *testing.T, cfg Config, deps Deps) *cp {
 	return c
 }
 
-// call makes an HTTP request with a bearer token (when not "") and a body
-// (when not nil), and returns the status and the body.
+// call makes an HTTP request with a bearer token (when not "") and a JSON
+// body (when not nil), and returns the status and the body.
 func (c *cp) call(method, path, token string, body []byte) (int, string) {
+	c.t.Helper()
+	req := c.request(method, path, body)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return c.do(req)
+}
+
+// request builds a request to the control plane, with a JSON body when
+// body is not nil.
+func (c *cp) request(method, path string, body []byte) *http.Request {
 	c.t.Helper()
 	var r io.Reader
 	if body != nil {
@@ -161,15 +172,18 @@ func (c *cp) call(method, path, token string, body []byte) (int, string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return req
+}
+
+// do sends req and returns the status and the body.
+func (c *cp) do(req *http.Request) (int, string) {
+	c.t.Helper()
 	resp, err := (&http.Client{Timeout: wait}).Do(req)
 	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
+		c.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
