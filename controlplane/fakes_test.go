@@ -92,14 +92,18 @@ func (f *fakeTranslate) failWith(err error) {
 }
 
 // fakeKV is an in-memory KV with Consul's semantics for ModifyIndex and
-// CAS; it can be made to fail.
+// CAS, whose WatchKey reports as controlplane/consul's does (a state once,
+// then changes only); it can be made to fail, and a hook can run before a
+// CAS write (another writer coming first).
 type fakeKV struct {
-	mu      sync.Mutex
-	value   []byte
-	index   uint64 // the key's ModifyIndex; 0 while absent
-	counter uint64 // the store's raft index
-	down    error
-	changed chan struct{}
+	mu        sync.Mutex
+	value     []byte
+	index     uint64 // the key's ModifyIndex; 0 while absent
+	counter   uint64 // the store's raft index
+	down      error
+	changed   chan struct{}
+	beforePut func(*fakeKV) // called once, unlocked, before the next PutKeyCAS
+	watches   int           // WatchKey calls so far
 }
 
 func newFakeKV() *fakeKV { return &fakeKV{changed: make(chan struct{})} }
@@ -132,6 +136,9 @@ func (k *fakeKV) get() ([]byte, uint64) {
 }
 
 func (k *fakeKV) WatchKey(ctx context.Context, _ string, report func([]byte, uint64, bool, error)) {
+	k.mu.Lock()
+	k.watches++
+	k.mu.Unlock()
 	var seen uint64 = ^uint64(0)
 	var lastErr error
 	for {
@@ -142,7 +149,7 @@ func (k *fakeKV) WatchKey(ctx context.Context, _ string, report func([]byte, uin
 		case down != nil && !errors.Is(down, lastErr):
 			report(nil, 0, false, down)
 			lastErr = down
-		case down == nil && (index != seen || lastErr != nil): // a recovery reports the value again
+		case down == nil && index != seen: // as the real watcher: a recovery with nothing changed is silent
 			report(value, index, index != 0, nil)
 			seen, lastErr = index, nil
 		}
@@ -155,6 +162,13 @@ func (k *fakeKV) WatchKey(ctx context.Context, _ string, report func([]byte, uin
 }
 
 func (k *fakeKV) PutKeyCAS(_ context.Context, _ string, value []byte, index uint64) (bool, error) {
+	k.mu.Lock()
+	hook := k.beforePut
+	k.beforePut = nil
+	k.mu.Unlock()
+	if hook != nil {
+		hook(k)
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.down != nil {
