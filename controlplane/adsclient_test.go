@@ -88,6 +88,20 @@ func (c *adsClient) ack(r *discovery.DiscoveryResponse, names []string) *discove
 	return r
 }
 
+// ackUntil acknowledges responses until one satisfies ok, and returns it.
+// Every push carries every type anew (one version for the snapshot), so a
+// stream may see responses that change nothing it asked for.
+func (c *adsClient) ackUntil(names []string, ok func(*discovery.DiscoveryResponse) bool) *discovery.DiscoveryResponse {
+	c.t.Helper()
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); {
+		if r := c.ack(c.recv(), names); ok(r) {
+			return r
+		}
+	}
+	c.t.Fatalf("no wanted response within %s", wait)
+	return nil
+}
+
 // subscribe sends the first request of a type and returns its response,
 // acknowledged.
 func (c *adsClient) subscribe(typ string, names ...string) *discovery.DiscoveryResponse {

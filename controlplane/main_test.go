@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/leakytokens/leaky/internal/policy"
+	"github.com/leakytokens/leaky/internal/testenv"
 )
 
 // cp is a control plane running for one test.
@@ -231,5 +232,5 @@ func TestMain(m *testing.M) {
 	if !bytes.Contains(policy.Example(), []byte(exampleFreeStar)) {
 		panic("the example policy no longer has " + exampleFreeStar + ": update the tests")
 	}
-	os.Exit(m.Run())
+	os.Exit(testenv.Main(m))
 }
