@@ -175,4 +175,3 @@ func TestConsulAgent(t *testing.T) {
 		t.Errorf("version after the agent's restart = %s, want %s (same policy, same endpoints)", c.Version(), version)
 	}
 }
-
