@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -268,5 +269,37 @@ func TestAdminUnmatched(t *testing.T) {
 		if err := json.Unmarshal([]byte(body), &e); err != nil || code != tt.want || e.Error == "" {
 			t.Errorf("%s %s = %d %s, want %d with the JSON envelope", tt.method, tt.path, code, body, tt.want)
 		}
+	}
+}
+
+// In a directory the policy file is rewritten in place, beside the other
+// domain files, and the change is applied like any edit.
+func TestPutTierDirectory(t *testing.T) {
+	is := newIssuer(t)
+	dir := t.TempDir()
+	other := []byte("domain: other\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 5}\n")
+	for name, data := range map[string][]byte{"policy.yaml": policy.Example(), "other.yaml": other} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startCP(t, testConfig(dir, is), Deps{})
+	code, body := c.call("PUT", "/api/v1/admin/tiers/pro", is.token(t, []string{"ADMIN"}, nil),
+		[]byte(`{"priority":50,"roles":["PRO"],"buckets":{"*":{"capacity":30000,"leak_rate":300}}}`))
+	if code != 200 || !strings.Contains(body, `"applied":true`) {
+		t.Fatalf("PUT in a directory = %d %s, want 200 applied", code, body)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("directory holds %d entries after the PUT, want the 2 files (no temporary left)", len(entries))
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "other.yaml")); !bytes.Equal(got, other) {
+		t.Errorf("other.yaml changed:\n%s", got)
+	}
+	if info, err := os.Stat(filepath.Join(dir, "policy.yaml")); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("policy.yaml after the PUT: %v, %v; want mode 0600 kept", info.Mode(), err)
+	}
+	if got := c.pipeline.state().Config.Policy().Tiers["pro"].Buckets["*"].Capacity; got != 30000 {
+		t.Errorf("pro * capacity in effect = %d, want 30000", got)
 	}
 }
