@@ -79,6 +79,9 @@ func (s *Server) watchCatalog(ctx context.Context) {
 		}
 		cancel()
 		<-done
+		if gone := slices.DeleteFunc(names, func(n string) bool { return slices.Contains(s.catalogNames(), n) }); len(gone) > 0 {
+			s.pipeline.dropServices(gone)
+		}
 	}
 }
 

@@ -202,4 +202,24 @@ func TestConsulCatalog(t *testing.T) {
 		st := c.pipeline.state()
 		return st.Snap != nil && st.Snap.GetResources(resource.ClusterType)[mistral] != nil
 	})
+
+	// qwen loses its instances, then leaves the policy: forgotten.
+	qwen := model.ProviderService("qwen")
+	cat.set(qwen)
+	eventually(t, "qwen kept, degraded", func() bool {
+		_, reasons := c.degradedReasons()
+		return strings.Contains(reasons, "service "+qwen+": no healthy instance")
+	})
+	v, _ := kv.get()
+	noQwen := strings.Replace(strings.Replace(string(v), "  qwen:   {capacity: 500000,  leak_rate: 10000}\n", "", 1), "    qwen: /compatible-mode/\n", "", 1)
+	if _, err := policy.FromContents("check", map[string][]byte{"p": []byte(noQwen)}); err != nil {
+		t.Fatalf("the policy without qwen: %v", err)
+	}
+	kv.set([]byte(noQwen))
+	eventually(t, "qwen forgotten", func() bool {
+		code, reasons := c.degradedReasons()
+		st := c.pipeline.state()
+		return code == 200 && reasons == "null" && !slices.Contains(cat.names(), qwen) &&
+			st.Snap.GetResources(resource.ClusterType)[qwen] == nil
+	})
 }

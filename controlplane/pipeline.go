@@ -115,6 +115,18 @@ func (p *pipeline) setEndpoints(update map[string][]model.Endpoint) {
 	p.rebuild()
 }
 
+// dropServices forgets the endpoints and problems of services no longer
+// followed (a provider removed from the policy), and rebuilds.
+func (p *pipeline) dropServices(names []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, name := range names {
+		delete(p.endpoints, name)
+		p.clear(problemService(name))
+	}
+	p.rebuild()
+}
+
 // catalogFailed records that the endpoint source failed; every service
 // keeps its endpoints.
 func (p *pipeline) catalogFailed(err error) {
