@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,10 +10,19 @@ import (
 	"testing"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	runtimeservice "github.com/envoyproxy/go-control-plane/envoy/service/runtime/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/leakytokens/leaky/controlplane/model"
 	"github.com/leakytokens/leaky/internal/policy"
@@ -242,3 +252,54 @@ func TestNotReadyWithoutModel(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// xdsStream is what every separate xDS service's stream offers.
+type xdsStream interface {
+	Send(*discovery.DiscoveryRequest) error
+	Recv() (*discovery.DiscoveryResponse, error)
+}
+
+// Beside ADS, the separate LDS, RDS, CDS, EDS and RTDS services serve the
+// same snapshot.
+func TestSeparateXDSServices(t *testing.T) {
+	c := startCP(t, testConfig("", newIssuer(t)), Deps{})
+	conn, err := grpc.NewClient(c.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	openai := model.ProviderService("openai")
+	for _, tt := range []struct {
+		typ   string
+		names []string
+		open  func() (xdsStream, error)
+	}{
+		{resource.ListenerType, nil, func() (xdsStream, error) {
+			return listenerservice.NewListenerDiscoveryServiceClient(conn).StreamListeners(ctx)
+		}},
+		{resource.RouteType, []string{model.RouteName}, func() (xdsStream, error) { return routeservice.NewRouteDiscoveryServiceClient(conn).StreamRoutes(ctx) }},
+		{resource.ClusterType, nil, func() (xdsStream, error) {
+			return clusterservice.NewClusterDiscoveryServiceClient(conn).StreamClusters(ctx)
+		}},
+		{resource.EndpointType, []string{openai}, func() (xdsStream, error) {
+			return endpointservice.NewEndpointDiscoveryServiceClient(conn).StreamEndpoints(ctx)
+		}},
+		{resource.RuntimeType, []string{model.RuntimeName}, func() (xdsStream, error) {
+			return runtimeservice.NewRuntimeDiscoveryServiceClient(conn).StreamRuntime(ctx)
+		}},
+	} {
+		st, err := tt.open()
+		if err != nil {
+			t.Fatalf("%s: %v", tt.typ, err)
+		}
+		if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "plain-xds"}, TypeUrl: tt.typ, ResourceNames: tt.names}); err != nil {
+			t.Fatalf("%s: %v", tt.typ, err)
+		}
+		r, err := st.Recv()
+		if err != nil || r.GetVersionInfo() != c.Version() || len(r.GetResources()) == 0 || r.GetTypeUrl() != tt.typ {
+			t.Errorf("%s stream: %v, version %q with %d resources; want version %q with resources", tt.typ, err, r.GetVersionInfo(), len(r.GetResources()), c.Version())
+		}
+	}
+}
