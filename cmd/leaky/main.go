@@ -35,6 +35,7 @@ func commands() []command {
 	return []command{
 		{"dev", "run every service in one process on embedded defaults", runDev},
 		{"ratelimit", "run the rate-limit service (Envoy RateLimitService)", runRatelimit},
+		{"controlplane", "run the xDS control plane (policy file or Consul → Envoy, the gateway, ratelimit, authz)", runControlplane},
 		{"authz", "run the authorization service (Envoy ext_authz, OAuth2); `authz migrate` applies migrations", runAuthz},
 		{"rlcheck", "send one ShouldRateLimit request and print the answer", runRLCheck},
 		{"authcheck", "send one ext_authz Check request and print the answer", runAuthCheck},
@@ -90,7 +91,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: leaky <command> [flags]   (leaky <command> -h lists the flags)")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nEvery flag -foo-bar can also be set with the environment variable LEAKY_FOO_BAR.")
 	fmt.Fprintln(w, "LEAKY_LOG_LEVEL sets the log level (debug, info, warn, error; default info).")

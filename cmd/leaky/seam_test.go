@@ -89,7 +89,11 @@ func TestServicesImportNoAdapter(t *testing.T) {
 	}{
 		{"ratelimit", append([]string{module + "/authz/..."}, adapters...), nil},
 		{"authz", append([]string{module + "/ratelimit/..."}, adapters...), nil},
-		{"cmd/leaky", nil, []string{module + "/ratelimit/redisstore", module + "/authz/pgstore"}},
+		// The control plane declares Catalog and KV; cmd/leaky wires
+		// controlplane/consul to them.
+		{"controlplane", append([]string{module + "/authz/...", module + "/ratelimit/...",
+			module + "/controlplane/consul/...", "github.com/hashicorp/consul/..."}, adapters...), nil},
+		{"cmd/leaky", nil, []string{module + "/ratelimit/redisstore", module + "/authz/pgstore", module + "/controlplane/consul"}},
 	}
 	// Every sub-package of authz but its adapter is held to authz's rule,
 	// and imports nothing of the root package: authz wires them, not the

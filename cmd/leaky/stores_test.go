@@ -69,6 +69,29 @@ func TestConfigCheckedBeforeTheStoreOpens(t *testing.T) {
 	}
 }
 
+// leaky controlplane refuses a bad configuration, and a policy file that
+// fails validation, before it binds anything.
+func TestControlplaneRefusesBadConfig(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(bad, []byte("domain: leaky-tokens\ntiers: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-listener", "nowhere"}, "listener"},
+		{[]string{"-endpoint", "leaky-authz-grpc=127.0.0.1:0"}, "endpoint leaky-authz-grpc"},
+		{[]string{"-xds-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-policy", bad}, "at least one tier"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"controlplane"}, tt.args...), testEnv(&out, &out, nil))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("leaky controlplane %v = %v, want an error naming %q", tt.args, err, tt.want)
+		}
+	}
+}
+
 // A configuration the service would refuse is reported before any store is
 // opened: the store URLs below lead nowhere, so a check made after the
 // store would fail with a dial error instead, and against a real database

@@ -161,15 +161,30 @@ func (s *Server) watchReadiness(ctx context.Context) error {
 
 // readyz answers 200 {"status":"ok"} while ready, else 503
 // {"status":"unavailable","failing":[probe names],"stopping":bool}. It
-// names probes, never their errors (which are logged).
+// names probes, never their errors (which are logged). With
+// Options.Degraded reporting reasons, a ready service answers 200
+// {"status":"degraded","degraded":[reasons]} and an unready one adds
+// "degraded":[reasons] to its 503.
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	ok, failing, stopping := s.ready.state()
-	if ok {
+	var degraded []string
+	if s.degraded != nil {
+		degraded = s.degraded()
+	}
+	switch {
+	case ok && len(degraded) == 0:
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return
+	case ok:
+		WriteJSON(w, http.StatusOK, map[string]any{"status": "degraded", "degraded": degraded})
 		return
 	}
 	if failing == nil {
 		failing = []string{}
 	}
-	WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "failing": failing, "stopping": stopping})
+	body := map[string]any{"status": "unavailable", "failing": failing, "stopping": stopping}
+	if len(degraded) > 0 {
+		body["degraded"] = degraded
+	}
+	WriteJSON(w, http.StatusServiceUnavailable, body)
 }

@@ -38,6 +38,12 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Probes decide readiness; none means always ready while running.
 	Probes []Probe
+	// Degraded, when set, lists the reasons a service that takes traffic
+	// is serving in a reduced way (a source it follows is failing and it
+	// serves what it last had). /readyz shows them: 200 with status
+	// "degraded" while ready, and beside the failing probes when not.
+	// Reasons are shown to anyone who can reach /readyz: no secrets.
+	Degraded func() []string
 	// MaxRecvMsgSize bounds one received gRPC message, in bytes; 0 keeps
 	// grpc-go's 4 MiB.
 	MaxRecvMsgSize int
@@ -53,13 +59,14 @@ type Options struct {
 // services (Server is a grpc.ServiceRegistrar) and calls Run once. A Server
 // whose Run is never called must be closed with Close.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	grpc   *grpc.Server
-	health *health.Server
-	http   *http.Server
-	ready  *readiness
-	attrs  []any
+	cfg      Config
+	log      *slog.Logger
+	degraded func() []string
+	grpc     *grpc.Server
+	health   *health.Server
+	http     *http.Server
+	ready    *readiness
+	attrs    []any
 	// handlers counts the HTTP handlers running; grpc-go counts its own
 	// (WaitForHandlers).
 	handlers *inflight
@@ -74,7 +81,7 @@ func New(cfg Config, opts Options, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: logger, attrs: opts.LogAttrs, handlers: newInflight()}
+	s := &Server{cfg: cfg, log: logger, attrs: opts.LogAttrs, handlers: newInflight(), degraded: opts.Degraded}
 	grpcLis, err := net.Listen("tcp", opts.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("grpc listen: %w", err)

@@ -285,3 +285,34 @@ func TestStopTurnsNotServingFirst(t *testing.T) {
 		t.Errorf("Run() = %v, want nil", err)
 	}
 }
+
+// Degraded reasons show in /readyz without changing its code: 200
+// "degraded" while the probes pass, beside the failing probes when not.
+func TestReadyzDegraded(t *testing.T) {
+	var reasons atomic.Pointer[[]string]
+	reasons.Store(&[]string{})
+	p := &fakeProbe{}
+	s := start(t, testConfig(), Options{Probes: []Probe{{"snapshot", p.check}},
+		Degraded: func() []string { return *reasons.Load() }})
+	readyz := "http://" + s.HTTPAddr() + "/readyz"
+	for _, step := range []struct {
+		name     string
+		probe    error
+		reasons  []string
+		wantCode int
+		want     string
+	}{
+		{"ready, nothing degraded", nil, nil, 200, `{"status":"ok"}`},
+		{"ready, degraded", nil, []string{"catalog: connection refused"}, 200, `{"degraded":["catalog: connection refused"],"status":"degraded"}`},
+		{"not ready, degraded", errors.New("none"), []string{"model: no policy"}, 503, `{"degraded":["model: no policy"],"failing":["snapshot"],"status":"unavailable","stopping":false}`},
+		{"ready again", nil, nil, 200, `{"status":"ok"}`},
+	} {
+		reasons.Store(&step.reasons)
+		p.set(step.probe)
+		s.Recheck()
+		eventually(t, step.name, func() bool {
+			code, b := get(t, readyz)
+			return code == step.wantCode && strings.TrimSpace(b) == step.want
+		})
+	}
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/leakytokens/leaky/controlplane"
+	"github.com/leakytokens/leaky/controlplane/consul"
+	"github.com/leakytokens/leaky/controlplane/model"
+	"github.com/leakytokens/leaky/internal/serve"
+)
+
+// runControlplane runs the xDS control plane until ctx ends: the policy
+// from -policy (or Consul KV with -consul-addr), the endpoints from the
+// flags (or the Consul catalog).
+func runControlplane(ctx context.Context, e env, args []string) error {
+	cfg := controlplane.DefaultConfig()
+	fs := newFlagSet(e, "controlplane", "controlplane [-policy PATH] [-consul-addr ADDR] [-endpoint SERVICE=HOST:PORT …] [flags]")
+	cfg.RegisterFlags(fs)
+	if err := parseFlags(e, fs, args); err != nil {
+		return err
+	}
+	var deps controlplane.Deps
+	if cfg.ConsulAddr != "" {
+		// api.DefaultConfig also reads CONSUL_HTTP_TOKEN and the TLS
+		// variables; the address is the flag's.
+		ac := api.DefaultConfig()
+		ac.Address = cfg.ConsulAddr
+		c, err := api.NewClient(ac)
+		if err != nil {
+			return fmt.Errorf("consul client: %w", err)
+		}
+		deps.Catalog, deps.KV = consulClient{c}, consulClient{c}
+	}
+	svc, err := controlplane.New(cfg, e.logger.With(serve.KeyService, "controlplane"), deps)
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}
+
+// consulClient is controlplane/consul on one client, as the control plane's
+// Catalog and KV.
+type consulClient struct{ c *api.Client }
+
+func (cc consulClient) WatchServices(ctx context.Context, names []string, report func(map[string][]model.Endpoint, error)) {
+	consul.WatchServices(ctx, cc.c, names, report)
+}
+
+func (cc consulClient) WatchKey(ctx context.Context, key string, report func([]byte, uint64, bool, error)) {
+	consul.WatchKey(ctx, cc.c, key, report)
+}
+
+func (cc consulClient) PutKeyCAS(ctx context.Context, key string, value []byte, index uint64) (bool, error) {
+	return consul.PutKeyCAS(ctx, cc.c, key, value, index)
+}
