@@ -16,6 +16,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
 	"github.com/leakytokens/leaky/controlplane/model"
+	"github.com/leakytokens/leaky/controlplane/translate"
 	"github.com/leakytokens/leaky/internal/policy"
 	"github.com/leakytokens/leaky/internal/serve"
 )
@@ -54,6 +55,7 @@ type pipeline struct {
 	problems  map[string]string           // problem key → reason
 	snap      *cachev3.Snapshot           // the last snapshot set
 	version   string
+	proxyless string // the version of the last proxyless snapshot set
 	pushedAt  time.Time
 	changed   chan struct{} // closed and replaced whenever config or snap changes
 }
@@ -161,6 +163,7 @@ func (p *pipeline) rebuild() {
 		p.refuse("inconsistent", err)
 		return
 	}
+	p.setProxyless(m)
 	version := snapshotVersion(snap)
 	p.clear(problemModel)
 	if version == p.version {
@@ -175,6 +178,29 @@ func (p *pipeline) rebuild() {
 	p.m.pushes.Inc()
 	p.notify()
 	p.log.Info("snapshot pushed", "version", version)
+}
+
+// setProxyless sets the snapshot of the proxyless gRPC clients (see
+// proxylessKey) from the model the main snapshot was made of, when its
+// version changed. It is derived, not a source of truth: a failure is
+// logged and counted, and leaves the main push alone. p.mu is held.
+func (p *pipeline) setProxyless(m *model.Model) {
+	snap, err := translate.Proxyless(m)
+	if err != nil {
+		p.m.refused.WithLabelValues("proxyless").Inc()
+		p.log.Warn("proxyless snapshot refused: gRPC clients keep the last one", serve.KeyError, err.Error())
+		return
+	}
+	version := snapshotVersion(snap)
+	if version == p.proxyless {
+		return
+	}
+	if err := p.cache.SetSnapshot(context.Background(), proxylessKey, snap); err != nil {
+		p.m.refused.WithLabelValues("proxyless").Inc()
+		p.log.Warn("proxyless snapshot not set", serve.KeyError, err.Error())
+		return
+	}
+	p.proxyless = version
 }
 
 // refuse records a model that is not pushed. p.mu is held.

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -17,15 +18,29 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// snapshotKey is the one key of the snapshot cache: every node, whatever
-// its id, is served the same snapshot, so a node that connects later gets
-// the current one at once.
-const snapshotKey = "leaky"
+// The snapshot cache has two keys. Every node, whatever its id, is served
+// the snapshot under snapshotKey (Envoy, the gateway stand-in, ratelimit
+// and authz), so a node that connects later gets the current one at once;
+// proxyless gRPC clients get the one under proxylessKey.
+const (
+	snapshotKey  = "leaky"
+	proxylessKey = "leaky-proxyless"
+)
 
-// oneSnapshot is the cache's node hash: every node maps to snapshotKey.
-type oneSnapshot struct{}
+// nodeGroups is the cache's node hash. A node whose user agent is a gRPC
+// library ("gRPC Go", "gRPC Java", "gRPC C-core", as their xDS clients set
+// user_agent_name) is a proxyless client resolving our gRPC services and
+// gets translate.Proxyless's snapshot: API listeners named after the
+// services, which Envoy and the stand-in, asking for every listener, must
+// not get. Every other node gets the main snapshot.
+type nodeGroups struct{}
 
-func (oneSnapshot) ID(*core.Node) string { return snapshotKey }
+func (nodeGroups) ID(n *core.Node) string {
+	if strings.HasPrefix(n.GetUserAgentName(), "gRPC ") {
+		return proxylessKey
+	}
+	return snapshotKey
+}
 
 // newCache returns the snapshot cache every node is served from.
 //
@@ -38,7 +53,7 @@ func (oneSnapshot) ID(*core.Node) string { return snapshotKey }
 // clusters are removed while routes still name them; the translator only
 // adds clusters (one per provider) as the policy grows.
 func newCache() *parkingCache {
-	return &parkingCache{SnapshotCache: cachev3.NewSnapshotCache(false, oneSnapshot{}, nil),
+	return &parkingCache{SnapshotCache: cachev3.NewSnapshotCache(false, nodeGroups{}, nil),
 		rejected: map[*cachev3.Request]string{}}
 }
 
