@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"time"
 
@@ -123,6 +124,30 @@ func (s *Server) policyName() string {
 		return policy.ExampleSource
 	}
 	return s.cfg.PolicyPath
+}
+
+// Pin sets the static endpoints of services (name → host:port list), as
+// -endpoint does, after New: what a process that runs its services beside
+// the control plane (leaky dev) learns once they have bound their
+// listeners. Call it before Run; a pinned service is not read from the
+// catalog.
+func (s *Server) Pin(services map[string][]string) error {
+	eps := make(map[string][]model.Endpoint, len(services))
+	for name, addrs := range services {
+		if len(addrs) == 0 {
+			return fmt.Errorf("controlplane: pin %s: no address", name)
+		}
+		for _, a := range addrs {
+			e, err := model.ParseEndpoint(a)
+			if err != nil {
+				return fmt.Errorf("controlplane: pin %s: %w", name, err)
+			}
+			eps[name] = append(eps[name], e)
+		}
+	}
+	maps.Copy(s.pinned, eps)
+	s.pipeline.setEndpoints(eps)
+	return nil
 }
 
 // XDSAddr is the bound xDS address.

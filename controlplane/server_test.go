@@ -303,3 +303,33 @@ func TestSeparateXDSServices(t *testing.T) {
 		}
 	}
 }
+
+// Pin, between New and Run, replaces a service's static endpoints (what
+// leaky dev does once its services have bound their listeners); a bad
+// address is refused and changes nothing.
+func TestPinBeforeRun(t *testing.T) {
+	s, err := New(testConfig(writePolicy(t, policy.Example()), newIssuer(t)), slog.New(slog.NewTextHandler(io.Discard, nil)), Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	openai := model.ProviderService("openai")
+	if err := s.Pin(map[string][]string{openai: {"127.0.0.1:notaport"}}); err == nil {
+		t.Error("Pin with a bad address: want an error")
+	}
+	if err := s.Pin(map[string][]string{openai: {"127.0.0.1:18093", "127.0.0.2:18093"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v", err)
+		}
+	}()
+	eds := dialADS(t, s.XDSAddr(), "gateway-1").subscribe(resource.EndpointType, openai)
+	if diff := cmp.Diff(map[string][]string{openai: {"127.0.0.1:18093", "127.0.0.2:18093"}}, assignments(t, eds)); diff != "" {
+		t.Errorf("EDS after Pin (-want +got):\n%s", diff)
+	}
+}
