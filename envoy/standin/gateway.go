@@ -262,4 +262,3 @@ func (g *Gateway) throttledWarn(msg string, args ...any) {
 		g.log.Warn(msg, append(args, serve.KeySkipped, skipped)...)
 	}
 }
-

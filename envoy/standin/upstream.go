@@ -39,10 +39,10 @@ type upstream struct {
 
 // host is one endpoint and its outlier-detection state.
 type host struct {
-	addr        string
-	consecutive int       // consecutive 5xx (and connect failures, resets)
-	ejections   int       // times ejected, decayed while healthy
-	until       time.Time // ejected until; zero: not ejected
+	addr         string
+	consecutive  int       // consecutive 5xx (and connect failures, resets)
+	ejections    int       // times ejected, decayed while healthy
+	until        time.Time // ejected until; zero: not ejected
 	healthySince time.Time
 }
 
