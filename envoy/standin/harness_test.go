@@ -41,11 +41,14 @@ type xdsServer struct {
 }
 
 func newXDSServer(t *testing.T) *xdsServer {
-	s := &xdsServer{t: t, cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)}
+	s := &xdsServer{t: t, cache: newCache()}
 	s.start("127.0.0.1:0")
 	t.Cleanup(s.stop)
 	return s
 }
+
+// newCache is an ADS snapshot cache keyed by node id.
+func newCache() cachev3.SnapshotCache { return cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil) }
 
 // start serves on addr (a fixed one when restarting).
 func (s *xdsServer) start(addr string) {

@@ -156,7 +156,8 @@ func (s *xdsState) Subscriptions() []ads.Subscription {
 	for _, r := range s.types[resourcev3.ClusterType].resources {
 		services[r.compiled.(*clusterConfig).serviceName] = true
 	}
-	names := func(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
+	// Never nil: nil would ask for every resource (a wildcard).
+	names := func(m map[string]bool) []string { return append([]string{}, slices.Sorted(maps.Keys(m))...) }
 	return []ads.Subscription{
 		{TypeURL: resourcev3.ClusterType},
 		{TypeURL: resourcev3.EndpointType, Names: names(services)},
