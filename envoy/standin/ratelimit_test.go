@@ -34,7 +34,7 @@ func TestDescriptorsFromTheRouteActions(t *testing.T) {
 		want   []*ratelimitv3.RateLimitDescriptor
 	}{
 		{
-			name: "member of an org",
+			name:   "member of an org",
 			header: http.Header{contract.HeaderOrg: {"acme"}},
 			want: []*ratelimitv3.RateLimitDescriptor{
 				descriptor(42, "provider", "openai", "tier", "free", "user", "u1"),

@@ -59,8 +59,10 @@ func TestUnimplementedConfigurationIsNACKedAndTheLastKept(t *testing.T) {
 			wants: []string{"extension type type.googleapis.com/example.Odd is not implemented"},
 		},
 		{
-			name:  "a value the stand-in does not implement",
-			edit:  func(h *hcmv3.HttpConnectionManager) { h.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD },
+			name: "a value the stand-in does not implement",
+			edit: func(h *hcmv3.HttpConnectionManager) {
+				h.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD
+			},
 			wants: []string{"path_with_escaped_slashes_action UNESCAPE_AND_FORWARD is not implemented"},
 		},
 	} {
