@@ -86,6 +86,9 @@ type Policy struct {
 	// are charged to its owner's budgets, so the bound is on what the
 	// store keeps, not on the budgets. Zero means DefaultMaxClientsPerUser.
 	MaxClientsPerUser int `yaml:"max_clients_per_user"`
+	// Gateway is how the gateway calls authz and ratelimit and reaches the
+	// providers; Parse fills what the file leaves out from DefaultGateway.
+	Gateway Gateway `yaml:"gateway"`
 }
 
 // DefaultMaxClientsPerUser is max_clients_per_user when the policy sets
@@ -119,7 +122,10 @@ func Example() []byte { return bytes.Clone(example) }
 // anything the services could not enforce (see validate). Every problem is
 // reported, each prefixed with name (the file's path).
 func Parse(name string, data []byte) (*Policy, error) {
-	var p Policy
+	// The gateway's defaults go in before decoding, so that a field the
+	// file leaves out keeps its default while one it sets, even to zero,
+	// is validated as written (retries: 0 is a valid choice).
+	p := Policy{Gateway: DefaultGateway()}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&p); err != nil {
