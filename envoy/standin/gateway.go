@@ -228,6 +228,7 @@ func (g *Gateway) apply(cfg *config) {
 		}
 	}
 	g.upstreams = ups
+	g.connectGRPC(cfg)
 	g.current.Store(&pipeline{cfg: cfg, upstreams: ups, g: g})
 	g.front.use(cfg.listener.server)
 	g.metrics.applied.Inc()
@@ -235,6 +236,27 @@ func (g *Gateway) apply(cfg *config) {
 	g.warnUnusedPerFilter(cfg)
 	g.log.Info("configuration applied", "versions", cfg.versions, "listener", cfg.listener.name,
 		"lds_address", cfg.listener.address, "listen", g.Addr(), "clusters", len(cfg.clusters))
+}
+
+// connectGRPC starts connecting to the ext_authz and ratelimit clusters
+// before the first request needs them (the rate-limit call has 20 ms). The
+// caller holds g.applyMu.
+func (g *Gateway) connectGRPC(cfg *config) {
+	var names []string
+	if a := cfg.listener.authz; a != nil {
+		names = append(names, a.cluster)
+	}
+	if l := cfg.listener.limit; l != nil {
+		names = append(names, l.cluster)
+	}
+	for _, name := range names {
+		conn, err := g.upstreams[name].grpcConn()
+		if err != nil {
+			g.log.Warn("grpc client for a cluster", "cluster", name, "error", err)
+			continue
+		}
+		conn.Connect()
+	}
 }
 
 // warnUnusedPerFilter logs per-route filter configurations whose key names
