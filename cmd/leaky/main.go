@@ -39,6 +39,7 @@ func commands() []command {
 		{"rlcheck", "send one ShouldRateLimit request and print the answer", runRLCheck},
 		{"authcheck", "send one ext_authz Check request and print the answer", runAuthCheck},
 		{"loadgen", "load-test a ShouldRateLimit or Check server", runLoadgen},
+		{"gateway", "run the gateway stand-in (Envoy's part, from the control plane's xDS; dev and tests)", runGateway},
 	}
 }
 
