@@ -58,7 +58,15 @@ func newAllowList() allowList {
 		}
 		a[m.ProtoReflect().Descriptor().FullName()] = set
 	}
-	// LDS and the HTTP connection manager.
+	allowListener(add)
+	allowRoutes(add)
+	allowClusters(add)
+	return a
+}
+
+// allowListener is LDS's part: the listener and its HTTP connection
+// manager with the early header mutation and the three HTTP filters.
+func allowListener(add func(proto.Message, ...protoreflect.Name)) {
 	add(&listenerv3.Listener{}, "name", "address", "filter_chains")
 	add(&corev3.Address{}, "socket_address")
 	add(&corev3.SocketAddress{}, "address", "port_value")
@@ -88,7 +96,10 @@ func newAllowList() allowList {
 		"enable_x_ratelimit_headers", "status_on_error")
 	add(&ratelimitconfv3.RateLimitServiceConfig{}, "grpc_service", "transport_api_version")
 	add(&routerv3.Router{})
-	// RDS.
+}
+
+// allowRoutes is RDS's part, with the two per-route filter configurations.
+func allowRoutes(add func(proto.Message, ...protoreflect.Name)) {
 	add(&routev3.RouteConfiguration{}, "name", "virtual_hosts")
 	add(&routev3.VirtualHost{}, "name", "domains", "routes")
 	add(&routev3.Route{}, "name", "match", "route", "typed_per_filter_config")
@@ -102,7 +113,10 @@ func newAllowList() allowList {
 	add(&routev3.RateLimit_Action{}, "request_headers")
 	add(&routev3.RateLimit_Action_RequestHeaders{}, "header_name", "descriptor_key", "skip_if_absent")
 	add(&routev3.RateLimit_HitsAddend{}, "number", "format")
-	// CDS and EDS.
+}
+
+// allowClusters is CDS's and EDS's part.
+func allowClusters(add func(proto.Message, ...protoreflect.Name)) {
 	add(&clusterv3.Cluster{}, "name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
 		"circuit_breakers", "outlier_detection", "typed_extension_protocol_options")
 	add(&clusterv3.Cluster_EdsClusterConfig{}, "eds_config", "service_name")
@@ -119,7 +133,6 @@ func newAllowList() allowList {
 	add(&corev3.Locality{}, "region", "zone", "sub_zone")
 	add(&endpointv3.LbEndpoint{}, "endpoint", "health_status")
 	add(&endpointv3.Endpoint{}, "address")
-	return a
 }
 
 // errNotImplemented marks a refusal for something the stand-in does not
