@@ -78,7 +78,7 @@ func TestOutlierEjectionAndReturn(t *testing.T) {
 			t.Fatal("an ejected host was picked")
 		}
 	}
-	if !a.ejected(t0.Add(29 * time.Second)) || a.ejected(t0.Add(30*time.Second)) {
+	if !a.ejected(t0.Add(29*time.Second)) || a.ejected(t0.Add(30*time.Second)) {
 		t.Error("the ejection did not last exactly base_ejection_time (on an interval tick)")
 	}
 	b, c := u.hosts[1], u.hosts[2]
