@@ -11,6 +11,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // clusterConfig is a compiled Cluster (EDS, round robin).
@@ -118,25 +119,19 @@ func breakers(cb *clusterv3.CircuitBreakers, out *breakerLimits) error {
 			return fmt.Errorf("thresholds[%d]: a second DEFAULT threshold", i)
 		}
 		seen = true
-		set := func(v interface{ GetValue() uint32 }, dst *int) {
-			if v != nil {
-				*dst = int(v.GetValue())
-			}
-		}
-		if t.GetMaxConnections() != nil {
-			set(t.GetMaxConnections(), &out.maxConnections)
-		}
-		if t.GetMaxPendingRequests() != nil {
-			set(t.GetMaxPendingRequests(), &out.maxPending)
-		}
-		if t.GetMaxRequests() != nil {
-			set(t.GetMaxRequests(), &out.maxRequests)
-		}
-		if t.GetMaxRetries() != nil {
-			set(t.GetMaxRetries(), &out.maxRetries)
-		}
+		setUint32(t.GetMaxConnections(), &out.maxConnections)
+		setUint32(t.GetMaxPendingRequests(), &out.maxPending)
+		setUint32(t.GetMaxRequests(), &out.maxRequests)
+		setUint32(t.GetMaxRetries(), &out.maxRetries)
 	}
 	return nil
+}
+
+// setUint32 sets *dst to v's value when v is set.
+func setUint32(v *wrapperspb.UInt32Value, dst *int) {
+	if v != nil {
+		*dst = int(v.GetValue())
+	}
 }
 
 // assignment is a compiled ClusterLoadAssignment: the addresses Envoy would

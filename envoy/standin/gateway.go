@@ -94,7 +94,9 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Gateway is the stand-in. New binds its sockets; Run serves.
+// Gateway is the stand-in. New binds its sockets; Run serves, once. A
+// Gateway whose Run is never called holds its sockets until the process
+// ends.
 type Gateway struct {
 	cfg      Config
 	log      *slog.Logger
@@ -139,7 +141,6 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	state := &xdsState{compiler: &compiler{allow: newAllowList()}, apply: g.apply, metrics: g.metrics, log: logger, types: map[string]typeSet{}}
 	node := &corev3.Node{Id: cfg.NodeID, Cluster: NodeCluster, UserAgentName: "leaky-gateway"}
 	g.ads = ads.New(g.xdsConn, ads.Config{Node: node, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff}, state, logger)
-	g.front.use(bootSettings())
 	return g, nil
 }
 
@@ -164,6 +165,7 @@ func (g *Gateway) AdminAddr() string {
 // Run serves until ctx ends, then drains within ShutdownGrace.
 func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("gateway serving", "listen", g.Addr(), "admin", g.AdminAddr(), "xds_addr", g.cfg.XDSAddr, "node_id", g.cfg.NodeID)
+	g.front.use(bootSettings())
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.front.serve(ctx) })
 	eg.Go(func() error { return g.ads.Run(ctx) })

@@ -66,9 +66,9 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
-// ServeHTTP runs one request through the connection manager: path
-// checks, early header mutation, route selection, ext_authz, ratelimit and
-// the router.
+// serve runs one request through the connection manager: path checks,
+// early header mutation, route selection, ext_authz, ratelimit and the
+// router.
 func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
 	ex := &exchange{w: w, r: r, start: time.Now(), authority: r.Host, header: r.Header.Clone()}
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {

@@ -2,6 +2,7 @@ package standin
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -58,11 +59,9 @@ func (p *pipeline) rateLimit(ex *exchange) bool {
 	return true
 }
 
-type rlError string
-
-func (e rlError) Error() string { return string(e) }
-
-const errUnknownCode = rlError("ratelimit answered with an UNKNOWN overall code")
+// errUnknownCode is an answer that is neither OK nor OVER_LIMIT, which
+// Envoy treats as an error.
+var errUnknownCode = errors.New("ratelimit answered with an UNKNOWN overall code")
 
 func (p *pipeline) shouldRateLimit(ex *exchange, f *rateLimitFilter, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	u := p.upstreams[f.cluster]
