@@ -118,7 +118,7 @@ func checkRequest(ex *exchange, f *authzFilter) *authv3.CheckRequest {
 		Host:     ex.authority,
 		Scheme:   "http",
 		Size:     int64(len(ex.body.buf)),
-		Protocol: r.Proto,
+		Protocol: protocol(r),
 	}
 	if f.withBody && len(ex.body.buf) > 0 {
 		n := min(len(ex.body.buf), f.maxBody)
@@ -134,6 +134,14 @@ func checkRequest(ex *exchange, f *authzFilter) *authv3.CheckRequest {
 		Destination: &authv3.AttributeContext_Peer{Address: socketAddress(localAddr(r))},
 		Request:     &authv3.AttributeContext_Request{Time: timestamppb.New(ex.start), Http: hr},
 	}}
+}
+
+// protocol is the request's protocol as Envoy names it.
+func protocol(r *http.Request) string {
+	if r.ProtoMajor == 2 {
+		return "HTTP/2"
+	}
+	return r.Proto
 }
 
 func localAddr(r *http.Request) string {

@@ -75,6 +75,10 @@ func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
 		p.reply(ex, http.StatusUpgradeRequired, nil, "")
 		return
 	}
+	if headerBytes(r) > p.cfg.listener.server.maxHeaderBytes {
+		p.reply(ex, http.StatusRequestHeaderFieldsTooLarge, nil, "")
+		return
+	}
 	path, query, ok := p.requestPath(r)
 	if !ok {
 		p.reply(ex, http.StatusBadRequest, nil, "")
@@ -99,6 +103,20 @@ func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.forward(ex)
+}
+
+// headerBytes is the size of the request's headers as Envoy counts them
+// against max_request_headers_kb: every name and value, the pseudo-headers
+// included. (The HTTP server's own bound, which also counts line endings,
+// is set above it.)
+func headerBytes(r *http.Request) int {
+	n := len(":method") + len(r.Method) + len(":path") + len(r.RequestURI) + len(":authority") + len(r.Host)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v)
+		}
+	}
+	return n
 }
 
 // requestPath is the request's path, checked and normalised as the
