@@ -176,12 +176,15 @@ func (u *upstream) transportFor() *http.Transport {
 }
 
 // upstreamRequest is the request as the router sends it: the path
-// (prefix-rewritten), the authority, the headers the filters left, and
+// (prefix-rewritten, the original in x-envoy-original-path), the
+// authority, the headers the filters left, and
 // x-envoy-expected-rq-timeout-ms.
 func (p *pipeline) upstreamRequest(ctx context.Context, ex *exchange, addr string) *http.Request {
 	path := ex.path
+	h := ex.header.Clone()
 	if rt := ex.route; rt.rewrite {
 		path = rt.prefixRewrite + strings.TrimPrefix(path, rt.prefix)
+		h.Set("X-Envoy-Original-Path", ex.path)
 	}
 	u := &url.URL{Scheme: "http", Host: addr}
 	pathOnly, query, _ := strings.Cut(path, "?")
@@ -192,7 +195,6 @@ func (p *pipeline) upstreamRequest(ctx context.Context, ex *exchange, addr strin
 	} else {
 		u.Opaque = pathOnly
 	}
-	h := ex.header.Clone()
 	if ex.route.timeout > 0 {
 		h.Set("X-Envoy-Expected-Rq-Timeout-Ms", strconv.FormatInt(ex.route.timeout.Milliseconds(), 10))
 	}

@@ -57,6 +57,9 @@ func TestRoutingRewritesAndNormalises(t *testing.T) {
 		if len(got) != before+1 || got[before].uri != tc.wantURI {
 			t.Errorf("GET %s reached the upstream as %+v, want %s", tc.path, got[before:], tc.wantURI)
 		}
+		if orig := got[before].header.Get("X-Envoy-Original-Path"); tc.path != "/api/v1/openai/chat" && orig == "" {
+			t.Errorf("GET %s: no x-envoy-original-path on a rewritten path", tc.path)
+		}
 		if resp.Header.Get("X-Envoy-Upstream-Service-Time") == "" {
 			t.Errorf("GET %s: no x-envoy-upstream-service-time", tc.path)
 		}
