@@ -41,6 +41,7 @@ func commands() []command {
 		{"authcheck", "send one ext_authz Check request and print the answer", runAuthCheck},
 		{"loadgen", "load-test a ShouldRateLimit or Check server", runLoadgen},
 		{"providers-stub", "serve fake OpenAI, Gemini and Qwen APIs (development and tests)", runProvidersStub},
+		{"gateway", "run the gateway stand-in (Envoy's part, from the control plane's xDS; dev and tests)", runGateway},
 	}
 }
 

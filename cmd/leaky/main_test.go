@@ -56,7 +56,7 @@ func testEnv(stdout, stderr io.Writer, vars map[string]string) env {
 }
 
 func TestHelpNamesEveryEnvironmentVariable(t *testing.T) {
-	for _, cmd := range []string{"ratelimit", "authz", "controlplane", "dev", "rlcheck", "authcheck", "loadgen"} {
+	for _, cmd := range []string{"ratelimit", "authz", "controlplane", "gateway", "providers-stub", "dev", "rlcheck", "authcheck", "loadgen"} {
 		t.Run(cmd, func(t *testing.T) {
 			var out bytes.Buffer
 			err := run(context.Background(), []string{cmd, "-h"}, testEnv(&out, &out, nil))

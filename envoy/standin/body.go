@@ -1,0 +1,77 @@
+package standin
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+)
+
+// retryBufferLimit is how much of a request body the router keeps for
+// replaying it on a retry: Envoy's default per-connection buffer limit. A
+// longer body is streamed and the request is not retried (as in Envoy).
+const retryBufferLimit = 1 << 20
+
+// requestBody is the downstream body: the part read so far and the rest,
+// still in the connection. The filters read what they need of it (ext_authz
+// up to its bound, the router up to retryBufferLimit); the router then
+// sends the buffered part followed by the rest.
+type requestBody struct {
+	buf      []byte
+	rest     io.Reader // nil once everything is buffered
+	complete bool      // buf is the whole body
+	length   int64     // the declared length; -1 unknown
+	consumed bool      // the rest was handed to an upstream request
+}
+
+func newRequestBody(r *http.Request) *requestBody {
+	b := &requestBody{rest: r.Body, length: r.ContentLength}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		b.rest, b.complete, b.length = nil, true, 0
+	}
+	return b
+}
+
+// empty reports whether the request has no body at all.
+func (b *requestBody) empty() bool { return b.complete && len(b.buf) == 0 }
+
+// fill reads until at least n bytes are buffered or the body ends. A read
+// error is the client's (a reset or a short body).
+func (b *requestBody) fill(n int) error {
+	for !b.complete && len(b.buf) < n {
+		if b.consumed {
+			return errors.New("request body already streamed upstream")
+		}
+		chunk := make([]byte, min(n-len(b.buf), 32<<10))
+		k, err := b.rest.Read(chunk)
+		b.buf = append(b.buf, chunk[:k]...)
+		switch {
+		case errors.Is(err, io.EOF):
+			b.rest, b.complete = nil, true
+		case err != nil:
+			return err
+		}
+	}
+	return nil
+}
+
+// replayable reports whether the body can be sent more than once.
+func (b *requestBody) replayable() bool { return b.complete }
+
+// reader is the body for one upstream attempt: the buffer alone when it is
+// complete, else the buffer followed by the rest (once only).
+func (b *requestBody) reader() io.Reader {
+	if b.complete {
+		return bytes.NewReader(b.buf)
+	}
+	b.consumed = true
+	return io.MultiReader(bytes.NewReader(b.buf), b.rest)
+}
+
+// contentLength is the length to declare upstream (-1: chunked).
+func (b *requestBody) contentLength() int64 {
+	if b.complete {
+		return int64(len(b.buf))
+	}
+	return b.length
+}

@@ -1,0 +1,80 @@
+package standin
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/leakytokens/leaky/controlplane/model"
+	"github.com/leakytokens/leaky/controlplane/translate"
+	"github.com/leakytokens/leaky/internal/policy"
+)
+
+// TestStandinExecutesTheTranslatorsSnapshot is the real contract: the
+// snapshot the control plane's translator makes of the example policy is
+// ACKed whole (every type, no NACK), applied, and carries a request through
+// ext_authz and ratelimit to the provider.
+func TestStandinExecutesTheTranslatorsSnapshot(t *testing.T) {
+	h := newHarness(t, defaultFixture())
+	provider := newRecorder(t)
+	cfg, err := policy.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint := func(hp string) []model.Endpoint {
+		e, err := model.ParseEndpoint(hp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []model.Endpoint{e}
+	}
+	m := &model.Model{
+		Config: cfg,
+		Endpoints: map[string][]model.Endpoint{
+			model.ServiceAuthzGRPC:     endpoint(h.authz.addr),
+			model.ServiceRatelimitGRPC: endpoint(h.rls.addr),
+			model.ServiceAuthzHTTP:     endpoint(provider.addr()),
+		},
+		Listener: endpoint("127.0.0.1:8080")[0],
+	}
+	for name := range cfg.Policy().Providers {
+		m.Endpoints[model.ProviderService(name)] = endpoint(provider.addr())
+	}
+	m.Normalize()
+	snap, err := translate.Translate(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.xds.cache.SetSnapshot(context.Background(), testNode, snap); err != nil {
+		t.Fatal(err)
+	}
+	version := snap.GetVersion(resourcev3.ListenerType)
+	h.waitFor("the translator's snapshot applied", func() bool {
+		for _, kind := range []string{"listener", "route", "cluster", "endpoint"} {
+			if h.appliedVersion(kind) != version {
+				return false
+			}
+		}
+		return true
+	})
+	for _, typ := range []string{resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType} {
+		for _, n := range h.xds.nacks(typ) {
+			t.Errorf("NACK of %s: %s", typ, n.GetErrorDetail().GetMessage())
+		}
+	}
+	// The example policy gives the ratelimit call 20 ms, which a loaded
+	// machine may miss (its failure mode is deny: 503): poll for a 200.
+	h.waitFor("a completion through the translated configuration", func() bool {
+		resp, _ := h.do("POST", "/openai/v1/chat/completions", http.Header{"Content-Type": {"application/json"}}, `{"model":"gpt-4o"}`)
+		return resp.StatusCode == http.StatusOK
+	})
+	got := provider.requests()
+	if last := got[len(got)-1]; last.uri != "/v1/chat/completions" || last.header.Get("X-Leaky-User-Id") != "u1" {
+		t.Errorf("the provider got %s with user %q, want /v1/chat/completions from u1", last.uri, last.header.Get("X-Leaky-User-Id"))
+	}
+	if len(h.rls.requests()) == 0 {
+		t.Error("no ShouldRateLimit call")
+	}
+}

@@ -1,0 +1,226 @@
+package standin
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"golang.org/x/net/http/httpguts"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+const partialBodyHeader = "x-envoy-auth-partial-body"
+
+// authorize is the ext_authz filter: true lets the request go on; false
+// means a reply went out.
+func (p *pipeline) authorize(ex *exchange) bool {
+	f := p.cfg.listener.authz
+	if f == nil || ex.route != nil && ex.route.authzOff[f.name] {
+		return true
+	}
+	if f.withBody && !ex.body.complete {
+		if err := ex.body.fill(f.maxBody + 1); err != nil {
+			p.g.log.Debug("reading the request body for ext_authz", "error", err)
+			return false // the client is gone
+		}
+		if !f.allowPartial && len(ex.body.buf) > f.maxBody {
+			p.reply(ex, http.StatusRequestEntityTooLarge, nil, "Payload Too Large")
+			return false
+		}
+	}
+	resp, err := p.check(ex, f)
+	switch {
+	case err != nil:
+		p.g.metrics.authz.WithLabelValues("error").Inc()
+		p.g.throttledWarn("ext_authz call failed", "cluster", f.cluster, "error", err)
+		if f.failureModeAllow {
+			return true
+		}
+		p.reply(ex, f.statusOnError, nil, "")
+		return false
+	case code.Code(resp.GetStatus().GetCode()) == code.Code_OK:
+		if err := applyOK(ex, resp.GetOkResponse()); err != nil {
+			p.g.metrics.authz.WithLabelValues("error").Inc()
+			p.g.throttledWarn("ext_authz answer refused", "error", err)
+			if f.failureModeAllow {
+				return true
+			}
+			p.reply(ex, f.statusOnError, nil, "")
+			return false
+		}
+		p.g.metrics.authz.WithLabelValues("ok").Inc()
+		return true
+	}
+	p.g.metrics.authz.WithLabelValues("denied").Inc()
+	d := resp.GetDeniedResponse()
+	status := http.StatusForbidden
+	if c := int(d.GetStatus().GetCode()); c > 0 {
+		status = c
+	}
+	h := http.Header{}
+	for _, o := range d.GetHeaders() {
+		if o.GetAppend().GetValue() {
+			h.Add(o.GetHeader().GetKey(), o.GetHeader().GetValue())
+		} else {
+			h.Set(o.GetHeader().GetKey(), o.GetHeader().GetValue())
+		}
+	}
+	p.reply(ex, status, h, d.GetBody())
+	return false
+}
+
+// check sends the CheckRequest Envoy builds, within the filter's timeout
+// and the cluster's max_requests.
+func (p *pipeline) check(ex *exchange, f *authzFilter) (*authv3.CheckResponse, error) {
+	u := p.upstreams[f.cluster]
+	release, err := u.admit()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	conn, err := u.grpcConn()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ex.r.Context(), f.timeout)
+	defer cancel()
+	return authv3.NewAuthorizationClient(conn).Check(ctx, checkRequest(ex, f))
+}
+
+// checkRequest is the CheckRequest Envoy's ext_authz filter sends: the
+// peers, and the request with lower-case headers (pseudo-headers included,
+// repeated ones joined by ","), the path with its query, and the body up to
+// the filter's bound with x-envoy-auth-partial-body saying whether it was
+// cut.
+func checkRequest(ex *exchange, f *authzFilter) *authv3.CheckRequest {
+	r := ex.r
+	headers := map[string]string{
+		":authority": ex.authority, ":path": ex.path, ":method": r.Method, ":scheme": "http",
+	}
+	for k, vs := range ex.header {
+		lk := strings.ToLower(k)
+		if lk == partialBodyHeader {
+			continue // a client's copy would lie about the body
+		}
+		headers[lk] = strings.Join(vs, ",")
+	}
+	hr := &authv3.AttributeContext_HttpRequest{
+		Id:       ex.header.Get("X-Request-Id"),
+		Method:   r.Method,
+		Headers:  headers,
+		Path:     ex.path,
+		Host:     ex.authority,
+		Scheme:   "http",
+		Size:     int64(len(ex.body.buf)),
+		Protocol: protocol(r),
+	}
+	if f.withBody && len(ex.body.buf) > 0 {
+		n := min(len(ex.body.buf), f.maxBody)
+		if f.packAsBytes {
+			hr.RawBody = ex.body.buf[:n]
+		} else {
+			hr.Body = strings.ToValidUTF8(string(ex.body.buf[:n]), "\uFFFD")
+		}
+		headers[partialBodyHeader] = strconv.FormatBool(n != len(ex.body.buf))
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:      &authv3.AttributeContext_Peer{Address: socketAddress(r.RemoteAddr)},
+		Destination: &authv3.AttributeContext_Peer{Address: socketAddress(localAddr(r))},
+		Request:     &authv3.AttributeContext_Request{Time: timestamppb.New(ex.start), Http: hr},
+	}}
+}
+
+// protocol is the request's protocol as Envoy names it.
+func protocol(r *http.Request) string {
+	if r.ProtoMajor == 2 {
+		return "HTTP/2"
+	}
+	return r.Proto
+}
+
+func localAddr(r *http.Request) string {
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return a.String()
+	}
+	return ""
+}
+
+func socketAddress(hostport string) *corev3.Address {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil
+	}
+	n, _ := strconv.ParseUint(port, 10, 32)
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(n)},
+	}}}
+}
+
+// applyOK applies an OK answer's mutations as Envoy does: headers set (or
+// appended when append is true), headers removed, query parameters set and
+// removed, and response headers kept for the client's response. A header
+// that is not a valid name or value refuses the whole answer.
+func applyOK(ex *exchange, ok *authv3.OkHttpResponse) error {
+	for _, o := range append(ok.GetHeaders(), ok.GetResponseHeadersToAdd()...) {
+		k, v := o.GetHeader().GetKey(), o.GetHeader().GetValue()
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
+			return fmt.Errorf("header %q: not a valid header", k)
+		}
+	}
+	for _, o := range ok.GetHeaders() {
+		if o.GetAppend().GetValue() {
+			ex.header.Add(o.GetHeader().GetKey(), o.GetHeader().GetValue())
+		} else {
+			ex.header.Set(o.GetHeader().GetKey(), o.GetHeader().GetValue())
+		}
+	}
+	for _, name := range ok.GetHeadersToRemove() {
+		if strings.HasPrefix(name, ":") || strings.EqualFold(name, "host") {
+			continue // Envoy never removes pseudo-headers or the host
+		}
+		ex.header.Del(name)
+	}
+	for _, o := range ok.GetResponseHeadersToAdd() {
+		ex.respOps = append(ex.respOps, headerOp{key: o.GetHeader().GetKey(), value: o.GetHeader().GetValue(), add: o.GetAppend().GetValue()})
+	}
+	if len(ok.GetQueryParametersToSet()) > 0 || len(ok.GetQueryParametersToRemove()) > 0 {
+		ex.path = mutateQuery(ex.path, ok)
+	}
+	return nil
+}
+
+// mutateQuery sets and removes query parameters (by their encoded name),
+// keeping the order of the others.
+func mutateQuery(pathQuery string, ok *authv3.OkHttpResponse) string {
+	path, query, _ := strings.Cut(pathQuery, "?")
+	var params []string
+	if query != "" {
+		params = strings.Split(query, "&")
+	}
+	drop := func(name string) {
+		out := params[:0]
+		for _, kv := range params {
+			if k, _, _ := strings.Cut(kv, "="); k != name {
+				out = append(out, kv)
+			}
+		}
+		params = out
+	}
+	for _, name := range ok.GetQueryParametersToRemove() {
+		drop(name)
+	}
+	for _, qp := range ok.GetQueryParametersToSet() {
+		drop(qp.GetKey())
+		params = append(params, qp.GetKey()+"="+qp.GetValue())
+	}
+	if len(params) == 0 {
+		return path
+	}
+	return path + "?" + strings.Join(params, "&")
+}

@@ -1,0 +1,246 @@
+package standin
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// pipeline is one applied configuration in executable form: the listener's
+// filters, the routes and the clusters' runtimes. Requests load the current
+// pipeline once and run on it to the end, so an update never changes a
+// request half-way.
+type pipeline struct {
+	cfg       *config
+	upstreams map[string]*upstream
+	g         *Gateway
+}
+
+// exchange is one request on its way through the filters.
+type exchange struct {
+	w         http.ResponseWriter
+	r         *http.Request
+	start     time.Time
+	authority string
+	path      string // normalised, with the query
+	header    http.Header
+	body      *requestBody
+	route     *route
+	// respOps are what the filters add to the client's response (ext_authz
+	// response_headers_to_add, the rate-limit headers), whatever answers.
+	respOps []headerOp
+}
+
+// headerOp sets (or, with add, appends) one header.
+type headerOp struct {
+	key, value string
+	add        bool
+}
+
+func applyOps(h http.Header, ops []headerOp) {
+	for _, op := range ops {
+		if op.add {
+			h.Add(op.key, op.value)
+		} else {
+			h.Set(op.key, op.value)
+		}
+	}
+}
+
+// hopByHop are the headers a proxy does not forward.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func removeHopByHop(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			h.Del(strings.TrimSpace(name))
+		}
+	}
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
+}
+
+// serve runs one request through the connection manager: path checks,
+// early header mutation, route selection, ext_authz, ratelimit and the
+// router.
+func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
+	ex := &exchange{w: w, r: r, start: time.Now(), authority: r.Host, header: r.Header.Clone()}
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
+		p.reply(ex, http.StatusUpgradeRequired, nil, "")
+		return
+	}
+	if headerBytes(r) > p.cfg.listener.server.maxHeaderBytes {
+		p.reply(ex, http.StatusRequestHeaderFieldsTooLarge, nil, "")
+		return
+	}
+	path, query, ok := p.requestPath(r)
+	if !ok {
+		p.reply(ex, http.StatusBadRequest, nil, "")
+		return
+	}
+	ex.path = path + query
+	removeHopByHop(ex.header)
+	p.earlyMutation(ex.header)
+	if ex.header.Get("X-Request-Id") == "" {
+		ex.header.Set("X-Request-Id", uuid.NewString())
+	}
+	if ex.header.Get("X-Forwarded-Proto") == "" {
+		ex.header.Set("X-Forwarded-Proto", "http")
+	}
+	ex.body = newRequestBody(r)
+	ex.route = p.match(ex.authority, path)
+	if !p.authorize(ex) || !p.rateLimit(ex) {
+		return
+	}
+	if ex.route == nil {
+		p.reply(ex, http.StatusNotFound, nil, "")
+		return
+	}
+	p.forward(ex)
+}
+
+// headerBytes is the size of the request's headers as Envoy counts them
+// against max_request_headers_kb: every name and value, the pseudo-headers
+// included. (The HTTP server's own bound, which also counts line endings,
+// is set above it.)
+func headerBytes(r *http.Request) int {
+	n := len(":method") + len(r.Method) + len(":path") + len(r.RequestURI) + len(":authority") + len(r.Host)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v)
+		}
+	}
+	return n
+}
+
+// requestPath is the request's path, checked and normalised as the
+// listener says, and its query ("?…" or ""). Not ok: answer 400.
+func (p *pipeline) requestPath(r *http.Request) (path, query string, ok bool) {
+	raw := r.RequestURI
+	if !strings.HasPrefix(raw, "/") { // absolute form
+		u, err := url.ParseRequestURI(raw)
+		if err != nil || u.Host == "" {
+			return "", "", false
+		}
+		raw = u.RequestURI()
+	}
+	if strings.ContainsRune(raw, '#') {
+		return "", "", false
+	}
+	path, query = raw, ""
+	if i := strings.IndexByte(raw, '?'); i >= 0 {
+		path, query = raw[:i], raw[i:]
+	}
+	l := p.cfg.listener
+	if l.rejectEscapedSlashes && hasEscapedSlash(path) {
+		return "", "", false
+	}
+	if l.normalizePath {
+		n, err := normalizePath(path)
+		if err != nil {
+			return "", "", false
+		}
+		path = n
+	}
+	if l.mergeSlashes {
+		path = mergeSlashes(path)
+	}
+	return path, query, true
+}
+
+// earlyMutation removes the headers the early header mutation extensions
+// match, before any filter sees the request.
+func (p *pipeline) earlyMutation(h http.Header) {
+	rm := p.cfg.listener.early
+	if len(rm) == 0 {
+		return
+	}
+	for k := range h {
+		lk := strings.ToLower(k)
+		for _, m := range rm {
+			if m.matches(lk) {
+				delete(h, k)
+				break
+			}
+		}
+	}
+}
+
+// match selects the virtual host by the authority, then the first route
+// whose prefix the path starts with. Nil: no route (404 after the filters,
+// as Envoy answers).
+func (p *pipeline) match(authority, path string) *route {
+	vh := p.cfg.routes.virtualHost(strings.ToLower(authority))
+	if vh == nil {
+		return nil
+	}
+	for _, r := range vh.routes {
+		if strings.HasPrefix(path, r.prefix) {
+			return r
+		}
+	}
+	return nil
+}
+
+// virtualHost is Envoy's domain search: an exact match, then the longest
+// suffix wildcard ("*.example.com"), then the longest prefix wildcard
+// ("example.*"), then "*".
+func (t *routeTable) virtualHost(host string) *virtualHost {
+	var best *virtualHost
+	bestRank, bestLen := 0, -1
+	for _, vh := range t.vhosts {
+		for _, d := range vh.domains {
+			rank, n := domainRank(d, host)
+			if rank > bestRank || rank == bestRank && rank > 0 && n > bestLen {
+				best, bestRank, bestLen = vh, rank, n
+			}
+		}
+	}
+	return best
+}
+
+// domainRank scores how domain d matches host (0: no match; 4 exact, 3
+// suffix wildcard, 2 prefix wildcard, 1 "*"), with the length matched.
+func domainRank(d, host string) (int, int) {
+	switch {
+	case d == "*":
+		return 1, 0
+	case d == host:
+		return 4, len(d)
+	case strings.HasPrefix(d, "*") && strings.HasSuffix(host, d[1:]) && len(host) > len(d)-1:
+		return 3, len(d)
+	case strings.HasSuffix(d, "*") && strings.HasPrefix(host, d[:len(d)-1]) && len(host) > len(d)-1:
+		return 2, len(d)
+	}
+	return 0, 0
+}
+
+// reply is a local reply (Envoy's sendLocalReply): the filters' response
+// headers, then status, headers and body.
+func (p *pipeline) reply(ex *exchange, status int, h http.Header, body string) {
+	out := ex.w.Header()
+	for k, v := range h {
+		out[k] = v
+	}
+	applyOps(out, ex.respOps)
+	if body != "" && out.Get("Content-Type") == "" {
+		out.Set("Content-Type", "text/plain")
+	}
+	out.Set("Content-Length", strconv.Itoa(len(body)))
+	ex.w.WriteHeader(status)
+	_, _ = ex.w.Write([]byte(body))
+	p.g.metrics.requests.WithLabelValues(routeLabel(ex.route), strconv.Itoa(status)).Inc()
+}
+
+func routeLabel(r *route) string {
+	if r == nil {
+		return "(none)"
+	}
+	return r.label()
+}
