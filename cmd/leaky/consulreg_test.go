@@ -124,4 +124,3 @@ func TestRatelimitRegistersInConsul(t *testing.T) {
 		}
 	}
 }
-

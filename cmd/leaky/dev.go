@@ -2,123 +2,270 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
-	"io"
+	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/leakytokens/leaky/authz"
-	"github.com/leakytokens/leaky/internal/contract"
+	"github.com/leakytokens/leaky/controlplane"
+	"github.com/leakytokens/leaky/controlplane/model"
+	"github.com/leakytokens/leaky/envoy/standin"
+	"github.com/leakytokens/leaky/internal/policy"
 	"github.com/leakytokens/leaky/internal/serve"
+	providersstub "github.com/leakytokens/leaky/providers-stub"
 	"github.com/leakytokens/leaky/ratelimit"
 )
 
-// runDev runs every service in one process on embedded defaults: the memory
-// stores and the example policy, unless told otherwise.
-func runDev(ctx context.Context, e env, args []string) error {
-	rl := ratelimit.DefaultConfig()
-	az := authz.DefaultConfig()
+// devFlags is what `leaky dev` is told: every service's configuration and
+// where the pieces of the request path listen.
+type devFlags struct {
+	rl       ratelimit.Config
+	az       authz.Config
+	cp       controlplane.Config
+	stub     providersstub.Config
+	gw       standin.Config
+	gateway  string // auto, standin, envoy or none
+	stateDir string // where the example policy is copied when -config is empty
+}
+
+// gateway kinds of -gateway.
+const (
+	gatewayAuto    = "auto"
+	gatewayStandin = "standin"
+	gatewayEnvoy   = "envoy"
+	gatewayNone    = "none"
+)
+
+func (f *devFlags) register(e env) (*flag.FlagSet, *serve.Config) {
+	f.rl, f.az, f.cp = ratelimit.DefaultConfig(), authz.DefaultConfig(), controlplane.DefaultConfig()
+	f.stub, f.gw = providersstub.DefaultConfig(), standin.DefaultConfig()
 	fs := newFlagSet(e, "dev", "dev [flags]")
-	fs.StringVar(&rl.ConfigPath, "config", "", "policy file, or a directory of it and envoyproxy/ratelimit domain files, shared by the services; empty = the embedded example policy")
-	fs.StringVar(&rl.GRPCAddr, "ratelimit-grpc-addr", rl.GRPCAddr, "ratelimit gRPC listen address")
-	fs.StringVar(&rl.HTTPAddr, "ratelimit-http-addr", rl.HTTPAddr, "ratelimit HTTP listen address")
-	fs.StringVar(&rl.Store, "ratelimit-store", rl.Store, "ratelimit store: memory or redis")
-	fs.StringVar(&rl.RedisURL, "redis-url", rl.RedisURL, "Redis URL when -ratelimit-store redis")
-	fs.StringVar(&az.GRPCAddr, "authz-grpc-addr", az.GRPCAddr, "authz gRPC listen address")
-	fs.StringVar(&az.HTTPAddr, "authz-http-addr", az.HTTPAddr, "authz HTTP listen address")
-	fs.StringVar(&az.DatabaseURL, "database-url", "", "authz PostgreSQL URL; empty = the memory store")
-	fs.StringVar(&az.SigningSecret, "signing-secret", "", "seals authz signing keys at rest (required with -database-url)")
-	fs.StringVar(&az.AdminUsername, "admin-username", az.AdminUsername, "bootstrap admin's username")
-	fs.StringVar(&az.AdminPassword, "admin-password", "", "bootstrap admin's password; empty = generated and printed once")
-	bounds := serve.DefaultConfig() // the runtime's bounds, shared by both services
+	fs.StringVar(&f.rl.ConfigPath, "config", "", "policy file, or a directory of it and envoyproxy/ratelimit domain files; empty = a copy of the embedded example policy in -state-dir (the admin API writes tier changes there)")
+	fs.StringVar(&f.rl.GRPCAddr, "ratelimit-grpc-addr", f.rl.GRPCAddr, "ratelimit gRPC listen address")
+	fs.StringVar(&f.rl.HTTPAddr, "ratelimit-http-addr", f.rl.HTTPAddr, "ratelimit HTTP listen address")
+	fs.StringVar(&f.rl.Store, "ratelimit-store", f.rl.Store, "ratelimit store: memory or redis")
+	fs.StringVar(&f.rl.RedisURL, "redis-url", f.rl.RedisURL, "Redis URL when -ratelimit-store redis")
+	fs.StringVar(&f.az.GRPCAddr, "authz-grpc-addr", f.az.GRPCAddr, "authz gRPC listen address")
+	fs.StringVar(&f.az.HTTPAddr, "authz-http-addr", f.az.HTTPAddr, "authz HTTP listen address")
+	fs.StringVar(&f.az.DatabaseURL, "database-url", "", "authz PostgreSQL URL; empty = the memory store")
+	fs.StringVar(&f.az.SigningSecret, "signing-secret", "", "seals authz signing keys at rest (required with -database-url)")
+	fs.StringVar(&f.az.AdminUsername, "admin-username", f.az.AdminUsername, "bootstrap admin's username")
+	fs.StringVar(&f.az.AdminPassword, "admin-password", "", "bootstrap admin's password; empty = generated and printed once")
+	fs.StringVar(&f.cp.XDSAddr, "xds-addr", f.cp.XDSAddr, "control plane xDS listen address (port 0: a free one)")
+	fs.StringVar(&f.cp.HTTPAddr, "controlplane-http-addr", f.cp.HTTPAddr, "control plane admin API listen address")
+	fs.StringVar(&f.stub.OpenAIAddr, "openai-addr", f.stub.OpenAIAddr, "the OpenAI stub's listen address")
+	fs.StringVar(&f.stub.GeminiAddr, "gemini-addr", f.stub.GeminiAddr, "the Gemini stub's listen address")
+	fs.StringVar(&f.stub.QwenAddr, "qwen-addr", f.stub.QwenAddr, "the Qwen stub's listen address")
+	fs.StringVar(&f.gw.Listen, "gateway-addr", f.gw.Listen, "the gateway's listen address (Envoy's :8080)")
+	fs.StringVar(&f.gw.AdminAddr, "gateway-admin-addr", f.gw.AdminAddr, "the gateway's admin address (loopback only)")
+	fs.StringVar(&f.gateway, "gateway", gatewayAuto, "the gateway: auto (envoy when on PATH, else the stand-in), standin, envoy or none")
+	fs.StringVar(&f.stateDir, "state-dir", "", "directory for the copy of the example policy and the generated Envoy bootstrap; empty = a new temporary directory, removed at exit")
+	bounds := serve.DefaultConfig() // the runtime's bounds, shared by the services
 	bounds.RegisterFlags(fs)
+	return fs, &bounds
+}
+
+// runDev runs the whole request path in one process on embedded defaults:
+// the provider stubs, authz and ratelimit (memory stores; their policy from
+// the control plane over xDS), the control plane (on a policy file), and
+// the gateway: Envoy when it is on PATH, the stand-in otherwise.
+func runDev(ctx context.Context, e env, args []string) error {
+	var f devFlags
+	fs, bounds := f.register(e)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	az.PolicyPath = rl.ConfigPath
-	rl.Config, az.Config = bounds, bounds
+	f.rl.Config, f.az.Config, f.cp.Config = *bounds, *bounds, *bounds
+	switch f.gateway {
+	case gatewayAuto, gatewayStandin, gatewayEnvoy, gatewayNone:
+	default:
+		return fmt.Errorf("dev: -gateway %q: want auto, standin, envoy or none: %w", f.gateway, errUsage)
+	}
+	d := &dev{e: e}
+	defer d.close()
+	if err := d.start(ctx, &f); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	printWalkthrough(e.stdout, d.walkthrough())
+	return d.run(ctx)
+}
 
-	rls, err := newRatelimit(ctx, rl, e.logger.With(serve.KeyService, "ratelimit"))
-	if err != nil {
-		return fmt.Errorf("ratelimit: %w", err)
+// dev is the running pieces of `leaky dev`.
+type dev struct {
+	e       env
+	closers []func() // undo what start did, last first
+	runners []runner
+
+	policyPath, policyNote string
+	xds                    string
+	rl                     *ratelimit.Service
+	az                     *authz.Service
+	cp                     *controlplane.Server
+	stub                   *providersstub.Server
+	gateway                string // standin, envoy or none
+	gatewayAddr, gwAdmin   string
+	rlStore                string
+	bootstrap              string // the Envoy bootstrap file written for envoy
+}
+
+func (d *dev) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
 	}
-	azs, err := newAuthz(ctx, az, e.logger.With(serve.KeyService, "authz"))
-	if err != nil {
-		rls.Close()
-		return fmt.Errorf("authz: %w", err)
-	}
+}
+
+// runner is one piece of dev, by name: Run serves until its context ends.
+type runner struct {
+	name string
+	run  func(context.Context) error
+}
+
+// run runs every piece until ctx ends or one fails.
+func (d *dev) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return rls.Run(gctx) })
-	g.Go(func() error { return azs.Run(gctx) })
-	printWalkthrough(e.stdout, walkthrough{
-		rlGRPC: rls.GRPCAddr(), rlHTTP: rls.HTTPAddr(), rlStore: rl.Store, policy: rl.ConfigPath,
-		azGRPC: azs.GRPCAddr(), azHTTP: azs.HTTPAddr(), admin: azs.Admin(),
-	})
+	for _, r := range d.runners {
+		g.Go(func() error {
+			if err := r.run(gctx); err != nil {
+				return fmt.Errorf("%s: %w", r.name, err)
+			}
+			return nil
+		})
+	}
 	return g.Wait()
 }
 
-type walkthrough struct {
-	rlGRPC, rlHTTP, rlStore, policy string
-	azGRPC, azHTTP                  string
-	admin                           authz.AdminCredentials
+// start binds every piece, in the order their addresses are needed: the
+// xDS address first (ratelimit and authz subscribe to it), the services
+// and the gateway, then the control plane, which is told where they all
+// listen.
+func (d *dev) start(ctx context.Context, f *devFlags) error {
+	if err := d.statePolicy(f); err != nil {
+		return err
+	}
+	xds, err := reserveAddr(f.cp.XDSAddr)
+	if err != nil {
+		return fmt.Errorf("xds-addr: %w", err)
+	}
+	d.xds = xds
+	f.rl.ConfigPath, f.rl.ConfigXDS = d.policyPath, xds
+	d.rlStore = f.rl.Store
+	f.az.PolicyPath, f.az.ConfigXDS = d.policyPath, xds
+	log := d.e.logger
+	if d.stub, err = providersstub.New(f.stub, log.With(serve.KeyService, "providers-stub")); err != nil {
+		return fmt.Errorf("providers-stub: %w", err)
+	}
+	d.closers, d.runners = append(d.closers, d.stub.Close), append(d.runners, runner{"providers-stub", d.stub.Run})
+	if d.rl, err = newRatelimit(ctx, f.rl, log.With(serve.KeyService, "ratelimit")); err != nil {
+		return fmt.Errorf("ratelimit: %w", err)
+	}
+	d.closers, d.runners = append(d.closers, d.rl.Close), append(d.runners, runner{"ratelimit", d.rl.Run})
+	if d.az, err = newAuthz(ctx, f.az, log.With(serve.KeyService, "authz")); err != nil {
+		return fmt.Errorf("authz: %w", err)
+	}
+	d.closers, d.runners = append(d.closers, d.az.Close), append(d.runners, runner{"authz", d.az.Run})
+	if err := d.startGateway(f); err != nil {
+		return err
+	}
+	return d.startControlplane(f)
 }
 
-func printWalkthrough(w io.Writer, c walkthrough) {
-	policy := c.policy
-	if policy == "" {
-		policy = "the embedded example policy (internal/policy/example.yaml)"
+// statePolicy sets the policy path: -config, or a copy of the embedded
+// example in the state directory, which the admin API can rewrite.
+func (d *dev) statePolicy(f *devFlags) error {
+	dir := f.stateDir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "leaky-dev-")
+		if err != nil {
+			return err
+		}
+		dir = tmp
+		d.closers = append(d.closers, func() { os.RemoveAll(tmp) })
 	}
-	fmt.Fprintf(w, `
-Leaky Tokens is running (leaky dev). Ctrl-C stops it.
-
-  authz      gRPC %s   HTTP http://%s   store memory
-  ratelimit  gRPC %s   HTTP http://%s   store %s
-  policy     %s
-`, c.azGRPC, c.azHTTP, c.rlGRPC, c.rlHTTP, c.rlStore, policy)
-	if c.admin.Password != "" {
-		fmt.Fprintf(w, "  admin      %s / %s   (generated, shown once; set LEAKY_ADMIN_PASSWORD to choose it)\n", c.admin.Username, c.admin.Password)
-	} else {
-		fmt.Fprintf(w, "  admin      %s   (password from LEAKY_ADMIN_PASSWORD)\n", c.admin.Username)
+	if f.rl.ConfigPath != "" {
+		d.policyPath, d.policyNote = f.rl.ConfigPath, ""
+		d.bootstrap = filepath.Join(dir, "envoy.yaml")
+		return nil
 	}
-	a := "http://" + c.azHTTP
-	fmt.Fprintf(w, `
-1. Register and log in (authz REST API):
-  curl -s -X POST %[1]s/api/v1/auth/register -H 'content-type: application/json' \
-       -d '{"username":"alice","email":"alice@example.com","password":"correct-horse-battery"}'
-  TOKEN=$(curl -s -X POST %[1]s/api/v1/auth/login -H 'content-type: application/json' \
-       -d '{"username":"alice","password":"correct-horse-battery"}' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
-  USER_ID=$(curl -s %[1]s/api/v1/auth/me -H "authorization: Bearer $TOKEN" | sed -n 's/.*"userId":"\([^"]*\)".*/\1/p')
+	d.policyPath = filepath.Join(dir, "policy.yaml")
+	d.policyNote = " (a copy of the embedded example, internal/policy/example.yaml; tier changes are written here)"
+	d.bootstrap = filepath.Join(dir, "envoy.yaml")
+	return os.WriteFile(d.policyPath, policy.Example(), 0o644)
+}
 
-2. Create an API key (shown once):
-  API_KEY=$(curl -s -X POST %[1]s/api/v1/auth/api-keys -H "authorization: Bearer $TOKEN" \
-       -H 'content-type: application/json' -d "{\"userId\":\"$USER_ID\",\"name\":\"laptop\"}" \
-       | sed -n 's/.*"apiKey":"\([^"]*\)".*/\1/p')
-
-3. A Check, as Envoy's ext_authz filter sends it (the answer carries x-leaky-user-id, x-leaky-tier,
-   x-leaky-provider and x-leaky-estimate):
-  bin/leaky authcheck -addr %[2]s -path /openai/v1/chat/completions -H "x-api-key: $API_KEY" \
-       -body '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"max_tokens":100}'
-  bin/leaky authcheck -addr %[2]s -path /gemini/v1/models/gemini-pro:generateContent -H "authorization: Bearer $TOKEN" \
-       -body '{"contents":[{"parts":[{"text":"hello"}]}],"generationConfig":{"maxOutputTokens":200}}'
-
-4. Ask the ratelimit service for 100 tokens of alice's free-tier OpenAI budget (capacity 4000, 40/s):
-`, a, c.azGRPC)
-	req := fmt.Sprintf(`{"domain":%q,"descriptors":[{"entries":[{"key":%q,"value":"openai"},{"key":%q,"value":"free"},{"key":%q,"value":"alice"}]}],"hits_addend":100}`,
-		contract.Domain, contract.KeyProvider, contract.KeyTier, contract.KeyUser)
-	if _, err := exec.LookPath("grpcurl"); err == nil {
-		fmt.Fprintf(w, "  grpcurl -plaintext -d '%s' %s envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit\n", req, c.rlGRPC)
+// startGateway binds the stand-in (or prepares Envoy's bootstrap), so
+// that the control plane can be told the listener's address.
+func (d *dev) startGateway(f *devFlags) error {
+	d.gateway = f.gateway
+	if d.gateway == gatewayAuto {
+		d.gateway = gatewayStandin
+		if _, err := exec.LookPath("envoy"); err == nil {
+			d.gateway = gatewayEnvoy
+		}
 	}
-	fmt.Fprintf(w, `  bin/leaky rlcheck -addr %[1]s -d provider=openai,tier=free,user=$USER_ID -hits 100
-   The whole bucket twice: the second answer is OVER_LIMIT with Retry-After and a JSON body:
-  bin/leaky rlcheck -addr %[1]s -d provider=openai,tier=free,user=bob -hits 4000
-  bin/leaky rlcheck -addr %[1]s -d provider=openai,tier=free,user=bob -hits 4000
-   All or nothing across user, organisation and provider buckets in one request:
-  bin/leaky rlcheck -addr %[1]s -d provider=openai,tier=free,user=carol -d provider=openai,org=acme -d provider=openai -hits 500
+	d.gatewayAddr, d.gwAdmin = f.gw.Listen, f.gw.AdminAddr
+	if d.gateway != gatewayStandin {
+		return nil
+	}
+	f.gw.XDSAddr = d.xds
+	gw, err := standin.New(f.gw, d.e.logger.With(serve.KeyService, "gateway"))
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	d.gatewayAddr, d.gwAdmin = gw.Addr(), gw.AdminAddr()
+	d.runners = append(d.runners, runner{"gateway", gw.Run})
+	return nil
+}
 
-5. Health and metrics:
-  curl -s http://%[2]s/readyz; curl -s %[3]s/readyz
-  curl -s http://%[2]s/metrics | grep ratelimit_service_rate_limit
+// startControlplane binds the control plane on the policy file, with every
+// service pinned to its bound address, and starts Envoy when it is the
+// gateway.
+func (d *dev) startControlplane(f *devFlags) error {
+	f.cp.PolicyPath, f.cp.XDSAddr, f.cp.Listener = d.policyPath, d.xds, d.gatewayAddr
+	f.cp.JWKSURL = "http://" + d.az.HTTPAddr() + "/.well-known/jwks.json"
+	f.cp.Issuer, f.cp.Audience = f.az.Issuer, f.az.Audience
+	cp, err := controlplane.New(f.cp, d.e.logger.With(serve.KeyService, "controlplane"), controlplane.Deps{})
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	d.cp = cp
+	d.closers, d.runners = append(d.closers, cp.Close), append(d.runners, runner{"controlplane", cp.Run})
+	pins := map[string][]string{
+		model.ServiceAuthzGRPC: {d.az.GRPCAddr()}, model.ServiceAuthzHTTP: {d.az.HTTPAddr()},
+		model.ServiceRatelimitGRPC: {d.rl.GRPCAddr()}, model.ServiceRatelimitHTTP: {d.rl.HTTPAddr()},
+		model.ServiceControlplaneHTTP: {cp.HTTPAddr()},
+	}
+	for name, addr := range d.stub.Addrs() {
+		pins[model.ProviderService(name)] = []string{addr}
+	}
+	if err := cp.Pin(pins); err != nil {
+		return err
+	}
+	if d.gateway == gatewayEnvoy {
+		return d.prepareEnvoy()
+	}
+	return nil
+}
 
-`, c.rlGRPC, c.rlHTTP, a)
+// reserveAddr returns addr, or when its port is 0 the address of a free
+// port on its host (found by binding and releasing it: ratelimit and authz
+// must know the control plane's address before it binds).
+func reserveAddr(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if port != "0" {
+		return addr, nil
+	}
+	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer lis.Close()
+	return lis.Addr().String(), nil
 }

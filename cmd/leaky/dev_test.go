@@ -13,6 +13,17 @@ import (
 	"time"
 )
 
+// devArgs is `leaky dev` with every listener on a free loopback port (the
+// defaults may be taken on a shared machine) and the given flags.
+func devArgs(extra ...string) []string {
+	args := []string{"dev"}
+	for _, f := range []string{"ratelimit-grpc-addr", "ratelimit-http-addr", "authz-grpc-addr", "authz-http-addr",
+		"xds-addr", "controlplane-http-addr", "openai-addr", "gemini-addr", "qwen-addr", "gateway-addr", "gateway-admin-addr"} {
+		args = append(args, "-"+f, "127.0.0.1:0")
+	}
+	return append(append(args, "-gateway", "standin"), extra...)
+}
+
 // devPolicy is testdata/policy.yaml with a provider the embedded example
 // lacks, so that authz naming it proves authz read the directory.
 func devPolicy(t *testing.T) string {
@@ -45,10 +56,7 @@ func TestDevConfigDirectory(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"dev", "-config", dir,
-			"-ratelimit-grpc-addr", "127.0.0.1:0", "-ratelimit-http-addr", "127.0.0.1:0",
-			"-authz-grpc-addr", "127.0.0.1:0", "-authz-http-addr", "127.0.0.1:0"},
-			testEnv(&stdout, &stderr, map[string]string{"LEAKY_ADMIN_PASSWORD": "dev-admin-password"}))
+		done <- run(ctx, devArgs("-config", dir), testEnv(&stdout, &stderr, map[string]string{"LEAKY_ADMIN_PASSWORD": "dev-admin-password"}))
 	}()
 	defer func() {
 		cancel()
@@ -64,7 +72,7 @@ func TestDevConfigDirectory(t *testing.T) {
 		}
 	}
 	azGRPC, azHTTP, rlGRPC := m[1], m[2], m[3]
-	if !strings.Contains(stdout.String(), "policy     "+dir) {
+	if !strings.Contains(stdout.String(), "policy        "+dir) {
 		t.Errorf("the walk-through does not name the configuration directory:\n%s", stdout.String())
 	}
 
@@ -134,9 +142,7 @@ func TestDevRefusesUnenforceablePolicy(t *testing.T) {
 	// A bound, in case dev started after all: it would serve until then.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	err := run(ctx, []string{"dev", "-config", dir,
-		"-ratelimit-grpc-addr", "127.0.0.1:0", "-ratelimit-http-addr", "127.0.0.1:0",
-		"-authz-grpc-addr", "127.0.0.1:0", "-authz-http-addr", "127.0.0.1:0"}, testEnv(&out, &out, nil))
+	err := run(ctx, devArgs("-config", dir), testEnv(&out, &out, nil))
 	if err == nil || !strings.Contains(err.Error(), file+": tiers.free.buckets.*: capacity 1000000000000 at leak_rate 0.001 cannot be represented") {
 		t.Errorf("dev with an unenforceable policy = %v, want a refusal naming the file and the bucket", err)
 	}

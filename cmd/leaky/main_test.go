@@ -80,17 +80,16 @@ func TestUnknownCommand(t *testing.T) {
 	}
 }
 
-// `leaky dev` serves both services on embedded defaults and prints a
-// walk-through whose calls work.
-func TestDevServesTheWalkthrough(t *testing.T) {
+// `leaky dev` serves ratelimit and authz on embedded defaults at the gRPC
+// addresses it prints, answering ShouldRateLimit and Check directly (the
+// probes that stand in for Envoy), and prints no admin password it was
+// given.
+func TestDevServesTheGRPCAPIs(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"dev",
-			"-ratelimit-grpc-addr", "127.0.0.1:0", "-ratelimit-http-addr", "127.0.0.1:0",
-			"-authz-grpc-addr", "127.0.0.1:0", "-authz-http-addr", "127.0.0.1:0"},
-			testEnv(&stdout, &stderr, map[string]string{"LEAKY_ADMIN_PASSWORD": "dev-admin-password"}))
+		done <- run(ctx, devArgs(), testEnv(&stdout, &stderr, map[string]string{"LEAKY_ADMIN_PASSWORD": "dev-admin-password"}))
 	}()
 	defer func() {
 		cancel()
@@ -99,7 +98,7 @@ func TestDevServesTheWalkthrough(t *testing.T) {
 		}
 	}()
 	var rlAddr string
-	re := regexp.MustCompile(`rlcheck -addr (127\.0\.0\.1:\d+)`)
+	re := regexp.MustCompile(`ratelimit\s+gRPC (127\.0\.0\.1:\d+)`)
 	for deadline := time.Now().Add(60 * time.Second); rlAddr == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if m := re.FindStringSubmatch(stdout.String()); m != nil {
 			rlAddr = m[1]
@@ -128,9 +127,9 @@ func TestDevServesTheWalkthrough(t *testing.T) {
 	if !strings.Contains(out.String(), `body: {"error":"rate_limited","scope":"user","limit":4000,"remaining":0,"retry_after_seconds":100}`) {
 		t.Errorf("second whole-bucket request: want OVER_LIMIT with the JSON body:\n%s", out.String())
 	}
-	azAddr := regexp.MustCompile(`authcheck -addr (127\.0\.0\.1:\d+)`).FindStringSubmatch(stdout.String())
+	azAddr := regexp.MustCompile(`authz\s+gRPC (127\.0\.0\.1:\d+)`).FindStringSubmatch(stdout.String())
 	if azAddr == nil {
-		t.Fatalf("walk-through lacks an authcheck call:\n%s", stdout.String())
+		t.Fatalf("walk-through lacks authz's gRPC address:\n%s", stdout.String())
 	}
 	out.Reset()
 	if err := run(ctx, []string{"authcheck", "-addr", azAddr[1], "-timeout", "30s", "-H", "authorization: Bearer not-a-token"}, testEnv(&out, &out, nil)); err != nil {

@@ -129,7 +129,11 @@ func allowClusters(add func(proto.Message, ...protoreflect.Name)) {
 	add(&corev3.Http1ProtocolOptions{})
 	add(&corev3.Http2ProtocolOptions{})
 	add(&endpointv3.ClusterLoadAssignment{}, "cluster_name", "endpoints")
-	add(&endpointv3.LocalityLbEndpoints{}, "locality", "lb_endpoints")
+	// load_balancing_weight: Envoy ignores locality weights unless the
+	// cluster asks for locality-weighted balancing (which the allow-list
+	// refuses), so accepting and ignoring it is what Envoy does; the
+	// translator sets it for gRPC's xDS client, which needs it.
+	add(&endpointv3.LocalityLbEndpoints{}, "locality", "lb_endpoints", "load_balancing_weight")
 	add(&corev3.Locality{}, "region", "zone", "sub_zone")
 	add(&endpointv3.LbEndpoint{}, "endpoint", "health_status")
 	add(&endpointv3.Endpoint{}, "address")

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/leakytokens/leaky/authz"
+)
+
+// walkthrough is what `leaky dev` prints: where everything listens and the
+// curl commands a new user pastes.
+type walkthrough struct {
+	gateway, gatewayAddr, gatewayAdmin, bootstrap string
+	rlGRPC, rlHTTP, rlStore                       string
+	azGRPC, azHTTP                                string
+	cpXDS, cpHTTP                                 string
+	providers                                     map[string]string
+	policy, policyNote                            string
+	admin                                         authz.AdminCredentials
+}
+
+func (d *dev) walkthrough() walkthrough {
+	return walkthrough{
+		gateway: d.gateway, gatewayAddr: d.gatewayAddr, gatewayAdmin: d.gwAdmin, bootstrap: d.bootstrap,
+		rlGRPC: d.rl.GRPCAddr(), rlHTTP: d.rl.HTTPAddr(), rlStore: d.rlStore,
+		azGRPC: d.az.GRPCAddr(), azHTTP: d.az.HTTPAddr(),
+		cpXDS: d.cp.XDSAddr(), cpHTTP: d.cp.HTTPAddr(),
+		providers: d.stub.Addrs(), policy: d.policyPath, policyNote: d.policyNote, admin: d.az.Admin(),
+	}
+}
+
+// completion is the body of the walk-through's OpenAI calls.
+func completion(maxTokens int) string {
+	return fmt.Sprintf(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}],"max_tokens":%d}`, maxTokens)
+}
+
+func printWalkthrough(w io.Writer, c walkthrough) {
+	var gw string
+	switch c.gateway {
+	case gatewayStandin:
+		gw = fmt.Sprintf("http://%s   (the stand-in: no envoy on PATH)   admin http://%s", c.gatewayAddr, c.gatewayAdmin)
+	case gatewayEnvoy:
+		gw = fmt.Sprintf("http://%s   (envoy -c %s)   admin http://%s", c.gatewayAddr, c.bootstrap, c.gatewayAdmin)
+	default:
+		gw = fmt.Sprintf("none started (-gateway none): run Envoy on the control plane, e.g. envoy -c envoy/envoy.yaml, listening on %s", c.gatewayAddr)
+	}
+	var provs []string
+	for _, name := range slices.Sorted(maps.Keys(c.providers)) {
+		provs = append(provs, fmt.Sprintf("%s http://%s", name, c.providers[name]))
+	}
+	fmt.Fprintf(w, `
+Leaky Tokens is running (leaky dev). Ctrl-C stops it.
+
+  gateway       %s
+  authz         gRPC %s   HTTP http://%s   store memory
+  ratelimit     gRPC %s   HTTP http://%s   store %s
+  controlplane  xDS %s   admin API http://%s
+  providers     %s
+  policy        %s%s
+`, gw, c.azGRPC, c.azHTTP, c.rlGRPC, c.rlHTTP, c.rlStore, c.cpXDS, c.cpHTTP, strings.Join(provs, "   "), c.policy, c.policyNote)
+	password := "$LEAKY_ADMIN_PASSWORD"
+	if c.admin.Password != "" {
+		fmt.Fprintf(w, "  admin         %s / %s   (generated, shown once; set LEAKY_ADMIN_PASSWORD to choose it)\n", c.admin.Username, c.admin.Password)
+		password = c.admin.Password
+	} else {
+		fmt.Fprintf(w, "  admin         %s   (password from LEAKY_ADMIN_PASSWORD)\n", c.admin.Username)
+	}
+	printSteps(w, c, password)
+}
+
+// printSteps prints the walk-through proper. Every request goes through
+// the gateway but the tier change, which is the control plane's own API.
+func printSteps(w io.Writer, c walkthrough, password string) {
+	openai := func(maxTokens int) string {
+		return fmt.Sprintf(`$G/openai/v1/chat/completions -H "x-api-key: $API_KEY" -H 'content-type: application/json' \
+       -d '%s'`, completion(maxTokens))
+	}
+	fmt.Fprintf(w, `
+Every call below goes through the gateway: ext_authz (authz: who, which tier, how many tokens) →
+rate limit (ratelimit: the user's, organisation's and provider's buckets, all or nothing) → provider.
+
+1. Register and log in:
+  G=http://%[1]s
+  curl -s -X POST $G/api/v1/auth/register -H 'content-type: application/json' \
+       -d '{"username":"alice","email":"alice@example.com","password":"correct-horse-battery"}'
+  TOKEN=$(curl -s -X POST $G/api/v1/auth/login -H 'content-type: application/json' \
+       -d '{"username":"alice","password":"correct-horse-battery"}' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+  USER_ID=$(curl -s $G/api/v1/auth/me -H "authorization: Bearer $TOKEN" | sed -n 's/.*"userId":"\([^"]*\)".*/\1/p')
+
+2. Create an API key (shown once):
+  API_KEY=$(curl -s -X POST $G/api/v1/auth/api-keys -H "authorization: Bearer $TOKEN" \
+       -H 'content-type: application/json' -d "{\"userId\":\"$USER_ID\",\"name\":\"laptop\"}" \
+       | sed -n 's/.*"apiKey":"\([^"]*\)".*/\1/p')
+
+3. A chat completion from the OpenAI stub with the API key; the answer carries the bucket's
+   x-ratelimit-limit / -remaining / -reset (alice's free tier: 4000 OpenAI tokens, refilling 40/s):
+  curl -s -i %[2]s
+
+4. A Gemini completion with the JWT (the free tier's bucket for other providers: 2000 tokens):
+  curl -s -i "$G/gemini/v1beta/models/gemini-1.5-flash:generateContent" -H "authorization: Bearer $TOKEN" \
+       -H 'content-type: application/json' -d '{"contents":[{"parts":[{"text":"Say hello"}]}],"generationConfig":{"maxOutputTokens":50}}'
+
+5. Spend the budget: each call reserves its prompt and max_tokens (1500) first, so the third is
+   refused: 429, Retry-After (exact: until the tokens have drained) and a JSON body naming the bucket:
+  for i in 1 2 3; do curl -s -w '\n' -D - %[3]s \
+       | grep -iE '^HTTP|^retry-after|^x-ratelimit-remaining|^\{"error'; done
+`, c.gatewayAddr, openai(50), openai(1500))
+	fmt.Fprintf(w, `
+6. Change the tier as an admin (the control plane's API, checked against authz's published keys): the
+   policy file is rewritten, the control plane pushes it to ratelimit and authz, and the next call
+   passes under the new limit:
+  ADMIN_TOKEN=$(curl -s -X POST $G/api/v1/auth/login -H 'content-type: application/json' \
+       -d '{"username":"%[1]s","password":"%[2]s"}' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+  curl -s -X PUT http://%[3]s/api/v1/admin/tiers/free -H "authorization: Bearer $ADMIN_TOKEN" \
+       -H 'content-type: application/json' \
+       -d '{"priority":10,"roles":["USER"],"buckets":{"*":{"capacity":2000,"leak_rate":20},"openai":{"capacity":40000,"leak_rate":400}}}'
+  curl -s -D - -o /dev/null %[4]s | grep -iE '^HTTP|^x-ratelimit'
+  curl -s http://%[3]s/api/v1/admin/snapshot -H "authorization: Bearer $ADMIN_TOKEN"
+
+7. Health and metrics:
+  curl -s http://%[5]s/ready; curl -s http://%[6]s/readyz; curl -s http://%[7]s/readyz; curl -s http://%[3]s/readyz
+  curl -s http://%[6]s/metrics | grep ratelimit_service_rate_limit
+
+With Envoy installed, run it on the same control plane instead of the stand-in:
+  bin/leaky dev -gateway none      # then, in another terminal:
+  envoy -c envoy/envoy.yaml        # node leaky-envoy, ADS at 127.0.0.1:18000, admin on 127.0.0.1:9901
+(or put envoy on PATH: leaky dev then starts it with a bootstrap of its own).
+
+`, c.admin.Username, password, c.cpHTTP, openai(1500), c.gatewayAdmin, c.rlHTTP, c.azHTTP)
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// steps splits the walk-through `leaky dev` printed into its numbered
+// steps' shell commands: a step's prose is indented by three spaces, its
+// commands by two, their continuation lines by more.
+func steps(out string) map[int]string {
+	got := map[int]string{}
+	n := 0
+	numbered := regexp.MustCompile(`^\d+\. `)
+	for _, line := range strings.Split(out, "\n") {
+		indent := len(line) - len(strings.TrimLeft(line, " "))
+		switch {
+		case numbered.MatchString(line):
+			n++
+		case n > 0 && line != "" && indent == 2 || n > 0 && indent > 3:
+			got[n] += line[2:] + "\n"
+		case n > 0 && indent == 0 && line != "":
+			n = -1000 // past the numbered steps
+		}
+	}
+	return got
+}
+
+// The walk-through `leaky dev` prints works as printed: its commands,
+// pasted into bash one step after the other, register a user, create an
+// API key, get completions from the OpenAI and Gemini stubs through the
+// gateway stand-in (authz → ratelimit → provider) with rate-limit
+// headers, run into a 429 with Retry-After and the JSON body, change the
+// tier through the control plane's admin API and pass under the new
+// limit.
+func TestDevWalkthroughWorksAsPrinted(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "sed", "grep"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed to paste the walk-through (make test installs it): %v", tool, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, devArgs(), testEnv(&stdout, &stderr, nil)) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev: %v", err)
+		}
+	}()
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(stdout.String(), "With Envoy installed"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("dev did not print its walk-through within 60s; stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		}
+	}
+	printed := stdout.String()
+	st := steps(printed)
+	if len(st) < 7 {
+		t.Fatalf("want 7 steps, got %d:\n%s", len(st), printed)
+	}
+	// One bash session, so the variables of a step reach the next; each
+	// step's output after a marker line.
+	var script strings.Builder
+	script.WriteString("set -u\n")
+	for i := 1; i <= 6; i++ {
+		script.WriteString("echo '=== step " + string(rune('0'+i)) + "'\n" + st[i])
+	}
+	file := filepath.Join(t.TempDir(), "walkthrough.sh")
+	if err := os.WriteFile(file, []byte(script.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, printed)
+	cmd := exec.Command("bash", file)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	outb, err := cmd.CombinedOutput()
+	out := string(outb)
+	if err != nil {
+		t.Fatalf("the walk-through failed: %v\n%s", err, out)
+	}
+	section := func(i int) string {
+		start := strings.Index(out, "=== step "+string(rune('0'+i)))
+		if start < 0 {
+			t.Fatalf("no output of step %d:\n%s", i, out)
+		}
+		rest := out[start+len("=== step 1"):]
+		if end := strings.Index(rest, "=== step "); end >= 0 {
+			rest = rest[:end]
+		}
+		return rest
+	}
+	checks := []struct {
+		step int
+		want []string
+	}{
+		{1, []string{`"username":"alice"`}},
+		{3, []string{"HTTP/1.1 200", "x-ratelimit-limit", `"chat.completion"`, `"usage"`}},
+		{4, []string{"HTTP/1.1 200", `"usageMetadata"`}},
+		{5, []string{"HTTP/1.1 200", "HTTP/1.1 429", "retry-after", `{"error":"rate_limited","scope":"user"`}},
+		{6, []string{`"free"`, "HTTP/1.1 200", "40000"}},
+	}
+	for _, c := range checks {
+		s := strings.ToLower(section(c.step))
+		for _, w := range c.want {
+			if !strings.Contains(s, strings.ToLower(w)) {
+				t.Errorf("step %d: want %q in its output:\n%s", c.step, w, section(c.step))
+			}
+		}
+	}
+	if t.Failed() {
+		t.Logf("walk-through:\n%s\nscript output:\n%s\ndev stderr:\n%s", printed, out, stderr.String())
+	}
+}
+
+// waitReady polls the gateway's /ready (printed in step 7) until the
+// stand-in has applied a configuration.
+func waitReady(t *testing.T, printed string) {
+	t.Helper()
+	m := regexp.MustCompile(`curl -s (http://\S+/ready);`).FindStringSubmatch(printed)
+	if m == nil {
+		t.Fatalf("no gateway /ready in the walk-through:\n%s", printed)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if err := exec.Command("curl", "-sf", "-o", "/dev/null", m[1]).Run(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway at %s was not ready within 60s", m[1])
+		}
+	}
+}
