@@ -56,6 +56,7 @@ type pipeline struct {
 	snap      *cachev3.Snapshot           // the last snapshot set
 	version   string
 	proxyless string // the version of the last proxyless snapshot set
+	gaps      string // the domain files last left out of RateLimitConfig, as logged
 	pushedAt  time.Time
 	changed   chan struct{} // closed and replaced whenever config or snap changes
 }
@@ -164,6 +165,7 @@ func (p *pipeline) rebuild() {
 		return
 	}
 	p.setProxyless(m)
+	p.logGaps(m)
 	version := snapshotVersion(snap)
 	p.clear(problemModel)
 	if version == p.version {
@@ -201,6 +203,21 @@ func (p *pipeline) setProxyless(m *model.Model) {
 		return
 	}
 	p.proxyless = version
+}
+
+// logGaps warns, when the list changes, of the envoyproxy/ratelimit domain
+// files that have no RateLimitConfig resource (the resource cannot express
+// them; our ratelimit service still gets them in the Runtime). p.mu is held.
+func (p *pipeline) logGaps(m *model.Model) {
+	gaps := errors.Join(translate.RateLimitConfigGaps(m)...)
+	text := ""
+	if gaps != nil {
+		text = gaps.Error()
+	}
+	if text != p.gaps && text != "" {
+		p.log.Warn("domain files left out of the RateLimitConfig resources (envoyproxy/ratelimit over xDS would not get them)", serve.KeyError, text)
+	}
+	p.gaps = text
 }
 
 // refuse records a model that is not pushed. p.mu is held.

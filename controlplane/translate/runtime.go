@@ -2,6 +2,7 @@ package translate
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -37,13 +38,25 @@ func runtime(m *model.Model) (*runtimev3.Runtime, error) {
 	}, nil
 }
 
+// errInexpressible marks a valid envoyproxy/ratelimit file that the
+// RateLimitConfig resource cannot carry: the units week, month and year,
+// value_to_metric, share_threshold, quota_mode.
+var errInexpressible = errors.New("RateLimitConfig cannot express it")
+
 // rateLimitConfigs converts each envoyproxy/ratelimit domain file of the
-// model into a RateLimitConfig named after its domain, sorted by domain.
+// model into a RateLimitConfig named after its domain, sorted by domain. A
+// file that is not valid refuses the translation; a valid one that the
+// resource cannot express is left out (the Runtime carries every file as
+// text, so our ratelimit service still gets it; RateLimitConfigGaps names
+// what was left out).
 func rateLimitConfigs(m *model.Model) ([]types.Resource, error) {
 	others := m.Config.Others()
 	byDomain := map[string]*rlconfv3.RateLimitConfig{}
 	for _, name := range slices.Sorted(maps.Keys(others)) {
 		c, err := rateLimitConfig(others[name])
+		if errors.Is(err, errInexpressible) {
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("translate: ratelimit domain file %s: %w", name, err)
 		}
@@ -57,6 +70,21 @@ func rateLimitConfigs(m *model.Model) ([]types.Resource, error) {
 		out = append(out, byDomain[d])
 	}
 	return out, nil
+}
+
+// RateLimitConfigGaps lists the envoyproxy/ratelimit domain files of the
+// model that have no RateLimitConfig resource because the resource cannot
+// express them, each with the reason, for the control plane to log: an
+// envoyproxy/ratelimit instance fed over xDS would not get those domains.
+func RateLimitConfigGaps(m *model.Model) []error {
+	others := m.Config.Others()
+	var gaps []error
+	for _, name := range slices.Sorted(maps.Keys(others)) {
+		if _, err := rateLimitConfig(others[name]); errors.Is(err, errInexpressible) {
+			gaps = append(gaps, fmt.Errorf("ratelimit domain file %s: %w", name, err))
+		}
+	}
+	return gaps
 }
 
 // rlFile is an envoyproxy/ratelimit domain file as YAML writes it.
@@ -119,7 +147,7 @@ func descriptors(path string, in []rlDescriptor) ([]*rlconfv3.RateLimitDescripto
 			set bool
 		}{{"value_to_metric", d.ValueToMetric}, {"share_threshold", d.ShareThreshold}, {"quota_mode", d.QuotaMode}} {
 			if unsupported.set {
-				return nil, fmt.Errorf("%s.%s: RateLimitConfig has no such field", at, unsupported.key)
+				return nil, fmt.Errorf("%s.%s: RateLimitConfig has no such field: %w", at, unsupported.key, errInexpressible)
 			}
 		}
 		nested, err := descriptors(at+".descriptors", d.Descriptors)
@@ -146,8 +174,12 @@ func ratePolicy(path string, l *rlLimit) (*rlconfv3.RateLimitPolicy, error) {
 	p := &rlconfv3.RateLimitPolicy{RequestsPerUnit: l.RequestsPerUnit, Unlimited: l.Unlimited, Name: l.Name}
 	if l.Unit != "" {
 		u, ok := rlconfv3.RateLimitUnit_value[strings.ToUpper(l.Unit)]
+		switch strings.ToLower(l.Unit) {
+		case "week", "month", "year":
+			return nil, fmt.Errorf("%s.unit %q: RateLimitConfig has only second, minute, hour and day: %w", path, l.Unit, errInexpressible)
+		}
 		if !ok || u == int32(rlconfv3.RateLimitUnit_UNKNOWN) {
-			return nil, fmt.Errorf("%s.unit %q: RateLimitConfig has only second, minute, hour and day", path, l.Unit)
+			return nil, fmt.Errorf("%s.unit %q: not a unit (second, minute, hour, day, week, month, year)", path, l.Unit)
 		}
 		p.Unit = rlconfv3.RateLimitUnit(u)
 	}

@@ -3,6 +3,7 @@ package translate
 import (
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -348,23 +349,47 @@ func TestBootstrapErrors(t *testing.T) {
 	}
 }
 
-// A domain file RateLimitConfig cannot express refuses the translation,
-// naming the file and the field.
+// A domain file that is not valid refuses the translation, naming the file
+// and the field; a valid one that RateLimitConfig cannot express is left
+// out of the RateLimitConfig resources (the Runtime still carries it) and
+// named by RateLimitConfigGaps.
 func TestRateLimitConfigErrors(t *testing.T) {
-	tests := []struct{ name, file, want string }{
-		{"week", "domain: d\ndescriptors: [{key: k, rate_limit: {unit: week, requests_per_unit: 1}}]\n", `d.yaml: descriptors[0].rate_limit.unit "week": RateLimitConfig has only second, minute, hour and day`},
-		{"unknown unit", "domain: d\ndescriptors: [{key: k, rate_limit: {unit: fortnight, requests_per_unit: 1}}]\n", `unit "fortnight"`},
-		{"quota mode nested", "domain: d\ndescriptors: [{key: a, descriptors: [{key: k, quota_mode: true}]}]\n", "descriptors[0].descriptors[0].quota_mode: RateLimitConfig has no such field"},
-		{"share threshold", "domain: d\ndescriptors: [{key: k, value: a*, share_threshold: true}]\n", "descriptors[0].share_threshold"},
-		{"value to metric", "domain: d\ndescriptors: [{key: k, value_to_metric: true}]\n", "descriptors[0].value_to_metric"},
+	refused := []struct{ name, file, want string }{
+		{"unknown unit", "domain: d\ndescriptors: [{key: k, rate_limit: {unit: fortnight, requests_per_unit: 1}}]\n", `d.yaml: descriptors[0].rate_limit.unit "fortnight": not a unit`},
 		{"unknown key", "domain: d\ndescriptors: [{key: k, colour: blue}]\n", "colour"},
 		{"negative requests", "domain: d\ndescriptors: [{key: k, rate_limit: {unit: second, requests_per_unit: -1}}]\n", "cannot unmarshal"},
 	}
-	for _, tt := range tests {
+	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
 			m := withFiles(t, map[string]string{"d.yaml": tt.file})
 			if snap, err := Translate(m); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Translate = %v, %v; want an error with %q", snap, err, tt.want)
+			}
+		})
+	}
+	left := []struct{ name, file, want string }{
+		{"week", "domain: d\ndescriptors: [{key: k, rate_limit: {unit: week, requests_per_unit: 1}}]\n", `d.yaml: descriptors[0].rate_limit.unit "week": RateLimitConfig has only second, minute, hour and day`},
+		{"quota mode nested", "domain: d\ndescriptors: [{key: a, descriptors: [{key: k, quota_mode: true}]}]\n", "descriptors[0].descriptors[0].quota_mode: RateLimitConfig has no such field"},
+		{"share threshold", "domain: d\ndescriptors: [{key: k, value: a*, share_threshold: true}]\n", "descriptors[0].share_threshold"},
+		{"value to metric", "domain: d\ndescriptors: [{key: k, value_to_metric: true}]\n", "descriptors[0].value_to_metric"},
+	}
+	for _, tt := range left {
+		t.Run(tt.name, func(t *testing.T) {
+			m := withFiles(t, map[string]string{"d.yaml": tt.file, "e.yaml": "domain: e\ndescriptors: [{key: k, rate_limit: {unit: day, requests_per_unit: 1}}]\n"})
+			snap, err := Translate(m)
+			if err != nil {
+				t.Fatalf("Translate = %v; want the file left out of RateLimitConfig, not a refusal", err)
+			}
+			var domains []string
+			for name := range snap.GetResources(resourcev3.RateLimitConfigType) {
+				domains = append(domains, name)
+			}
+			if !slices.Equal(domains, []string{"e"}) {
+				t.Errorf("RateLimitConfig resources %v, want [e]", domains)
+			}
+			gaps := RateLimitConfigGaps(m)
+			if len(gaps) != 1 || !strings.Contains(gaps[0].Error(), tt.want) {
+				t.Errorf("RateLimitConfigGaps = %v, want one naming %q", gaps, tt.want)
 			}
 		})
 	}
