@@ -3,6 +3,7 @@ package authz
 import (
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/leakytokens/leaky/authz/oauth"
 	"github.com/leakytokens/leaky/internal/contract"
+	"github.com/leakytokens/leaky/internal/policy"
 )
 
 // envoyApply applies an OK CheckResponse to the request's headers the way
@@ -86,10 +88,10 @@ func TestCheckHeadersAsEnvoyApplies(t *testing.T) {
 			with(forgedAll, map[string]string{"authorization": "Bearer " + alice.Token, "content-type": "application/json"}),
 			map[string]string{contract.HeaderUserID: alice.UserID, contract.HeaderTier: "free", contract.HeaderRoles: "USER",
 				contract.HeaderProvider: "openai", contract.HeaderEstimate: "114", "content-type": "application/json"}},
-		{"api key, no body: a forged estimate goes", "/openai/v1/models", "",
+		{"api key, no body: a forged estimate is replaced by 1", "/openai/v1/models", "",
 			with(forgedAll, map[string]string{"x-api-key": key.APIKey}),
 			map[string]string{contract.HeaderUserID: alice.UserID, contract.HeaderTier: "free", contract.HeaderRoles: "USER",
-				contract.HeaderProvider: "openai"}},
+				contract.HeaderProvider: "openai", contract.HeaderEstimate: "1"}},
 		{"own API keeps the credential", "/api/v1/auth/me", "",
 			with(forgedAll, map[string]string{"authorization": "Bearer " + alice.Token}),
 			map[string]string{contract.HeaderUserID: alice.UserID, contract.HeaderTier: "free", contract.HeaderRoles: "USER",
@@ -314,5 +316,21 @@ func TestCheckAdminPathSpellings(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A Check carrying the largest body a gateway may be configured to send
+// (policy.MaxMaxRequestBytes, above gRPC's default 4 MiB receive limit) is
+// answered, not refused by the transport: a refusal there would put every
+// large request under the gateway's failure mode.
+func TestCheckAcceptsTheLargestConfigurableBody(t *testing.T) {
+	ts := startService(t, nil, nil)
+	alice := ts.register(t, "big-body-alice")
+	text := strings.Repeat("a", policy.MaxMaxRequestBytes-64)
+	body := `{"model":"gpt-4o","messages":[{"role":"user","content":"` + text + `"}]}`
+	resp := ts.check(t, "/openai/v1/chat/completions", map[string]string{"authorization": "Bearer " + alice.Token}, body)
+	est, err := strconv.Atoi(okHeaders(resp)[contract.HeaderEstimate])
+	if err != nil || est < len(text)/4 {
+		t.Errorf("estimate %q for %d bytes of text, want at least %d (answer %v)", okHeaders(resp)[contract.HeaderEstimate], len(text), len(text)/4, resp.GetStatus())
 	}
 }

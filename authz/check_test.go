@@ -162,8 +162,8 @@ func TestCheckOrgAndAdmin(t *testing.T) {
 	if got := okHeaders(resp); got[contract.HeaderOrgID] != "acme" || got[contract.HeaderProvider] != "qwen" {
 		t.Errorf("Check(member) headers = %v, want org acme, provider qwen", got)
 	}
-	if _, ok := okHeaders(resp)[contract.HeaderEstimate]; ok {
-		t.Error("Check without a body set x-leaky-estimate")
+	if got := okHeaders(resp)[contract.HeaderEstimate]; got != "1" {
+		t.Errorf("Check without a body: x-leaky-estimate %q, want 1 (the request still counts)", got)
 	}
 	// An API key resolves membership from the store.
 	key := ts.newKey(t, dave.Token, nil)

@@ -174,6 +174,10 @@ func newService(ctx context.Context, cfg Config, logger *slog.Logger, st store.S
 	return s, nil
 }
 
+// maxCheckBytes bounds a CheckRequest: the largest body a gateway may send
+// (policy.MaxMaxRequestBytes) and 1 MiB for the headers and the rest.
+const maxCheckBytes = policy.MaxMaxRequestBytes + 1<<20
+
 // listen builds the runtime, binding both listeners: ext_authz on gRPC,
 // the HTTP API, and readiness from the store and the signing keys.
 func (s *Service) listen() error {
@@ -185,7 +189,10 @@ func (s *Service) listen() error {
 		Gatherer: s.reg,
 		Probes:   []serve.Probe{{Name: "store", Check: s.pingStore}, {Name: "signing_keys", Check: s.signingKeysLoaded}},
 		// Stream workers avoid a goroutine (and its stack growth) per Check.
-		GRPCOptions: []grpc.ServerOption{grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0)))},
+		// A Check carries up to the policy's largest max_request_bytes of
+		// body beside the headers: above gRPC's default 4 MiB receive limit.
+		GRPCOptions: []grpc.ServerOption{grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+			grpc.MaxRecvMsgSize(maxCheckBytes)},
 	}, s.logger)
 	if err != nil {
 		return err

@@ -167,7 +167,10 @@ func TestConsulCatalog(t *testing.T) {
 		t.Errorf("EDS after a second instance (-want +got):\n%s", diff)
 	}
 
-	pushes, version := c.pushes(), c.Version()
+	// Version first: it takes the pipeline's lock, so the push the ADS
+	// answer came from has been counted by the time pushes is read.
+	version := c.Version()
+	pushes := c.pushes()
 	cat.set(openai)
 	eventually(t, "degraded, keeping openai's endpoints", func() bool {
 		code, reasons := c.degradedReasons()

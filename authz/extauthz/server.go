@@ -188,10 +188,18 @@ func (s *Server) decide(ctx context.Context, r *authv3.AttributeContext_HttpRequ
 	if err != nil {
 		return cred, nil, err
 	}
+	prov := providerOf(pol, path, bodyProvider)
+	if !ok && prov != "" {
+		// No body the estimator reads (a GET, an empty POST): 1 token,
+		// so the request still counts. The gateway's hits_addend is read
+		// from this header, and Envoy drops a descriptor whose hits_addend
+		// it cannot read: without it the request would not be limited.
+		n, ok = 1, true
+	}
 	if ok {
 		set = append(set, header(contract.HeaderEstimate, strconv.FormatInt(n, 10)))
 	}
-	if prov := providerOf(pol, path, bodyProvider); prov != "" {
+	if prov != "" {
 		set = append(set, header(contract.HeaderProvider, prov))
 	}
 	return cred, set, nil

@@ -222,9 +222,13 @@ func failing(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, erro
 
 // slow answers after the context ends (the gateway's 200 ms timeout) or a
 // bound far above it.
+// slow answers after the caller has given up: never OK within its deadline
+// (an OK sent when the server's copy of the deadline fires can beat the
+// client's own timer on a loaded machine, so it answers the error then).
 func slow(ctx context.Context, r *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	select {
 	case <-ctx.Done():
+		return nil, ctx.Err()
 	case <-time.After(waitBound):
 	}
 	return identityOK(ctx, r)
