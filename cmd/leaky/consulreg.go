@@ -35,7 +35,9 @@ func registerInstances(ctx context.Context, logger *slog.Logger, consulAddr stri
 	if consulAddr == "" {
 		return func() {}, nil
 	}
-	c, err := api.NewClient(&api.Config{Address: consulAddr})
+	ac := api.DefaultConfig() // also CONSUL_HTTP_TOKEN and the TLS variables
+	ac.Address = consulAddr
+	c, err := api.NewClient(ac)
 	if err != nil {
 		return nil, fmt.Errorf("consul %s: %w", consulAddr, err)
 	}

@@ -61,19 +61,21 @@ Leaky Tokens is running (leaky dev). Ctrl-C stops it.
   providers     %s
   policy        %s%s
 `, gw, c.azGRPC, c.azHTTP, c.rlGRPC, c.rlHTTP, c.rlStore, c.cpXDS, c.cpHTTP, strings.Join(provs, "   "), c.policy, c.policyNote)
-	password := "$LEAKY_ADMIN_PASSWORD"
+	// The login body: in double quotes when the password is the shell's
+	// variable (single quotes would keep "$LEAKY_ADMIN_PASSWORD" as text).
+	login := fmt.Sprintf(`"{\"username\":\"%s\",\"password\":\"$LEAKY_ADMIN_PASSWORD\"}"`, c.admin.Username)
 	if c.admin.Password != "" {
 		fmt.Fprintf(w, "  admin         %s / %s   (generated, shown once; set LEAKY_ADMIN_PASSWORD to choose it)\n", c.admin.Username, c.admin.Password)
-		password = c.admin.Password
+		login = fmt.Sprintf(`'{"username":"%s","password":"%s"}'`, c.admin.Username, c.admin.Password)
 	} else {
 		fmt.Fprintf(w, "  admin         %s   (password from LEAKY_ADMIN_PASSWORD)\n", c.admin.Username)
 	}
-	printSteps(w, c, password)
+	printSteps(w, c, login)
 }
 
 // printSteps prints the walk-through proper. Every request goes through
 // the gateway but the tier change, which is the control plane's own API.
-func printSteps(w io.Writer, c walkthrough, password string) {
+func printSteps(w io.Writer, c walkthrough, adminLogin string) {
 	openai := func(maxTokens int) string {
 		return fmt.Sprintf(`$G/openai/v1/chat/completions -H "x-api-key: $API_KEY" -H 'content-type: application/json' \
        -d '%s'`, completion(maxTokens))
@@ -113,21 +115,21 @@ rate limit (ratelimit: the user's, organisation's and provider's buckets, all or
    policy file is rewritten, the control plane pushes it to ratelimit and authz, and the next call
    passes under the new limit:
   ADMIN_TOKEN=$(curl -s -X POST $G/api/v1/auth/login -H 'content-type: application/json' \
-       -d '{"username":"%[1]s","password":"%[2]s"}' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
-  curl -s -X PUT http://%[3]s/api/v1/admin/tiers/free -H "authorization: Bearer $ADMIN_TOKEN" \
+       -d %[1]s | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+  curl -s -X PUT http://%[2]s/api/v1/admin/tiers/free -H "authorization: Bearer $ADMIN_TOKEN" \
        -H 'content-type: application/json' \
        -d '{"priority":10,"roles":["USER"],"buckets":{"*":{"capacity":2000,"leak_rate":20},"openai":{"capacity":40000,"leak_rate":400}}}'
-  curl -s -D - -o /dev/null %[4]s | grep -iE '^HTTP|^x-ratelimit'
-  curl -s http://%[3]s/api/v1/admin/snapshot -H "authorization: Bearer $ADMIN_TOKEN"
+  curl -s -D - -o /dev/null %[3]s | grep -iE '^HTTP|^x-ratelimit'
+  curl -s http://%[2]s/api/v1/admin/snapshot -H "authorization: Bearer $ADMIN_TOKEN"
 
 7. Health and metrics:
-  curl -s http://%[5]s/ready; curl -s http://%[6]s/readyz; curl -s http://%[7]s/readyz; curl -s http://%[3]s/readyz
-  curl -s http://%[6]s/metrics | grep ratelimit_service_rate_limit
+  curl -s http://%[4]s/ready; curl -s http://%[5]s/readyz; curl -s http://%[6]s/readyz; curl -s http://%[2]s/readyz
+  curl -s http://%[5]s/metrics | grep ratelimit_service_rate_limit
 
 With Envoy installed, run it on the same control plane instead of the stand-in:
   bin/leaky dev -gateway none      # then, in another terminal:
   envoy -c envoy/envoy.yaml        # node leaky-envoy, ADS at 127.0.0.1:18000, admin on 127.0.0.1:9901
 (or put envoy on PATH: leaky dev then starts it with a bootstrap of its own).
 
-`, c.admin.Username, password, c.cpHTTP, openai(1500), c.gatewayAdmin, c.rlHTTP, c.azHTTP)
+`, adminLogin, c.cpHTTP, openai(1500), c.gatewayAdmin, c.rlHTTP, c.azHTTP)
 }

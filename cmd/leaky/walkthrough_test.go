@@ -39,16 +39,27 @@ func steps(out string) map[int]string {
 // headers, run into a 429 with Retry-After and the JSON body, change the
 // tier through the control plane's admin API and pass under the new
 // limit.
+// It does so with the admin password generated and printed, and with it
+// in LEAKY_ADMIN_PASSWORD, which the printed commands then read.
 func TestDevWalkthroughWorksAsPrinted(t *testing.T) {
 	for _, tool := range []string{"bash", "curl", "sed", "grep"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is needed to paste the walk-through (make test installs it): %v", tool, err)
 		}
 	}
+	t.Run("generated admin password", func(t *testing.T) { pasteWalkthrough(t, nil) })
+	t.Run("admin password from the environment", func(t *testing.T) {
+		pasteWalkthrough(t, map[string]string{"LEAKY_ADMIN_PASSWORD": "walkthrough-admin-pw"})
+	})
+}
+
+// pasteWalkthrough runs leaky dev with vars as its environment (and the
+// shell's), pastes the walk-through and checks each step's output.
+func pasteWalkthrough(t *testing.T, vars map[string]string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, devArgs(), testEnv(&stdout, &stderr, nil)) }()
+	go func() { done <- run(ctx, devArgs(), testEnv(&stdout, &stderr, vars)) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -79,6 +90,9 @@ func TestDevWalkthroughWorksAsPrinted(t *testing.T) {
 	waitReady(t, printed)
 	cmd := exec.Command("bash", file)
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	outb, err := cmd.CombinedOutput()
 	out := string(outb)
 	if err != nil {
@@ -103,7 +117,7 @@ func TestDevWalkthroughWorksAsPrinted(t *testing.T) {
 		{3, []string{"HTTP/1.1 200", "x-ratelimit-limit", `"chat.completion"`, `"usage"`}},
 		{4, []string{"HTTP/1.1 200", `"usageMetadata"`}},
 		{5, []string{"HTTP/1.1 200", "HTTP/1.1 429", "retry-after", `{"error":"rate_limited","scope":"user"`}},
-		{6, []string{`"free"`, "HTTP/1.1 200", "40000"}},
+		{6, []string{`"name":"free"`, `"applied":true`, "HTTP/1.1 200", "x-ratelimit-limit: 40000,"}},
 	}
 	for _, c := range checks {
 		s := strings.ToLower(section(c.step))
