@@ -142,6 +142,7 @@ type tierAnswer struct {
 	Tier    Tier   `json:"tier"`
 	Applied bool   `json:"applied"` // false: written, not in effect within the wait (202)
 	Version string `json:"version"`
+	Reason  string `json:"reason,omitempty"` // why it is not in effect, when known
 }
 
 // putTier creates or replaces a tier: read the source, edit the policy's
@@ -175,12 +176,12 @@ func (a *admin) putTier(r *http.Request) (int, any, error) {
 	a.source.refresh()
 	ctx, cancel := context.WithTimeout(r.Context(), applyWait)
 	defer cancel()
-	code, applied := http.StatusOK, true
+	code, applied, reason := http.StatusOK, true, ""
 	if err := a.pipeline.waitConfig(ctx, snap.Digest()); err != nil {
-		code, applied = http.StatusAccepted, false
+		code, applied, reason = http.StatusAccepted, false, err.Error()
 	}
 	a.log.Info("tier written", "tier", name, serve.KeyPath, cur.policyName, "applied", applied)
-	return code, tierAnswer{Name: name, Tier: t, Applied: applied, Version: a.pipeline.state().Version}, nil
+	return code, tierAnswer{Name: name, Tier: t, Applied: applied, Version: a.pipeline.state().Version, Reason: reason}, nil
 }
 
 // writeError turns a source's write failure into an answer.

@@ -145,7 +145,8 @@ func TestConsulCatalog(t *testing.T) {
 	healthy(cat, 20000)
 	openai := model.ProviderService("openai")
 	cat.set(openai)
-	cfg := consulConfig(t, newIssuer(t))
+	is := newIssuer(t)
+	cfg := consulConfig(t, is)
 	cfg.Endpoints = map[string][]string{model.ServiceAuthzGRPC: {"127.0.0.1:9091"}} // pinned: not watched
 	c := startCP(t, cfg, Deps{KV: kv, Catalog: cat})
 	eventually(t, "not ready, naming openai", func() bool {
@@ -154,6 +155,13 @@ func TestConsulCatalog(t *testing.T) {
 	})
 	if slices.Contains(cat.names(), model.ServiceAuthzGRPC) || !slices.Contains(cat.names(), openai) {
 		t.Errorf("catalog names = %v, want openai and not the pinned %s", cat.names(), model.ServiceAuthzGRPC)
+	}
+	// A tier written while the model is refused is not in effect: 202,
+	// saying why, never "applied".
+	code, ans := c.call("PUT", "/api/v1/admin/tiers/pro", is.token(t, []string{"ADMIN"}, nil),
+		[]byte(`{"priority":50,"roles":["PRO"],"buckets":{"*":{"capacity":21000,"leak_rate":210}}}`))
+	if code != 202 || !strings.Contains(ans, `"applied":false`) || !strings.Contains(ans, openai+": no healthy endpoint") {
+		t.Errorf("PUT while the model is refused = %d %s; want 202, not applied, naming %s", code, ans, openai)
 	}
 
 	a, b := model.Endpoint{Host: "127.0.0.1", Port: 30001}, model.Endpoint{Host: "127.0.0.2", Port: 30001}

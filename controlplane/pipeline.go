@@ -55,6 +55,7 @@ type pipeline struct {
 	problems  map[string]string           // problem key → reason
 	snap      *cachev3.Snapshot           // the last snapshot set
 	version   string
+	pushed    [sha256.Size]byte // the digest of the configuration the last snapshot set was made of
 	proxyless string // the version of the last proxyless snapshot set
 	gaps      string // the domain files last left out of RateLimitConfig, as logged
 	pushedAt  time.Time
@@ -168,6 +169,7 @@ func (p *pipeline) rebuild() {
 	p.logGaps(m)
 	version := snapshotVersion(snap)
 	p.clear(problemModel)
+	p.pushed = p.config.Digest()
 	if version == p.version {
 		p.m.unchanged.Inc()
 		return
@@ -304,14 +306,24 @@ func (p *pipeline) changes() <-chan struct{} {
 // before the wait ended.
 var errNotApplied = errors.New("not applied yet")
 
-// waitConfig waits until the policy in effect has digest d, or ctx ends.
+// waitConfig waits until a snapshot made of the configuration with digest
+// d has been set, and fails at once when the model made of it is refused
+// (a required service without endpoints…): a PUT then says it is written
+// and not in effect, and why.
 func (p *pipeline) waitConfig(ctx context.Context, d [sha256.Size]byte) error {
 	for {
 		p.mu.Lock()
-		ok, ch := p.config != nil && p.config.Digest() == d, p.changed
+		pushed, ch := p.snap != nil && p.pushed == d, p.changed
+		refused := ""
+		if p.config != nil && p.config.Digest() == d {
+			refused = p.problems[problemModel]
+		}
 		p.mu.Unlock()
-		if ok {
+		switch {
+		case pushed:
 			return nil
+		case refused != "":
+			return fmt.Errorf("%w: the model is refused: %s", errNotApplied, refused)
 		}
 		select {
 		case <-ch:
