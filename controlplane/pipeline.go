@@ -56,8 +56,8 @@ type pipeline struct {
 	snap      *cachev3.Snapshot           // the last snapshot set
 	version   string
 	pushed    [sha256.Size]byte // the digest of the configuration the last snapshot set was made of
-	proxyless string // the version of the last proxyless snapshot set
-	gaps      string // the domain files last left out of RateLimitConfig, as logged
+	proxyless string            // the version of the last proxyless snapshot set
+	gaps      string            // the domain files last left out of RateLimitConfig, as logged
 	pushedAt  time.Time
 	changed   chan struct{} // closed and replaced whenever config or snap changes
 }

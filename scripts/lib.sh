@@ -19,10 +19,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() { # a random port in 20000-59999 that nothing listens on
-	local p
+# free_port: a random port that nothing listens on, below the kernel's ephemeral range (outgoing
+# connections take those, and one in TIME-WAIT would still block a bind there).
+free_port() {
+	local p low
+	low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+	[ "$low" -gt 20500 ] || low=32768
 	while :; do
-		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+		p=$((20000 + (RANDOM * 32768 + RANDOM) % (low - 20000)))
 		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
 	done
 }
