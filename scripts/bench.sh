@@ -257,24 +257,57 @@ gw_policy=$work/gateway-policy.yaml
 cp "${BENCH_GATEWAY_POLICY:-scripts/bench-policy.yaml}" "$gw_policy"
 mkdir -p "$work/dev"
 declare -A gwp # gwp[listener] = port
-for l in xds cp openai gemini qwen gw gwadmin rlgrpc rlhttp azgrpc azhttp; do
-	gwp[$l]=$(free_port)
+
+# start_dev: pick a distinct free port for each of dev's listeners (gwp), start `leaky dev` on them
+# (dev_pid) and wait up to 30 s for the gateway's admin /ready; false when dev exits first.
+start_dev() {
+	local l p
+	gwp=()
+	for l in xds cp openai gemini qwen gw gwadmin rlgrpc rlhttp azgrpc azhttp; do
+		p=$(free_port)
+		while [[ " ${gwp[*]} " == *" $p "* ]]; do
+			p=$(free_port)
+		done
+		gwp[$l]=$p
+	done
+	env -u DATABASE_URL -u LEAKY_DATABASE_URL bin/leaky dev -gateway standin -config "$gw_policy" \
+		-state-dir "$work/dev" -admin-username '' -ratelimit-store memory \
+		-xds-addr "127.0.0.1:${gwp[xds]}" -controlplane-http-addr "127.0.0.1:${gwp[cp]}" \
+		-openai-addr "127.0.0.1:${gwp[openai]}" -gemini-addr "127.0.0.1:${gwp[gemini]}" \
+		-qwen-addr "127.0.0.1:${gwp[qwen]}" -gateway-addr "127.0.0.1:${gwp[gw]}" \
+		-gateway-admin-addr "127.0.0.1:${gwp[gwadmin]}" \
+		-ratelimit-grpc-addr "127.0.0.1:${gwp[rlgrpc]}" -ratelimit-http-addr "127.0.0.1:${gwp[rlhttp]}" \
+		-authz-grpc-addr "127.0.0.1:${gwp[azgrpc]}" -authz-http-addr "127.0.0.1:${gwp[azhttp]}" \
+		>"$work/dev.log" 2>&1 &
+	dev_pid=$!
+	pids+=("$dev_pid")
+	for _ in $(seq 1 300); do
+		readyz "${gwp[gwadmin]}" /ready 2>/dev/null && return 0
+		kill -0 "$dev_pid" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	readyz "${gwp[gwadmin]}" /ready 2>/dev/null && return 0
+	echo "bench: leaky dev's gateway not ready after 30 s" >&2
+	tail -n 20 "$work/dev.log" >&2
+	exit 1
+}
+
+# free_port finds a port nothing listens on yet, which another process (or an outgoing
+# connection's local port) can take before dev binds it: a bind failure is retried on new ports.
+say "gateway path: leaky dev (gateway stand-in, provider stubs at zero latency, memory stores)"
+for attempt in 1 2 3; do
+	start_dev && break
+	stop "$dev_pid"
+	if [ "$attempt" = 3 ] || ! grep -q 'address already in use' "$work/dev.log"; then
+		echo "bench: leaky dev exited:" >&2
+		tail -n 20 "$work/dev.log" >&2
+		exit 1
+	fi
+	echo "bench: $(grep -m1 'address already in use' "$work/dev.log"); again on other ports" >&2
 done
 gw_url="http://127.0.0.1:${gwp[gw]}"
 stub_url="http://127.0.0.1:${gwp[openai]}"
-say "gateway path: leaky dev (gateway stand-in $gw_url, OpenAI stub $stub_url, memory stores)"
-env -u DATABASE_URL -u LEAKY_DATABASE_URL bin/leaky dev -gateway standin -config "$gw_policy" \
-	-state-dir "$work/dev" -admin-username '' -ratelimit-store memory \
-	-xds-addr "127.0.0.1:${gwp[xds]}" -controlplane-http-addr "127.0.0.1:${gwp[cp]}" \
-	-openai-addr "127.0.0.1:${gwp[openai]}" -gemini-addr "127.0.0.1:${gwp[gemini]}" \
-	-qwen-addr "127.0.0.1:${gwp[qwen]}" -gateway-addr "127.0.0.1:${gwp[gw]}" \
-	-gateway-admin-addr "127.0.0.1:${gwp[gwadmin]}" \
-	-ratelimit-grpc-addr "127.0.0.1:${gwp[rlgrpc]}" -ratelimit-http-addr "127.0.0.1:${gwp[rlhttp]}" \
-	-authz-grpc-addr "127.0.0.1:${gwp[azgrpc]}" -authz-http-addr "127.0.0.1:${gwp[azhttp]}" \
-	>"$work/dev.log" 2>&1 &
-dev_pid=$!
-pids+=("$dev_pid")
-await_ready "leaky dev's gateway" "$dev_pid" "${gwp[gwadmin]}" "$work/dev.log" /ready
+echo "  gateway $gw_url, OpenAI stub $stub_url, dev PID $dev_pid"
 await_ready "leaky dev's ratelimit" "$dev_pid" "${gwp[rlhttp]}" "$work/dev.log"
 await_ready "leaky dev's authz" "$dev_pid" "${gwp[azhttp]}" "$work/dev.log"
 # The same request both ways (loadgen's default body: gpt-4o-mini, one short message, max_tokens
