@@ -408,8 +408,8 @@ done
 gw_bad=0
 for g in direct gateway; do
 	case $g in
-	direct) l="OpenAI stub direct" ;;
-	*) l="gateway → OpenAI stub" ;;
+	direct) l="stub direct" ;;
+	*) l="via gateway" ;;
 	esac
 	bad=$(not200 "${R[$g.closed.answers]}" "${R[$g.closed.errors]}")
 	gw_bad=$((gw_bad + bad))
@@ -471,15 +471,17 @@ printf '  %s/%s; sender lag p99 %s, %s, %s ms; other processes %s%%, %s%%, %s%%.
 	"$(num "${R[calone.open.lag_p99_ms]}" 2)" "$(num "${R[clogins.open.lag_p99_ms]}" 2)" "$(num "${R[cloginsall.open.lag_p99_ms]}" 2)" \
 	"${R[calone.open.other_pct]}" "${R[clogins.open.other_pct]}" "${R[cloginsall.open.other_pct]}"
 printf '  Gateway path (DESIGN §8 asks only that it be reported): `leaky dev`, stub at zero latency, closed\n'
-printf '  loop c=%s, one throwaway user. Answers by status: direct %s; through the gateway %s (a figure\n' \
-	"$concurrency" "$(statuses "${R[direct.closed.answers]}")" "$(statuses "${R[gateway.closed.answers]}")"
-printf '  counts only when all are 200; loadgen transport errors: %s, %s). The dev CPU per request is one\n' \
+printf '  loop c=%s, one throwaway user; a figure counts only when every answer is 200. Answers by status:\n' \
+	"$concurrency"
+printf '  direct %s; via the gateway %s; loadgen transport errors %s, %s.\n' \
+	"$(statuses "${R[direct.closed.answers]}")" "$(statuses "${R[gateway.closed.answers]}")" \
 	"${R[direct.closed.errors]:-0}" "${R[gateway.closed.errors]:-0}"
-printf '  process that runs the stub, the gateway stand-in, authz, ratelimit and the control plane: direct,\n'
-printf '  the stub alone (the rest idle); through the gateway all of them, %s µs above the direct call\n' \
+printf '  The dev CPU per request is one process that runs the stub, the gateway stand-in, authz, ratelimit\n'
+printf '  and the control plane: direct, the stub alone (the rest idle); via the gateway, all of them, %s µs\n' \
 	"$(num "$(minus "${R[gateway.closed.server_cpu_us]}" "${R[direct.closed.server_cpu_us]}")")"
-printf '  (two more HTTP hops, the ext_authz and the ratelimit gRPC call; the floor'"'"'s server side of one\n'
-printf '  gRPC call: %s µs). Load generator CPU: direct %s µs, gateway %s µs per request; other processes\n' \
+printf '  above the direct call (two more HTTP hops, the ext_authz and the ratelimit gRPC call; the floor'"'"'s\n'
+printf '  server side of one gRPC call: %s µs). Load generator CPU: direct %s µs, gateway %s µs per\n' \
 	"$(num "${R[floor.closed.server_cpu_us]}")" "$(num "${R[direct.closed.client_cpu_us]}")" \
 	"$(num "${R[gateway.closed.client_cpu_us]}")"
-printf '  %s%%, %s%% of the cores during the two runs.\n' "${R[direct.closed.other_pct]}" "${R[gateway.closed.other_pct]}"
+printf '  request; other processes used %s%% and %s%% of the cores during the two runs.\n' \
+	"${R[direct.closed.other_pct]}" "${R[gateway.closed.other_pct]}"
