@@ -20,13 +20,18 @@
 #     256-byte passwords back to back (`leaky loadgen -login-load`), then the same against an
 #     authz whose hashing pool is every core twice over (-password-hashers 2×cores, the pool before
 #     issue 7), so the bounded pool's effect reads off one table;
-#  8. prints the figures beside the targets, each marked met or not met.
+#  8. the gateway path (DESIGN §8: reported, no target): `leaky dev` (every service in one process,
+#     the gateway stand-in, the provider stubs at zero latency, memory stores) on free ports with
+#     scripts/bench-policy.yaml, whose buckets never refuse; `leaky loadgen -target http` sends a
+#     chat completion straight to the OpenAI stub, then the same through the gateway with a
+#     throwaway user's API key (ext_authz and ratelimit, two gRPC calls, on the way), closed loop;
+#  9. prints the figures beside the targets, each marked met or not met.
 #
 # A missed target is reported, not fatal; the script fails only when something breaks (a build,
 # a benchmark, a server that does not start, a load generator that cannot run). Everything it
 # starts is stopped on exit, by PID. Knobs: BENCH_DURATION (default 10s), BENCH_CONCURRENCY (64),
 # BENCH_RATE (8000), BENCH_KEYS (10000), BENCH_LOGIN_RATE (1000), BENCH_LOGINS (16), BENCH_GO=0
-# skips the Go benchmarks.
+# skips the Go benchmarks, BENCH_GATEWAY_POLICY (scripts/bench-policy.yaml) the gateway step's policy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,10 +50,10 @@ source scripts/lib.sh
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
-readyz() { # port: true when GET /readyz answers 200 (plain bash, no curl needed)
+readyz() { # port [path]: true when GET path (/readyz) answers 200 (plain bash, no curl needed)
 	local status
 	exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-	printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+	printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "${2:-/readyz}" >&3
 	IFS= read -r status <&3 || true
 	exec 3<&-
 	[[ $status == *" 200 "* ]]
@@ -130,6 +135,8 @@ loops() {
 			lag_p99_ms duration_s login_rate login_503; do
 			R[$setup.$mode.$f]=$(jget "$json" "$f")
 		done
+		# The answers by kind, as the JSON's inner text: "OK":n,… or, for -target http, "200":n,…
+		R[$setup.$mode.answers]=$(sed -n 's/.*"answers":{\([^}]*\)}.*/\1/p' <<<"$json")
 		local n=${R[$setup.$mode.count]:-0} redis_ticks=0
 		if [ "$setup" = redis ]; then
 			redis_ticks=$(($(proc_cpu_ticks "$redis_pid") - before_redis))
@@ -159,12 +166,12 @@ loops floor "$floor_pid" "$floor_port" closed -- "${rl_args[@]}" -label floor
 loops checkfloor "$floor_pid" "$floor_port" closed -- "${check_args[@]}" -token floor-dummy-token -label floor
 stop "$floor_pid"
 
-# await_ready name pid http_port log: wait up to 30 s for GET /readyz to answer 200; fail with the
-# log's tail if the server exits or never gets ready.
+# await_ready name pid http_port log [path]: wait up to 30 s for GET path (/readyz) to answer 200;
+# fail with the log's tail if the server exits or never gets ready.
 await_ready() {
-	local name=$1 pid=$2 port=$3 log=$4
+	local name=$1 pid=$2 port=$3 log=$4 path=${5:-/readyz}
 	for _ in $(seq 1 300); do
-		readyz "$port" 2>/dev/null && return 0
+		readyz "$port" "$path" 2>/dev/null && return 0
 		if ! kill -0 "$pid" 2>/dev/null; then
 			echo "bench: $name exited:" >&2
 			tail -n 20 "$log" >&2
@@ -172,7 +179,7 @@ await_ready() {
 		fi
 		sleep 0.1
 	done
-	readyz "$port" 2>/dev/null && return 0
+	readyz "$port" "$path" 2>/dev/null && return 0
 	echo "bench: $name not ready after 30 s" >&2
 	tail -n 20 "$log" >&2
 	exit 1
@@ -241,6 +248,77 @@ loops cloginsall "$authz_pid" "$authz_grpc" open -- "${login_check_args[@]}" -lo
 	-label "jwt beside logins, $all_hashers hashers"
 stop "$authz_pid"
 
+# The gateway path: `leaky dev` runs the stubs, authz, ratelimit, the control plane and the gateway
+# stand-in in one process, every listener on a free port, on a copy of the bench policy (the admin
+# API would write tier changes to it; nothing here does). No database URL from the environment and
+# no bootstrap admin, as for authz above. The gateway is ready once it has applied the control
+# plane's first snapshot; ratelimit and authz once they have the policy from it.
+gw_policy=$work/gateway-policy.yaml
+cp "${BENCH_GATEWAY_POLICY:-scripts/bench-policy.yaml}" "$gw_policy"
+mkdir -p "$work/dev"
+declare -A gwp # gwp[listener] = port
+
+# start_dev: pick a distinct free port for each of dev's listeners (gwp), start `leaky dev` on them
+# (dev_pid) and wait up to 30 s for the gateway's admin /ready; false when dev exits first.
+start_dev() {
+	local l p
+	gwp=()
+	for l in xds cp openai gemini qwen gw gwadmin rlgrpc rlhttp azgrpc azhttp; do
+		p=$(free_port)
+		while [[ " ${gwp[*]} " == *" $p "* ]]; do
+			p=$(free_port)
+		done
+		gwp[$l]=$p
+	done
+	env -u DATABASE_URL -u LEAKY_DATABASE_URL bin/leaky dev -gateway standin -config "$gw_policy" \
+		-state-dir "$work/dev" -admin-username '' -ratelimit-store memory \
+		-xds-addr "127.0.0.1:${gwp[xds]}" -controlplane-http-addr "127.0.0.1:${gwp[cp]}" \
+		-openai-addr "127.0.0.1:${gwp[openai]}" -gemini-addr "127.0.0.1:${gwp[gemini]}" \
+		-qwen-addr "127.0.0.1:${gwp[qwen]}" -gateway-addr "127.0.0.1:${gwp[gw]}" \
+		-gateway-admin-addr "127.0.0.1:${gwp[gwadmin]}" \
+		-ratelimit-grpc-addr "127.0.0.1:${gwp[rlgrpc]}" -ratelimit-http-addr "127.0.0.1:${gwp[rlhttp]}" \
+		-authz-grpc-addr "127.0.0.1:${gwp[azgrpc]}" -authz-http-addr "127.0.0.1:${gwp[azhttp]}" \
+		>"$work/dev.log" 2>&1 &
+	dev_pid=$!
+	pids+=("$dev_pid")
+	for _ in $(seq 1 300); do
+		readyz "${gwp[gwadmin]}" /ready 2>/dev/null && return 0
+		kill -0 "$dev_pid" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	readyz "${gwp[gwadmin]}" /ready 2>/dev/null && return 0
+	echo "bench: leaky dev's gateway not ready after 30 s" >&2
+	tail -n 20 "$work/dev.log" >&2
+	exit 1
+}
+
+# free_port finds a port nothing listens on yet, which another process (or an outgoing
+# connection's local port) can take before dev binds it: a bind failure is retried on new ports.
+say "gateway path: leaky dev (gateway stand-in, provider stubs at zero latency, memory stores)"
+for attempt in 1 2 3; do
+	start_dev && break
+	stop "$dev_pid"
+	if [ "$attempt" = 3 ] || ! grep -q 'address already in use' "$work/dev.log"; then
+		echo "bench: leaky dev exited:" >&2
+		tail -n 20 "$work/dev.log" >&2
+		exit 1
+	fi
+	echo "bench: $(grep -m1 'address already in use' "$work/dev.log"); again on other ports" >&2
+done
+gw_url="http://127.0.0.1:${gwp[gw]}"
+stub_url="http://127.0.0.1:${gwp[openai]}"
+echo "  gateway $gw_url, OpenAI stub $stub_url, dev PID $dev_pid"
+await_ready "leaky dev's ratelimit" "$dev_pid" "${gwp[rlhttp]}" "$work/dev.log"
+await_ready "leaky dev's authz" "$dev_pid" "${gwp[azhttp]}" "$work/dev.log"
+# The same request both ways (loadgen's default body: gpt-4o-mini, one short message, max_tokens
+# 16). The gateway run's throwaway user registers through the gateway (/api/v1/auth routes to
+# authz); its API key's first Check is the one cache miss. The server CPU is the whole dev process.
+loops direct "$dev_pid" "${gwp[openai]}" closed -- -target http -url "$stub_url/v1/chat/completions" \
+	-label "openai stub direct"
+loops gateway "$dev_pid" "${gwp[gw]}" closed -- -target http -url "$gw_url/openai/v1/chat/completions" \
+	-authz-http "$gw_url" -credential apikey -label "openai through the gateway"
+stop "$dev_pid"
+
 # num value [decimals]: value rounded for the table: whole from 100 up, else decimals (1) places.
 num() { awk -v v="${1:-0}" -v d="${2:-1}" 'BEGIN { printf((v >= 100 ? "%.0f" : "%." d "f"), v) }'; }
 
@@ -256,9 +334,22 @@ pad() {
 	printf '%s%*s' "$t" $(($2 > ${#c} ? $2 - ${#c} : 0)) ''
 }
 
-# row label value unit op goal [errors]: one line of the summary; op is ge, le, or info (no target).
+# ratio a b: a / b, empty when either is missing or b is 0.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b + 0 != 0) print a / b }'; }
+
+# not200 answers: how many of an http run's answers ("200":n,"503":m) were not 200, plus its
+# transport errors (the second argument).
+not200() {
+	tr ',' '\n' <<<"$1" | awk -F: -v e="${2:-0}" 'NF == 2 { gsub(/"/, "", $1); if ($1 != "200") n += $2 } END { print n + e }'
+}
+
+# statuses answers: an http run's answers for reading, "200 8514, 503 19".
+statuses() { tr -d '"' <<<"$1" | sed 's/:/ /g; s/,/, /g'; }
+
+# row label value unit op goal [errors [what]]: one line of the summary; op is ge, le, or info (no
+# target); errors counts the answers that void the figure, named by what ("errors").
 row() {
-	local label=$1 value=$2 unit=$3 op=$4 goal=$5 errors=${6:-0} verdict target
+	local label=$1 value=$2 unit=$3 op=$4 goal=$5 errors=${6:-0} what=${7:-errors} verdict target
 	case $op in
 	ge) target="≥ $goal" ;;
 	le) target="≤ $goal" ;;
@@ -266,8 +357,10 @@ row() {
 	esac
 	if [ -z "$value" ]; then
 		verdict="no figure"
+	elif [ "${errors:-0}" != 0 ] && [ "$op" = info ]; then
+		verdict="not counted ($errors $what)"
 	elif [ "${errors:-0}" != 0 ]; then
-		verdict="not met ($errors errors)"
+		verdict="not met ($errors $what)"
 	elif [ "$op" = info ]; then
 		verdict="(no target)"
 	elif awk -v v="$value" -v g="$goal" -v op="$op" 'BEGIN { exit !(op == "ge" ? v >= g : v <= g) }'; then
@@ -311,6 +404,26 @@ for c in calone clogins cloginsall; do
 	[ "$c" = calone ] || row "  logins answered beside it (503 $(num "${R[$c.open.login_503]:-0}" 0))" \
 		"${R[$c.open.login_rate]}" "/s" info - "${R[$c.open.errors]}"
 done
+# The gateway path: a figure counts only when every answer was 200.
+gw_bad=0
+for g in direct gateway; do
+	case $g in
+	direct) l="stub direct" ;;
+	*) l="via gateway" ;;
+	esac
+	bad=$(not200 "${R[$g.closed.answers]}" "${R[$g.closed.errors]}")
+	gw_bad=$((gw_bad + bad))
+	row "$l closed c=$concurrency requests/s" "${R[$g.closed.rate]}" "/s" info - "$bad" "not 200"
+	row "$l p50" "${R[$g.closed.p50_ms]}" "ms" info - "$bad" "not 200"
+	row "$l p99" "${R[$g.closed.p99_ms]}" "ms" info - "$bad" "not 200"
+	row "$l dev CPU per request" "${R[$g.closed.server_cpu_us]}" "µs" info - "$bad" "not 200"
+done
+row "gateway / direct requests/s" "$(ratio "${R[gateway.closed.rate]}" "${R[direct.closed.rate]}")" "×" info - \
+	"$gw_bad" "not 200"
+row "gateway requests/s / floor's calls/s" "$(ratio "${R[gateway.closed.rate]}" "${R[floor.closed.rate]}")" "×" \
+	info - "$gw_bad" "not 200"
+row "gateway dev CPU / floor's CPU per call" \
+	"$(ratio "${R[gateway.closed.server_cpu_us]}" "${R[floor.closed.server_cpu_us]}")" "×" info - "$gw_bad" "not 200"
 printf '\n  The ratelimit closed loop'"'"'s p99 is queueing at concurrency 64; DESIGN §8 sets no target for it.\n'
 printf '  For authz Check DESIGN §8 sets p99 ≤ 5 ms at concurrency 64: the closed loop (64 workers) and\n'
 printf '  the open loop (at most 64 outstanding) are both read against it.\n'
@@ -357,3 +470,18 @@ printf '  %s/%s; sender lag p99 %s, %s, %s ms; other processes %s%%, %s%%, %s%%.
 	"${R[cloginsall.open.dropped]:-0}" "${R[cloginsall.open.late]:-0}" \
 	"$(num "${R[calone.open.lag_p99_ms]}" 2)" "$(num "${R[clogins.open.lag_p99_ms]}" 2)" "$(num "${R[cloginsall.open.lag_p99_ms]}" 2)" \
 	"${R[calone.open.other_pct]}" "${R[clogins.open.other_pct]}" "${R[cloginsall.open.other_pct]}"
+printf '  Gateway path (DESIGN §8 asks only that it be reported): `leaky dev`, stub at zero latency, closed\n'
+printf '  loop c=%s, one throwaway user; a figure counts only when every answer is 200. Answers by status:\n' \
+	"$concurrency"
+printf '  direct %s; via the gateway %s; loadgen transport errors %s, %s.\n' \
+	"$(statuses "${R[direct.closed.answers]}")" "$(statuses "${R[gateway.closed.answers]}")" \
+	"${R[direct.closed.errors]:-0}" "${R[gateway.closed.errors]:-0}"
+printf '  The dev CPU per request is one process that runs the stub, the gateway stand-in, authz, ratelimit\n'
+printf '  and the control plane: direct, the stub alone (the rest idle); via the gateway, all of them, %s µs\n' \
+	"$(num "$(minus "${R[gateway.closed.server_cpu_us]}" "${R[direct.closed.server_cpu_us]}")")"
+printf '  above the direct call (two more HTTP hops, the ext_authz and the ratelimit gRPC call; the floor'"'"'s\n'
+printf '  server side of one gRPC call: %s µs). Load generator CPU: direct %s µs, gateway %s µs per\n' \
+	"$(num "${R[floor.closed.server_cpu_us]}")" "$(num "${R[direct.closed.client_cpu_us]}")" \
+	"$(num "${R[gateway.closed.client_cpu_us]}")"
+printf '  request; other processes used %s%% and %s%% of the cores during the two runs.\n' \
+	"${R[direct.closed.other_pct]}" "${R[gateway.closed.other_pct]}"
