@@ -32,7 +32,8 @@ type Config struct {
 	// not pinned by Endpoints).
 	ConsulAddr      string
 	ConsulPolicyKey string
-	// Listener is the gateway's listening address, host:port.
+	// Listener is the gateway's listening address, host:port; port 0
+	// means Server.SetListener will say (nothing is pushed until then).
 	Listener string
 	// Endpoints pins services to addresses: service name → host:port
 	// list. Without Consul the defaults of DefaultEndpoints apply to every
@@ -106,8 +107,11 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: %w", a.flag, err))
 		}
 	}
-	if _, err := model.ParseEndpoint(c.Listener); err != nil {
-		errs = append(errs, fmt.Errorf("listener: %w", err))
+	if host, port, err := net.SplitHostPort(c.Listener); err != nil || port != "0" || host == "" {
+		// Port 0: set later (Server.SetListener); nothing is pushed until then.
+		if _, err := model.ParseEndpoint(c.Listener); err != nil {
+			errs = append(errs, fmt.Errorf("listener: %w", err))
+		}
 	}
 	if c.PolicyPoll <= 0 {
 		errs = append(errs, errors.New("policy-poll: must be positive"))

@@ -21,7 +21,7 @@ func TestConfigValidate(t *testing.T) {
 		{"defaults", func(*Config) {}, ""},
 		{"bad xds address", func(c *Config) { c.XDSAddr = "18000" }, "xds-addr"},
 		{"listener without port", func(c *Config) { c.Listener = "0.0.0.0" }, "listener"},
-		{"listener port 0", func(c *Config) { c.Listener = "0.0.0.0:0" }, "listener"},
+		{"listener port 0: set later", func(c *Config) { c.Listener = "0.0.0.0:0" }, ""},
 		{"zero poll", func(c *Config) { c.PolicyPoll = 0 }, "policy-poll"},
 		{"consul without a key", func(c *Config) { c.ConsulAddr, c.ConsulPolicyKey = "127.0.0.1:8500", "" }, "consul-policy-key"},
 		{"bad service name", func(c *Config) { c.Endpoints = map[string][]string{"Leaky Authz": {"127.0.0.1:1"}} }, "not a service name"},

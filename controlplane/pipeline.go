@@ -67,6 +67,14 @@ func newPipeline(translate Translator, cache cachev3.SnapshotCache, listener mod
 		endpoints: map[string][]model.Endpoint{}, problems: map[string]string{}, changed: make(chan struct{})}
 }
 
+// setListener sets the gateway's listener address and rebuilds.
+func (p *pipeline) setListener(e model.Endpoint) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.listener = e
+	p.rebuild()
+}
+
 // setConfig makes s the policy and rebuilds.
 func (p *pipeline) setConfig(s *policy.Snapshot) {
 	p.mu.Lock()
@@ -145,6 +153,10 @@ func (p *pipeline) catalogFailed(err error) {
 func (p *pipeline) rebuild() {
 	if p.config == nil {
 		p.set(problemModel, "no valid policy yet")
+		return
+	}
+	if p.listener.Port == 0 {
+		p.set(problemModel, "the gateway's listener address is not set yet")
 		return
 	}
 	m := &model.Model{Config: p.config, Listener: p.listener, Endpoints: make(map[string][]model.Endpoint, len(p.endpoints))}

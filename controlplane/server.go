@@ -58,9 +58,14 @@ type Server struct {
 	catalog  Catalog
 	pinned   map[string][]model.Endpoint
 	srv      *serve.Server
+	admin    *admin
+	jwks     *http.Client // Deps.JWKSClient
 
 	stopXDS context.CancelFunc // ends the xDS streams
 }
+
+// jwksLeeway is the clock skew allowed between authz and the control plane.
+const jwksLeeway = 30 * time.Second
 
 // New validates cfg, loads the policy file (a file that fails validation
 // at start is an error, as in every service), builds the pipeline and
@@ -95,8 +100,9 @@ func New(cfg Config, logger *slog.Logger, deps Deps) (*Server, error) {
 		s.source = newFileSource(cfg.PolicyPath, cfg.PolicyPoll, initial)
 	}
 	verify := jwks.New(jwks.Options{URL: cfg.JWKSURL, Issuer: cfg.Issuer, Audience: cfg.Audience,
-		Leeway: 30 * time.Second, Client: deps.JWKSClient})
+		Leeway: jwksLeeway, Client: deps.JWKSClient})
 	adm := &admin{source: s.source, pipeline: s.pipeline, nodes: s.nodes, verify: verify, m: s.m, log: logger}
+	s.admin, s.jwks = adm, deps.JWKSClient
 	s.srv, err = serve.New(cfg.Config, serve.Options{
 		GRPCAddr: cfg.XDSAddr, HTTPAddr: cfg.HTTPAddr, Handler: adm.handler(), Gatherer: s.m.reg,
 		Probes:   []serve.Probe{{Name: "snapshot", Check: s.snapshotServed}},
@@ -147,6 +153,34 @@ func (s *Server) Pin(services map[string][]string) error {
 	}
 	maps.Copy(s.pinned, eps)
 	s.pipeline.setEndpoints(eps)
+	return nil
+}
+
+// SetListener sets the gateway's listening address in the generated
+// listener, as -listener does, after New: for a process that binds the
+// gateway after the control plane (leaky dev, whose services must know
+// the xDS address first). A -listener with port 0 means "set later":
+// nothing is pushed until then. Call it before Run.
+func (s *Server) SetListener(addr string) error {
+	e, err := model.ParseEndpoint(addr)
+	if err != nil {
+		return fmt.Errorf("controlplane: listener: %w", err)
+	}
+	s.pipeline.setListener(e)
+	return nil
+}
+
+// SetJWKSURL sets the key set that verifies the admin API's tokens, as
+// -authz-jwks-url does, after New (leaky dev learns authz's address after
+// the control plane binds). Call it before Run.
+func (s *Server) SetJWKSURL(url string) error {
+	c := s.cfg
+	c.JWKSURL = url
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	s.cfg = c
+	s.admin.verify = jwks.New(jwks.Options{URL: url, Issuer: c.Issuer, Audience: c.Audience, Leeway: jwksLeeway, Client: s.jwks})
 	return nil
 }
 

@@ -333,3 +333,34 @@ func TestPinBeforeRun(t *testing.T) {
 		t.Errorf("EDS after Pin (-want +got):\n%s", diff)
 	}
 }
+
+// A listener with port 0 holds every push until SetListener names the
+// gateway's address (leaky dev binds the gateway after the control plane);
+// SetJWKSURL refuses what -authz-jwks-url would.
+func TestSetListenerReleasesThePush(t *testing.T) {
+	cfg := testConfig(writePolicy(t, policy.Example()), newIssuer(t))
+	cfg.Listener = "127.0.0.1:0"
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v := s.Version(); v != "" {
+		t.Fatalf("version %q before the listener is known, want none pushed", v)
+	}
+	if err := s.SetListener("127.0.0.1:0"); err == nil {
+		t.Error("SetListener with port 0: want an error")
+	}
+	if err := s.SetListener("127.0.0.1:18080"); err != nil {
+		t.Fatal(err)
+	}
+	if s.Version() == "" {
+		t.Error("no push after SetListener")
+	}
+	if err := s.SetJWKSURL("file:///etc/jwks"); err == nil {
+		t.Error("SetJWKSURL with a file URL: want an error")
+	}
+	if err := s.SetJWKSURL("http://127.0.0.1:18081/.well-known/jwks.json"); err != nil {
+		t.Error(err)
+	}
+}

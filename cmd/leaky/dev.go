@@ -140,22 +140,21 @@ func (d *dev) run(ctx context.Context) error {
 }
 
 // start binds every piece, in the order their addresses are needed: the
-// xDS address first (ratelimit and authz subscribe to it), the services
-// and the gateway, then the control plane, which is told where they all
-// listen.
+// control plane first (ratelimit, authz and the gateway subscribe to its
+// xDS address), then the stubs, the services and the gateway, whose bound
+// addresses the control plane is told before it runs.
 func (d *dev) start(ctx context.Context, f *devFlags) error {
 	if err := d.statePolicy(f); err != nil {
 		return err
 	}
-	xds, err := reserveAddr(f.cp.XDSAddr)
-	if err != nil {
-		return fmt.Errorf("xds-addr: %w", err)
+	if err := d.bindControlplane(f); err != nil {
+		return err
 	}
-	d.xds = xds
-	f.rl.ConfigPath, f.rl.ConfigXDS = d.policyPath, xds
+	f.rl.ConfigPath, f.rl.ConfigXDS = d.policyPath, d.xds
+	f.az.PolicyPath, f.az.ConfigXDS = d.policyPath, d.xds
 	d.rlStore = f.rl.Store
-	f.az.PolicyPath, f.az.ConfigXDS = d.policyPath, xds
 	log := d.e.logger
+	var err error
 	if d.stub, err = providersstub.New(f.stub, log.With(serve.KeyService, "providers-stub")); err != nil {
 		return fmt.Errorf("providers-stub: %w", err)
 	}
@@ -171,7 +170,7 @@ func (d *dev) start(ctx context.Context, f *devFlags) error {
 	if err := d.startGateway(f); err != nil {
 		return err
 	}
-	return d.startControlplane(f)
+	return d.wireControlplane()
 }
 
 // statePolicy sets the policy path: -config, or a copy of the embedded
@@ -221,19 +220,36 @@ func (d *dev) startGateway(f *devFlags) error {
 	return nil
 }
 
-// startControlplane binds the control plane on the policy file, with every
-// service pinned to its bound address, and starts Envoy when it is the
-// gateway.
-func (d *dev) startControlplane(f *devFlags) error {
-	f.cp.PolicyPath, f.cp.XDSAddr, f.cp.Listener = d.policyPath, d.xds, d.gatewayAddr
-	f.cp.JWKSURL = "http://" + d.az.HTTPAddr() + "/.well-known/jwks.json"
+// bindControlplane binds the control plane on the policy file. Where the
+// gateway listens and where authz publishes its keys are not known yet: a
+// listener with port 0 holds every push until wireControlplane sets them.
+func (d *dev) bindControlplane(f *devFlags) error {
+	host, _, err := net.SplitHostPort(f.gw.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway-addr: %w", err)
+	}
+	f.cp.PolicyPath, f.cp.Listener = d.policyPath, net.JoinHostPort(host, "0")
 	f.cp.Issuer, f.cp.Audience = f.az.Issuer, f.az.Audience
 	cp, err := controlplane.New(f.cp, d.e.logger.With(serve.KeyService, "controlplane"), controlplane.Deps{})
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
-	d.cp = cp
-	d.closers, d.runners = append(d.closers, cp.Close), append(d.runners, runner{"controlplane", cp.Run})
+	d.cp, d.xds = cp, cp.XDSAddr()
+	d.closers = append(d.closers, cp.Close)
+	return nil
+}
+
+// wireControlplane tells the control plane where everything listens (the
+// gateway, authz's key set, every service) and starts Envoy when it is the
+// gateway.
+func (d *dev) wireControlplane() error {
+	cp := d.cp
+	if err := cp.SetListener(d.gatewayAddr); err != nil {
+		return err
+	}
+	if err := cp.SetJWKSURL("http://" + d.az.HTTPAddr() + "/.well-known/jwks.json"); err != nil {
+		return err
+	}
 	pins := map[string][]string{
 		model.ServiceAuthzGRPC: {d.az.GRPCAddr()}, model.ServiceAuthzHTTP: {d.az.HTTPAddr()},
 		model.ServiceRatelimitGRPC: {d.rl.GRPCAddr()}, model.ServiceRatelimitHTTP: {d.rl.HTTPAddr()},
@@ -245,27 +261,9 @@ func (d *dev) startControlplane(f *devFlags) error {
 	if err := cp.Pin(pins); err != nil {
 		return err
 	}
+	d.runners = append(d.runners, runner{"controlplane", cp.Run})
 	if d.gateway == gatewayEnvoy {
 		return d.prepareEnvoy()
 	}
 	return nil
-}
-
-// reserveAddr returns addr, or when its port is 0 the address of a free
-// port on its host (found by binding and releasing it: ratelimit and authz
-// must know the control plane's address before it binds).
-func reserveAddr(addr string) (string, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", err
-	}
-	if port != "0" {
-		return addr, nil
-	}
-	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return "", err
-	}
-	defer lis.Close()
-	return lis.Addr().String(), nil
 }
