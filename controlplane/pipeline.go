@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,7 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
+	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -109,22 +113,66 @@ func (p *pipeline) policyFailed(err error) {
 // had any, and is recorded as a problem until it has some again; one never
 // seen stays without.
 func (p *pipeline) setEndpoints(update map[string][]model.Endpoint) {
+	resolved, failed := resolveAll(update)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.clear(problemCatalog)
-	for _, name := range slices.Sorted(maps.Keys(update)) {
-		eps := update[name]
+	for _, name := range slices.Sorted(maps.Keys(resolved)) {
+		eps := resolved[name]
 		if len(eps) > 0 {
-			p.endpoints[name] = slices.Clone(eps)
+			p.endpoints[name] = eps
 			p.clear(problemService(name))
 			continue
 		}
+		why := "no healthy instance"
+		if err := failed[name]; err != nil {
+			why = err.Error()
+		}
 		if last := p.endpoints[name]; len(last) > 0 {
 			p.m.endpointsKept.WithLabelValues(name).Inc()
-			p.set(problemService(name), fmt.Sprintf("no healthy instance; serving its last %d endpoint(s)", len(last)))
+			p.set(problemService(name), fmt.Sprintf("%s; serving its last %d endpoint(s)", why, len(last)))
+		} else if failed[name] != nil {
+			p.set(problemService(name), why)
 		}
 	}
 	p.rebuild()
+}
+
+// resolveTimeout bounds the lookup of one endpoint's host name.
+const resolveTimeout = 5 * time.Second
+
+// resolveAll returns update with every host name replaced by its IP
+// addresses (Envoy's EDS takes addresses only), sorted. A service whose
+// names do not all resolve gets an empty list and its error: it keeps its
+// last endpoints, like a service without a healthy instance.
+func resolveAll(update map[string][]model.Endpoint) (map[string][]model.Endpoint, map[string]error) {
+	out := make(map[string][]model.Endpoint, len(update))
+	failed := map[string]error{}
+	for name, eps := range update {
+		var got []model.Endpoint
+		for _, e := range eps {
+			if _, err := netip.ParseAddr(e.Host); err == nil {
+				got = append(got, e)
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+			addrs, err := net.DefaultResolver.LookupHost(ctx, e.Host)
+			cancel()
+			if err != nil || len(addrs) == 0 {
+				failed[name] = fmt.Errorf("endpoint %s: its host does not resolve (%v)", e, err)
+				got = nil
+				break
+			}
+			for _, a := range addrs {
+				got = append(got, model.Endpoint{Host: a, Port: e.Port})
+			}
+		}
+		slices.SortFunc(got, func(a, b model.Endpoint) int {
+			return cmp.Or(strings.Compare(a.Host, b.Host), cmp.Compare(a.Port, b.Port))
+		})
+		out[name] = slices.Compact(got)
+	}
+	return out, failed
 }
 
 // dropServices forgets the endpoints and problems of services no longer

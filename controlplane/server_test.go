@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -362,5 +363,32 @@ func TestSetListenerReleasesThePush(t *testing.T) {
 	}
 	if err := s.SetJWKSURL("http://127.0.0.1:18081/.well-known/jwks.json"); err != nil {
 		t.Error(err)
+	}
+}
+
+// Envoy's EDS takes IP addresses only: a host name among a service's
+// endpoints (a pinned -endpoint, a catalog node address) is resolved
+// before the push; one that does not resolve leaves the service on its
+// last endpoints, named in /readyz, and the rest of the model pushes.
+func TestEndpointHostNamesAreResolved(t *testing.T) {
+	c := startCP(t, testConfig(writePolicy(t, policy.Example()), newIssuer(t)), Deps{})
+	openai := model.ProviderService("openai")
+	if err := c.Pin(map[string][]string{openai: {"localhost:18093"}}); err != nil {
+		t.Fatal(err)
+	}
+	eds := dialADS(t, c.XDSAddr(), "gateway-1").subscribe(resource.EndpointType, openai)
+	if got := assignments(t, eds)[openai]; !slices.Contains(got, "127.0.0.1:18093") {
+		t.Errorf("EDS for an endpoint named localhost = %v, want 127.0.0.1:18093 among them", got)
+	}
+	version := c.Version()
+	if err := c.Pin(map[string][]string{openai: {"no-such-host.invalid:18093"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the unresolvable name in /readyz", func() bool {
+		_, reasons := c.degradedReasons()
+		return strings.Contains(reasons, "no-such-host.invalid:18093: its host does not resolve")
+	})
+	if c.Version() != version {
+		t.Errorf("version %s after an unresolvable endpoint, want the last %s", c.Version(), version)
 	}
 }
