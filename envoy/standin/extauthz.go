@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -97,35 +98,36 @@ func (p *pipeline) check(ex *exchange, f *authzFilter) (*authv3.CheckResponse, e
 // peers, and the request with lower-case headers (pseudo-headers included,
 // repeated ones joined by ","), the path with its query, and the body up to
 // the filter's bound with x-envoy-auth-partial-body saying whether it was
-// cut.
+// cut. Every string is valid UTF-8 (see validUTF8): the client's bytes
+// could otherwise make the message impossible to marshal.
 func checkRequest(ex *exchange, f *authzFilter) *authv3.CheckRequest {
 	r := ex.r
 	headers := map[string]string{
-		":authority": ex.authority, ":path": ex.path, ":method": r.Method, ":scheme": "http",
+		":authority": validUTF8(ex.authority), ":path": validUTF8(ex.path), ":method": validUTF8(r.Method), ":scheme": "http",
 	}
 	for k, vs := range ex.header {
 		lk := strings.ToLower(k)
 		if lk == partialBodyHeader {
 			continue // a client's copy would lie about the body
 		}
-		headers[lk] = strings.Join(vs, ",")
+		headers[lk] = validUTF8(strings.Join(vs, ","))
 	}
 	hr := &authv3.AttributeContext_HttpRequest{
-		Id:       ex.header.Get("X-Request-Id"),
-		Method:   r.Method,
+		Id:       validUTF8(ex.header.Get("X-Request-Id")),
+		Method:   validUTF8(r.Method),
 		Headers:  headers,
-		Path:     ex.path,
-		Host:     ex.authority,
+		Path:     validUTF8(ex.path),
+		Host:     validUTF8(ex.authority),
 		Scheme:   "http",
 		Size:     int64(len(ex.body.buf)),
-		Protocol: protocol(r),
+		Protocol: validUTF8(protocol(r)),
 	}
 	if f.withBody && len(ex.body.buf) > 0 {
 		n := min(len(ex.body.buf), f.maxBody)
 		if f.packAsBytes {
 			hr.RawBody = ex.body.buf[:n]
 		} else {
-			hr.Body = strings.ToValidUTF8(string(ex.body.buf[:n]), "\uFFFD")
+			hr.Body = validUTF8(string(ex.body.buf[:n]))
 		}
 		headers[partialBodyHeader] = strconv.FormatBool(n != len(ex.body.buf))
 	}
@@ -134,6 +136,27 @@ func checkRequest(ex *exchange, f *authzFilter) *authv3.CheckRequest {
 		Destination: &authv3.AttributeContext_Peer{Address: socketAddress(localAddr(r))},
 		Request:     &authv3.AttributeContext_Request{Time: timestamppb.New(ex.start), Http: hr},
 	}}
+}
+
+// validUTF8 is s with every byte that is not part of valid UTF-8 replaced
+// by '!', as Envoy sanitises the strings it sends in gRPC calls (its
+// MessageUtil::sanitizeUtf8String: one '!' per invalid byte).
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteByte('!')
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // protocol is the request's protocol as Envoy names it.

@@ -84,6 +84,7 @@ func (p *pipeline) shouldRateLimit(ex *exchange, f *rateLimitFilter, req *rlsv3.
 // descriptor (unless the action says skip_if_absent, which drops the entry
 // alone), and the hits_addend comes from its number or its %REQ(h)% format;
 // a format whose value is not a number up to 10^9 drops the descriptor.
+// Values are made valid UTF-8 as in the CheckRequest.
 func (p *pipeline) descriptors(rules []rateLimitRule, h http.Header) []*ratelimitv3.RateLimitDescriptor {
 	var out []*ratelimitv3.RateLimitDescriptor
 rules:
@@ -97,7 +98,7 @@ rules:
 				}
 				continue rules
 			}
-			d.Entries = append(d.Entries, &ratelimitv3.RateLimitDescriptor_Entry{Key: a.key, Value: vs[0]})
+			d.Entries = append(d.Entries, &ratelimitv3.RateLimitDescriptor_Entry{Key: a.key, Value: validUTF8(vs[0])})
 		}
 		if len(d.Entries) == 0 {
 			continue

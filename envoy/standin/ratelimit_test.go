@@ -204,3 +204,14 @@ func TestRoutesWithoutRateLimitsMakeNoCall(t *testing.T) {
 		t.Errorf("Check %d, ShouldRateLimit %d; want 1 and 0", len(h.authz.requests()), len(h.rls.requests()))
 	}
 }
+
+// A descriptor value from a header that is not UTF-8 is sanitised as
+// Envoy does, so that the RateLimitRequest can be marshalled.
+func TestDescriptorValuesAreValidUTF8(t *testing.T) {
+	rules := []rateLimitRule{{actions: []headerAction{{header: "x-team", key: "team"}}}}
+	got := (&pipeline{}).descriptors(rules, http.Header{"X-Team": {"a\xffb"}})
+	want := []*ratelimitv3.RateLimitDescriptor{{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: "team", Value: "a!b"}}}}
+	if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
+		t.Errorf("descriptors (-want +got):\n%s", d)
+	}
+}

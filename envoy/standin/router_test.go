@@ -72,21 +72,7 @@ func TestRoutingRewritesAndNormalises(t *testing.T) {
 // rawGet sends the path exactly as written (no client-side cleaning).
 func (h *harness) rawGet(path string) (*http.Response, string) {
 	h.t.Helper()
-	conn, err := net.Dial("tcp", h.gw.Addr())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(waitBound))
-	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"); err != nil {
-		h.t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	return h.raw("GET " + path + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 }
 
 func TestRetriesOn5xxNeverOn429(t *testing.T) {
