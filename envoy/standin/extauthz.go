@@ -19,10 +19,11 @@ import (
 const partialBodyHeader = "x-envoy-auth-partial-body"
 
 // authorize is the ext_authz filter: true lets the request go on; false
-// means a reply went out.
+// means a reply went out. Like Envoy's it checks nothing without a route
+// (the router answers 404) or on a route that disables it.
 func (p *pipeline) authorize(ex *exchange) bool {
 	f := p.cfg.listener.authz
-	if f == nil || ex.route != nil && ex.route.authzOff[f.name] {
+	if f == nil || ex.route == nil || ex.route.authzOff[f.name] {
 		return true
 	}
 	if f.withBody && !ex.body.complete {

@@ -284,3 +284,17 @@ func TestCheckRequestIsValidUTF8(t *testing.T) {
 		t.Errorf("upstream got %+v, want x-foo as sent", up)
 	}
 }
+
+// With no route Envoy's ext_authz filter skips the check, and the router
+// answers 404.
+func TestNoRouteSkipsTheCheck(t *testing.T) {
+	h, _ := providerHarness(t, defaultFixture())
+	h.authz.setAnswer(failing)
+	resp, body := h.rawGet("/nowhere")
+	if resp.StatusCode != http.StatusNotFound || body != "" {
+		t.Errorf("answer = %d %q, want 404 with no body", resp.StatusCode, body)
+	}
+	if n := len(h.authz.requests()); n != 0 {
+		t.Errorf("Check calls = %d, want 0", n)
+	}
+}

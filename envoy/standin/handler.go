@@ -173,8 +173,8 @@ func (p *pipeline) earlyMutation(h http.Header) {
 }
 
 // match selects the virtual host by the authority, then the first route
-// whose prefix the path starts with. Nil: no route (404 after the filters,
-// as Envoy answers).
+// whose prefix the path starts with. Nil: no route (the filters let it
+// pass unchecked and the router answers 404, as Envoy does).
 func (p *pipeline) match(authority, path string) *route {
 	vh := p.cfg.routes.virtualHost(strings.ToLower(authority))
 	if vh == nil {
