@@ -7,6 +7,9 @@ import (
 	"net/http"
 )
 
+// bodyBadRequest is the body of Envoy's local reply to a codec error.
+const bodyBadRequest = "Bad Request"
+
 // retryBufferLimit is how much of a request body the router keeps for
 // replaying it on a retry: Envoy's default per-connection buffer limit. A
 // longer body is streamed and the request is not retried (as in Envoy).
@@ -74,4 +77,16 @@ func (b *requestBody) contentLength() int64 {
 		return int64(len(b.buf))
 	}
 	return b.length
+}
+
+// bodyFailed answers a request whose body could not be read: nothing when
+// the client is gone (the request's context ended with the connection),
+// else 400, Envoy's local reply to a codec error such as a malformed chunk.
+func (p *pipeline) bodyFailed(ex *exchange, err error) {
+	if ex.r.Context().Err() != nil {
+		p.g.log.Debug("reading the request body: the client is gone", "error", err)
+		return
+	}
+	p.g.log.Debug("reading the request body", "error", err)
+	p.reply(ex, http.StatusBadRequest, nil, bodyBadRequest)
 }

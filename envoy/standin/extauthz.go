@@ -28,8 +28,8 @@ func (p *pipeline) authorize(ex *exchange) bool {
 	}
 	if f.withBody && !ex.body.complete {
 		if err := ex.body.fill(f.maxBody + 1); err != nil {
-			p.g.log.Debug("reading the request body for ext_authz", "error", err)
-			return false // the client is gone
+			p.bodyFailed(ex, err)
+			return false
 		}
 		if !f.allowPartial && len(ex.body.buf) > f.maxBody {
 			p.reply(ex, http.StatusRequestEntityTooLarge, nil, "Payload Too Large")

@@ -46,7 +46,8 @@ func (p *pipeline) forward(ex *exchange) {
 	defer cancel()
 	if rt.retry != nil && rt.retry.retries > 0 {
 		if err := ex.body.fill(retryBufferLimit + 1); err != nil {
-			return // the client is gone
+			p.bodyFailed(ex, err)
+			return
 		}
 	}
 	backoff := rt.retry.baseInterval()
