@@ -34,6 +34,9 @@ import (
 // NodeCluster is the node cluster the gateway names itself with.
 const NodeCluster = "leaky-gateway"
 
+// defaultStreamIdle is Envoy's default stream_idle_timeout.
+const defaultStreamIdle = 5 * time.Minute
+
 // Config is the gateway's command line.
 type Config struct {
 	Listen    string // the listener's host:port; it wins over the address LDS gives
@@ -107,6 +110,10 @@ type Gateway struct {
 	xdsConn  *grpc.ClientConn
 	ads      *ads.Client
 	throttle *serve.Throttle
+	// streamIdle is Envoy's stream_idle_timeout: how long a read of a
+	// request body or a write of a response may wait (defaultStreamIdle;
+	// tests shorten it before Run).
+	streamIdle time.Duration
 
 	current atomic.Pointer[pipeline] // nil until the first configuration
 
@@ -120,7 +127,8 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: logger, metrics: newMetrics(), throttle: serve.NewThrottle(10 * time.Second), upstreams: map[string]*upstream{}}
+	g := &Gateway{cfg: cfg, log: logger, metrics: newMetrics(), throttle: serve.NewThrottle(10 * time.Second),
+		streamIdle: defaultStreamIdle, upstreams: map[string]*upstream{}}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)

@@ -33,6 +33,17 @@ type exchange struct {
 	// respOps are what the filters add to the client's response (ext_authz
 	// response_headers_to_add, the rate-limit headers), whatever answers.
 	respOps []headerOp
+	// rc sets the connection's deadlines: every read of the body and every
+	// write of the response must make progress within idle.
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+// extendWrite gives the next write to the client the stream idle timeout.
+// (Renewed before each write, it never cuts a response that keeps
+// flowing.)
+func (ex *exchange) extendWrite() {
+	_ = ex.rc.SetWriteDeadline(time.Now().Add(ex.idle)) // not supported: no timeout
 }
 
 // headerOp sets (or, with add, appends) one header.
@@ -70,7 +81,9 @@ func removeHopByHop(h http.Header) {
 // early header mutation, route selection, ext_authz, ratelimit and the
 // router.
 func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{w: w, r: r, start: time.Now(), authority: r.Host, header: r.Header.Clone()}
+	ex := &exchange{w: w, r: r, start: time.Now(), authority: r.Host, header: r.Header.Clone(),
+		rc: http.NewResponseController(w), idle: p.g.streamIdle}
+	ex.extendWrite() // the server's own writes too (100 Continue)
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
 		p.reply(ex, http.StatusUpgradeRequired, nil, "")
 		return
@@ -93,7 +106,7 @@ func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
 	if ex.header.Get("X-Forwarded-Proto") == "" {
 		ex.header.Set("X-Forwarded-Proto", "http")
 	}
-	ex.body = newRequestBody(r)
+	ex.body = newRequestBody(r, ex.rc, ex.idle)
 	ex.route = p.match(ex.authority, path)
 	if !p.authorize(ex) || !p.rateLimit(ex) {
 		return
@@ -233,6 +246,7 @@ func (p *pipeline) reply(ex *exchange, status int, h http.Header, body string) {
 		out.Set("Content-Type", "text/plain")
 	}
 	out.Set("Content-Length", strconv.Itoa(len(body)))
+	ex.extendWrite()
 	ex.w.WriteHeader(status)
 	_, _ = ex.w.Write([]byte(body))
 	p.g.metrics.requests.WithLabelValues(routeLabel(ex.route), strconv.Itoa(status)).Inc()
