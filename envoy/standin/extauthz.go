@@ -67,11 +67,7 @@ func (p *pipeline) authorize(ex *exchange) bool {
 	}
 	h := http.Header{}
 	for _, o := range d.GetHeaders() {
-		if o.GetAppend().GetValue() {
-			h.Add(o.GetHeader().GetKey(), o.GetHeader().GetValue())
-		} else {
-			h.Set(o.GetHeader().GetKey(), o.GetHeader().GetValue())
-		}
+		headerOpOf(o, false).apply(h)
 	}
 	p.reply(ex, status, h, d.GetBody())
 	return false
@@ -186,8 +182,8 @@ func socketAddress(hostport string) *corev3.Address {
 	}}}
 }
 
-// applyOK applies an OK answer's mutations as Envoy does: headers set (or
-// appended when append is true), headers removed, query parameters set and
+// applyOK applies an OK answer's mutations as Envoy does: headers by their
+// append_action (see headerOpOf), headers removed, query parameters set and
 // removed, and response headers kept for the client's response. A header
 // that is not a valid name or value refuses the whole answer.
 func applyOK(ex *exchange, ok *authv3.OkHttpResponse) error {
@@ -198,11 +194,7 @@ func applyOK(ex *exchange, ok *authv3.OkHttpResponse) error {
 		}
 	}
 	for _, o := range ok.GetHeaders() {
-		if o.GetAppend().GetValue() {
-			ex.header.Add(o.GetHeader().GetKey(), o.GetHeader().GetValue())
-		} else {
-			ex.header.Set(o.GetHeader().GetKey(), o.GetHeader().GetValue())
-		}
+		headerOpOf(o, true).apply(ex.header)
 	}
 	for _, name := range ok.GetHeadersToRemove() {
 		if strings.HasPrefix(name, ":") || strings.EqualFold(name, "host") {
@@ -211,7 +203,7 @@ func applyOK(ex *exchange, ok *authv3.OkHttpResponse) error {
 		ex.header.Del(name)
 	}
 	for _, o := range ok.GetResponseHeadersToAdd() {
-		ex.respOps = append(ex.respOps, headerOp{key: o.GetHeader().GetKey(), value: o.GetHeader().GetValue(), add: o.GetAppend().GetValue()})
+		ex.respOps = append(ex.respOps, headerOpOf(o, false))
 	}
 	if len(ok.GetQueryParametersToSet()) > 0 || len(ok.GetQueryParametersToRemove()) > 0 {
 		ex.path = mutateQuery(ex.path, ok)

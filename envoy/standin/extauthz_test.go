@@ -147,8 +147,8 @@ func TestAuthzOKAppliesMutations(t *testing.T) {
 	if got := up.header.Values("X-Set"); !cmp.Equal(got, []string{"new"}) {
 		t.Errorf("upstream x-set = %q, want [new]", got)
 	}
-	if got := up.header.Values("X-Append"); !cmp.Equal(got, []string{"one", "two"}) {
-		t.Errorf("upstream x-append = %q, want [one two]", got)
+	if got := up.header.Values("X-Append"); !cmp.Equal(got, []string{"one,two"}) {
+		t.Errorf("upstream x-append = %q, want [one,two]", got)
 	}
 	if up.header.Get("X-Drop") != "" {
 		t.Error("upstream got x-drop")

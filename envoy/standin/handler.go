@@ -46,22 +46,6 @@ func (ex *exchange) extendWrite() {
 	_ = ex.rc.SetWriteDeadline(time.Now().Add(ex.idle)) // not supported: no timeout
 }
 
-// headerOp sets (or, with add, appends) one header.
-type headerOp struct {
-	key, value string
-	add        bool
-}
-
-func applyOps(h http.Header, ops []headerOp) {
-	for _, op := range ops {
-		if op.add {
-			h.Add(op.key, op.value)
-		} else {
-			h.Set(op.key, op.value)
-		}
-	}
-}
-
 // hopByHop are the headers a proxy does not forward.
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}

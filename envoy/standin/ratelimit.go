@@ -54,7 +54,7 @@ func (p *pipeline) rateLimit(ex *exchange) bool {
 		ex.header.Add(hv.GetKey(), hv.GetValue())
 	}
 	for _, hv := range resp.GetResponseHeadersToAdd() {
-		ex.respOps = append(ex.respOps, headerOp{key: hv.GetKey(), value: hv.GetValue(), add: true})
+		ex.respOps = append(ex.respOps, headerOp{key: hv.GetKey(), value: hv.GetValue(), action: addValue})
 	}
 	return true
 }
@@ -149,9 +149,9 @@ func xRateLimitHeaders(statuses []*rlsv3.RateLimitResponse_DescriptorStatus) []h
 		}
 	}
 	return []headerOp{
-		{key: "X-Ratelimit-Limit", value: b.String(), add: true},
-		{key: "X-Ratelimit-Remaining", value: strconv.FormatUint(uint64(least.GetLimitRemaining()), 10), add: true},
-		{key: "X-Ratelimit-Reset", value: strconv.FormatInt(least.GetDurationUntilReset().GetSeconds(), 10), add: true},
+		{key: "X-Ratelimit-Limit", value: b.String(), action: addValue},
+		{key: "X-Ratelimit-Remaining", value: strconv.FormatUint(uint64(least.GetLimitRemaining()), 10), action: addValue},
+		{key: "X-Ratelimit-Reset", value: strconv.FormatInt(least.GetDurationUntilReset().GetSeconds(), 10), action: addValue},
 	}
 }
 
