@@ -2,7 +2,6 @@ package standin
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,10 +22,8 @@ func (p *pipeline) rateLimit(ex *exchange) bool {
 	if len(descs) == 0 {
 		return true
 	}
+	// Like Envoy, every overall code but OVER_LIMIT (UNKNOWN included) is OK.
 	resp, err := p.shouldRateLimit(ex, f, &rlsv3.RateLimitRequest{Domain: f.domain, Descriptors: descs})
-	if err == nil && resp.GetOverallCode() != rlsv3.RateLimitResponse_OK && resp.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
-		err = errUnknownCode
-	}
 	if err != nil {
 		p.g.metrics.ratelimit.WithLabelValues("error").Inc()
 		p.g.throttledWarn("ratelimit call failed", "cluster", f.cluster, "error", err)
@@ -58,10 +55,6 @@ func (p *pipeline) rateLimit(ex *exchange) bool {
 	}
 	return true
 }
-
-// errUnknownCode is an answer that is neither OK nor OVER_LIMIT, which
-// Envoy treats as an error.
-var errUnknownCode = errors.New("ratelimit answered with an UNKNOWN overall code")
 
 func (p *pipeline) shouldRateLimit(ex *exchange, f *rateLimitFilter, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	u := p.upstreams[f.cluster]
