@@ -61,8 +61,8 @@ func (p *pipeline) authorize(ex *exchange) bool {
 	}
 	p.g.metrics.authz.WithLabelValues("denied").Inc()
 	d := resp.GetDeniedResponse()
-	status := http.StatusForbidden
-	if c := int(d.GetStatus().GetCode()); c > 0 {
+	status := http.StatusForbidden // also for a code that is no final HTTP status, as Envoy maps it
+	if c := int(d.GetStatus().GetCode()); c >= 200 && c <= 599 {
 		status = c
 	}
 	h := http.Header{}

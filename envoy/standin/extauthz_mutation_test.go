@@ -7,7 +7,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/genproto/googleapis/rpc/status"
 )
 
@@ -90,6 +92,31 @@ func TestAuthzOKHeadersFollowAppendAction(t *testing.T) {
 	} {
 		if got := resp.Header.Values(k); !cmp.Equal(got, want) {
 			t.Errorf("client response %s = %q, want %q", k, got, want)
+		}
+	}
+}
+
+// A denied status that is not a final HTTP status is 403, as Envoy maps an
+// invalid code.
+func TestAuthzDeniedStatusOutOfRangeIs403(t *testing.T) {
+	h, _ := providerHarness(t, defaultFixture())
+	for _, tc := range []struct {
+		code typev3.StatusCode
+		want int
+	}{
+		{0, 403}, {1, 403}, {99, 403}, {100, 403}, {199, 403}, {200, 200},
+		{451, 451}, {599, 599}, {600, 403}, {1000, 403}, {-1, 403},
+	} {
+		h.authz.setAnswer(func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+			return &authv3.CheckResponse{
+				Status: &status.Status{Code: int32(code.Code_PERMISSION_DENIED)},
+				HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+					Status: &typev3.HttpStatus{Code: tc.code}, Body: "no",
+				}},
+			}, nil
+		})
+		if resp, body := h.do("GET", "/openai/v1/models", nil, ""); resp.StatusCode != tc.want || body != "no" {
+			t.Errorf("denied with status %d: answer = %d %q, want %d %q", tc.code, resp.StatusCode, body, tc.want, "no")
 		}
 	}
 }
