@@ -51,8 +51,11 @@ func (p *pipeline) forward(ex *exchange) {
 		}
 	}
 	backoff := rt.retry.baseInterval()
+	releaseRetry := func() {} // the max_retries slot of the retry in flight
+	defer func() { releaseRetry() }()
 	for attempt := 0; ; attempt++ {
 		resp, fail, started := p.attempt(ctx, ex, u)
+		releaseRetry() // as Envoy, a retry counts until its attempt's outcome
 		if !p.shouldRetry(ex, u, attempt, resp, fail) {
 			p.answer(ex, resp, fail, started)
 			return
@@ -62,6 +65,7 @@ func (p *pipeline) forward(ex *exchange) {
 			p.answer(ex, resp, fail, started)
 			return
 		}
+		releaseRetry = release
 		if resp != nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
@@ -71,12 +75,10 @@ func (p *pipeline) forward(ex *exchange) {
 		backoff = min(2*backoff, rt.retry.max)
 		select {
 		case <-ctx.Done():
-			release()
 			p.answer(ex, nil, failTimeout, time.Now())
 			return
 		case <-time.After(wait):
 		}
-		release()
 	}
 }
 
