@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -18,16 +19,17 @@ import (
 const partialBodyHeader = "x-envoy-auth-partial-body"
 
 // authorize is the ext_authz filter: true lets the request go on; false
-// means a reply went out.
+// means a reply went out. Like Envoy's it checks nothing without a route
+// (the router answers 404) or on a route that disables it.
 func (p *pipeline) authorize(ex *exchange) bool {
 	f := p.cfg.listener.authz
-	if f == nil || ex.route != nil && ex.route.authzOff[f.name] {
+	if f == nil || ex.route == nil || ex.route.authzOff[f.name] {
 		return true
 	}
 	if f.withBody && !ex.body.complete {
 		if err := ex.body.fill(f.maxBody + 1); err != nil {
-			p.g.log.Debug("reading the request body for ext_authz", "error", err)
-			return false // the client is gone
+			p.bodyFailed(ex, err)
+			return false
 		}
 		if !f.allowPartial && len(ex.body.buf) > f.maxBody {
 			p.reply(ex, http.StatusRequestEntityTooLarge, nil, "Payload Too Large")
@@ -59,17 +61,13 @@ func (p *pipeline) authorize(ex *exchange) bool {
 	}
 	p.g.metrics.authz.WithLabelValues("denied").Inc()
 	d := resp.GetDeniedResponse()
-	status := http.StatusForbidden
-	if c := int(d.GetStatus().GetCode()); c > 0 {
+	status := http.StatusForbidden // also for a code that is no final HTTP status, as Envoy maps it
+	if c := int(d.GetStatus().GetCode()); c >= 200 && c <= 599 {
 		status = c
 	}
 	h := http.Header{}
 	for _, o := range d.GetHeaders() {
-		if o.GetAppend().GetValue() {
-			h.Add(o.GetHeader().GetKey(), o.GetHeader().GetValue())
-		} else {
-			h.Set(o.GetHeader().GetKey(), o.GetHeader().GetValue())
-		}
+		headerOpOf(o, false).apply(h)
 	}
 	p.reply(ex, status, h, d.GetBody())
 	return false
@@ -97,35 +95,36 @@ func (p *pipeline) check(ex *exchange, f *authzFilter) (*authv3.CheckResponse, e
 // peers, and the request with lower-case headers (pseudo-headers included,
 // repeated ones joined by ","), the path with its query, and the body up to
 // the filter's bound with x-envoy-auth-partial-body saying whether it was
-// cut.
+// cut. Every string is valid UTF-8 (see validUTF8): the client's bytes
+// could otherwise make the message impossible to marshal.
 func checkRequest(ex *exchange, f *authzFilter) *authv3.CheckRequest {
 	r := ex.r
 	headers := map[string]string{
-		":authority": ex.authority, ":path": ex.path, ":method": r.Method, ":scheme": "http",
+		":authority": validUTF8(ex.authority), ":path": validUTF8(ex.path), ":method": validUTF8(r.Method), ":scheme": "http",
 	}
 	for k, vs := range ex.header {
 		lk := strings.ToLower(k)
 		if lk == partialBodyHeader {
 			continue // a client's copy would lie about the body
 		}
-		headers[lk] = strings.Join(vs, ",")
+		headers[lk] = validUTF8(strings.Join(vs, ","))
 	}
 	hr := &authv3.AttributeContext_HttpRequest{
-		Id:       ex.header.Get("X-Request-Id"),
-		Method:   r.Method,
+		Id:       validUTF8(ex.header.Get("X-Request-Id")),
+		Method:   validUTF8(r.Method),
 		Headers:  headers,
-		Path:     ex.path,
-		Host:     ex.authority,
+		Path:     validUTF8(ex.path),
+		Host:     validUTF8(ex.authority),
 		Scheme:   "http",
 		Size:     int64(len(ex.body.buf)),
-		Protocol: protocol(r),
+		Protocol: validUTF8(protocol(r)),
 	}
 	if f.withBody && len(ex.body.buf) > 0 {
 		n := min(len(ex.body.buf), f.maxBody)
 		if f.packAsBytes {
 			hr.RawBody = ex.body.buf[:n]
 		} else {
-			hr.Body = strings.ToValidUTF8(string(ex.body.buf[:n]), "\uFFFD")
+			hr.Body = validUTF8(string(ex.body.buf[:n]))
 		}
 		headers[partialBodyHeader] = strconv.FormatBool(n != len(ex.body.buf))
 	}
@@ -134,6 +133,27 @@ func checkRequest(ex *exchange, f *authzFilter) *authv3.CheckRequest {
 		Destination: &authv3.AttributeContext_Peer{Address: socketAddress(localAddr(r))},
 		Request:     &authv3.AttributeContext_Request{Time: timestamppb.New(ex.start), Http: hr},
 	}}
+}
+
+// validUTF8 is s with every byte that is not part of valid UTF-8 replaced
+// by '!', as Envoy sanitises the strings it sends in gRPC calls (its
+// MessageUtil::sanitizeUtf8String: one '!' per invalid byte).
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteByte('!')
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // protocol is the request's protocol as Envoy names it.
@@ -162,8 +182,8 @@ func socketAddress(hostport string) *corev3.Address {
 	}}}
 }
 
-// applyOK applies an OK answer's mutations as Envoy does: headers set (or
-// appended when append is true), headers removed, query parameters set and
+// applyOK applies an OK answer's mutations as Envoy does: headers by their
+// append_action (see headerOpOf), headers removed, query parameters set and
 // removed, and response headers kept for the client's response. A header
 // that is not a valid name or value refuses the whole answer.
 func applyOK(ex *exchange, ok *authv3.OkHttpResponse) error {
@@ -174,11 +194,7 @@ func applyOK(ex *exchange, ok *authv3.OkHttpResponse) error {
 		}
 	}
 	for _, o := range ok.GetHeaders() {
-		if o.GetAppend().GetValue() {
-			ex.header.Add(o.GetHeader().GetKey(), o.GetHeader().GetValue())
-		} else {
-			ex.header.Set(o.GetHeader().GetKey(), o.GetHeader().GetValue())
-		}
+		headerOpOf(o, true).apply(ex.header)
 	}
 	for _, name := range ok.GetHeadersToRemove() {
 		if strings.HasPrefix(name, ":") || strings.EqualFold(name, "host") {
@@ -187,7 +203,7 @@ func applyOK(ex *exchange, ok *authv3.OkHttpResponse) error {
 		ex.header.Del(name)
 	}
 	for _, o := range ok.GetResponseHeadersToAdd() {
-		ex.respOps = append(ex.respOps, headerOp{key: o.GetHeader().GetKey(), value: o.GetHeader().GetValue(), add: o.GetAppend().GetValue()})
+		ex.respOps = append(ex.respOps, headerOpOf(o, false))
 	}
 	if len(ok.GetQueryParametersToSet()) > 0 || len(ok.GetQueryParametersToRemove()) > 0 {
 		ex.path = mutateQuery(ex.path, ok)

@@ -147,8 +147,8 @@ func TestAuthzOKAppliesMutations(t *testing.T) {
 	if got := up.header.Values("X-Set"); !cmp.Equal(got, []string{"new"}) {
 		t.Errorf("upstream x-set = %q, want [new]", got)
 	}
-	if got := up.header.Values("X-Append"); !cmp.Equal(got, []string{"one", "two"}) {
-		t.Errorf("upstream x-append = %q, want [one two]", got)
+	if got := up.header.Values("X-Append"); !cmp.Equal(got, []string{"one,two"}) {
+		t.Errorf("upstream x-append = %q, want [one,two]", got)
 	}
 	if up.header.Get("X-Drop") != "" {
 		t.Error("upstream got x-drop")
@@ -254,3 +254,51 @@ func TestAuthzDisabledRoutesSkipCheck(t *testing.T) {
 }
 
 func wrapBool(v bool) *wrapperspb.BoolValue { return wrapperspb.Bool(v) }
+
+// A header value or a query that is not UTF-8 reaches ext_authz with every
+// invalid byte replaced by '!', as Envoy sanitises what it sends over gRPC
+// (a raw one would fail to marshal, and failure_mode_allow would let the
+// request through unchecked).
+func TestCheckRequestIsValidUTF8(t *testing.T) {
+	h, rec := providerHarness(t, defaultFixture())
+	resp, _ := h.raw("GET /openai/v1/models?q=\xff\xfe&r=caf\xc3\xa9 HTTP/1.1\r\nHost: gw\r\nX-Foo: a\xffb\r\nX-Request-Id: id\xc0\r\nConnection: close\r\n\r\n")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d, want 200", resp.StatusCode)
+	}
+	got := h.authz.requests()
+	if len(got) != 1 {
+		t.Fatalf("Check calls = %d, want 1", len(got))
+	}
+	hr := got[0].GetAttributes().GetRequest().GetHttp()
+	const wantPath = "/openai/v1/models?q=!!&r=caf\u00e9"
+	if hr.GetPath() != wantPath || hr.GetHeaders()[":path"] != wantPath {
+		t.Errorf("path = %q, :path = %q; want %q", hr.GetPath(), hr.GetHeaders()[":path"], wantPath)
+	}
+	if v := hr.GetHeaders()["x-foo"]; v != "a!b" {
+		t.Errorf("x-foo = %q, want %q", v, "a!b")
+	}
+	if hr.GetId() != "id!" || hr.GetHeaders()["x-request-id"] != "id!" {
+		t.Errorf("id = %q, x-request-id = %q; want %q", hr.GetId(), hr.GetHeaders()["x-request-id"], "id!")
+	}
+	if len(h.rls.requests()) != 1 {
+		t.Errorf("ShouldRateLimit calls = %d, want 1", len(h.rls.requests()))
+	}
+	// Only the gRPC message is sanitised: the upstream gets the bytes sent.
+	if up := rec.requests(); len(up) != 1 || up[0].header.Get("X-Foo") != "a\xffb" {
+		t.Errorf("upstream got %+v, want x-foo as sent", up)
+	}
+}
+
+// With no route Envoy's ext_authz filter skips the check, and the router
+// answers 404.
+func TestNoRouteSkipsTheCheck(t *testing.T) {
+	h, _ := providerHarness(t, defaultFixture())
+	h.authz.setAnswer(failing)
+	resp, body := h.rawGet("/nowhere")
+	if resp.StatusCode != http.StatusNotFound || body != "" {
+		t.Errorf("answer = %d %q, want 404 with no body", resp.StatusCode, body)
+	}
+	if n := len(h.authz.requests()); n != 0 {
+		t.Errorf("Check calls = %d, want 0", n)
+	}
+}

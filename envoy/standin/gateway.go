@@ -34,6 +34,9 @@ import (
 // NodeCluster is the node cluster the gateway names itself with.
 const NodeCluster = "leaky-gateway"
 
+// defaultStreamIdle is Envoy's default stream_idle_timeout.
+const defaultStreamIdle = 5 * time.Minute
+
 // Config is the gateway's command line.
 type Config struct {
 	Listen    string // the listener's host:port; it wins over the address LDS gives
@@ -94,9 +97,9 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Gateway is the stand-in. New binds its sockets; Run serves, once. A
-// Gateway whose Run is never called holds its sockets until the process
-// ends.
+// Gateway is the stand-in. New binds its sockets; Run serves, once, and
+// releases them when it returns; a Gateway whose Run is never called
+// releases them with Close.
 type Gateway struct {
 	cfg      Config
 	log      *slog.Logger
@@ -107,12 +110,23 @@ type Gateway struct {
 	xdsConn  *grpc.ClientConn
 	ads      *ads.Client
 	throttle *serve.Throttle
+	// streamIdle is Envoy's stream_idle_timeout: how long a read of a
+	// request body or a write of a response may wait (defaultStreamIdle;
+	// tests shorten it before Run).
+	streamIdle time.Duration
 
 	current atomic.Pointer[pipeline] // nil until the first configuration
 
 	applyMu   sync.Mutex
 	upstreams map[string]*upstream
+
+	lifeMu sync.Mutex
+	ran    bool // Run was called: it releases the sockets
+	closed bool // Close released them
 }
+
+// errClosed is Run after Close.
+var errClosed = errors.New("gateway: closed")
 
 // New validates cfg and binds the listener and the admin address, so both
 // are known before Run.
@@ -120,7 +134,8 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: logger, metrics: newMetrics(), throttle: serve.NewThrottle(10 * time.Second), upstreams: map[string]*upstream{}}
+	g := &Gateway{cfg: cfg, log: logger, metrics: newMetrics(), throttle: serve.NewThrottle(10 * time.Second),
+		streamIdle: defaultStreamIdle, upstreams: map[string]*upstream{}}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
@@ -135,7 +150,7 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	}
 	g.xdsConn, err = grpc.NewClient(cfg.XDSAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		g.closeSockets()
+		_ = g.closeSockets()
 		return nil, fmt.Errorf("xds client: %w", err)
 	}
 	state := &xdsState{compiler: &compiler{allow: newAllowList()}, apply: g.apply, metrics: g.metrics, log: logger, types: map[string]typeSet{}}
@@ -144,11 +159,26 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	return g, nil
 }
 
-func (g *Gateway) closeSockets() {
-	g.front.lis.Close()
+func (g *Gateway) closeSockets() error {
+	err := g.front.lis.Close()
 	if g.adminLis != nil {
-		g.adminLis.Close()
+		err = errors.Join(err, g.adminLis.Close())
 	}
+	return err
+}
+
+// Close releases what New bound (the listener, the admin socket and the
+// xDS client connection) when Run is never called; once Run was called it
+// does nothing, as Run releases them when it returns. Close may be called
+// more than once; Run after Close fails.
+func (g *Gateway) Close() error {
+	g.lifeMu.Lock()
+	defer g.lifeMu.Unlock()
+	if g.ran || g.closed {
+		return nil
+	}
+	g.closed = true
+	return errors.Join(g.closeSockets(), g.xdsConn.Close())
 }
 
 // Addr is the listener's bound address.
@@ -162,8 +192,16 @@ func (g *Gateway) AdminAddr() string {
 	return g.adminLis.Addr().String()
 }
 
-// Run serves until ctx ends, then drains within ShutdownGrace.
+// Run serves until ctx ends, then drains within ShutdownGrace and releases
+// the sockets. It fails at once after Close.
 func (g *Gateway) Run(ctx context.Context) error {
+	g.lifeMu.Lock()
+	closed := g.closed
+	g.ran = true
+	g.lifeMu.Unlock()
+	if closed {
+		return errClosed
+	}
 	g.log.Info("gateway serving", "listen", g.Addr(), "admin", g.AdminAddr(), "xds_addr", g.cfg.XDSAddr, "node_id", g.cfg.NodeID)
 	g.front.use(bootSettings())
 	eg, ctx := errgroup.WithContext(ctx)

@@ -33,22 +33,17 @@ type exchange struct {
 	// respOps are what the filters add to the client's response (ext_authz
 	// response_headers_to_add, the rate-limit headers), whatever answers.
 	respOps []headerOp
+	// rc sets the connection's deadlines: every read of the body and every
+	// write of the response must make progress within idle.
+	rc   *http.ResponseController
+	idle time.Duration
 }
 
-// headerOp sets (or, with add, appends) one header.
-type headerOp struct {
-	key, value string
-	add        bool
-}
-
-func applyOps(h http.Header, ops []headerOp) {
-	for _, op := range ops {
-		if op.add {
-			h.Add(op.key, op.value)
-		} else {
-			h.Set(op.key, op.value)
-		}
-	}
+// extendWrite gives the next write to the client the stream idle timeout.
+// (Renewed before each write, it never cuts a response that keeps
+// flowing.)
+func (ex *exchange) extendWrite() {
+	_ = ex.rc.SetWriteDeadline(time.Now().Add(ex.idle)) // not supported: no timeout
 }
 
 // hopByHop are the headers a proxy does not forward.
@@ -70,7 +65,9 @@ func removeHopByHop(h http.Header) {
 // early header mutation, route selection, ext_authz, ratelimit and the
 // router.
 func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{w: w, r: r, start: time.Now(), authority: r.Host, header: r.Header.Clone()}
+	ex := &exchange{w: w, r: r, start: time.Now(), authority: r.Host, header: r.Header.Clone(),
+		rc: http.NewResponseController(w), idle: p.g.streamIdle}
+	ex.extendWrite() // the server's own writes too (100 Continue)
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
 		p.reply(ex, http.StatusUpgradeRequired, nil, "")
 		return
@@ -93,7 +90,7 @@ func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
 	if ex.header.Get("X-Forwarded-Proto") == "" {
 		ex.header.Set("X-Forwarded-Proto", "http")
 	}
-	ex.body = newRequestBody(r)
+	ex.body = newRequestBody(r, ex.rc, ex.idle)
 	ex.route = p.match(ex.authority, path)
 	if !p.authorize(ex) || !p.rateLimit(ex) {
 		return
@@ -173,8 +170,8 @@ func (p *pipeline) earlyMutation(h http.Header) {
 }
 
 // match selects the virtual host by the authority, then the first route
-// whose prefix the path starts with. Nil: no route (404 after the filters,
-// as Envoy answers).
+// whose prefix the path starts with. Nil: no route (the filters let it
+// pass unchecked and the router answers 404, as Envoy does).
 func (p *pipeline) match(authority, path string) *route {
 	vh := p.cfg.routes.virtualHost(strings.ToLower(authority))
 	if vh == nil {
@@ -233,6 +230,7 @@ func (p *pipeline) reply(ex *exchange, status int, h http.Header, body string) {
 		out.Set("Content-Type", "text/plain")
 	}
 	out.Set("Content-Length", strconv.Itoa(len(body)))
+	ex.extendWrite()
 	ex.w.WriteHeader(status)
 	_, _ = ex.w.Write([]byte(body))
 	p.g.metrics.requests.WithLabelValues(routeLabel(ex.route), strconv.Itoa(status)).Inc()

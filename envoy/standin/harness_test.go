@@ -1,6 +1,7 @@
 package standin
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -134,7 +135,11 @@ type harness struct {
 	client *http.Client
 }
 
-func newHarness(t *testing.T, f fixture) *harness {
+func newHarness(t *testing.T, f fixture) *harness { return newHarnessWith(t, f, nil) }
+
+// newHarnessWith is newHarness with tweak applied to the gateway between
+// New and Run (nil: none).
+func newHarnessWith(t *testing.T, f fixture, tweak func(*Gateway)) *harness {
 	h := &harness{t: t, xds: newXDSServer(t), authz: newFakeAuthz(t), rls: newFakeRLS(t), client: &http.Client{Timeout: waitBound}}
 	if _, ok := f.endpoints[model.ServiceAuthzGRPC]; !ok {
 		f.endpoints[model.ServiceAuthzGRPC] = []string{h.authz.addr}
@@ -143,12 +148,12 @@ func newHarness(t *testing.T, f fixture) *harness {
 		f.endpoints[model.ServiceRatelimitGRPC] = []string{h.rls.addr}
 	}
 	h.fix = f
-	h.gw = startGateway(t, h.xds.addr)
+	h.gw = startGateway(t, h.xds.addr, tweak)
 	h.base, h.admin = "http://"+h.gw.Addr(), "http://"+h.gw.AdminAddr()
 	return h
 }
 
-func startGateway(t *testing.T, xdsAddr string) *Gateway {
+func startGateway(t *testing.T, xdsAddr string, tweak func(*Gateway)) *Gateway {
 	cfg := Config{
 		Listen: "127.0.0.1:0", XDSAddr: xdsAddr, AdminAddr: "127.0.0.1:0", NodeID: testNode,
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, ShutdownGrace: 5 * time.Second,
@@ -156,6 +161,9 @@ func startGateway(t *testing.T, xdsAddr string) *Gateway {
 	gw, err := New(cfg, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tweak != nil {
+		tweak(gw)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -230,5 +238,27 @@ func (h *harness) do(method, path string, header http.Header, body string) (*htt
 	if err != nil {
 		h.t.Fatalf("%s %s: reading the body: %v", method, path, err)
 	}
+	return resp, string(b)
+}
+
+// raw sends request exactly as written on a connection of its own and
+// reads the answer, waiting up to waitBound for it.
+func (h *harness) raw(request string) (*http.Response, string) {
+	h.t.Helper()
+	conn, err := net.Dial("tcp", h.gw.Addr())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(waitBound))
+	if _, err := io.WriteString(conn, request); err != nil {
+		h.t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		h.t.Fatalf("reading the answer to %q: %v", request, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
 	return resp, string(b)
 }

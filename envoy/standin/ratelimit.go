@@ -2,7 +2,6 @@ package standin
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,10 +22,8 @@ func (p *pipeline) rateLimit(ex *exchange) bool {
 	if len(descs) == 0 {
 		return true
 	}
+	// Like Envoy, every overall code but OVER_LIMIT (UNKNOWN included) is OK.
 	resp, err := p.shouldRateLimit(ex, f, &rlsv3.RateLimitRequest{Domain: f.domain, Descriptors: descs})
-	if err == nil && resp.GetOverallCode() != rlsv3.RateLimitResponse_OK && resp.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
-		err = errUnknownCode
-	}
 	if err != nil {
 		p.g.metrics.ratelimit.WithLabelValues("error").Inc()
 		p.g.throttledWarn("ratelimit call failed", "cluster", f.cluster, "error", err)
@@ -54,14 +51,10 @@ func (p *pipeline) rateLimit(ex *exchange) bool {
 		ex.header.Add(hv.GetKey(), hv.GetValue())
 	}
 	for _, hv := range resp.GetResponseHeadersToAdd() {
-		ex.respOps = append(ex.respOps, headerOp{key: hv.GetKey(), value: hv.GetValue(), add: true})
+		ex.respOps = append(ex.respOps, headerOp{key: hv.GetKey(), value: hv.GetValue(), action: addValue})
 	}
 	return true
 }
-
-// errUnknownCode is an answer that is neither OK nor OVER_LIMIT, which
-// Envoy treats as an error.
-var errUnknownCode = errors.New("ratelimit answered with an UNKNOWN overall code")
 
 func (p *pipeline) shouldRateLimit(ex *exchange, f *rateLimitFilter, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	u := p.upstreams[f.cluster]
@@ -84,6 +77,7 @@ func (p *pipeline) shouldRateLimit(ex *exchange, f *rateLimitFilter, req *rlsv3.
 // descriptor (unless the action says skip_if_absent, which drops the entry
 // alone), and the hits_addend comes from its number or its %REQ(h)% format;
 // a format whose value is not a number up to 10^9 drops the descriptor.
+// Values are made valid UTF-8 as in the CheckRequest.
 func (p *pipeline) descriptors(rules []rateLimitRule, h http.Header) []*ratelimitv3.RateLimitDescriptor {
 	var out []*ratelimitv3.RateLimitDescriptor
 rules:
@@ -97,7 +91,7 @@ rules:
 				}
 				continue rules
 			}
-			d.Entries = append(d.Entries, &ratelimitv3.RateLimitDescriptor_Entry{Key: a.key, Value: vs[0]})
+			d.Entries = append(d.Entries, &ratelimitv3.RateLimitDescriptor_Entry{Key: a.key, Value: validUTF8(vs[0])})
 		}
 		if len(d.Entries) == 0 {
 			continue
@@ -148,9 +142,9 @@ func xRateLimitHeaders(statuses []*rlsv3.RateLimitResponse_DescriptorStatus) []h
 		}
 	}
 	return []headerOp{
-		{key: "X-Ratelimit-Limit", value: b.String(), add: true},
-		{key: "X-Ratelimit-Remaining", value: strconv.FormatUint(uint64(least.GetLimitRemaining()), 10), add: true},
-		{key: "X-Ratelimit-Reset", value: strconv.FormatInt(least.GetDurationUntilReset().GetSeconds(), 10), add: true},
+		{key: "X-Ratelimit-Limit", value: b.String(), action: addValue},
+		{key: "X-Ratelimit-Remaining", value: strconv.FormatUint(uint64(least.GetLimitRemaining()), 10), action: addValue},
+		{key: "X-Ratelimit-Reset", value: strconv.FormatInt(least.GetDurationUntilReset().GetSeconds(), 10), action: addValue},
 	}
 }
 

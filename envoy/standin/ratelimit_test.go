@@ -204,3 +204,37 @@ func TestRoutesWithoutRateLimitsMakeNoCall(t *testing.T) {
 		t.Errorf("Check %d, ShouldRateLimit %d; want 1 and 0", len(h.authz.requests()), len(h.rls.requests()))
 	}
 }
+
+// A descriptor value from a header that is not UTF-8 is sanitised as
+// Envoy does, so that the RateLimitRequest can be marshalled.
+func TestDescriptorValuesAreValidUTF8(t *testing.T) {
+	rules := []rateLimitRule{{actions: []headerAction{{header: "x-team", key: "team"}}}}
+	got := (&pipeline{}).descriptors(rules, http.Header{"X-Team": {"a\xffb"}})
+	want := []*ratelimitv3.RateLimitDescriptor{{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: "team", Value: "a!b"}}}}
+	if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
+		t.Errorf("descriptors (-want +got):\n%s", d)
+	}
+}
+
+// Envoy treats every overall code but OVER_LIMIT as OK, UNKNOWN included:
+// the request goes on, even with failure_mode_deny, with the answer's
+// headers applied.
+func TestRateLimitUnknownCodeIsOK(t *testing.T) {
+	f := defaultFixture()
+	f.rlFailureDeny = true
+	h, rec := providerHarness(t, f)
+	h.rls.setAnswer(func(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+		return &rlsv3.RateLimitResponse{
+			OverallCode:          rlsv3.RateLimitResponse_UNKNOWN,
+			RequestHeadersToAdd:  []*corev3.HeaderValue{{Key: "x-rls-said", Value: "unknown"}},
+			ResponseHeadersToAdd: []*corev3.HeaderValue{{Key: "x-rls-told", Value: "client"}},
+		}, nil
+	})
+	resp, _ := h.do("POST", "/openai/v1/chat/completions", nil, `{}`)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Rls-Told") != "client" {
+		t.Errorf("answer = %d %v, want 200 with x-rls-told", resp.StatusCode, resp.Header)
+	}
+	if up := rec.requests(); len(up) != 1 || up[0].header.Get("X-Rls-Said") != "unknown" {
+		t.Errorf("upstream got %+v, want one request with x-rls-said", up)
+	}
+}

@@ -46,12 +46,16 @@ func (p *pipeline) forward(ex *exchange) {
 	defer cancel()
 	if rt.retry != nil && rt.retry.retries > 0 {
 		if err := ex.body.fill(retryBufferLimit + 1); err != nil {
-			return // the client is gone
+			p.bodyFailed(ex, err)
+			return
 		}
 	}
 	backoff := rt.retry.baseInterval()
+	releaseRetry := func() {} // the max_retries slot of the retry in flight
+	defer func() { releaseRetry() }()
 	for attempt := 0; ; attempt++ {
 		resp, fail, started := p.attempt(ctx, ex, u)
+		releaseRetry() // as Envoy, a retry counts until its attempt's outcome
 		if !p.shouldRetry(ex, u, attempt, resp, fail) {
 			p.answer(ex, resp, fail, started)
 			return
@@ -61,6 +65,7 @@ func (p *pipeline) forward(ex *exchange) {
 			p.answer(ex, resp, fail, started)
 			return
 		}
+		releaseRetry = release
 		if resp != nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
@@ -70,12 +75,10 @@ func (p *pipeline) forward(ex *exchange) {
 		backoff = min(2*backoff, rt.retry.max)
 		select {
 		case <-ctx.Done():
-			release()
 			p.answer(ex, nil, failTimeout, time.Now())
 			return
 		case <-time.After(wait):
 		}
-		release()
 	}
 }
 
@@ -218,6 +221,10 @@ func (p *pipeline) upstreamRequest(ctx context.Context, ex *exchange, addr strin
 // reply for why there is none.
 func (p *pipeline) answer(ex *exchange, resp *http.Response, fail failure, started time.Time) {
 	if resp == nil {
+		if ex.body.timedOut.Load() { // the client stopped the body being streamed upstream
+			p.reply(ex, http.StatusRequestTimeout, nil, bodyStreamTimeout)
+			return
+		}
 		switch fail {
 		case failNone:
 			p.reply(ex, http.StatusServiceUnavailable, nil, bodyNoHealthyUpstream)
@@ -243,9 +250,10 @@ func (p *pipeline) answer(ex *exchange, resp *http.Response, fail failure, start
 	if resp.ContentLength >= 0 && out.Get("Content-Length") == "" {
 		out.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}
+	ex.extendWrite()
 	ex.w.WriteHeader(resp.StatusCode)
 	p.g.metrics.requests.WithLabelValues(ex.route.label(), strconv.Itoa(resp.StatusCode)).Inc()
-	if err := stream(ex.w, resp.Body); err != nil {
+	if err := stream(ex, resp.Body); err != nil {
 		// The upstream reset or the route timeout struck mid-body: reset
 		// the client's stream too, as Envoy does (net/http's documented
 		// way to abort a response).
@@ -254,17 +262,20 @@ func (p *pipeline) answer(ex *exchange, resp *http.Response, fail failure, start
 }
 
 // stream copies the body, flushing after every read so that an event
-// stream reaches the client event by event.
-func stream(w http.ResponseWriter, body io.Reader) error {
-	rc := http.NewResponseController(w)
+// stream reaches the client event by event. Each write has the stream
+// idle timeout: a client that stops reading is given up.
+func stream(ex *exchange, body io.Reader) error {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return nil // the client is gone; nothing to tell it
+			ex.extendWrite()
+			if _, werr := ex.w.Write(buf[:n]); werr != nil {
+				return nil // the client is gone or stalled; nothing to tell it
 			}
-			_ = rc.Flush()
+			if ferr := ex.rc.Flush(); ferr != nil {
+				return nil
+			}
 		}
 		if errors.Is(err, io.EOF) {
 			return nil

@@ -72,21 +72,7 @@ func TestRoutingRewritesAndNormalises(t *testing.T) {
 // rawGet sends the path exactly as written (no client-side cleaning).
 func (h *harness) rawGet(path string) (*http.Response, string) {
 	h.t.Helper()
-	conn, err := net.Dial("tcp", h.gw.Addr())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(waitBound))
-	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"); err != nil {
-		h.t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	return h.raw("GET " + path + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 }
 
 func TestRetriesOn5xxNeverOn429(t *testing.T) {
@@ -267,5 +253,51 @@ func TestOutlierDetectionEjectsAFailingEndpoint(t *testing.T) {
 	}
 	if n := len(bad.requests()); n != 5 {
 		t.Errorf("the ejected endpoint got %d requests, want still 5", n)
+	}
+}
+
+// A retry holds its max_retries slot until its attempt is over (Envoy
+// counts retries in flight): while one request's retry waits on the
+// upstream, another request's failure is not retried.
+func TestRetrySlotIsHeldForTheAttempt(t *testing.T) {
+	rec := newRecorder(t)
+	f := defaultFixture()
+	f.endpoints[model.ProviderService("openai")] = []string{rec.addr()}
+	h := newHarness(t, f)
+	h.pushAndWait("v1", h.fix, editCluster(model.ProviderService("openai"), func(c *clusterv3.Cluster) {
+		c.CircuitBreakers.Thresholds[0].MaxRetries = wrapperspb.UInt32(1)
+	}))
+	var callsA, callsB atomic.Int32
+	retrying, release := make(chan struct{}), make(chan struct{})
+	rec.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Test") == "b" {
+			callsB.Add(1)
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		if callsA.Add(1) == 1 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		close(retrying)
+		<-release
+	})
+	first := make(chan int)
+	go func() {
+		resp, _ := h.do("GET", "/openai/v1/models", http.Header{"X-Test": {"a"}}, "")
+		first <- resp.StatusCode
+	}()
+	select {
+	case <-retrying:
+	case <-time.After(waitBound):
+		t.Fatal("the first request was not retried")
+	}
+	resp, _ := h.do("GET", "/openai/v1/models", http.Header{"X-Test": {"b"}}, "")
+	close(release)
+	if resp.StatusCode != http.StatusInternalServerError || callsB.Load() != 1 {
+		t.Errorf("with the only retry slot in use: %d after %d calls, want 500 after 1", resp.StatusCode, callsB.Load())
+	}
+	if code := <-first; code != http.StatusOK {
+		t.Errorf("the retried request = %d, want 200", code)
 	}
 }

@@ -120,3 +120,20 @@ func TestOutlierEjectionGrows(t *testing.T) {
 		t.Error("the second ejection did not last 2 × base_ejection_time")
 	}
 }
+
+func TestValidUTF8(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                 "",
+		"plain":            "plain",
+		"caf\u00e9 \uFFFD": "caf\u00e9 \uFFFD",
+		"a\xffb":           "a!b",
+		"\xff\xfe":         "!!",
+		"\xe2\x82":         "!!",   // a cut 3-byte sequence: one '!' per byte
+		"\xed\xa0\x80":     "!!!",  // a surrogate
+		"x\xc0\xafy":       "x!!y", // an overlong '/'
+	} {
+		if got := validUTF8(in); got != want {
+			t.Errorf("validUTF8(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
