@@ -216,6 +216,7 @@ func (d *dev) startGateway(f *devFlags) error {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	d.gatewayAddr, d.gwAdmin = gw.Addr(), gw.AdminAddr()
+	d.closers = append(d.closers, func() { gw.Close() }) // nothing once Run has been called
 	d.runners = append(d.runners, runner{"gateway", gw.Run})
 	return nil
 }
