@@ -188,6 +188,7 @@ func (s *Service) listen() error {
 		Handler:  s.handler,
 		Gatherer: s.reg,
 		Probes:   []serve.Probe{{Name: "store", Check: s.pingStore}, {Name: "signing_keys", Check: s.signingKeysLoaded}},
+		Degraded: s.xds.Degraded,
 		// Stream workers avoid a goroutine (and its stack growth) per Check.
 		// A Check carries up to the policy's largest max_request_bytes of
 		// body beside the headers: above gRPC's default 4 MiB receive limit.

@@ -85,6 +85,7 @@ func (s *Service) newServer() (*serve.Server, error) {
 		HTTPAddr:       s.cfg.HTTPAddr,
 		Gatherer:       s.metrics.reg,
 		Probes:         []serve.Probe{s.storeProbe()},
+		Degraded:       s.xds.Degraded,
 		MaxRecvMsgSize: maxRecvMsg,
 		LogAttrs:       []any{serve.KeyStore, s.cfg.Store},
 		GRPCOptions: []grpc.ServerOption{

@@ -38,10 +38,16 @@ func TestConfigFromXDS(t *testing.T) {
 	if got := freeOpenAILimit(t, s); got != 4000 {
 		t.Fatalf("limit before any xDS configuration = %d, want the embedded example's 4000", got)
 	}
+	if code, body := httpGet(t, "http://"+s.svc.HTTPAddr()+"/readyz"); code != 200 || !strings.Contains(body, "no configuration from the control plane") {
+		t.Errorf("/readyz before any xDS configuration = %d %s; want 200, degraded, saying so", code, body)
+	}
 
 	pushed := time.Now()
 	ads.SetFiles(t, "v1", examplePolicy("4321"))
 	eventually(t, "the pushed capacity", func() bool { return freeOpenAILimit(t, s) == 4321 })
+	if _, body := httpGet(t, "http://"+s.svc.HTTPAddr()+"/readyz"); strings.Contains(body, "no configuration from the control plane") {
+		t.Errorf("/readyz after the first xDS configuration still says none came: %s", body)
+	}
 	t.Logf("a tier change pushed over xDS decided requests %v after it was set", time.Since(pushed))
 	ads.WaitRequest(t, "the ACK of v1", xdstest.ACK("v1"))
 

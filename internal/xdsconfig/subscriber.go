@@ -157,6 +157,18 @@ func (s *Subscriber) Version() string {
 	return s.version
 }
 
+// Degraded is what the service's /readyz says of its configuration: until
+// the first configuration from the control plane is applied, that it
+// serves its start configuration (the -config file, or the embedded
+// example). Nil for a nil Subscriber, so a service without -config-xds can
+// pass s.xds.Degraded as it is.
+func (s *Subscriber) Degraded() []string {
+	if s == nil || s.Version() != "" {
+		return nil
+	}
+	return []string{"config: no configuration from the control plane at " + s.addr + " yet; serving the start configuration"}
+}
+
 func (s *Subscriber) setVersion(v string) {
 	s.mu.Lock()
 	s.version = v
