@@ -183,9 +183,13 @@ func rlsFailing(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitRespo
 	return nil, errors.New("ratelimit is broken")
 }
 
+// rlsSlow answers after the caller has given up, with an error: an OK
+// sent as the server's copy of the deadline fires can beat the client's
+// own timer on a loaded machine.
 func rlsSlow(ctx context.Context, _ *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	select {
 	case <-ctx.Done():
+		return nil, ctx.Err()
 	case <-time.After(waitBound):
 	}
 	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
