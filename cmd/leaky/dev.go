@@ -75,24 +75,34 @@ func (f *devFlags) register(e env) (*flag.FlagSet, *serve.Config) {
 // the control plane over xDS), the control plane (on a policy file), and
 // the gateway: Envoy when it is on PATH, the stand-in otherwise.
 func runDev(ctx context.Context, e env, args []string) error {
+	f, err := parseDevFlags(e, args)
+	if err != nil {
+		return err
+	}
+	d := &dev{e: e}
+	defer d.close()
+	if err := d.start(ctx, f); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	printWalkthrough(e.stdout, d.walkthrough())
+	return d.run(ctx)
+}
+
+// parseDevFlags reads `leaky dev`'s flags (the environment, then args)
+// and checks -gateway.
+func parseDevFlags(e env, args []string) (*devFlags, error) {
 	var f devFlags
 	fs, bounds := f.register(e)
 	if err := parseFlags(e, fs, args); err != nil {
-		return err
+		return nil, err
 	}
 	f.rl.Config, f.az.Config, f.cp.Config = *bounds, *bounds, *bounds
 	switch f.gateway {
 	case gatewayAuto, gatewayStandin, gatewayEnvoy, gatewayNone:
 	default:
-		return fmt.Errorf("dev: -gateway %q: want auto, standin, envoy or none: %w", f.gateway, errUsage)
+		return nil, fmt.Errorf("dev: -gateway %q: want auto, standin, envoy or none: %w", f.gateway, errUsage)
 	}
-	d := &dev{e: e}
-	defer d.close()
-	if err := d.start(ctx, &f); err != nil {
-		return fmt.Errorf("dev: %w", err)
-	}
-	printWalkthrough(e.stdout, d.walkthrough())
-	return d.run(ctx)
+	return &f, nil
 }
 
 // dev is the running pieces of `leaky dev`.
@@ -221,19 +231,34 @@ func (d *dev) startGateway(f *devFlags) error {
 	return nil
 }
 
-// startControlplane binds the control plane on the policy file, with every
-// service pinned to its bound address, and starts Envoy when it is the
-// gateway.
+// startControlplane binds the control plane and starts Envoy when it is
+// the gateway.
 func (d *dev) startControlplane(f *devFlags) error {
+	cp, err := d.newControlplane(f)
+	if err != nil {
+		return err
+	}
+	d.cp = cp
+	d.closers, d.runners = append(d.closers, cp.Close), append(d.runners, runner{"controlplane", cp.Run})
+	if d.gateway == gatewayEnvoy {
+		return d.prepareEnvoy()
+	}
+	return nil
+}
+
+// newControlplane binds a control plane on the policy file and the xDS
+// address every piece subscribes to, with every service pinned to its
+// bound address. A control plane that stopped can be replaced by another
+// from the same f, with f.cp.HTTPAddr set to the address it had: the
+// clients reconnect to the same addresses.
+func (d *dev) newControlplane(f *devFlags) (*controlplane.Server, error) {
 	f.cp.PolicyPath, f.cp.XDSAddr, f.cp.Listener = d.policyPath, d.xds, d.gatewayAddr
 	f.cp.JWKSURL = "http://" + d.az.HTTPAddr() + "/.well-known/jwks.json"
 	f.cp.Issuer, f.cp.Audience = f.az.Issuer, f.az.Audience
 	cp, err := controlplane.New(f.cp, d.e.logger.With(serve.KeyService, "controlplane"), controlplane.Deps{})
 	if err != nil {
-		return fmt.Errorf("controlplane: %w", err)
+		return nil, fmt.Errorf("controlplane: %w", err)
 	}
-	d.cp = cp
-	d.closers, d.runners = append(d.closers, cp.Close), append(d.runners, runner{"controlplane", cp.Run})
 	pins := map[string][]string{
 		model.ServiceAuthzGRPC: {d.az.GRPCAddr()}, model.ServiceAuthzHTTP: {d.az.HTTPAddr()},
 		model.ServiceRatelimitGRPC: {d.rl.GRPCAddr()}, model.ServiceRatelimitHTTP: {d.rl.HTTPAddr()},
@@ -243,12 +268,10 @@ func (d *dev) startControlplane(f *devFlags) error {
 		pins[model.ProviderService(name)] = []string{addr}
 	}
 	if err := cp.Pin(pins); err != nil {
-		return err
+		cp.Close()
+		return nil, err
 	}
-	if d.gateway == gatewayEnvoy {
-		return d.prepareEnvoy()
-	}
-	return nil
+	return cp, nil
 }
 
 // reserveAddr returns addr, or when its port is 0 the address of a free
