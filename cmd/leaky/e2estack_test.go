@@ -128,6 +128,14 @@ func newStack(t *testing.T, policyYAML string) *stack {
 	return s
 }
 
+// in is s for the subtest t: the same pieces, failures reported to t
+// (FailNow must run on t's own goroutine).
+func (s *stack) in(t *testing.T) *stack {
+	c := *s
+	c.t = t
+	return &c
+}
+
 // startPiece runs one piece of the stack until stopPiece or the test's end.
 func (s *stack) startPiece(name string, run func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -155,6 +155,7 @@ func TestE2EInvalidPolicyEditRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			s := s.in(t)
 			s.writePolicy(tt.policy)
 			want := s.policy + ": " // the file, then the problem
 			s.waitFor("/readyz degraded naming the file and "+tt.wantReason, func() (bool, string) {
@@ -176,6 +177,7 @@ func TestE2EInvalidPolicyEditRefused(t *testing.T) {
 		})
 	}
 	t.Run("a tier through the admin API", func(t *testing.T) {
+		s := s.in(t)
 		a := s.do(http.MethodPut, "http://"+s.d.cp.HTTPAddr()+"/api/v1/admin/tiers/free", map[string]string{"Authorization": "Bearer " + admin},
 			`{"priority":10,"roles":["USER"],"buckets":{"openai":{"capacity":-1,"leak_rate":0.001}}}`)
 		if a.status < 400 || a.status > 499 || !strings.Contains(a.body, "capacity") {

@@ -62,6 +62,7 @@ func TestE2EForgedHeadersNeverReachADescriptor(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			s := s.in(t)
 			others, mine := s.remainingOf(untouched), s.remaining(own...)
 			a := s.complete(withKey(caller, tt.forged), 50)
 			if a.status != http.StatusOK {
@@ -106,6 +107,7 @@ func TestE2EOrganisationPool(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			s := s.in(t)
 			buckets := map[string][]string{"user": userBucket("openai", "free", tt.u.id), "org": orgPool("openai", "acme"), "provider": providerPool("openai")}
 			before, stub := s.remainingOf(buckets), s.stubRequests("")
 			header := map[string]string{}
@@ -171,6 +173,7 @@ func TestE2ERefusedCallChargesNoBucket(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			s := s.in(t)
 			before, stub := s.remainingOf(buckets), s.stubRequests("")
 			a := s.complete(tt.header, 3000)
 			if a.status != tt.wantStatus || !strings.Contains(a.body, tt.wantBody) {
@@ -209,6 +212,7 @@ func TestE2EProviderRetries(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			s := s.in(t)
 			attempts := func() map[string]float64 {
 				m := map[string]float64{}
 				for status := range tt.wantAttempts {
