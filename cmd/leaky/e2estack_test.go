@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -95,24 +97,17 @@ func newStack(t *testing.T, policyYAML string) *stack {
 	if err := os.WriteFile(s.policy, []byte(policyYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e := testEnv(io.Discard, io.Discard, map[string]string{"LEAKY_ADMIN_PASSWORD": e2eAdminPassword})
-	e.logger = slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f, err := parseDevFlags(e, devArgs("-config", s.policy)[1:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.f, s.d = f, &dev{e: e}
 	t.Cleanup(func() {
-		s.d.close()
+		if s.d != nil {
+			s.d.close()
+		}
 		s.client.CloseIdleConnections()
 		if t.Failed() {
 			t.Logf("logs of the stack:\n%s", s.logs.String())
 		}
 	})
 	t.Cleanup(s.stopAll) // runs first: the pieces stop, then close releases
-	if err := s.d.start(t.Context(), f); err != nil {
-		t.Fatalf("dev: %v", err)
-	}
+	s.start()
 	for _, r := range s.d.runners {
 		s.startPiece(r.name, r.run)
 	}
@@ -126,6 +121,33 @@ func newStack(t *testing.T, policyYAML string) *stack {
 		return r.StatusCode == http.StatusOK, r.Status
 	})
 	return s
+}
+
+// start binds every piece as `leaky dev` does. dev reserves the xDS port
+// by binding and releasing it, then binds it again in the control plane
+// after the other pieces: another socket of this busy machine can take it
+// in between, and then the whole start is tried again.
+func (s *stack) start() {
+	s.t.Helper()
+	e := testEnv(io.Discard, io.Discard, map[string]string{"LEAKY_ADMIN_PASSWORD": e2eAdminPassword})
+	e.logger = slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	for attempt := 1; ; attempt++ {
+		f, err := parseDevFlags(e, devArgs("-config", s.policy)[1:])
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		d := &dev{e: e}
+		err = d.start(s.t.Context(), f)
+		if err == nil {
+			s.f, s.d = f, d
+			return
+		}
+		d.close()
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 5 {
+			s.t.Fatalf("dev: %v", err)
+		}
+		s.t.Logf("dev: %v; starting again", err)
+	}
 }
 
 // in is s for the subtest t: the same pieces, failures reported to t

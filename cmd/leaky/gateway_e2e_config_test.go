@@ -93,7 +93,7 @@ func TestE2EControlplaneRestart(t *testing.T) {
 	s.decode(http.StatusOK, http.MethodPut, "http://"+s.d.cp.HTTPAddr()+"/api/v1/admin/tiers/free",
 		map[string]string{"Authorization": "Bearer " + admin}, tier, &put)
 	answered := time.Now()
-	t.Logf("the PUT answered in %v (it waits for the change to be in the served snapshot)", answered.Sub(sent))
+	t.Logf("the PUT answered in %v (it waits until ratelimit and authz have acknowledged the change)", answered.Sub(sent))
 	if !put.Applied || put.Version == v0 || put.Version == "" {
 		t.Fatalf("PUT the free tier: applied %v, version %q (was %s): want a new version in effect", put.Applied, put.Version, v0)
 	}
