@@ -3,6 +3,7 @@ package controlplane
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/leakytokens/leaky/internal/jwks"
 	"github.com/leakytokens/leaky/internal/policy"
@@ -31,7 +33,8 @@ const AdminRole = "ADMIN"
 const maxTierBody = 64 << 10
 
 // applyWait bounds how long a PUT waits for its change to be in effect
-// before it answers 202 instead of 200.
+// (in the snapshot served, and acknowledged by every connected subscriber
+// of the policy) before it answers 202 instead of 200.
 const applyWait = 10 * time.Second
 
 // verifier checks an access token (internal/jwks.Verifier).
@@ -177,11 +180,27 @@ func (a *admin) putTier(r *http.Request) (int, any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), applyWait)
 	defer cancel()
 	code, applied, reason := http.StatusOK, true, ""
-	if err := a.pipeline.waitConfig(ctx, snap.Digest()); err != nil {
+	if err := a.waitApplied(ctx, snap.Digest()); err != nil {
 		code, applied, reason = http.StatusAccepted, false, err.Error()
 	}
 	a.log.Info("tier written", "tier", name, serve.KeyPath, cur.policyName, "applied", applied)
 	return code, tierAnswer{Name: name, Tier: t, Applied: applied, Version: a.pipeline.state().Version, Reason: reason}, nil
+}
+
+// waitApplied waits until the policy with digest d is in the snapshot
+// served and every connected subscriber of the policy (the Runtime: the
+// ratelimit services and authz) has acknowledged that snapshot, so that
+// the next request is decided by it; errNotApplied when ctx ends first (a
+// subscriber that NACKs it never acknowledges).
+func (a *admin) waitApplied(ctx context.Context, d [sha256.Size]byte) error {
+	if err := a.pipeline.waitConfig(ctx, d); err != nil {
+		return err
+	}
+	st := a.pipeline.state()
+	if st.Snap == nil {
+		return errNotApplied
+	}
+	return a.nodes.waitACKed(ctx, resource.RuntimeType, st.Snap.GetVersion(resource.RuntimeType))
 }
 
 // writeError turns a source's write failure into an answer.

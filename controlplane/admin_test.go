@@ -133,7 +133,9 @@ func TestPutTier(t *testing.T) {
 			Tier{Priority: 70, Roles: []string{"ENT"}, Buckets: map[string]Bucket{"*": {1000000, 1000}}}},
 	} {
 		before := c.pushes()
-		code, body := c.call("PUT", "/api/v1/admin/tiers/"+step.tier, admin, []byte(step.body))
+		done := c.putAsync("/api/v1/admin/tiers/"+step.tier, admin, []byte(step.body))
+		r := ads.ack(ads.recv(), []string{model.RuntimeName})
+		code, body := c.answer(done)
 		var ans tierAnswer
 		if err := json.Unmarshal([]byte(body), &ans); code != 200 || err != nil || !ans.Applied || ans.Version != c.Version() {
 			t.Fatalf("%s: PUT = %d %s, want 200 applied with the version in effect %s", step.name, code, body, c.Version())
@@ -141,7 +143,6 @@ func TestPutTier(t *testing.T) {
 		if c.pushes() != before+1 || ans.Version == v1 {
 			t.Errorf("%s: pushes %v → %v, version %s: want one new push", step.name, before, c.pushes(), ans.Version)
 		}
-		r := ads.ack(ads.recv(), []string{model.RuntimeName})
 		if r.GetVersionInfo() != ans.Version {
 			t.Errorf("%s: pushed version %s, PUT answered %s", step.name, r.GetVersionInfo(), ans.Version)
 		}

@@ -120,12 +120,12 @@ func TestConsulAgent(t *testing.T) {
 	if got := runtimePolicy(t, r).Tiers["free"].Buckets["*"].Capacity; got != 3000 {
 		t.Fatalf("after a KV write: free * capacity = %d, want 3000", got)
 	}
-	code, body := c.call("PUT", "/api/v1/admin/tiers/pro", is.token(t, []string{"ADMIN"}, nil),
+	done := c.putAsync("/api/v1/admin/tiers/pro", is.token(t, []string{"ADMIN"}, nil),
 		[]byte(`{"priority":50,"roles":["PRO"],"buckets":{"*":{"capacity":25000,"leak_rate":250}}}`))
-	if code != 200 || !strings.Contains(f.key(cfg.ConsulPolicyKey), "capacity: 25000") {
+	r = ads.ack(ads.recv(), []string{model.RuntimeName}) // the PUT answers once it is acknowledged
+	if code, body := c.answer(done); code != 200 || !strings.Contains(f.key(cfg.ConsulPolicyKey), "capacity: 25000") {
 		t.Fatalf("PUT pro = %d %s; want 200 and the key rewritten", code, body)
 	}
-	r = ads.ack(ads.recv(), []string{model.RuntimeName})
 	if got := runtimePolicy(t, r).Tiers["pro"].Buckets["*"].Capacity; got != 25000 {
 		t.Errorf("after the PUT: pro * capacity = %d, want 25000", got)
 	}

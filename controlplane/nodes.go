@@ -216,6 +216,34 @@ func (n *nodes) list() []NodeStatus {
 	return out
 }
 
+// acked reports whether every connected node that was sent typ has
+// acknowledged version of it.
+func (n *nodes) acked(typ, version string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ns := range n.nodes {
+		if ts := ns.Types[typ]; ns.Connected && ts != nil && ts.ACKed != version {
+			return false
+		}
+	}
+	return true
+}
+
+// waitACKed polls until every connected node that was sent typ has
+// acknowledged version of it, or ctx ends (errNotApplied).
+func (n *nodes) waitACKed(ctx context.Context, typ, version string) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !n.acked(typ, version) {
+		select {
+		case <-ctx.Done():
+			return errNotApplied
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
 // truncate cuts s to at most n bytes.
 func truncate(s string, n int) string {
 	if len(s) <= n {

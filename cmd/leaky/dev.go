@@ -75,24 +75,34 @@ func (f *devFlags) register(e env) (*flag.FlagSet, *serve.Config) {
 // the control plane over xDS), the control plane (on a policy file), and
 // the gateway: Envoy when it is on PATH, the stand-in otherwise.
 func runDev(ctx context.Context, e env, args []string) error {
+	f, err := parseDevFlags(e, args)
+	if err != nil {
+		return err
+	}
+	d := &dev{e: e}
+	defer d.close()
+	if err := d.start(ctx, f); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	printWalkthrough(e.stdout, d.walkthrough())
+	return d.run(ctx)
+}
+
+// parseDevFlags reads `leaky dev`'s flags (the environment, then args)
+// and checks -gateway.
+func parseDevFlags(e env, args []string) (*devFlags, error) {
 	var f devFlags
 	fs, bounds := f.register(e)
 	if err := parseFlags(e, fs, args); err != nil {
-		return err
+		return nil, err
 	}
 	f.rl.Config, f.az.Config, f.cp.Config = *bounds, *bounds, *bounds
 	switch f.gateway {
 	case gatewayAuto, gatewayStandin, gatewayEnvoy, gatewayNone:
 	default:
-		return fmt.Errorf("dev: -gateway %q: want auto, standin, envoy or none: %w", f.gateway, errUsage)
+		return nil, fmt.Errorf("dev: -gateway %q: want auto, standin, envoy or none: %w", f.gateway, errUsage)
 	}
-	d := &dev{e: e}
-	defer d.close()
-	if err := d.start(ctx, &f); err != nil {
-		return fmt.Errorf("dev: %w", err)
-	}
-	printWalkthrough(e.stdout, d.walkthrough())
-	return d.run(ctx)
+	return &f, nil
 }
 
 // dev is the running pieces of `leaky dev`.
@@ -225,26 +235,63 @@ func (d *dev) startGateway(f *devFlags) error {
 // gateway listens and where authz publishes its keys are not known yet: a
 // listener with port 0 holds every push until wireControlplane sets them.
 func (d *dev) bindControlplane(f *devFlags) error {
-	host, _, err := net.SplitHostPort(f.gw.Listen)
+	cp, err := d.controlplaneOn(f)
 	if err != nil {
-		return fmt.Errorf("gateway-addr: %w", err)
-	}
-	f.cp.PolicyPath, f.cp.Listener = d.policyPath, net.JoinHostPort(host, "0")
-	f.cp.Issuer, f.cp.Audience = f.az.Issuer, f.az.Audience
-	cp, err := controlplane.New(f.cp, d.e.logger.With(serve.KeyService, "controlplane"), controlplane.Deps{})
-	if err != nil {
-		return fmt.Errorf("controlplane: %w", err)
+		return err
 	}
 	d.cp, d.xds = cp, cp.XDSAddr()
 	d.closers = append(d.closers, cp.Close)
 	return nil
 }
 
-// wireControlplane tells the control plane where everything listens (the
-// gateway, authz's key set, every service) and starts Envoy when it is the
-// gateway.
+// controlplaneOn is a control plane on the policy file and f.cp's
+// addresses, its listener to be set.
+func (d *dev) controlplaneOn(f *devFlags) (*controlplane.Server, error) {
+	host, _, err := net.SplitHostPort(f.gw.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("gateway-addr: %w", err)
+	}
+	f.cp.PolicyPath, f.cp.Listener = d.policyPath, net.JoinHostPort(host, "0")
+	f.cp.Issuer, f.cp.Audience = f.az.Issuer, f.az.Audience
+	cp, err := controlplane.New(f.cp, d.e.logger.With(serve.KeyService, "controlplane"), controlplane.Deps{})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	return cp, nil
+}
+
+// wireControlplane tells the control plane where everything listens and
+// adds it, and Envoy when it is the gateway, to what dev runs.
 func (d *dev) wireControlplane() error {
-	cp := d.cp
+	if err := d.wire(d.cp); err != nil {
+		return err
+	}
+	d.runners = append(d.runners, runner{"controlplane", d.cp.Run})
+	if d.gateway == gatewayEnvoy {
+		return d.prepareEnvoy()
+	}
+	return nil
+}
+
+// newControlplane binds a control plane that replaces one that stopped:
+// the same xDS address every piece subscribes to (the clients reconnect),
+// f.cp.HTTPAddr for its admin API, wired as the first was.
+func (d *dev) newControlplane(f *devFlags) (*controlplane.Server, error) {
+	f.cp.XDSAddr = d.xds
+	cp, err := d.controlplaneOn(f)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.wire(cp); err != nil {
+		cp.Close()
+		return nil, err
+	}
+	return cp, nil
+}
+
+// wire tells cp where the gateway listens, where authz publishes its keys
+// and where every service listens.
+func (d *dev) wire(cp *controlplane.Server) error {
 	if err := cp.SetListener(d.gatewayAddr); err != nil {
 		return err
 	}
@@ -259,12 +306,5 @@ func (d *dev) wireControlplane() error {
 	for name, addr := range d.stub.Addrs() {
 		pins[model.ProviderService(name)] = []string{addr}
 	}
-	if err := cp.Pin(pins); err != nil {
-		return err
-	}
-	d.runners = append(d.runners, runner{"controlplane", cp.Run})
-	if d.gateway == gatewayEnvoy {
-		return d.prepareEnvoy()
-	}
-	return nil
+	return cp.Pin(pins)
 }
