@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"context"
 	"strings"
 	"sync"
 
@@ -111,10 +110,4 @@ func registerXDS(r grpc.ServiceRegistrar, srv serverv3.Server) {
 	clusterservice.RegisterClusterDiscoveryServiceServer(r, srv)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(r, srv)
 	runtimeservice.RegisterRuntimeDiscoveryServiceServer(r, srv)
-}
-
-// newXDSServer is go-control-plane's xDS server on cache, reporting to
-// callbacks; ctx ends its watches.
-func newXDSServer(ctx context.Context, cache *parkingCache, callbacks serverv3.Callbacks) serverv3.Server {
-	return serverv3.NewServer(ctx, cache, callbacks)
 }

@@ -22,6 +22,7 @@ func option(k, v string, a corev3.HeaderValueOption_HeaderAppendAction) *corev3.
 // over append_action).
 func legacy(k, v string, appendValue bool) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
+		//lint:ignore SA1019 the deprecated field is what this test is about.
 		Header: &corev3.HeaderValue{Key: k, Value: v}, Append: wrapBool(appendValue),
 		AppendAction: corev3.HeaderValueOption_ADD_IF_ABSENT,
 	}

@@ -31,12 +31,14 @@ const (
 // action Envoy does not know overwrites, as in Envoy.
 func headerOpOf(o *corev3.HeaderValueOption, request bool) headerOp {
 	op := headerOp{key: o.GetHeader().GetKey(), value: o.GetHeader().GetValue(), action: setValue}
+	//lint:ignore SA1019 Envoy v1.40 still honours the deprecated append, over append_action.
+	legacy := o.GetAppend()
 	switch {
-	case o.GetAppend() != nil && o.GetAppend().GetValue() && request:
+	case legacy != nil && legacy.GetValue() && request:
 		op.action = joinValue
-	case o.GetAppend() != nil && o.GetAppend().GetValue():
+	case legacy != nil && legacy.GetValue():
 		op.action = addValue
-	case o.GetAppend() != nil:
+	case legacy != nil:
 		op.action = setValue
 	case o.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
 		op.action = addValue

@@ -151,13 +151,6 @@ func (u *upstream) grpcConn() (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-// hasHosts reports whether the cluster has any endpoint.
-func (u *upstream) hasHosts() bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return len(u.hosts) > 0
-}
-
 // admit takes a request slot (max_requests); the caller calls the
 // returned release once the request is over.
 func (u *upstream) admit() (release func(), err error) {

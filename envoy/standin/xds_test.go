@@ -71,14 +71,15 @@ func TestUnimplementedConfigurationIsNACKedAndTheLastKept(t *testing.T) {
 			h.xds.push("v2", h.fix, editHCM(t, tc.edit))
 			var nack string
 			h.waitFor("a listener NACK", func() bool {
-				for _, r := range h.xds.nacks(resourcev3.ListenerType) {
-					if r.GetVersionInfo() != "v1" {
-						t.Errorf("NACK version_info = %q, want the last accepted v1", r.GetVersionInfo())
-					}
-					nack = r.GetErrorDetail().GetMessage()
-					return true
+				nacks := h.xds.nacks(resourcev3.ListenerType)
+				if len(nacks) == 0 {
+					return false
 				}
-				return false
+				if v := nacks[0].GetVersionInfo(); v != "v1" {
+					t.Errorf("NACK version_info = %q, want the last accepted v1", v)
+				}
+				nack = nacks[0].GetErrorDetail().GetMessage()
+				return true
 			})
 			for _, w := range tc.wants {
 				if !strings.Contains(nack, w) {
