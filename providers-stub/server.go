@@ -28,7 +28,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics
 	faults   *faults
-	inflight *inflight
+	inflight *serve.Inflight
 
 	listeners map[string]net.Listener
 	servers   map[string]*http.Server
@@ -42,7 +42,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: logger, metrics: newMetrics(),
 		faults:    newFaults(cfg.ErrorSeed, cfg.FailFirstMemory),
-		inflight:  newInflight(),
+		inflight:  serve.NewInflight(),
 		listeners: map[string]net.Listener{}, servers: map[string]*http.Server{},
 	}
 	for name, addr := range cfg.addrs() {
@@ -54,7 +54,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		s.listeners[name] = lis
 		p := providerOf(name)
 		s.servers[name] = &http.Server{
-			Handler:           s.inflight.track(handler{s: s, p: p}, p.dialect),
+			Handler:           s.inflight.Track(handler{s: s, p: p}, stopping(p.dialect)),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       time.Minute, // the body; no write timeout, for long streams
 			IdleTimeout:       time.Minute,
@@ -129,7 +129,7 @@ func (s *Server) stop(cut context.CancelFunc) {
 	}
 	wg.Wait()
 	cut()
-	s.inflight.closeAndWait()
+	s.inflight.CloseAndWait()
 }
 
 // handler answers one provider's listener.

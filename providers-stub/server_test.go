@@ -209,7 +209,7 @@ func TestStopIsGracefulThenBounded(t *testing.T) {
 		}
 		cut <- err
 	}()
-	waitFor(t, "two requests in flight", func() bool { return st.inflight.count() == 2 })
+	waitFor(t, "two requests in flight", func() bool { return st.inflight.Running() == 2 })
 	st.stop(t) // returns only once both handlers have
 	if a := <-finished; a.status != http.StatusOK {
 		t.Errorf("request open at the stop: %d %s, want 200", a.status, a.body)
@@ -217,12 +217,6 @@ func TestStopIsGracefulThenBounded(t *testing.T) {
 	if err := <-cut; err == nil || strings.HasPrefix(err.Error(), "answered") {
 		t.Errorf("request still open after the grace: %v, want the connection cut", err)
 	}
-}
-
-func (f *inflight) count() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.n
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

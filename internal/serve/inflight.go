@@ -5,27 +5,29 @@ import (
 	"sync"
 )
 
-// inflight counts the HTTP handlers running, so that a stop can wait for
+// Inflight counts the HTTP handlers running, so that a stop can wait for
 // the last one: http.Server.Close cuts connections but does not wait for
 // their handlers. Once closed it admits no handler, so nothing a service
 // tears down after Run (its store) is used by a request that slipped in
-// between Close and the wait. Build one with newInflight; it is safe for
-// concurrent use.
-type inflight struct {
+// between Close and the wait. Build one with NewInflight; it is safe for
+// concurrent use. The runtime tracks its own handlers with one; a server
+// of its own (the provider stubs) can use another.
+type Inflight struct {
 	mu     sync.Mutex
 	idle   *sync.Cond // signalled when n drops to 0; L is &mu
 	n      int
 	closed bool
 }
 
-func newInflight() *inflight {
-	f := &inflight{}
+// NewInflight returns an open Inflight with no handler running.
+func NewInflight() *Inflight {
+	f := &Inflight{}
 	f.idle = sync.NewCond(&f.mu)
 	return f
 }
 
 // enter admits a handler, or reports false once closed.
-func (f *inflight) enter() bool {
+func (f *Inflight) enter() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -36,7 +38,7 @@ func (f *inflight) enter() bool {
 }
 
 // exit ends a handler admitted by enter.
-func (f *inflight) exit() {
+func (f *Inflight) exit() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.n--; f.n == 0 {
@@ -44,8 +46,8 @@ func (f *inflight) exit() {
 	}
 }
 
-// closeAndWait admits no more handlers and waits for the running ones.
-func (f *inflight) closeAndWait() {
+// CloseAndWait admits no more handlers and waits for the running ones.
+func (f *Inflight) CloseAndWait() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closed = true
@@ -54,15 +56,28 @@ func (f *inflight) closeAndWait() {
 	}
 }
 
-// track runs next inside f; a request arriving after closeAndWait began
-// is answered 503 without reaching next.
-func (f *inflight) track(next http.Handler) http.Handler {
+// Track runs next inside f; a request arriving after CloseAndWait began
+// does not reach next: refused answers it (nil: a JSON 503 "the server is
+// stopping").
+func (f *Inflight) Track(next http.Handler, refused http.HandlerFunc) http.Handler {
+	if refused == nil {
+		refused = func(w http.ResponseWriter, _ *http.Request) {
+			WriteJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: "unavailable", Message: "the server is stopping"})
+		}
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !f.enter() {
-			WriteJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: "unavailable", Message: "the server is stopping"})
+			refused(w, r)
 			return
 		}
 		defer f.exit()
 		next.ServeHTTP(w, r)
 	})
+}
+
+// Running is how many handlers are running now.
+func (f *Inflight) Running() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
 }

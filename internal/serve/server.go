@@ -69,7 +69,7 @@ type Server struct {
 	attrs    []any
 	// handlers counts the HTTP handlers running; grpc-go counts its own
 	// (WaitForHandlers).
-	handlers *inflight
+	handlers *Inflight
 
 	grpcLis, httpLis net.Listener
 }
@@ -81,7 +81,7 @@ func New(cfg Config, opts Options, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: logger, attrs: opts.LogAttrs, handlers: newInflight(), degraded: opts.Degraded}
+	s := &Server{cfg: cfg, log: logger, attrs: opts.LogAttrs, handlers: NewInflight(), degraded: opts.Degraded}
 	grpcLis, err := net.Listen("tcp", opts.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("grpc listen: %w", err)
@@ -156,7 +156,7 @@ func (s *Server) httpHandler(opts Options) http.Handler {
 			WriteJSON(w, http.StatusNotFound, ErrorBody{Error: "not_found", Message: "no such endpoint"})
 		})
 	}
-	return s.handlers.track(s.recoverHTTP(limitHeaders(s.cfg.HTTPMaxHeaderBytes, mux)))
+	return s.handlers.Track(s.recoverHTTP(limitHeaders(s.cfg.HTTPMaxHeaderBytes, mux)), nil)
 }
 
 // RegisterService registers a gRPC service; call it before Run.
@@ -240,7 +240,7 @@ func (s *Server) stop() error {
 		s.grpc.Stop() // waits for the handlers (WaitForHandlers)
 		<-stopped
 	}
-	s.handlers.closeAndWait()
+	s.handlers.CloseAndWait()
 	if err != nil {
 		s.log.Warn("graceful stop cut requests still open", KeyError, err.Error())
 	}

@@ -98,10 +98,10 @@ func TestRunWaitsForHandlersCutAtTheGrace(t *testing.T) {
 // Once the stop has waited for the HTTP handlers, a request that still
 // reaches the handler chain is refused without running the service's code.
 func TestInflightRefusesAfterClose(t *testing.T) {
-	f := newInflight()
+	f := NewInflight()
 	ran := false
-	h := f.track(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran = true }))
-	f.closeAndWait()
+	h := f.Track(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran = true }), nil)
+	f.CloseAndWait()
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/x", nil))
 	if ran || w.Code != http.StatusServiceUnavailable {
