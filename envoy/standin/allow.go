@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -74,7 +76,8 @@ func allowListener(add func(proto.Message, ...protoreflect.Name)) {
 	add(&listenerv3.Filter{}, "name", "typed_config")
 	add(&hcmv3.HttpConnectionManager{}, "codec_type", "stat_prefix", "rds", "http_filters", "normalize_path",
 		"merge_slashes", "path_with_escaped_slashes_action", "common_http_protocol_options",
-		"request_headers_timeout", "max_request_headers_kb", "early_header_mutation_extensions")
+		"request_headers_timeout", "max_request_headers_kb", "early_header_mutation_extensions",
+		"local_reply_config")
 	add(&hcmv3.Rds{}, "route_config_name", "config_source")
 	add(&corev3.ConfigSource{}, "ads", "resource_api_version")
 	add(&corev3.AggregatedConfigSource{})
@@ -96,6 +99,25 @@ func allowListener(add func(proto.Message, ...protoreflect.Name)) {
 		"enable_x_ratelimit_headers", "status_on_error")
 	add(&ratelimitconfv3.RateLimitServiceConfig{}, "grpc_service", "transport_api_version")
 	add(&routerv3.Router{})
+	allowLocalReply(add)
+}
+
+// allowLocalReply is the connection manager's local_reply_config: mappers
+// on a response flag, a status or both, and body formats whose values
+// compileLocalReply checks further (literal text or one operator).
+func allowLocalReply(add func(proto.Message, ...protoreflect.Name)) {
+	add(&hcmv3.LocalReplyConfig{}, "mappers", "body_format")
+	add(&hcmv3.ResponseMapper{}, "filter", "body_format_override")
+	add(&accesslogv3.AccessLogFilter{}, "status_code_filter", "response_flag_filter", "and_filter")
+	add(&accesslogv3.StatusCodeFilter{}, "comparison")
+	add(&accesslogv3.ComparisonFilter{}, "op", "value")
+	add(&corev3.RuntimeUInt32{}, "default_value")
+	add(&accesslogv3.ResponseFlagFilter{}, "flags")
+	add(&accesslogv3.AndFilter{}, "filters")
+	add(&corev3.SubstitutionFormatString{}, "json_format", "text_format_source", "content_type")
+	add(&corev3.DataSource{}, "inline_string")
+	add(&structpb.Struct{}, "fields")
+	add(&structpb.Value{}, "string_value")
 }
 
 // allowRoutes is RDS's part, with the two per-route filter configurations.

@@ -130,12 +130,19 @@ func (b *requestBody) contentLength() int64 {
 func (p *pipeline) bodyFailed(ex *exchange, err error) {
 	switch {
 	case ex.body.timedOut.Load():
-		p.reply(ex, http.StatusRequestTimeout, nil, bodyStreamTimeout)
+		p.reply(ex, streamTimeoutReply())
 		return
 	case ex.r.Context().Err() != nil:
 		p.g.log.Debug("reading the request body: the client is gone", "error", err)
 		return
 	}
 	p.g.log.Debug("reading the request body", "error", err)
-	p.reply(ex, http.StatusBadRequest, nil, bodyBadRequest)
+	p.reply(ex, localReply{status: http.StatusBadRequest, body: bodyBadRequest, details: "http1.codec_error"})
+}
+
+// streamTimeoutReply is Envoy's answer when the stream idle timeout
+// strikes while the client is still sending its body.
+func streamTimeoutReply() localReply {
+	return localReply{status: http.StatusRequestTimeout, body: bodyStreamTimeout,
+		details: "stream_idle_timeout", flag: flagStreamIdleTimeout}
 }

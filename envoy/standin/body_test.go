@@ -13,8 +13,8 @@ import (
 )
 
 // A body that cannot be read (a malformed chunk) is Envoy's codec error:
-// 400 "Bad Request", whether ext_authz or the router was reading it, and
-// nothing goes upstream.
+// 400 "Bad Request" (http1.codec_error), whether ext_authz or the router
+// was reading it, and nothing goes upstream.
 func TestMalformedBodyIs400(t *testing.T) {
 	f := defaultFixture()
 	f.maxBody = 16 // ext_authz reads 17 bytes; the router reads the rest for a retry
@@ -25,8 +25,8 @@ func TestMalformedBodyIs400(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body := h.raw("POST /openai/v1/chat/completions HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n" + tc.chunks)
-			if resp.StatusCode != http.StatusBadRequest || body != "Bad Request" {
-				t.Errorf("answer = %d %q, want 400 %q", resp.StatusCode, body, "Bad Request")
+			if want := jsonReply("http1.codec_error", "Bad Request", 400); resp.StatusCode != http.StatusBadRequest || body != want {
+				t.Errorf("answer = %d %q, want 400 %q", resp.StatusCode, body, want)
 			}
 		})
 	}
@@ -52,8 +52,8 @@ func TestStalledRequestBodyTimesOut(t *testing.T) {
 	h.pushAndWait("v1", h.fix, nil)
 	for _, path := range []string{"/openai/v1/chat/completions", "/api/v1/auth/login"} {
 		resp, body := h.raw("POST " + path + " HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\n{\"model\":")
-		if resp.StatusCode != http.StatusRequestTimeout || body != bodyStreamTimeout {
-			t.Errorf("POST %s: answer = %d %q, want 408 %q", path, resp.StatusCode, body, bodyStreamTimeout)
+		if want := jsonReply("stream_idle_timeout", bodyStreamTimeout, 408); resp.StatusCode != http.StatusRequestTimeout || body != want {
+			t.Errorf("POST %s: answer = %d %q, want 408 %q", path, resp.StatusCode, body, want)
 		}
 	}
 	if n := len(openai.requests()); n != 0 {

@@ -33,6 +33,9 @@ type listenerConfig struct {
 	rejectEscapedSlashes bool
 	authz                *authzFilter     // nil: no ext_authz filter
 	limit                *rateLimitFilter // nil: no ratelimit filter
+	// localReply formats the gateway's own replies; nil is Envoy's
+	// default (the body as it is, text/plain).
+	localReply *localReplyFormat
 }
 
 // serverSettings are the connection manager's settings that belong to the
@@ -171,6 +174,11 @@ func (c *compiler) connectionManager(h *hcmv3.HttpConnectionManager, out *listen
 		}
 		out.early = append(out.early, rm...)
 	}
+	lr, err := compileLocalReply(h.GetLocalReplyConfig())
+	if err != nil {
+		return err
+	}
+	out.localReply = lr
 	return c.httpFilters(h.GetHttpFilters(), out)
 }
 

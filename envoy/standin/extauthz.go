@@ -32,7 +32,8 @@ func (p *pipeline) authorize(ex *exchange) bool {
 			return false
 		}
 		if !f.allowPartial && len(ex.body.buf) > f.maxBody {
-			p.reply(ex, http.StatusRequestEntityTooLarge, nil, "Payload Too Large")
+			p.reply(ex, localReply{status: http.StatusRequestEntityTooLarge, body: "Payload Too Large",
+				details: "request_payload_too_large"})
 			return false
 		}
 	}
@@ -44,7 +45,7 @@ func (p *pipeline) authorize(ex *exchange) bool {
 		if f.failureModeAllow {
 			return true
 		}
-		p.reply(ex, f.statusOnError, nil, "")
+		p.reply(ex, authzErrorReply(f))
 		return false
 	case code.Code(resp.GetStatus().GetCode()) == code.Code_OK:
 		if err := applyOK(ex, resp.GetOkResponse()); err != nil {
@@ -53,7 +54,7 @@ func (p *pipeline) authorize(ex *exchange) bool {
 			if f.failureModeAllow {
 				return true
 			}
-			p.reply(ex, f.statusOnError, nil, "")
+			p.reply(ex, authzErrorReply(f))
 			return false
 		}
 		p.g.metrics.authz.WithLabelValues("ok").Inc()
@@ -69,8 +70,14 @@ func (p *pipeline) authorize(ex *exchange) bool {
 	for _, o := range d.GetHeaders() {
 		headerOpOf(o, false).apply(h)
 	}
-	p.reply(ex, status, h, d.GetBody())
+	p.reply(ex, localReply{status: status, header: h, body: d.GetBody(), details: "ext_authz_denied", flag: flagExtAuthz})
 	return false
+}
+
+// authzErrorReply is Envoy's answer when the ext_authz call failed (or its
+// answer was refused) and the failure mode denies: status_on_error, no body.
+func authzErrorReply(f *authzFilter) localReply {
+	return localReply{status: f.statusOnError, details: "ext_authz_error", flag: flagExtAuthz}
 }
 
 // check sends the CheckRequest Envoy builds, within the filter's timeout

@@ -295,8 +295,8 @@ func TestNoRouteSkipsTheCheck(t *testing.T) {
 	h, _ := providerHarness(t, defaultFixture())
 	h.authz.setAnswer(failing)
 	resp, body := h.rawGet("/nowhere")
-	if resp.StatusCode != http.StatusNotFound || body != "" {
-		t.Errorf("answer = %d %q, want 404 with no body", resp.StatusCode, body)
+	if want := jsonReply("route_not_found", "", 404); resp.StatusCode != http.StatusNotFound || body != want {
+		t.Errorf("answer = %d %q, want 404 %q", resp.StatusCode, body, want)
 	}
 	if n := len(h.authz.requests()); n != 0 {
 		t.Errorf("Check calls = %d, want 0", n)

@@ -151,7 +151,8 @@ func (f fixture) connectionManager(t testing.TB) *hcmv3.HttpConnectionManager {
 		EarlyHeaderMutationExtensions: []*corev3.TypedExtensionConfig{{
 			Name: "envoy.http.early_header_mutation.header_mutation", TypedConfig: mustAny(t, early),
 		}},
-		HttpFilters: f.httpFilters(t),
+		HttpFilters:      f.httpFilters(t),
+		LocalReplyConfig: jsonLocalReply(),
 	}
 }
 

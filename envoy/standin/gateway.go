@@ -231,14 +231,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return err
 }
 
-// ServeHTTP is the listener: the current configuration's pipeline, or 503
-// before there is one.
+// ServeHTTP is the listener: the current configuration's pipeline, or,
+// before there is one, 503 with the house's JSON error (there is no
+// local_reply_config yet to format it).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := g.current.Load()
 	if p == nil {
-		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("the gateway has no configuration from the control plane yet\n"))
+		serve.WriteJSON(w, http.StatusServiceUnavailable, serve.ErrorBody{Error: "unavailable",
+			Message: "the gateway has no configuration from the control plane yet"})
 		return
 	}
 	p.serve(w, r)

@@ -69,16 +69,17 @@ func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
 		rc: http.NewResponseController(w), idle: p.g.streamIdle}
 	ex.extendWrite() // the server's own writes too (100 Continue)
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
-		p.reply(ex, http.StatusUpgradeRequired, nil, "")
+		p.reply(ex, localReply{status: http.StatusUpgradeRequired, details: "low_version"})
 		return
 	}
 	if headerBytes(r) > p.cfg.listener.server.maxHeaderBytes {
-		p.reply(ex, http.StatusRequestHeaderFieldsTooLarge, nil, "")
+		p.reply(ex, localReply{status: http.StatusRequestHeaderFieldsTooLarge,
+			body: "Request Header Fields Too Large", details: "http1.headers_too_large"})
 		return
 	}
-	path, query, ok := p.requestPath(r)
-	if !ok {
-		p.reply(ex, http.StatusBadRequest, nil, "")
+	path, query, refused := p.requestPath(r)
+	if refused != "" {
+		p.reply(ex, localReply{status: http.StatusBadRequest, details: refused})
 		return
 	}
 	ex.path = path + query
@@ -96,7 +97,7 @@ func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ex.route == nil {
-		p.reply(ex, http.StatusNotFound, nil, "")
+		p.reply(ex, localReply{status: http.StatusNotFound, details: "route_not_found", flag: flagNoRoute})
 		return
 	}
 	p.forward(ex)
@@ -117,18 +118,23 @@ func headerBytes(r *http.Request) int {
 }
 
 // requestPath is the request's path, checked and normalised as the
-// listener says, and its query ("?…" or ""). Not ok: answer 400.
-func (p *pipeline) requestPath(r *http.Request) (path, query string, ok bool) {
+// listener says, and its query ("?…" or ""). A path it refuses (answer 400)
+// has refused set to Envoy's response code details for it: a request
+// target that is no URL is the codec's http1.invalid_url, anything the
+// connection manager's path checks refuse (a fragment, an escaped slash, a
+// dot-segment above the root) path_normalization_failed.
+func (p *pipeline) requestPath(r *http.Request) (path, query, refused string) {
+	const badPath = "path_normalization_failed"
 	raw := r.RequestURI
 	if !strings.HasPrefix(raw, "/") { // absolute form
 		u, err := url.ParseRequestURI(raw)
 		if err != nil || u.Host == "" {
-			return "", "", false
+			return "", "", "http1.invalid_url"
 		}
 		raw = u.RequestURI()
 	}
 	if strings.ContainsRune(raw, '#') {
-		return "", "", false
+		return "", "", badPath
 	}
 	path, query = raw, ""
 	if i := strings.IndexByte(raw, '?'); i >= 0 {
@@ -136,19 +142,19 @@ func (p *pipeline) requestPath(r *http.Request) (path, query string, ok bool) {
 	}
 	l := p.cfg.listener
 	if l.rejectEscapedSlashes && hasEscapedSlash(path) {
-		return "", "", false
+		return "", "", badPath
 	}
 	if l.normalizePath {
 		n, err := normalizePath(path)
 		if err != nil {
-			return "", "", false
+			return "", "", badPath
 		}
 		path = n
 	}
 	if l.mergeSlashes {
 		path = mergeSlashes(path)
 	}
-	return path, query, true
+	return path, query, ""
 }
 
 // earlyMutation removes the headers the early header mutation extensions
@@ -218,22 +224,31 @@ func domainRank(d, host string) (int, int) {
 	return 0, 0
 }
 
-// reply is a local reply (Envoy's sendLocalReply): the filters' response
-// headers, then status, headers and body.
-func (p *pipeline) reply(ex *exchange, status int, h http.Header, body string) {
+// reply sends a local reply as Envoy's connection manager does: the
+// refusing filter's headers, then the body the local_reply_config renders.
+// A body the format left as it was keeps the content type the filter set
+// (the service's own, for a passed-on denial); a changed body, or one
+// without, gets the format's; an empty body has none. The filters'
+// response headers (ext_authz response_headers_to_add, the rate-limit
+// headers) go on last, as Envoy's encoder filters add them.
+func (p *pipeline) reply(ex *exchange, lr localReply) {
 	out := ex.w.Header()
-	for k, v := range h {
+	for k, v := range lr.header {
 		out[k] = v
 	}
-	applyOps(out, ex.respOps)
-	if body != "" && out.Get("Content-Type") == "" {
-		out.Set("Content-Type", "text/plain")
+	body, contentType := p.cfg.listener.localReply.rewrite(&lr)
+	switch {
+	case body == "":
+		out.Del("Content-Type")
+	case out.Get("Content-Type") == "" || body != lr.body:
+		out.Set("Content-Type", contentType)
 	}
+	applyOps(out, ex.respOps)
 	out.Set("Content-Length", strconv.Itoa(len(body)))
 	ex.extendWrite()
-	ex.w.WriteHeader(status)
+	ex.w.WriteHeader(lr.status)
 	_, _ = ex.w.Write([]byte(body))
-	p.g.metrics.requests.WithLabelValues(routeLabel(ex.route), strconv.Itoa(status)).Inc()
+	p.g.metrics.requests.WithLabelValues(routeLabel(ex.route), strconv.Itoa(lr.status)).Inc()
 }
 
 func routeLabel(r *route) string {

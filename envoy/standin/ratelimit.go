@@ -28,7 +28,7 @@ func (p *pipeline) rateLimit(ex *exchange) bool {
 		p.g.metrics.ratelimit.WithLabelValues("error").Inc()
 		p.g.throttledWarn("ratelimit call failed", "cluster", f.cluster, "error", err)
 		if f.failureModeDeny {
-			p.reply(ex, f.statusOnError, nil, "")
+			p.reply(ex, localReply{status: f.statusOnError, details: "rate_limiter_error", flag: flagRateLimitError})
 			return false
 		}
 		return true
@@ -43,7 +43,8 @@ func (p *pipeline) rateLimit(ex *exchange) bool {
 			h.Add(hv.GetKey(), hv.GetValue())
 		}
 		h.Set("X-Envoy-Ratelimited", "true")
-		p.reply(ex, http.StatusTooManyRequests, h, string(resp.GetRawBody()))
+		p.reply(ex, localReply{status: http.StatusTooManyRequests, header: h, body: string(resp.GetRawBody()),
+			details: "request_rate_limited", flag: flagRateLimited})
 		return false
 	}
 	p.g.metrics.ratelimit.WithLabelValues("ok").Inc()

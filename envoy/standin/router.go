@@ -17,10 +17,33 @@ import (
 const (
 	bodyNoHealthyUpstream = "no healthy upstream"
 	bodyTimeout           = "upstream request timeout"
-	bodyOverflow          = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
-	bodyConnectFailure    = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
-	bodyReset             = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 )
+
+// Envoy's reset reasons (Http::Utility::resetReasonToString) of an attempt
+// that got no response headers.
+const (
+	resetOverflow          = "overflow"
+	resetConnectFailure    = "remote connection failure"
+	resetConnTermination   = "connection termination"
+	bodyUpstreamResetStart = "upstream connect error or disconnect/reset before headers. "
+)
+
+// upstreamResetReply is the router's answer to a reset before any response
+// headers, worded as Envoy's: the body names the reason ("retried and the
+// latest" when the request was retried), the response code details are
+// upstream_reset_before_response_started{reason}, spaces made '_'.
+func upstreamResetReply(reason, flag string, retried bool) localReply {
+	body := bodyUpstreamResetStart
+	if retried {
+		body += "retried and the latest "
+	}
+	return localReply{
+		status:  http.StatusServiceUnavailable,
+		body:    body + "reset reason: " + reason,
+		details: "upstream_reset_before_response_started{" + strings.ReplaceAll(reason, " ", "_") + "}",
+		flag:    flag,
+	}
+}
 
 // failure classifies an attempt that got no response.
 type failure int
@@ -57,12 +80,12 @@ func (p *pipeline) forward(ex *exchange) {
 		resp, fail, started := p.attempt(ctx, ex, u)
 		releaseRetry() // as Envoy, a retry counts until its attempt's outcome
 		if !p.shouldRetry(ex, u, attempt, resp, fail) {
-			p.answer(ex, resp, fail, started)
+			p.answer(ex, resp, fail, started, attempt > 0)
 			return
 		}
 		release, ok := u.admitRetry()
 		if !ok {
-			p.answer(ex, resp, fail, started)
+			p.answer(ex, resp, fail, started, attempt > 0)
 			return
 		}
 		releaseRetry = release
@@ -75,7 +98,7 @@ func (p *pipeline) forward(ex *exchange) {
 		backoff = min(2*backoff, rt.retry.max)
 		select {
 		case <-ctx.Done():
-			p.answer(ex, nil, failTimeout, time.Now())
+			p.answer(ex, nil, failTimeout, time.Now(), true)
 			return
 		case <-time.After(wait):
 		}
@@ -218,25 +241,15 @@ func (p *pipeline) upstreamRequest(ctx context.Context, ex *exchange, addr strin
 }
 
 // answer sends the client the upstream's response, or the router's own
-// reply for why there is none.
-func (p *pipeline) answer(ex *exchange, resp *http.Response, fail failure, started time.Time) {
+// reply for why there is none (retried: the request had more than one
+// attempt).
+func (p *pipeline) answer(ex *exchange, resp *http.Response, fail failure, started time.Time, retried bool) {
 	if resp == nil {
 		if ex.body.timedOut.Load() { // the client stopped the body being streamed upstream
-			p.reply(ex, http.StatusRequestTimeout, nil, bodyStreamTimeout)
+			p.reply(ex, streamTimeoutReply())
 			return
 		}
-		switch fail {
-		case failNone:
-			p.reply(ex, http.StatusServiceUnavailable, nil, bodyNoHealthyUpstream)
-		case failTimeout:
-			p.reply(ex, http.StatusGatewayTimeout, nil, bodyTimeout)
-		case failOverflow:
-			p.reply(ex, http.StatusServiceUnavailable, http.Header{"X-Envoy-Overloaded": {"true"}}, bodyOverflow)
-		case failConnect:
-			p.reply(ex, http.StatusServiceUnavailable, nil, bodyConnectFailure)
-		default:
-			p.reply(ex, http.StatusServiceUnavailable, nil, bodyReset)
-		}
+		p.reply(ex, failureReply(fail, retried))
 		return
 	}
 	defer resp.Body.Close()
@@ -259,6 +272,26 @@ func (p *pipeline) answer(ex *exchange, resp *http.Response, fail failure, start
 		// way to abort a response).
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// failureReply is Envoy's router's answer for an attempt without a
+// response.
+func failureReply(fail failure, retried bool) localReply {
+	switch fail {
+	case failNone:
+		return localReply{status: http.StatusServiceUnavailable, body: bodyNoHealthyUpstream,
+			details: "no_healthy_upstream", flag: flagNoHealthyUpstream}
+	case failTimeout:
+		return localReply{status: http.StatusGatewayTimeout, body: bodyTimeout,
+			details: "response_timeout", flag: flagUpstreamTimeout}
+	case failOverflow:
+		lr := upstreamResetReply(resetOverflow, flagOverflow, retried)
+		lr.header = http.Header{"X-Envoy-Overloaded": {"true"}}
+		return lr
+	case failConnect:
+		return upstreamResetReply(resetConnectFailure, flagConnectFailure, retried)
+	}
+	return upstreamResetReply(resetConnTermination, flagConnTermination, retried)
 }
 
 // stream copies the body, flushing after every read so that an event

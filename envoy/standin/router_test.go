@@ -148,16 +148,16 @@ func TestRouteTimeoutIs504(t *testing.T) {
 		}
 	})
 	resp, body := h.do("GET", "/openai/v1/models", nil, "")
-	if resp.StatusCode != http.StatusGatewayTimeout || body != bodyTimeout {
-		t.Errorf("answer = %d %q, want 504 %q", resp.StatusCode, body, bodyTimeout)
+	if want := jsonReply("response_timeout", bodyTimeout, 504); resp.StatusCode != http.StatusGatewayTimeout || body != want {
+		t.Errorf("answer = %d %q, want 504 %q", resp.StatusCode, body, want)
 	}
 }
 
 func TestNoEndpointsIs503(t *testing.T) {
 	h, _ := providerHarness(t, defaultFixture())
 	resp, body := h.do("GET", "/api/v1/analytics/usage", nil, "")
-	if resp.StatusCode != http.StatusServiceUnavailable || body != bodyNoHealthyUpstream {
-		t.Errorf("answer = %d %q, want 503 %q", resp.StatusCode, body, bodyNoHealthyUpstream)
+	if want := jsonReply("no_healthy_upstream", bodyNoHealthyUpstream, 503); resp.StatusCode != http.StatusServiceUnavailable || body != want {
+		t.Errorf("answer = %d %q, want 503 %q", resp.StatusCode, body, want)
 	}
 }
 
