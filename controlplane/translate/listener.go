@@ -86,7 +86,8 @@ func rdsRoutes() func(*hcmv3.HttpConnectionManager) error {
 
 // connectionManager is the HTTP connection manager without its route
 // specifier: path normalisation, the early removal of client x-leaky-*
-// headers, then ext_authz, ratelimit and the router.
+// headers, then ext_authz, ratelimit and the router, and JSON bodies for
+// the gateway's own replies (see localReply).
 func connectionManager(g policy.Gateway) (*hcmv3.HttpConnectionManager, error) {
 	early, err := typed("early header mutation", &headermutationv3.HeaderMutation{
 		Mutations: []*mutationrulesv3.HeaderMutation{{
@@ -117,7 +118,8 @@ func connectionManager(g policy.Gateway) (*hcmv3.HttpConnectionManager, error) {
 			Name:        EarlyHeaderMutation,
 			TypedConfig: early,
 		}},
-		HttpFilters: filters,
+		HttpFilters:      filters,
+		LocalReplyConfig: localReply(),
 	}, nil
 }
 

@@ -180,10 +180,13 @@ func clusterNames(m *model.Model) []string {
 	return slices.Sorted(maps.Keys(set))
 }
 
-// typed packs a message into an Any, naming what it packs on failure.
+// typed packs a message into an Any, naming what it packs on failure. The
+// bytes are marshalled deterministically (map entries sorted, as in the
+// local reply's json_format), so the same model always packs the same Any
+// and Version stays a content hash.
 func typed(what string, msg proto.Message) (*anypb.Any, error) {
-	a, err := anypb.New(msg)
-	if err != nil {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, msg, proto.MarshalOptions{Deterministic: true}); err != nil {
 		return nil, fmt.Errorf("translate: pack %s: %w", what, err)
 	}
 	return a, nil

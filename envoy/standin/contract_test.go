@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"testing"
 
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/leakytokens/leaky/controlplane/model"
@@ -76,5 +77,19 @@ func TestStandinExecutesTheTranslatorsSnapshot(t *testing.T) {
 	}
 	if len(h.rls.requests()) == 0 {
 		t.Error("no ShouldRateLimit call")
+	}
+	// Its local_reply_config: the gateway's own replies are JSON, authz's
+	// denials reach the client as sent.
+	if resp, body := h.rawGet("/nowhere"); resp.StatusCode != 404 || body != `{"error":"route_not_found","message":"","status":404}`+"\n" {
+		t.Errorf("no route: %d %q, want 404 with the JSON envelope", resp.StatusCode, body)
+	}
+	h.authz.setAnswer(failing)
+	if resp, body := h.do("GET", "/openai/v1/models", nil, ""); resp.StatusCode != 503 || body != `{"error":"ext_authz_error","message":"","status":503}`+"\n" {
+		t.Errorf("ext_authz failure: %d %q, want 503 with the JSON envelope", resp.StatusCode, body)
+	}
+	h.authz.setAnswer(denyWith(typev3.StatusCode_Forbidden, `{"error":"forbidden_org"}`, setHeader("content-type", "application/json")))
+	if resp, body := h.do("GET", "/openai/v1/models", nil, ""); resp.StatusCode != 403 || body != `{"error":"forbidden_org"}` ||
+		resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("authz's denial: %d %q %q, want it as sent", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
 }
