@@ -244,8 +244,8 @@ func TestE2EProviderRetries(t *testing.T) {
 	}
 }
 
-// authz down: with authz_failure_mode deny the gateway answers 503 and
-// the provider sees nothing; with allow the call reaches the provider
+// authz down: with authz_failure_mode deny the gateway answers 503 (its
+// JSON error) and the provider sees nothing; with allow the call reaches the provider
 // unmetered (no identity headers, so no descriptor and no ratelimit call).
 func TestE2EAuthzDown(t *testing.T) {
 	tests := []struct {
@@ -276,6 +276,10 @@ func TestE2EAuthzDown(t *testing.T) {
 			a := s.complete(withKey(u, nil), 50)
 			if a.status != tt.wantStatus {
 				t.Fatalf("authz down, failure mode %s: want %d, got %s", tt.mode, tt.wantStatus, a)
+			}
+			if tt.mode == "deny" && (a.body != `{"error":"ext_authz_error","message":"","status":503}`+"\n" ||
+				a.header.Get("Content-Type") != "application/json") {
+				t.Errorf("authz down: want the gateway's JSON error (local_reply_config), got %s", a)
 			}
 			if got := s.stubRequests("") - stub; got != tt.wantStub {
 				t.Errorf("the provider saw %v requests, want %v", got, tt.wantStub)
