@@ -157,6 +157,7 @@ func TestLocalReplyOutsideTheSubsetIsNACKed(t *testing.T) {
 		{"omit_empty_values", edit(func(c *hcmv3.LocalReplyConfig) { c.BodyFormat.OmitEmptyValues = true }),
 			"local_reply_config.body_format: field omit_empty_values is not implemented"},
 		{"the deprecated text_format", edit(func(c *hcmv3.LocalReplyConfig) {
+			//lint:ignore SA1019 the deprecated field is what this case sends.
 			c.Mappers[0].BodyFormatOverride = &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: opBody}}
 		}), "local_reply_config.mappers[0].body_format_override: field text_format is not implemented"},
 		{"a mapper's status rewrite", edit(func(c *hcmv3.LocalReplyConfig) { c.Mappers[0].StatusCode = wrapperspb.UInt32(500) }),
