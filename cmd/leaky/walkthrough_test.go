@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -75,8 +77,12 @@ func TestDevWalkthroughWorksAsPrinted(t *testing.T) {
 		if err != nil || pair == nil {
 			t.Fatalf("the policy key: %v, %v", pair, err)
 		}
-		if !strings.Contains(string(pair.Value), "capacity: 40000") {
+		if !strings.Contains(string(pair.Value), "openai: {capacity: 40000") {
 			t.Errorf("the policy key after step 6 lacks the new tier's openai capacity 40000:\n%s", pair.Value)
+		}
+		// dev has stopped: every piece deregistered.
+		if svcs, err := client.Agent().Services(); err != nil || len(svcs) != 0 {
+			t.Errorf("the agent's services after dev stopped = %v, %v; want none", slices.Collect(maps.Keys(svcs)), err)
 		}
 	})
 }
