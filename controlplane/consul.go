@@ -35,10 +35,12 @@ type KV interface {
 }
 
 // catalogNames are the services the catalog is asked for: every service
-// and every provider of the policy in effect, less those pinned by flags.
+// (the control plane's own HTTP listener among them, as a process that
+// pins it without Consul has it) and every provider of the policy in
+// effect, less those pinned by flags.
 func (s *Server) catalogNames() []string {
 	names := []string{model.ServiceAuthzGRPC, model.ServiceAuthzHTTP, model.ServiceRatelimitGRPC,
-		model.ServiceRatelimitHTTP, model.ServiceAnalyticsHTTP}
+		model.ServiceRatelimitHTTP, model.ServiceAnalyticsHTTP, model.ServiceControlplaneHTTP}
 	if cfg := s.pipeline.state().Config; cfg != nil {
 		for p := range cfg.Policy().Providers {
 			names = append(names, model.ProviderService(p))

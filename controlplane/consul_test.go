@@ -153,8 +153,9 @@ func TestConsulCatalog(t *testing.T) {
 		code, reasons := c.degradedReasons()
 		return code == 503 && strings.Contains(reasons, openai+": no healthy endpoint")
 	})
-	if slices.Contains(cat.names(), model.ServiceAuthzGRPC) || !slices.Contains(cat.names(), openai) {
-		t.Errorf("catalog names = %v, want openai and not the pinned %s", cat.names(), model.ServiceAuthzGRPC)
+	if slices.Contains(cat.names(), model.ServiceAuthzGRPC) || !slices.Contains(cat.names(), openai) ||
+		!slices.Contains(cat.names(), model.ServiceControlplaneHTTP) {
+		t.Errorf("catalog names = %v, want openai and %s, not the pinned %s", cat.names(), model.ServiceControlplaneHTTP, model.ServiceAuthzGRPC)
 	}
 	// A tier written while the model is refused is not in effect: 202,
 	// saying why, never "applied".

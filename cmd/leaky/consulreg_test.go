@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,5 +124,61 @@ func TestRatelimitRegistersInConsul(t *testing.T) {
 		if _, ok := svcs[id]; ok {
 			t.Errorf("%s is still registered after the service stopped", id)
 		}
+	}
+}
+
+// An instance the agent loses (deregistered behind the process's back, as
+// by an agent restarted empty) is registered again by the resync loop
+// within a few of its intervals; deregister stops the loop and removes it.
+func TestRegisterInstancesReRegistersWhatTheAgentLost(t *testing.T) {
+	addr := testenv.Consul(t)
+	client, err := api.NewClient(&api.Config{Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "leaky-test-resync-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	id := name + "-127.0.0.1:9"
+	deregister, err := registerInstances(t.Context(), slog.New(slog.DiscardHandler), addr, []instance{{name, "127.0.0.1:9", ""}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer deregister()
+	registered := func() bool {
+		t.Helper()
+		svcs, err := client.Agent().Services()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ok := svcs[id]
+		return ok
+	}
+	if !registered() {
+		t.Fatalf("%s is not registered", id)
+	}
+	if err := client.Agent().ServiceDeregister(id); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(6 * consulResyncInterval); !registered(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s was not registered again within %s", id, 6*consulResyncInterval)
+		}
+	}
+	deregister()
+	if registered() {
+		t.Errorf("%s is still registered after deregister", id)
+	}
+}
+
+// What a process announces must be an IP address and a port the gateway
+// can dial: a wildcard, a name or no port is refused before the agent is
+// asked.
+func TestRegisterInstancesRefusesUndialableAddresses(t *testing.T) {
+	for _, a := range []string{"0.0.0.0:8080", "[::]:8080", "localhost:8080", "127.0.0.1", "127.0.0.1:http"} {
+		t.Run(a, func(t *testing.T) {
+			_, err := registrations([]instance{{"leaky-x", a, ""}})
+			if err == nil || !strings.Contains(err.Error(), "leaky-x") {
+				t.Errorf("registrations(%q) = %v, want an error naming the service", a, err)
+			}
+		})
 	}
 }

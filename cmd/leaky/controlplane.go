@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/hashicorp/consul/api"
 
@@ -22,23 +21,31 @@ func runControlplane(ctx context.Context, e env, args []string) error {
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	var deps controlplane.Deps
-	if cfg.ConsulAddr != "" {
-		// api.DefaultConfig also reads CONSUL_HTTP_TOKEN and the TLS
-		// variables; the address is the flag's.
-		ac := api.DefaultConfig()
-		ac.Address = cfg.ConsulAddr
-		c, err := api.NewClient(ac)
-		if err != nil {
-			return fmt.Errorf("consul client: %w", err)
-		}
-		deps.Catalog, deps.KV = consulClient{c}, consulClient{c}
+	deps, err := controlplaneDeps(cfg.ConsulAddr)
+	if err != nil {
+		return err
 	}
 	svc, err := controlplane.New(cfg, e.logger.With(serve.KeyService, "controlplane"), deps)
 	if err != nil {
 		return err
 	}
 	return svc.Run(ctx)
+}
+
+// controlplaneDeps are the control plane's sources: with consulAddr the
+// catalog and KV of that agent, else none (the policy file and the static
+// endpoints).
+func controlplaneDeps(consulAddr string) (controlplane.Deps, error) {
+	var deps controlplane.Deps
+	if consulAddr == "" {
+		return deps, nil
+	}
+	c, err := newConsulClient(consulAddr)
+	if err != nil {
+		return deps, err
+	}
+	deps.Catalog, deps.KV = consulClient{c}, consulClient{c}
+	return deps, nil
 }
 
 // consulClient is controlplane/consul on one client, as the control plane's

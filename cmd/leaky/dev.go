@@ -31,6 +31,10 @@ type devFlags struct {
 	gw       standin.Config
 	gateway  string // auto, standin, envoy or none
 	stateDir string // where the example policy is copied when -config is empty
+	// consulAddr, when set, is the Consul agent (host:port) the control
+	// plane reads the policy key and the catalog from, and every piece
+	// registers with.
+	consulAddr string
 }
 
 // gateway kinds of -gateway.
@@ -65,6 +69,8 @@ func (f *devFlags) register(e env) (*flag.FlagSet, *serve.Config) {
 	fs.StringVar(&f.gw.AdminAddr, "gateway-admin-addr", f.gw.AdminAddr, "the gateway's admin address (loopback only)")
 	fs.StringVar(&f.gateway, "gateway", gatewayAuto, "the gateway: auto (envoy when on PATH, else the stand-in), standin, envoy or none")
 	fs.StringVar(&f.stateDir, "state-dir", "", "directory for the copy of the example policy and the generated Envoy bootstrap; empty = a new temporary directory, removed at exit")
+	fs.StringVar(&f.consulAddr, "consul-addr", "", "Consul agent HTTP address (host:port): the control plane takes the policy from -consul-policy-key (seeded from -config or the example's copy when absent) and every endpoint from the catalog, where each piece registers itself; empty: CONSUL_HTTP_ADDR, or no Consul")
+	fs.StringVar(&f.cp.ConsulPolicyKey, "consul-policy-key", f.cp.ConsulPolicyKey, "Consul KV key holding the policy, with -consul-addr")
 	bounds := serve.DefaultConfig() // the runtime's bounds, shared by the services
 	bounds.RegisterFlags(fs)
 	return fs, &bounds
@@ -97,6 +103,7 @@ func parseDevFlags(e env, args []string) (*devFlags, error) {
 		return nil, err
 	}
 	f.rl.Config, f.az.Config, f.cp.Config = *bounds, *bounds, *bounds
+	f.consulAddr = consulAddrOf(e, f.consulAddr)
 	switch f.gateway {
 	case gatewayAuto, gatewayStandin, gatewayEnvoy, gatewayNone:
 	default:
@@ -121,6 +128,7 @@ type dev struct {
 	gatewayAddr, gwAdmin   string
 	rlStore                string
 	bootstrap              string // the Envoy bootstrap file written for envoy
+	consulAddr, policyKey  string // the Consul agent and the policy's key; "" without Consul
 }
 
 func (d *dev) close() {
@@ -157,6 +165,9 @@ func (d *dev) start(ctx context.Context, f *devFlags) error {
 	if err := d.statePolicy(f); err != nil {
 		return err
 	}
+	if f.consulAddr != "" {
+		d.consulAddr, d.policyKey = f.consulAddr, f.cp.ConsulPolicyKey
+	}
 	if err := d.bindControlplane(f); err != nil {
 		return err
 	}
@@ -180,7 +191,10 @@ func (d *dev) start(ctx context.Context, f *devFlags) error {
 	if err := d.startGateway(f); err != nil {
 		return err
 	}
-	return d.wireControlplane()
+	if err := d.wireControlplane(); err != nil {
+		return err
+	}
+	return d.registerPieces(ctx)
 }
 
 // statePolicy sets the policy path: -config, or a copy of the embedded
@@ -244,7 +258,8 @@ func (d *dev) bindControlplane(f *devFlags) error {
 	return nil
 }
 
-// controlplaneOn is a control plane on the policy file and f.cp's
+// controlplaneOn is a control plane on the policy file (with Consul: on
+// the policy key, seeded from the file, and the catalog) and f.cp's
 // addresses, its listener to be set.
 func (d *dev) controlplaneOn(f *devFlags) (*controlplane.Server, error) {
 	host, _, err := net.SplitHostPort(f.gw.Listen)
@@ -253,7 +268,12 @@ func (d *dev) controlplaneOn(f *devFlags) (*controlplane.Server, error) {
 	}
 	f.cp.PolicyPath, f.cp.Listener = d.policyPath, net.JoinHostPort(host, "0")
 	f.cp.Issuer, f.cp.Audience = f.az.Issuer, f.az.Audience
-	cp, err := controlplane.New(f.cp, d.e.logger.With(serve.KeyService, "controlplane"), controlplane.Deps{})
+	f.cp.ConsulAddr = d.consulAddr
+	deps, err := controlplaneDeps(d.consulAddr)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	cp, err := controlplane.New(f.cp, d.e.logger.With(serve.KeyService, "controlplane"), deps)
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
@@ -290,13 +310,17 @@ func (d *dev) newControlplane(f *devFlags) (*controlplane.Server, error) {
 }
 
 // wire tells cp where the gateway listens, where authz publishes its keys
-// and where every service listens.
+// and, without Consul, where every service listens (with Consul the
+// catalog says, see registerPieces).
 func (d *dev) wire(cp *controlplane.Server) error {
 	if err := cp.SetListener(d.gatewayAddr); err != nil {
 		return err
 	}
 	if err := cp.SetJWKSURL("http://" + d.az.HTTPAddr() + "/.well-known/jwks.json"); err != nil {
 		return err
+	}
+	if d.consulAddr != "" {
+		return nil
 	}
 	pins := map[string][]string{
 		model.ServiceAuthzGRPC: {d.az.GRPCAddr()}, model.ServiceAuthzHTTP: {d.az.HTTPAddr()},

@@ -75,8 +75,9 @@ type stack struct {
 	logs   *syncBuffer
 	client *http.Client
 
-	policy  string // the policy file's path
-	gateway string // http://host:port of the gateway stand-in
+	policy  string   // the policy file's path
+	gateway string   // http://host:port of the gateway stand-in
+	args    []string // dev's flags besides the addresses and -config
 }
 
 // piece is one running runner of dev.
@@ -85,12 +86,13 @@ type piece struct {
 	done chan error
 }
 
-// newStack starts the request path on a policy file holding policyYAML and
-// waits until the gateway has applied a configuration. Everything stops
-// when the test ends; the logs are shown when it failed.
-func newStack(t *testing.T, policyYAML string) *stack {
+// newStack starts the request path on a policy file holding policyYAML,
+// with dev's flags args besides, and waits until the gateway has applied
+// a configuration. Everything stops when the test ends; the logs are
+// shown when it failed.
+func newStack(t *testing.T, policyYAML string, args ...string) *stack {
 	t.Helper()
-	s := &stack{t: t, pieces: map[string]*piece{}, logs: &syncBuffer{}, client: &http.Client{Timeout: pollBound}}
+	s := &stack{t: t, pieces: map[string]*piece{}, logs: &syncBuffer{}, client: &http.Client{Timeout: pollBound}, args: args}
 	s.policy = filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(s.policy, []byte(policyYAML), 0o644); err != nil {
 		t.Fatal(err)
@@ -126,7 +128,7 @@ func (s *stack) start() {
 	s.t.Helper()
 	e := testEnv(io.Discard, io.Discard, map[string]string{"LEAKY_ADMIN_PASSWORD": e2eAdminPassword})
 	e.logger = slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f, err := parseDevFlags(e, devArgs("-config", s.policy)[1:])
+	f, err := parseDevFlags(e, devArgs(append([]string{"-config", s.policy}, s.args...)...)[1:])
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/leakytokens/leaky/controlplane/model"
 	"github.com/leakytokens/leaky/internal/serve"
 	providersstub "github.com/leakytokens/leaky/providers-stub"
 )
@@ -40,10 +39,8 @@ func runProvidersStub(ctx context.Context, e env, args []string) error {
 // model.ProviderService(name) with its /healthz as the check. It returns
 // what deregisters them once the stub has stopped.
 func announceProviders(ctx context.Context, e env, consulAddr string, addrs map[string]string) (deregister func(), err error) {
-	var instances []instance
 	for _, name := range slices.Sorted(maps.Keys(addrs)) {
 		fmt.Fprintf(e.stdout, "providers-stub: %s http://%s\n", name, addrs[name])
-		instances = append(instances, instance{model.ProviderService(name), addrs[name], "http://" + addrs[name] + "/healthz"})
 	}
-	return registerInstances(ctx, e.logger, consulAddr, instances)
+	return registerInstances(ctx, e.logger, consulAddr, providerInstances(addrs))
 }

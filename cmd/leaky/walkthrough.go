@@ -19,6 +19,7 @@ type walkthrough struct {
 	cpXDS, cpHTTP                                 string
 	providers                                     map[string]string
 	policy, policyNote                            string
+	consulAddr, policyKey                         string // "" without Consul
 	admin                                         authz.AdminCredentials
 }
 
@@ -29,6 +30,7 @@ func (d *dev) walkthrough() walkthrough {
 		azGRPC: d.az.GRPCAddr(), azHTTP: d.az.HTTPAddr(),
 		cpXDS: d.cp.XDSAddr(), cpHTTP: d.cp.HTTPAddr(),
 		providers: d.stub.Addrs(), policy: d.policyPath, policyNote: d.policyNote, admin: d.az.Admin(),
+		consulAddr: d.consulAddr, policyKey: d.policyKey,
 	}
 }
 
@@ -51,6 +53,13 @@ func printWalkthrough(w io.Writer, c walkthrough) {
 	for _, name := range slices.Sorted(maps.Keys(c.providers)) {
 		provs = append(provs, fmt.Sprintf("%s http://%s", name, c.providers[name]))
 	}
+	policyLine := c.policy + c.policyNote
+	if c.consulAddr != "" {
+		policyLine = fmt.Sprintf("Consul key %s (seeded from %s when absent; tier changes are written to the key)\n"+
+			"  consul        http://%s   the control plane reads the policy key and every endpoint from the catalog,\n"+
+			"                where ratelimit, authz, the providers and the control plane registered themselves",
+			c.policyKey, c.policy, c.consulAddr)
+	}
 	fmt.Fprintf(w, `
 Leaky Tokens is running (leaky dev). Ctrl-C stops it.
 
@@ -59,8 +68,8 @@ Leaky Tokens is running (leaky dev). Ctrl-C stops it.
   ratelimit     gRPC %s   HTTP http://%s   store %s
   controlplane  xDS %s   admin API http://%s
   providers     %s
-  policy        %s%s
-`, gw, c.azGRPC, c.azHTTP, c.rlGRPC, c.rlHTTP, c.rlStore, c.cpXDS, c.cpHTTP, strings.Join(provs, "   "), c.policy, c.policyNote)
+  policy        %s
+`, gw, c.azGRPC, c.azHTTP, c.rlGRPC, c.rlHTTP, c.rlStore, c.cpXDS, c.cpHTTP, strings.Join(provs, "   "), policyLine)
 	// The login body: in double quotes when the password is the shell's
 	// variable (single quotes would keep "$LEAKY_ADMIN_PASSWORD" as text).
 	login := fmt.Sprintf(`"{\"username\":\"%s\",\"password\":\"$LEAKY_ADMIN_PASSWORD\"}"`, c.admin.Username)
@@ -110,9 +119,13 @@ rate limit (ratelimit: the user's, organisation's and provider's buckets, all or
   for i in 1 2 3; do curl -s -w '\n' -D - %[3]s \
        | grep -iE '^HTTP|^retry-after|^x-ratelimit-remaining|^\{"error'; done
 `, c.gatewayAddr, openai(50), openai(1500))
+	written := "policy file is rewritten"
+	if c.consulAddr != "" {
+		written = "Consul key " + c.policyKey + " is rewritten"
+	}
 	fmt.Fprintf(w, `
 6. Change the tier as an admin (the control plane's API, checked against authz's published keys): the
-   policy file is rewritten, the control plane pushes it to ratelimit and authz, and the next call
+   %[7]s, the control plane pushes it to ratelimit and authz, and the next call
    passes under the new limit:
   ADMIN_TOKEN=$(curl -s -X POST $G/api/v1/auth/login -H 'content-type: application/json' \
        -d %[1]s | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
@@ -131,5 +144,5 @@ With Envoy installed, run it on the same control plane instead of the stand-in:
   envoy -c envoy/envoy.yaml        # node leaky-envoy, ADS at 127.0.0.1:18000, admin on 127.0.0.1:9901
 (or put envoy on PATH: leaky dev then starts it with a bootstrap of its own).
 
-`, adminLogin, c.cpHTTP, openai(1500), c.gatewayAdmin, c.rlHTTP, c.azHTTP)
+`, adminLogin, c.cpHTTP, openai(1500), c.gatewayAdmin, c.rlHTTP, c.azHTTP, written)
 }

@@ -2,13 +2,19 @@ package main
 
 import (
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/leakytokens/leaky/internal/testenv"
 )
 
 // steps splits the walk-through `leaky dev` printed into its numbered
@@ -51,11 +57,40 @@ func TestDevWalkthroughWorksAsPrinted(t *testing.T) {
 	t.Run("admin password from the environment", func(t *testing.T) {
 		pasteWalkthrough(t, map[string]string{"LEAKY_ADMIN_PASSWORD": "walkthrough-admin-pw"})
 	})
+	// With CONSUL_HTTP_ADDR (a private agent: the catalog names and the
+	// policy key are the defaults) the walk-through says so, and the tier
+	// change of step 6 lands in the policy key.
+	t.Run("on consul", func(t *testing.T) {
+		agent := testenv.StartConsul(t)
+		printed := pasteWalkthrough(t, map[string]string{"CONSUL_HTTP_ADDR": "http://" + agent.Addr})
+		if want := "consul        http://" + agent.Addr; !strings.Contains(printed, want) {
+			t.Errorf("the walk-through does not say %q:\n%s", want, printed)
+		}
+		if !strings.Contains(printed, "Consul key leaky/policy is rewritten") {
+			t.Errorf("step 6 does not say the tier change is written to the Consul key:\n%s", printed)
+		}
+		client, err := api.NewClient(&api.Config{Address: agent.Addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, _, err := client.KV().Get("leaky/policy", nil)
+		if err != nil || pair == nil {
+			t.Fatalf("the policy key: %v, %v", pair, err)
+		}
+		if !strings.Contains(string(pair.Value), "openai: {capacity: 40000") {
+			t.Errorf("the policy key after step 6 lacks the new tier's openai capacity 40000:\n%s", pair.Value)
+		}
+		// dev has stopped: every piece deregistered.
+		if svcs, err := client.Agent().Services(); err != nil || len(svcs) != 0 {
+			t.Errorf("the agent's services after dev stopped = %v, %v; want none", slices.Collect(maps.Keys(svcs)), err)
+		}
+	})
 }
 
 // pasteWalkthrough runs leaky dev with vars as its environment (and the
-// shell's), pastes the walk-through and checks each step's output.
-func pasteWalkthrough(t *testing.T, vars map[string]string) {
+// shell's), pastes the walk-through, checks each step's output and
+// returns what dev printed.
+func pasteWalkthrough(t *testing.T, vars map[string]string) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
@@ -130,6 +165,7 @@ func pasteWalkthrough(t *testing.T, vars map[string]string) {
 	if t.Failed() {
 		t.Logf("walk-through:\n%s\nscript output:\n%s\ndev stderr:\n%s", printed, out, stderr.String())
 	}
+	return printed
 }
 
 // waitReady polls the gateway's /ready (printed in step 7) until the
