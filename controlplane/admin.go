@@ -196,11 +196,15 @@ func (a *admin) waitApplied(ctx context.Context, d [sha256.Size]byte) error {
 	if err := a.pipeline.waitConfig(ctx, d); err != nil {
 		return err
 	}
-	st := a.pipeline.state()
-	if st.Snap == nil {
-		return errNotApplied
-	}
-	return a.nodes.waitACKed(ctx, resource.RuntimeType, st.Snap.GetVersion(resource.RuntimeType))
+	// The version served now, read again on every poll: a push after ours
+	// (a catalog change, another PUT) is acknowledged instead of ours and
+	// carries our change too.
+	return a.nodes.waitACKed(ctx, resource.RuntimeType, func() string {
+		if st := a.pipeline.state(); st.Snap != nil {
+			return st.Snap.GetVersion(resource.RuntimeType)
+		}
+		return ""
+	})
 }
 
 // writeError turns a source's write failure into an answer.

@@ -107,7 +107,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: %w", a.flag, err))
 		}
 	}
-	if host, port, err := net.SplitHostPort(c.Listener); err != nil || port != "0" || host == "" {
+	if _, port, err := net.SplitHostPort(c.Listener); err != nil || port != "0" {
 		// Port 0: set later (Server.SetListener); nothing is pushed until then.
 		if _, err := model.ParseEndpoint(c.Listener); err != nil {
 			errs = append(errs, fmt.Errorf("listener: %w", err))

@@ -230,11 +230,12 @@ func (n *nodes) acked(typ, version string) bool {
 }
 
 // waitACKed polls until every connected node that was sent typ has
-// acknowledged version of it, or ctx ends (errNotApplied).
-func (n *nodes) waitACKed(ctx context.Context, typ, version string) error {
+// acknowledged the version version() names (read on every poll), or ctx
+// ends (errNotApplied).
+func (n *nodes) waitACKed(ctx context.Context, typ string, version func() string) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for !n.acked(typ, version) {
+	for v := version(); v == "" || !n.acked(typ, v); v = version() {
 		select {
 		case <-ctx.Done():
 			return errNotApplied

@@ -141,6 +141,25 @@ func (p *pipeline) setEndpoints(update map[string][]model.Endpoint) {
 // resolveTimeout bounds the lookup of one endpoint's host name.
 const resolveTimeout = 5 * time.Second
 
+// oneFamily keeps the IPv4 addresses of a lookup when it has any, else
+// the rest, as Envoy's DNS clusters do by default (V4_PREFERRED): a
+// service listening on 127.0.0.1 only must not get a share of the calls
+// sent to ::1.
+func oneFamily(addrs []string) []string {
+	var v4, other []string
+	for _, a := range addrs {
+		if ip, err := netip.ParseAddr(a); err == nil && ip.Unmap().Is4() {
+			v4 = append(v4, a)
+		} else {
+			other = append(other, a)
+		}
+	}
+	if len(v4) > 0 {
+		return v4
+	}
+	return other
+}
+
 // resolveAll returns update with every host name replaced by its IP
 // addresses (Envoy's EDS takes addresses only), sorted. A service whose
 // names do not all resolve gets an empty list and its error: it keeps its
@@ -163,7 +182,7 @@ func resolveAll(update map[string][]model.Endpoint) (map[string][]model.Endpoint
 				got = nil
 				break
 			}
-			for _, a := range addrs {
+			for _, a := range oneFamily(addrs) {
 				got = append(got, model.Endpoint{Host: a, Port: e.Port})
 			}
 		}

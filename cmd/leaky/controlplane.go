@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
 
 	"github.com/hashicorp/consul/api"
 
@@ -20,6 +22,11 @@ func runControlplane(ctx context.Context, e env, args []string) error {
 	cfg.RegisterFlags(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
+	}
+	if _, port, err := net.SplitHostPort(cfg.Listener); err == nil && port == "0" {
+		// Port 0 means "set later" to a process that binds the gateway
+		// itself (leaky dev); alone, nothing would ever set it.
+		return fmt.Errorf("controlplane: -listener %s: name the gateway's port (Envoy's listener binds it): %w", cfg.Listener, errUsage)
 	}
 	deps, err := controlplaneDeps(cfg.ConsulAddr)
 	if err != nil {

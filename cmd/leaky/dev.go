@@ -103,6 +103,12 @@ func parseDevFlags(e env, args []string) (*devFlags, error) {
 		return nil, err
 	}
 	f.rl.Config, f.az.Config, f.cp.Config = *bounds, *bounds, *bounds
+	if f.consulAddr == "" && e.getenv("CONSUL_HTTP_ADDR") != "" {
+		// Consul's own variable, likely exported for other work: say so,
+		// since dev registers its pieces and writes the policy key there.
+		e.logger.Warn("CONSUL_HTTP_ADDR is set: leaky dev runs on that Consul agent (its catalog and the policy key); unset it, or pass -consul-addr, to choose",
+			"consul_addr", e.getenv("CONSUL_HTTP_ADDR"))
+	}
 	f.consulAddr = consulAddrOf(e, f.consulAddr)
 	switch f.gateway {
 	case gatewayAuto, gatewayStandin, gatewayEnvoy, gatewayNone:

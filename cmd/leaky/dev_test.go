@@ -147,3 +147,45 @@ func TestDevRefusesUnenforceablePolicy(t *testing.T) {
 		t.Errorf("dev with an unenforceable policy = %v, want a refusal naming the file and the bucket", err)
 	}
 }
+
+// `leaky dev -gateway-addr :0` (every interface) starts: the control plane
+// is told the bound address, whatever host the flag named; a standalone
+// `leaky controlplane -listener` with port 0 is refused (nothing would set it).
+func TestDevGatewayOnEveryInterface(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, devArgs("-gateway-addr", ":0"), testEnv(&stdout, &stderr, nil)) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev: %v", err)
+		}
+	}()
+	gw := regexp.MustCompile(`gateway\s+http://\[::\]:(\d+)`)
+	var m []string
+	for deadline := time.Now().Add(60 * time.Second); m == nil; time.Sleep(20 * time.Millisecond) {
+		if m = gw.FindStringSubmatch(stdout.String()); m == nil && time.Now().After(deadline) {
+			t.Fatalf("dev -gateway-addr :0 did not start within 60s: stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		}
+	}
+	url := "http://127.0.0.1:" + m[1] + "/openai/v1/models"
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized { // configured: authz answered
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s never reached authz through the gateway (last: %v)", url, err)
+		}
+	}
+
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"controlplane", "-listener", "0.0.0.0:0", "-xds-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0"}, testEnv(&out, &out, nil))
+	if err == nil || !strings.Contains(err.Error(), "-listener 0.0.0.0:0") {
+		t.Errorf("controlplane -listener 0.0.0.0:0 = %v, want a refusal naming it", err)
+	}
+}

@@ -55,8 +55,9 @@ func printWalkthrough(w io.Writer, c walkthrough) {
 	}
 	policyLine := c.policy + c.policyNote
 	if c.consulAddr != "" {
-		policyLine = fmt.Sprintf("Consul key %s (seeded from %s when absent; tier changes are written to the key)\n"+
-			"  consul        http://%s   the control plane reads the policy key and every endpoint from the catalog,\n"+
+		policyLine = fmt.Sprintf("Consul key %[1]s (seeded from %[2]s when absent; tier changes are written to the key;\n"+
+			"                a key an earlier run changed keeps its limits: consul kv delete %[1]s starts over)\n"+
+			"  consul        http://%[3]s   the control plane reads the policy key and every endpoint from the catalog,\n"+
 			"                where ratelimit, authz, the providers and the control plane registered themselves",
 			c.policyKey, c.policy, c.consulAddr)
 	}

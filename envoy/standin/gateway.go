@@ -237,8 +237,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := g.current.Load()
 	if p == nil {
-		serve.WriteJSON(w, http.StatusServiceUnavailable, serve.ErrorBody{Error: "unavailable",
-			Message: "the gateway has no configuration from the control plane yet"})
+		// The shape the generated local_reply_config gives every other
+		// local reply: error, message, status.
+		serve.WriteJSON(w, http.StatusServiceUnavailable, struct {
+			Error   string `json:"error"`
+			Message string `json:"message"`
+			Status  int    `json:"status"`
+		}{"unavailable", "the gateway has no configuration from the control plane yet", http.StatusServiceUnavailable})
 		return
 	}
 	p.serve(w, r)

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 
 	"github.com/leakytokens/leaky/controlplane/model"
-	"github.com/leakytokens/leaky/internal/serve"
 )
 
 // deadAddr is a local address nothing listens on.
@@ -139,11 +138,14 @@ func TestNoConfigurationYetIsJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var got serve.ErrorBody
+	var got struct {
+		Error, Message string
+		Status         int
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
 		t.Fatalf("the body is not JSON: %v", err)
 	}
-	if resp.StatusCode != 503 || resp.Header.Get("Content-Type") != "application/json" || got.Error != "unavailable" || got.Message == "" {
-		t.Errorf("answer = %d %q %+v, want 503 application/json with error unavailable and a message", resp.StatusCode, resp.Header.Get("Content-Type"), got)
+	if resp.StatusCode != 503 || resp.Header.Get("Content-Type") != "application/json" || got.Error != "unavailable" || got.Message == "" || got.Status != 503 {
+		t.Errorf("answer = %d %q %+v, want 503 application/json with error unavailable, a message and status 503 (the local replies' shape)", resp.StatusCode, resp.Header.Get("Content-Type"), got)
 	}
 }
