@@ -150,7 +150,7 @@ func (c *consulE2E) replaceOpenAI() *extStub {
 			s.t.Errorf("call %d after the first instance stopped: want 200, got %s", calls, a)
 		}
 	}
-	for range 3 { // a call meeting the stopped instance is retried on the other (connect-failure)
+	for range 3 { // the stopped instance deregistered as it stopped: the calls pass on the other
 		call()
 	}
 	s.waitFor("the gateway to drop the stopped instance", func() (bool, string) {
