@@ -192,7 +192,14 @@ func (c *cp) do(req *http.Request) (int, string) {
 }
 
 // pushes is the pushes counter.
-func (c *cp) pushes() float64 { return testutil.ToFloat64(c.m.pushes) }
+// pushes is the push counter, read after taking the pipeline's lock
+// (through Version): a push whose answer a client has already received is
+// counted by then (the counter moves after SetSnapshot answered the
+// watches, under that lock).
+func (c *cp) pushes() float64 {
+	c.Version()
+	return testutil.ToFloat64(c.m.pushes)
+}
 
 // eventually polls cond every 20 ms until it holds, failing after wait.
 func eventually(t *testing.T, what string, cond func() bool) {
