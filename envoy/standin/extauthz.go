@@ -7,7 +7,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
+
+	"google.golang.org/grpc"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -83,19 +86,30 @@ func authzErrorReply(f *authzFilter) localReply {
 // check sends the CheckRequest Envoy builds, within the filter's timeout
 // and the cluster's max_requests.
 func (p *pipeline) check(ex *exchange, f *authzFilter) (*authv3.CheckResponse, error) {
-	u := p.upstreams[f.cluster]
+	return callFilter(p, ex, f.cluster, f.timeout, func(ctx context.Context, conn *grpc.ClientConn) (*authv3.CheckResponse, error) {
+		return authv3.NewAuthorizationClient(conn).Check(ctx, checkRequest(ex, f))
+	})
+}
+
+// callFilter makes a filter's gRPC call to its cluster as Envoy does:
+// within the cluster's max_requests, on its connection, within the
+// filter's timeout.
+func callFilter[T any](p *pipeline, ex *exchange, cluster string, timeout time.Duration,
+	call func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
+	var zero T
+	u := p.upstreams[cluster]
 	release, err := u.admit()
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	defer release()
 	conn, err := u.grpcConn()
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	ctx, cancel := context.WithTimeout(ex.r.Context(), f.timeout)
+	ctx, cancel := context.WithTimeout(ex.r.Context(), timeout)
 	defer cancel()
-	return authv3.NewAuthorizationClient(conn).Check(ctx, checkRequest(ex, f))
+	return call(ctx, conn)
 }
 
 // checkRequest is the CheckRequest Envoy's ext_authz filter sends: the

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/grpc"
+
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -58,19 +60,9 @@ func (p *pipeline) rateLimit(ex *exchange) bool {
 }
 
 func (p *pipeline) shouldRateLimit(ex *exchange, f *rateLimitFilter, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
-	u := p.upstreams[f.cluster]
-	release, err := u.admit()
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	conn, err := u.grpcConn()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ex.r.Context(), f.timeout)
-	defer cancel()
-	return rlsv3.NewRateLimitServiceClient(conn).ShouldRateLimit(ctx, req)
+	return callFilter(p, ex, f.cluster, f.timeout, func(ctx context.Context, conn *grpc.ClientConn) (*rlsv3.RateLimitResponse, error) {
+		return rlsv3.NewRateLimitServiceClient(conn).ShouldRateLimit(ctx, req)
+	})
 }
 
 // descriptors are what the route's rate limits make of the request headers,
