@@ -52,7 +52,16 @@ const (
 	KeyTier     = "tier"
 	KeyUser     = "user"
 	KeyOrg      = "org"
+	// KeyRequestID is the one entry of a descriptor of its own,
+	// (request_id, <x-request-id>), that names a request's reservation so
+	// the metering (ext_proc) can settle it. It is no bucket.
+	KeyRequestID = "request_id"
 )
+
+// HeaderRequestID is the request id Envoy sets (a fresh UUID for every
+// request from outside) and hands to the rate-limit descriptors and to the
+// metering.
+const HeaderRequestID = "x-request-id"
 
 // Scope names a kind of bucket. It is the name in a descriptor status and
 // the "scope" of an OVER_LIMIT body.
