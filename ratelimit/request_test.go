@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/leakytokens/leaky/internal/contract"
+	"github.com/leakytokens/leaky/ratelimit/ledger"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
@@ -168,7 +169,7 @@ func TestReserveChargesAsShouldRateLimit(t *testing.T) {
 				}
 			}
 			// The plain path's reservation settles like any other.
-			if err := plain.svc.Reservations().Settle(context.Background(), first.ID, 100); err != nil {
+			if _, err := plain.svc.Reservations().Settle(context.Background(), first.ID, 100, ledger.KindConsume); err != nil {
 				t.Fatalf("Settle: %v", err)
 			}
 			items := []store.Item{planRequest(pol, steps[0].r)[0].item}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/leakytokens/leaky/ratelimit/ledger"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
@@ -20,6 +21,9 @@ var (
 	ErrNoReservation = errors.New("no such open reservation")
 	// ErrTooManyReservations: the ledger is full; nothing was charged.
 	ErrTooManyReservations = errors.New("too many open reservations")
+	// ErrDuplicateReservation: a reservation with that id is open or being
+	// made; nothing was charged.
+	ErrDuplicateReservation = errors.New("duplicate reservation id")
 )
 
 // maxOpenReservations bounds the ledger's memory.
@@ -42,12 +46,46 @@ type Reservations struct {
 
 	mu      sync.Mutex
 	open    map[string]*reservation
-	pending int // Reserve calls between their slot check and their record
+	claimed map[string]bool // ids of ReserveAs calls between their slot check and their record
+	record  func(context.Context, Settlement)
 }
 
 type reservation struct {
+	owner   Owner
 	items   []store.Item
+	results []store.Result // as admitted: what each quota item took from its balance
+	quotas  []QuotaRef
 	expires time.Time
+}
+
+// Owner is who a reservation charges, as the request's descriptors (or a
+// REST caller) name them; the ledger records it with the usage.
+type Owner struct {
+	UserID   string
+	OrgID    string // "" when no organisation is charged
+	Provider string
+	Tier     string
+}
+
+// QuotaRef ties one of a reservation's items, a store.Quota item, to the
+// ledger's pool and window it charges.
+type QuotaRef struct {
+	Item   int // index into the reservation's items
+	Pool   ledger.Pool
+	Window time.Time // the window's start, UTC
+}
+
+// Settlement is a settled reservation: what the ledger records.
+type Settlement struct {
+	ID       string
+	Kind     ledger.Kind
+	Owner    Owner
+	Estimate int64 // the largest hits among the items: the request's estimate
+	Actual   int64
+	// Quotas splits Actual per quota pool between the window's allowance
+	// and the purchased balance, as the store applied it.
+	Quotas []ledger.QuotaCharge
+	At     time.Time
 }
 
 // Reservation is an admitted reservation.
@@ -70,82 +108,174 @@ func NewReservations(st store.Store, now func() time.Time, defaultTTL func() tim
 	if defaultTTL == nil {
 		defaultTTL = func() time.Duration { return DefaultReservationTTL }
 	}
-	return &Reservations{store: st, now: now, defaultTTL: defaultTTL, open: map[string]*reservation{}}
+	return &Reservations{store: st, now: now, defaultTTL: defaultTTL, open: map[string]*reservation{}, claimed: map[string]bool{}}
 }
 
-// Reserve decides items all or nothing, each Item.Hits being the estimate.
-// When admitted it returns a reservation to settle; when refused the
-// Reservation is zero and nothing is charged.
+// SetRecorder sets the function every settlement is handed to after the
+// store applied it (Settle, and expiry with ledger.KindExpired), before
+// Settle returns. Call it before the ledger is used; nil records nothing.
+func (r *Reservations) SetRecorder(record func(context.Context, Settlement)) {
+	r.mu.Lock()
+	r.record = record
+	r.mu.Unlock()
+}
+
+// Reserve is ReserveAs with a fresh random id, no owner and no quotas.
 func (r *Reservations) Reserve(ctx context.Context, items []store.Item, ttl time.Duration) (Reservation, store.Decision, error) {
+	return r.ReserveAs(ctx, "", Owner{}, items, nil, ttl)
+}
+
+// ReserveAs decides items all or nothing, each Item.Hits being the
+// estimate. When admitted it records a reservation with id (a fresh random
+// id when "") to settle; when refused the Reservation is zero and nothing
+// is charged. An id already open (or being reserved) is
+// ErrDuplicateReservation, before anything is charged.
+func (r *Reservations) ReserveAs(ctx context.Context, id string, owner Owner, items []store.Item, quotas []QuotaRef, ttl time.Duration) (Reservation, store.Decision, error) {
 	if ttl <= 0 {
 		ttl = r.defaultTTL()
 	}
-	// Hold a slot before charging anything, so a full ledger never charges.
+	if id == "" {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+	}
+	// Hold a slot (and the id) before charging anything, so a full ledger
+	// or a duplicate id never charges.
 	r.mu.Lock()
-	if len(r.open)+r.pending >= maxOpenReservations {
+	switch {
+	case len(r.open)+len(r.claimed) >= maxOpenReservations:
 		r.mu.Unlock()
 		return Reservation{}, store.Decision{}, ErrTooManyReservations
+	case r.open[id] != nil || r.claimed[id]:
+		r.mu.Unlock()
+		return Reservation{}, store.Decision{}, ErrDuplicateReservation
 	}
-	r.pending++
+	r.claimed[id] = true
 	r.mu.Unlock()
 	dec, err := r.store.Decide(ctx, items)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pending--
+	delete(r.claimed, id)
 	if err != nil || !dec.Allowed {
 		return Reservation{}, dec, err
 	}
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	res := Reservation{ID: hex.EncodeToString(b[:]), Expires: r.now().Add(ttl)}
-	r.open[res.ID] = &reservation{items: append([]store.Item(nil), items...), expires: res.Expires}
+	res := Reservation{ID: id, Expires: r.now().Add(ttl)}
+	r.open[id] = &reservation{
+		owner:   owner,
+		items:   append([]store.Item(nil), items...),
+		results: append([]store.Result(nil), dec.Results...),
+		quotas:  append([]QuotaRef(nil), quotas...),
+		expires: res.Expires,
+	}
 	return res, dec, nil
 }
 
 // Settle charges the reservation at actual tokens instead of its estimate,
-// at most once. A store call that failed without running leaves the
-// reservation open, to be settled again; one that timed out (it may have
-// run) closes it at its estimate rather than risk applying twice.
-func (r *Reservations) Settle(ctx context.Context, id string, actual int64) error {
+// at most once, and hands the settlement (of kind) to the recorder. A store
+// call that failed without running leaves the reservation open, to be
+// settled again; one that timed out (it may have run) closes it at its
+// estimate rather than risk applying twice.
+func (r *Reservations) Settle(ctx context.Context, id string, actual int64, kind ledger.Kind) (Settlement, error) {
 	if actual < 0 {
-		return fmt.Errorf("actual %d: must not be negative", actual)
+		return Settlement{}, fmt.Errorf("actual %d: must not be negative", actual)
 	}
 	r.mu.Lock()
 	res, ok := r.open[id]
-	if ok && !r.now().Before(res.expires) {
-		delete(r.open, id)
-		ok = false
-	}
+	expired := ok && !r.now().Before(res.expires)
 	if ok {
 		delete(r.open, id)
 	}
+	record := r.record
 	r.mu.Unlock()
 	if !ok {
-		return ErrNoReservation
+		return Settlement{}, ErrNoReservation
+	}
+	if expired {
+		r.recordAll(ctx, []Settlement{res.settlement(id, ledger.KindExpired, res.estimate(), r.now())})
+		return Settlement{}, ErrNoReservation
 	}
 	adj := make([]store.Adjustment, 0, len(res.items))
-	for _, it := range res.items {
+	for i, it := range res.items {
 		if it.Hits == 0 || actual == it.Hits {
 			continue
 		}
-		adj = append(adj, store.Adjustment{Item: it, Delta: actual - it.Hits})
-	}
-	if len(adj) == 0 {
-		return nil
-	}
-	if err := r.store.Adjust(ctx, adj); err != nil {
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			// The store was not reached, so nothing ran: settle again later.
-			r.mu.Lock()
-			r.open[id] = res
-			r.mu.Unlock()
+		a := store.Adjustment{Item: it, Delta: actual - it.Hits}
+		if it.Algorithm == store.Quota {
+			a.ToPurchased = res.results[i].FromPurchased
 		}
-		// Any other failure may have been applied (a timeout after the
-		// write); applying it again could refund or debit twice, so the
-		// reservation stays at its estimate.
-		return fmt.Errorf("settle reservation: %w", err)
+		adj = append(adj, a)
 	}
-	return nil
+	if len(adj) > 0 {
+		if err := r.store.Adjust(ctx, adj); err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				// The store was not reached, so nothing ran: settle again later.
+				r.mu.Lock()
+				r.open[id] = res
+				r.mu.Unlock()
+				return Settlement{}, fmt.Errorf("settle reservation: %w", err)
+			}
+			// Any other failure may have been applied (a timeout after the
+			// write); applying it again could refund or debit twice, so the
+			// reservation stays at its estimate, and is recorded so.
+			actual = res.estimate()
+			st := res.settlement(id, kind, actual, r.now())
+			if record != nil {
+				record(ctx, st)
+			}
+			return st, fmt.Errorf("settle reservation: %w", err)
+		}
+	}
+	st := res.settlement(id, kind, actual, r.now())
+	if record != nil {
+		record(ctx, st)
+	}
+	return st, nil
+}
+
+// estimate is the reservation's estimate: the largest hits among its items
+// (every item of one request is charged the same estimate).
+func (res *reservation) estimate() int64 {
+	var e int64
+	for _, it := range res.items {
+		e = max(e, it.Hits)
+	}
+	return e
+}
+
+// settlement describes res settled at actual: per quota pool, the share of
+// actual that stays on the purchased balance and on the window, following
+// the store's rule (a refund returns to the balance first, up to what was
+// taken from it; a debit goes to the window).
+func (res *reservation) settlement(id string, kind ledger.Kind, actual int64, at time.Time) Settlement {
+	st := Settlement{ID: id, Kind: kind, Owner: res.owner, Estimate: res.estimate(), Actual: actual, At: at}
+	for _, q := range res.quotas {
+		if q.Item < 0 || q.Item >= len(res.items) {
+			continue
+		}
+		est, fromP := res.items[q.Item].Hits, res.results[q.Item].FromPurchased
+		fromW := est - fromP
+		if d := actual - est; d >= 0 {
+			fromW += d
+		} else {
+			back := min(-d, fromP)
+			fromP -= back
+			fromW -= -d - back
+		}
+		st.Quotas = append(st.Quotas, ledger.QuotaCharge{Pool: q.Pool, Window: q.Window, FromWindow: fromW, FromPurchased: fromP})
+	}
+	return st
+}
+
+func (r *Reservations) recordAll(ctx context.Context, sts []Settlement) {
+	r.mu.Lock()
+	record := r.record
+	r.mu.Unlock()
+	if record == nil {
+		return
+	}
+	for _, st := range sts {
+		record(ctx, st)
+	}
 }
 
 // Open is the number of open reservations.
@@ -156,19 +286,21 @@ func (r *Reservations) Open() int {
 }
 
 // Expire drops every reservation past its TTL (they stay charged at their
-// estimate) and returns how many.
-func (r *Reservations) Expire() int {
+// estimate), hands each to the recorder as ledger.KindExpired, and returns
+// how many.
+func (r *Reservations) Expire(ctx context.Context) int {
 	now := r.now()
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
+	var sts []Settlement
 	for id, res := range r.open {
 		if !now.Before(res.expires) {
 			delete(r.open, id)
-			n++
+			sts = append(sts, res.settlement(id, ledger.KindExpired, res.estimate(), now))
 		}
 	}
-	return n
+	r.mu.Unlock()
+	r.recordAll(ctx, sts)
+	return len(sts)
 }
 
 // Run expires reservations every second until ctx ends.
@@ -180,7 +312,7 @@ func (r *Reservations) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			r.Expire()
+			r.Expire(ctx)
 		}
 	}
 }

@@ -324,7 +324,7 @@ func (st state) countIn(start, end int64) int64 {
 func decideItem(now int64, st state, it Item) (state, Result) {
 	if it.Algorithm == GCRA {
 		tat, r := gcra.Decide(now, st.idleAt, gcra.Limit{Burst: it.Limit, Interval: it.Period}, it.Hits)
-		return state{idleAt: tat}, Result(r)
+		return state{idleAt: tat}, Result{Allowed: r.Allowed, Remaining: r.Remaining, RetryAfter: r.RetryAfter, ResetAfter: r.ResetAfter}
 	}
 	start, end := window(now, it.Period)
 	count := st.countIn(start, end)

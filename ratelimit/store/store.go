@@ -11,6 +11,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Algorithm selects how an Item is decided.
@@ -23,6 +24,12 @@ const (
 	// FixedWindow counts hits in windows aligned to multiples of Period µs
 	// since the epoch (envoyproxy/ratelimit's semantics): Limit hits per window.
 	FixedWindow
+	// Quota is a token allowance per window plus a purchased balance: Key
+	// is the window's counter (its name includes the window's start), Limit
+	// the window's allowance in tokens, Period the µs until the window ends,
+	// Purchased the pool's balance key ("" = none). Hits are admitted when
+	// used + Hits ≤ Limit + balance, taken from the window first.
+	Quota
 )
 
 // MaxKeyLen bounds Item.Key in bytes. Callers hash longer keys.
@@ -36,6 +43,9 @@ type Item struct {
 	Period    int64 // GCRA: µs per token; FixedWindow: window length in µs
 	Hits      int64 // tokens or hits to take; 0 checks without charging
 	Shadow    bool  // decided and reported, but never refuses the request
+	// Purchased is a Quota item's purchased-balance key ("" = none), at
+	// most MaxKeyLen bytes; the store adds its own prefix.
+	Purchased string
 }
 
 // Result is the outcome for one Item.
@@ -50,6 +60,9 @@ type Result struct {
 	RetryAfter int64
 	// ResetAfter is µs until the bucket is empty (GCRA) or the window ends.
 	ResetAfter int64
+	// FromPurchased is how much of a Quota item's hits came from its
+	// purchased balance (0 for other algorithms).
+	FromPurchased int64
 }
 
 // Decision is the outcome of a whole request.
@@ -61,10 +74,25 @@ type Decision struct {
 // Adjustment applies Delta tokens to an item's bucket outside a decision:
 // positive debits (and may create GCRA debt), negative refunds. For a fixed
 // window it applies to the current window, never below zero.
+//
+// On a Quota item a debit goes to the window's counter, beyond its
+// allowance if need be (Remaining = Limit − used + balance stays exact); a
+// refund goes to the balance first, up to ToPurchased, and the rest to the
+// window. An Item with only Purchased
+// set (Key "") adjusts the balance alone: a negative Delta credits it.
 type Adjustment struct {
 	Item  Item
 	Delta int64
+	// ToPurchased bounds what a Quota refund returns to the balance: what
+	// the reservation took from it (Result.FromPurchased).
+	ToPurchased int64
+	// Once, when set, makes the adjustment idempotent: a store applies an
+	// adjustment with the same Once at most once within OnceTTL.
+	Once string
 }
+
+// OnceTTL is how long a store remembers an Adjustment.Once key.
+const OnceTTL = 7 * 24 * time.Hour
 
 // Store keeps bucket state. Implementations are safe for concurrent use.
 type Store interface {
@@ -72,6 +100,36 @@ type Store interface {
 	Decide(ctx context.Context, items []Item) (Decision, error)
 	// Adjust applies the adjustments; each is applied at most once.
 	Adjust(ctx context.Context, adj []Adjustment) error
+}
+
+// ErrUnseeded is returned, wrapped in an *UnseededError, by Decide when a
+// Quota item's pool has no state in the store (never seeded, or the store
+// lost its data): nothing was charged. The caller reads the pool's state
+// from the ledger, calls Seed, and decides again.
+var ErrUnseeded = errors.New("quota pool not seeded")
+
+// UnseededError names the items (indexes into the Decide call's items)
+// whose pools need seeding.
+type UnseededError struct{ Items []int }
+
+func (e *UnseededError) Error() string { return ErrUnseeded.Error() }
+
+// Unwrap makes errors.Is(err, ErrUnseeded) hold.
+func (e *UnseededError) Unwrap() error { return ErrUnseeded }
+
+// Seed is the state of one quota pool as the ledger records it.
+type Seed struct {
+	Item      Item  // the Quota item (Key, Period and Purchased are used)
+	Used      int64 // tokens used of the item's window
+	Purchased int64 // the pool's purchased balance
+}
+
+// Seeder is implemented by stores that keep Quota items.
+type Seeder interface {
+	// Seed sets each seed's window counter and balance where the store has
+	// no state for them; state already there (a concurrent seed or charge)
+	// is kept.
+	Seed(ctx context.Context, seeds []Seed) error
 }
 
 // ErrInvalidItem is returned, wrapped, for an item a store cannot decide: an
