@@ -13,6 +13,7 @@ import (
 
 	"github.com/leakytokens/leaky/internal/serve"
 	"github.com/leakytokens/leaky/internal/xdsconfig"
+	"github.com/leakytokens/leaky/ratelimit/ledger"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
@@ -28,8 +29,13 @@ type Service struct {
 	metrics *metrics
 	health  storeHealth
 	reserve *Reservations
-	srv     *serve.Server
-	xds     *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
+	// record is the durable record (ledger): settled usage, sagas, the
+	// outbox, and the quota state the store's counters are rebuilt from.
+	// Nil until SetLedger: quotas then seed from zero and nothing is
+	// recorded.
+	record ledger.Ledger
+	srv    *serve.Server
+	xds    *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
 
 	storeLog *serve.Throttle // store errors: one line a second
 }
@@ -102,6 +108,10 @@ func (s *Service) newServer() (*serve.Server, error) {
 	rlsv3.RegisterRateLimitServiceServer(srv, s)
 	return srv, nil
 }
+
+// SetLedger sets the durable record the service writes settled usage and
+// purchases to and rebuilds quota counters from. Call it before Run.
+func (s *Service) SetLedger(l ledger.Ledger) { s.record = l }
 
 // GRPCAddr is the bound gRPC address.
 func (s *Service) GRPCAddr() string { return s.srv.GRPCAddr() }
