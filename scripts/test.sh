@@ -87,7 +87,7 @@ gotest=$!
 groups+=("$gotest")
 wait "$gotest"
 # The estimator's fuzz test against encoding/json, for a bounded time (FUZZTIME, default 20s).
-setsid go test -run '^$' -fuzz '^FuzzEstimate$' -fuzztime "${FUZZTIME:-20s}" ./authz/extauthz &
+setsid go test -run '^$' -fuzz '^FuzzEstimate$' -fuzztime "${FUZZTIME:-20s}" ./internal/estimate &
 gotest=$!
 groups+=("$gotest")
 wait "$gotest"

@@ -1,4 +1,4 @@
-package extauthz
+package estimate
 
 // byToken reads the value at s.i token by token, without recursion: a
 // string followed by ':' is a member name, which gives the role of the

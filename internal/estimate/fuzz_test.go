@@ -1,4 +1,4 @@
-package extauthz
+package estimate
 
 import (
 	"bytes"
@@ -182,7 +182,7 @@ func FuzzEstimate(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, p uint8, body []byte) {
 		path := fuzzPaths[int(p)%len(fuzzPaths)]
-		got, _, ok := estimate(path, body, 1000)
+		got, _, ok := Body(path, body, 1000)
 		if !ok {
 			return
 		}

@@ -1,4 +1,4 @@
-package extauthz
+package estimate
 
 import (
 	"encoding/json"
@@ -21,7 +21,7 @@ func BenchmarkEstimate(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(raw)))
 			for b.Loop() {
-				if n, _, _ := estimate(chatPath, raw, 1024); n < 64 {
+				if n, _, _ := Body(chatPath, raw, 1024); n < 64 {
 					b.Fatal(n)
 				}
 			}
