@@ -3,6 +3,7 @@ package contract
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"strconv"
 	"strings"
 )
 
@@ -104,4 +105,26 @@ func KeyPart(v string) string {
 	}
 	sum := sha256.Sum256([]byte(v))
 	return "#" + base64.RawURLEncoding.EncodeToString(sum[:16])
+}
+
+// QuotaKey is the store key of a quota pool's counter for the window that
+// starts at windowStart (Unix seconds): the pool of subject (a user id for
+// ScopeUser, an organisation id for ScopeOrg) for provider. Each window has
+// its own key, so a window's end needs no reset.
+func QuotaKey(scope Scope, subject, provider string, windowStart int64) string {
+	return "q:" + quotaPool(scope, subject, provider) + ":" + strconv.FormatInt(windowStart, 10)
+}
+
+// PurchasedKey is the store key of a quota pool's purchased balance, which
+// outlives every window.
+func PurchasedKey(scope Scope, subject, provider string) string {
+	return "qp:" + quotaPool(scope, subject, provider)
+}
+
+func quotaPool(scope Scope, subject, provider string) string {
+	s := "u"
+	if scope == ScopeOrg {
+		s = "o"
+	}
+	return s + ":" + KeyPart(provider) + ":" + KeyPart(subject)
 }
