@@ -3,6 +3,7 @@ module github.com/leakytokens/leaky
 go 1.26.8
 
 require (
+	github.com/confluentinc/confluent-kafka-go/v2 v2.15.1
 	github.com/envoyproxy/go-control-plane v0.14.0
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
 	github.com/envoyproxy/go-control-plane/ratelimit v0.1.0
