@@ -138,8 +138,10 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// consume reads n records of topic from the beginning with franz-go's
-// client, failing the test when they do not all arrive within a minute.
+// consume reads topic from the beginning with franz-go's client until it
+// has seen n distinct event ids (the records it returns may repeat some:
+// delivery is at least once), failing the test when they do not all arrive
+// within a minute.
 func consume(t *testing.T, addr, topic string, n int) []*kgo.Record {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic),
@@ -151,13 +153,21 @@ func consume(t *testing.T, addr, topic string, n int) []*kgo.Record {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	var got []*kgo.Record
-	for len(got) < n {
+	seen := map[string]bool{}
+	for len(seen) < n {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("consumed %d records of %s within a minute, want %d", len(got), topic, n)
+			t.Fatalf("consumed %d distinct events of %s within a minute, want %d", len(seen), topic, n)
 		}
 		fs.EachError(func(topic string, p int32, err error) { t.Logf("fetch %s/%d: %v", topic, p, err) })
-		fs.EachRecord(func(r *kgo.Record) { got = append(got, r) })
+		fs.EachRecord(func(r *kgo.Record) {
+			got = append(got, r)
+			for _, h := range r.Headers {
+				if h.Key == HeaderEventID {
+					seen[string(h.Value)] = true
+				}
+			}
+		})
 	}
 	return got
 }

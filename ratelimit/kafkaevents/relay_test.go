@@ -125,6 +125,38 @@ func TestRelaySurvivesABrokerDownThenUp(t *testing.T) {
 	}
 }
 
+func TestRelayCarriesOnAfterTheBrokerRestarts(t *testing.T) {
+	b := startBroker(t, "127.0.0.1:0")
+	addr := b.Addr()
+	o := &fakeOutbox{}
+	evs := events(20, "user-a", "org-b")
+	o.add(evs[:10]...)
+	p := newProducer(t, addr, 2*time.Second)
+	r, _ := newRelay(t, o, p, RelayOptions{Batch: 4, Interval: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	runRelay(t, r)
+	consume(t, addr, DefaultTopic, 10)
+
+	// The broker restarts empty: the producer's idempotence state (its
+	// producer id, its sequence numbers) is unknown to the new one.
+	b.Close()
+	o.add(evs[10:]...)
+	eventually(t, "relay failures while the broker is down", func() bool {
+		return testutil.ToFloat64(r.metrics.failures) >= 1
+	})
+	b2 := startBroker(t, addr)
+	eventually(t, "every row marked published", func() bool {
+		unpublished, _ := o.counts()
+		return unpublished == 0
+	})
+	gotByKey := map[string][]string{}
+	for _, rec := range consume(t, b2.Addr(), DefaultTopic, 10) {
+		gotByKey[string(rec.Key)] = append(gotByKey[string(rec.Key)], wireOf(rec).Headers["event-id"])
+	}
+	if diff := cmp.Diff(idsByKey(evs[10:]), dedupe(gotByKey)); diff != "" {
+		t.Errorf("event ids per key on the restarted broker (-want +got):\n%s", diff)
+	}
+}
+
 // dedupe keeps the first of each id per key.
 func dedupe(m map[string][]string) map[string][]string {
 	out := map[string][]string{}
