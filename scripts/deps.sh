@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need when it is missing: Debian's redis-server, PostgreSQL and curl (and make),
+# Installs what the tests need when it is missing: Debian's redis-server, PostgreSQL, curl and kcat (and make),
 # and the Consul agent built from tools/consul (scripts/consul-path.sh says where). Safe to run
 # again; installs and builds nothing that is already there. The packages' own services are not
 # started: the tests start their own servers on free ports.
@@ -16,6 +16,8 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # curl: the test that pastes `leaky dev`'s walk-through into bash runs it, as a new user would.
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+# kcat: the test that reads the token-usage topic with an independent Kafka client, and the walk-through.
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 if ! have_pg || ! id postgres >/dev/null 2>&1; then
 	missing+=(postgresql)
 fi
