@@ -283,7 +283,7 @@ func (g *Gateway) apply(cfg *config) {
 		"lds_address", cfg.listener.address, "listen", g.Addr(), "clusters", len(cfg.clusters))
 }
 
-// connectGRPC starts connecting to the ext_authz and ratelimit clusters
+// connectGRPC starts connecting to the ext_authz, ratelimit and ext_proc clusters
 // before the first request needs them (the rate-limit call has 20 ms). The
 // caller holds g.applyMu.
 func (g *Gateway) connectGRPC(cfg *config) {
@@ -293,6 +293,9 @@ func (g *Gateway) connectGRPC(cfg *config) {
 	}
 	if l := cfg.listener.limit; l != nil {
 		names = append(names, l.cluster)
+	}
+	if e := cfg.listener.extProc; e != nil {
+		names = append(names, e.cluster)
 	}
 	for _, name := range names {
 		conn, err := g.upstreams[name].grpcConn()
@@ -312,6 +315,11 @@ func (g *Gateway) warnUnusedPerFilter(cfg *config) {
 			for name := range r.authzOff {
 				if cfg.listener.authz == nil || cfg.listener.authz.name != name {
 					g.log.Warn("per-route ext_authz configuration names no ext_authz filter", "route", r.label(), "filter", name)
+				}
+			}
+			for name := range r.extProcOff {
+				if cfg.listener.extProc == nil || cfg.listener.extProc.name != name {
+					g.log.Warn("per-route ext_proc configuration names no ext_proc filter", "route", r.label(), "filter", name)
 				}
 			}
 			for name := range r.limits {
