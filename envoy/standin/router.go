@@ -279,6 +279,7 @@ func (p *pipeline) answer(ex *exchange, resp *http.Response, fail failure, start
 	p.g.metrics.requests.WithLabelValues(ex.route.label(), strconv.Itoa(status)).Inc()
 	var err error
 	if processed {
+		_ = ex.rc.Flush() // the headers go out now, as Envoy sends them once the processor answered
 		err = p.streamProcessed(ex, resp.Body)
 	} else {
 		err = stream(ex, resp.Body)
