@@ -426,3 +426,20 @@ func TestExtProcStreamEndsWithAClientAbort(t *testing.T) {
 		t.Errorf("stream ended %q after %q, want cancelled", s[0].ended, describeAll(s[0].got))
 	}
 }
+
+func TestExtProcStreamEndsWithAnUpstreamReset(t *testing.T) {
+	h, rec := providerHarness(t, meterFixture(false))
+	rec.setHandler(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the upstream resets mid-body
+	})
+	resp, body := h.stream("/openai/v1/chat/completions")
+	readEvents(t, body, 1, make(chan struct{}, 1))
+	if _, err := io.ReadAll(body); err == nil {
+		t.Errorf("reading the rest of %d: no error, want the client's stream reset too", resp.StatusCode)
+	}
+	if s := endedStreams(h, 1); s[0].ended != "cancelled" {
+		t.Errorf("stream ended %q after %q, want cancelled", s[0].ended, describeAll(s[0].got))
+	}
+}

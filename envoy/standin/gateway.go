@@ -1,9 +1,10 @@
 // Package standin is the gateway stand-in (`leaky gateway`): on machines
 // without an Envoy binary it plays Envoy's part, as an ADS client of the
 // control plane, executing the subset of Envoy's behaviour the generated
-// configuration uses (i8-spec): path normalisation and early header
-// removal, ext_authz, ratelimit and the router with its timeouts, retries,
-// circuit breakers and outlier detection. Every resource is compiled before
+// configuration uses (i8-spec, i9-spec): path normalisation, early header
+// removal and edge request ids, ext_authz, ratelimit, ext_proc (the
+// metering exchange, see processRequest) and the router with its
+// timeouts, retries, circuit breakers and outlier detection. Every resource is compiled before
 // it is ACKed; a set field or an extension type the stand-in does not
 // implement makes it NACK the update, naming the field, and keep its last
 // good configuration, so that a configuration it accepts is one it really
