@@ -154,7 +154,9 @@ func (p *pipeline) step(ex *exchange, req *extprocsvcv3.ProcessingRequest, apply
 	}
 	m.close()
 	p.g.metrics.extProc.WithLabelValues("error").Inc()
-	p.g.throttledWarn("ext_proc failed", "cluster", m.f.cluster, "failure_mode_allow", m.f.failureModeAllow, "error", err)
+	if ex.r.Context().Err() == nil { // not merely the client gone
+		p.g.throttledWarn("ext_proc failed", "cluster", m.f.cluster, "failure_mode_allow", m.f.failureModeAllow, "error", err)
+	}
 	if m.f.failureModeAllow {
 		return nil
 	}
