@@ -86,8 +86,17 @@ func rdsRoutes() func(*hcmv3.HttpConnectionManager) error {
 
 // connectionManager is the HTTP connection manager without its route
 // specifier: path normalisation, the early removal of client x-leaky-*
-// headers, then ext_authz, ratelimit and the router, and JSON bodies for
-// the gateway's own replies (see localReply).
+// headers, a fresh x-request-id on every request, then ext_authz,
+// ratelimit, ext_proc and the router, and JSON bodies for the gateway's
+// own replies (see localReply).
+//
+// The request id names the request's reservation (the shared spec, wire
+// agreement 1), so no client may choose it: use_remote_address makes every
+// request from outside an edge request (Envoy ≥ 1.36 trusts no address as
+// internal unless internal_address_config says so), and on an edge request
+// generate_request_id replaces any x-request-id the client sent, because
+// preserve_external_request_id is false (its default; proto3 cannot write
+// a false bool out, so it appears in no generated file).
 func connectionManager(g policy.Gateway) (*hcmv3.HttpConnectionManager, error) {
 	early, err := typed("early header mutation", &headermutationv3.HeaderMutation{
 		Mutations: []*mutationrulesv3.HeaderMutation{{
@@ -118,12 +127,15 @@ func connectionManager(g policy.Gateway) (*hcmv3.HttpConnectionManager, error) {
 			Name:        EarlyHeaderMutation,
 			TypedConfig: early,
 		}},
-		HttpFilters:      filters,
-		LocalReplyConfig: localReply(),
+		UseRemoteAddress:  wrapperspb.Bool(true),
+		GenerateRequestId: wrapperspb.Bool(true),
+		HttpFilters:       filters,
+		LocalReplyConfig:  localReply(),
 	}, nil
 }
 
-// httpFilters is ext_authz, ratelimit and the router, in that order.
+// httpFilters is ext_authz, ratelimit, ext_proc and the router, in that
+// order.
 func httpFilters(g policy.Gateway) ([]*hcmv3.HttpFilter, error) {
 	authz, err := typed("ext_authz filter", &extauthzv3.ExtAuthz{
 		Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
@@ -156,6 +168,10 @@ func httpFilters(g policy.Gateway) ([]*hcmv3.HttpFilter, error) {
 	if err != nil {
 		return nil, err
 	}
+	meter, err := extProcFilter(g)
+	if err != nil {
+		return nil, err
+	}
 	router, err := typed("router filter", &routerv3.Router{})
 	if err != nil {
 		return nil, err
@@ -163,6 +179,7 @@ func httpFilters(g policy.Gateway) ([]*hcmv3.HttpFilter, error) {
 	return []*hcmv3.HttpFilter{
 		{Name: wellknown.HTTPExternalAuthorization, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: authz}},
 		{Name: wellknown.HTTPRateLimit, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: limit}},
+		meter,
 		{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
 	}, nil
 }

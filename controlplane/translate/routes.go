@@ -35,6 +35,8 @@ const (
 // routeConfig is the one route configuration: authz's public APIs without
 // ext_authz, the token and analytics APIs, then each provider's two
 // prefixes with retries and the rate limits, providers sorted by name.
+// Only the provider routes are metered: every other route turns ext_proc
+// off.
 func routeConfig(m *model.Model) (*routev3.RouteConfiguration, error) {
 	g := m.Config.Policy().Gateway
 	noAuthz, err := typed("ext_authz per-route config", &extauthzv3.ExtAuthzPerRoute{
@@ -43,13 +45,18 @@ func routeConfig(m *model.Model) (*routev3.RouteConfiguration, error) {
 	if err != nil {
 		return nil, err
 	}
-	public := map[string]*anypb.Any{wellknown.HTTPExternalAuthorization: noAuthz}
+	noMeter, err := noExtProc()
+	if err != nil {
+		return nil, err
+	}
+	public := map[string]*anypb.Any{wellknown.HTTPExternalAuthorization: noAuthz, ExtProcFilter: noMeter}
+	unmetered := map[string]*anypb.Any{ExtProcFilter: noMeter}
 	routes := []*routev3.Route{
 		prefixRoute("/api/v1/auth/", model.ServiceAuthzHTTP, serviceTimeout, public),
 		prefixRoute("/oauth2/", model.ServiceAuthzHTTP, serviceTimeout, public),
 		prefixRoute("/.well-known/", model.ServiceAuthzHTTP, serviceTimeout, public),
-		prefixRoute("/api/v1/tokens/", model.ServiceRatelimitHTTP, time.Duration(g.UpstreamTimeout), nil),
-		prefixRoute("/api/v1/analytics/", model.ServiceAnalyticsHTTP, serviceTimeout, nil),
+		prefixRoute("/api/v1/tokens/", model.ServiceRatelimitHTTP, time.Duration(g.UpstreamTimeout), unmetered),
+		prefixRoute("/api/v1/analytics/", model.ServiceAnalyticsHTTP, serviceTimeout, unmetered),
 	}
 	for _, p := range slices.Sorted(maps.Keys(m.Config.Policy().Providers)) {
 		for _, r := range []struct{ prefix, rewrite string }{{"/" + p + "/", g.ProviderPath(p)}, {"/api/v1/" + p + "/", ""}} {
@@ -107,7 +114,10 @@ func providerRoute(prefix, p, rewrite string, g policy.Gateway) (*routev3.Route,
 
 // rateLimits builds the descriptors of the wire contract from the headers
 // authz set: (provider)(tier)(user), (provider)(org), (provider), each
-// charged the estimate. A missing header drops that descriptor (Envoy's
+// charged the estimate, and last (request_id) from the x-request-id the
+// connection manager generated, which is no bucket but names the
+// reservation the ratelimit service makes for the request (the shared
+// spec, wire agreement 1). A missing header drops that descriptor (Envoy's
 // semantics with skip_if_absent false): no org header, no org descriptor.
 func rateLimits() []*routev3.RateLimit {
 	provider := func() *routev3.RateLimit_Action { return header(contract.HeaderProvider, contract.KeyProvider) }
@@ -115,6 +125,7 @@ func rateLimits() []*routev3.RateLimit {
 		{provider(), header(contract.HeaderTier, contract.KeyTier), header(contract.HeaderUserID, contract.KeyUser)},
 		{provider(), header(contract.HeaderOrgID, contract.KeyOrg)},
 		{provider()},
+		{header(contract.HeaderRequestID, contract.KeyRequestID)},
 	}
 	out := make([]*routev3.RateLimit, len(descriptors))
 	for i, actions := range descriptors {

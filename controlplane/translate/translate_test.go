@@ -6,10 +6,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
@@ -295,8 +297,14 @@ func TestSpecFacts(t *testing.T) {
 	for _, f := range mgr.GetHttpFilters() {
 		filters = append(filters, f.GetName())
 	}
-	if diff := cmp.Diff([]string{"envoy.filters.http.ext_authz", "envoy.filters.http.ratelimit", "envoy.filters.http.router"}, filters); diff != "" {
+	if diff := cmp.Diff([]string{"envoy.filters.http.ext_authz", "envoy.filters.http.ratelimit", "envoy.filters.http.ext_proc", "envoy.filters.http.router"}, filters); diff != "" {
 		t.Errorf("http filters (-want +got):\n%s", diff)
+	}
+	// Every request from outside gets a fresh x-request-id: an edge request
+	// (use_remote_address) with generated ids and no preserved client id.
+	if !mgr.GetUseRemoteAddress().GetValue() || !mgr.GetGenerateRequestId().GetValue() || mgr.GetPreserveExternalRequestId() {
+		t.Errorf("use_remote_address %v, generate_request_id %v, preserve_external_request_id %v; want true, true, false",
+			mgr.GetUseRemoteAddress(), mgr.GetGenerateRequestId(), mgr.GetPreserveExternalRequestId())
 	}
 	if ext := mgr.GetEarlyHeaderMutationExtensions(); len(ext) != 1 || ext[0].GetName() != EarlyHeaderMutation {
 		t.Errorf("early header mutation extensions = %v, want the header_mutation one", ext)
@@ -307,17 +315,54 @@ func TestSpecFacts(t *testing.T) {
 		if len(r.GetRoute().GetRateLimits()) > 0 {
 			t.Errorf("route %s has route-level rate_limits; hits_addend works only in RateLimitPerRoute", r.GetMatch().GetPrefix())
 		}
-		if _, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ratelimit"]; ok {
+		_, isLimited := r.GetTypedPerFilterConfig()["envoy.filters.http.ratelimit"]
+		if isLimited {
 			limited++
+		}
+		// Metered exactly where limited: ext_proc is off on every other
+		// route.
+		off := &extprocv3.ExtProcPerRoute{}
+		cfg, hasExtProc := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_proc"]
+		if hasExtProc {
+			if err := cfg.UnmarshalTo(off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if metered := !off.GetDisabled(); metered != isLimited || hasExtProc == isLimited {
+			t.Errorf("route %s: rate-limited %v, ext_proc per-route config %v; want ext_proc disabled exactly on the routes without rate limits",
+				r.GetMatch().GetPrefix(), isLimited, off)
 		}
 	}
 	if limited != 6 {
 		t.Errorf("%d routes with RateLimitPerRoute, want 6 (two per provider)", limited)
 	}
-	for _, rl := range rateLimits() {
+	limits := rateLimits()
+	for _, rl := range limits {
 		if rl.GetHitsAddend().GetFormat() != "%REQ(x-leaky-estimate)%" {
 			t.Errorf("hits_addend = %v, want the estimate header's format", rl.GetHitsAddend())
 		}
+	}
+	// The request id is a descriptor of its own, the last one.
+	last := limits[len(limits)-1].GetActions()
+	if len(last) != 1 || last[0].GetRequestHeaders().GetHeaderName() != "x-request-id" || last[0].GetRequestHeaders().GetDescriptorKey() != "request_id" {
+		t.Errorf("last rate limit's actions = %v, want exactly (request_id, x-request-id)", last)
+	}
+	var meter extprocv3.ExternalProcessor
+	if err := mgr.GetHttpFilters()[2].GetTypedConfig().UnmarshalTo(&meter); err != nil {
+		t.Fatal(err)
+	}
+	wantMode := &extprocv3.ProcessingMode{
+		RequestHeaderMode: extprocv3.ProcessingMode_SEND, RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
+		ResponseHeaderMode: extprocv3.ProcessingMode_SEND, ResponseBodyMode: extprocv3.ProcessingMode_STREAMED,
+		RequestTrailerMode: extprocv3.ProcessingMode_SKIP, ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+	}
+	if diff := cmp.Diff(wantMode, meter.GetProcessingMode(), protocmp.Transform()); diff != "" {
+		t.Errorf("ext_proc processing_mode (-want +got):\n%s", diff)
+	}
+	if c := meter.GetGrpcService().GetEnvoyGrpc().GetClusterName(); c != "leaky-ratelimit-grpc" || !meter.GetFailureModeAllow() ||
+		meter.GetMessageTimeout().AsDuration() != 200*time.Millisecond {
+		t.Errorf("ext_proc cluster %q, failure_mode_allow %v, message_timeout %v; want leaky-ratelimit-grpc, true (the default), 200ms",
+			c, meter.GetFailureModeAllow(), meter.GetMessageTimeout().AsDuration())
 	}
 }
 

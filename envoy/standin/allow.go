@@ -14,6 +14,7 @@ import (
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	ratelimitfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -67,7 +68,7 @@ func newAllowList() allowList {
 }
 
 // allowListener is LDS's part: the listener and its HTTP connection
-// manager with the early header mutation and the three HTTP filters.
+// manager with the early header mutation and the four HTTP filters.
 func allowListener(add func(proto.Message, ...protoreflect.Name)) {
 	add(&listenerv3.Listener{}, "name", "address", "filter_chains")
 	add(&corev3.Address{}, "socket_address")
@@ -77,7 +78,7 @@ func allowListener(add func(proto.Message, ...protoreflect.Name)) {
 	add(&hcmv3.HttpConnectionManager{}, "codec_type", "stat_prefix", "rds", "http_filters", "normalize_path",
 		"merge_slashes", "path_with_escaped_slashes_action", "common_http_protocol_options",
 		"request_headers_timeout", "max_request_headers_kb", "early_header_mutation_extensions",
-		"local_reply_config")
+		"local_reply_config", "use_remote_address", "generate_request_id")
 	add(&hcmv3.Rds{}, "route_config_name", "config_source")
 	add(&corev3.ConfigSource{}, "ads", "resource_api_version")
 	add(&corev3.AggregatedConfigSource{})
@@ -98,6 +99,9 @@ func allowListener(add func(proto.Message, ...protoreflect.Name)) {
 	add(&ratelimitfilterv3.RateLimit{}, "domain", "timeout", "failure_mode_deny", "rate_limit_service",
 		"enable_x_ratelimit_headers", "status_on_error")
 	add(&ratelimitconfv3.RateLimitServiceConfig{}, "grpc_service", "transport_api_version")
+	add(&extprocv3.ExternalProcessor{}, "grpc_service", "failure_mode_allow", "processing_mode", "message_timeout")
+	add(&extprocv3.ProcessingMode{}, "request_header_mode", "response_header_mode", "request_body_mode",
+		"response_body_mode", "request_trailer_mode", "response_trailer_mode")
 	add(&routerv3.Router{})
 	allowLocalReply(add)
 }
@@ -131,6 +135,7 @@ func allowRoutes(add func(proto.Message, ...protoreflect.Name)) {
 	add(&routev3.RetryPolicy_RetryBackOff{}, "base_interval", "max_interval")
 	add(&extauthzv3.ExtAuthzPerRoute{}, "disabled")
 	add(&ratelimitfilterv3.RateLimitPerRoute{}, "rate_limits")
+	add(&extprocv3.ExtProcPerRoute{}, "disabled")
 	add(&routev3.RateLimit{}, "actions", "hits_addend")
 	add(&routev3.RateLimit_Action{}, "request_headers")
 	add(&routev3.RateLimit_Action_RequestHeaders{}, "header_name", "descriptor_key", "skip_if_absent")

@@ -12,6 +12,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	ratelimitfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -31,8 +32,16 @@ type listenerConfig struct {
 	normalizePath        bool
 	mergeSlashes         bool
 	rejectEscapedSlashes bool
-	authz                *authzFilter     // nil: no ext_authz filter
-	limit                *rateLimitFilter // nil: no ratelimit filter
+	// useRemoteAddress makes every request an edge request (Envoy ≥ 1.36
+	// trusts no address as internal by default): the client's address is
+	// appended to x-forwarded-for and put in x-envoy-external-address.
+	useRemoteAddress bool
+	// generateRequestID sets a fresh x-request-id (a UUIDv4) on a request
+	// without one, and on every edge request (replacing the client's).
+	generateRequestID bool
+	authz             *authzFilter     // nil: no ext_authz filter
+	limit             *rateLimitFilter // nil: no ratelimit filter
+	extProc           *extProcFilter   // nil: no ext_proc filter
 	// localReply formats the gateway's own replies; nil is Envoy's
 	// default (the body as it is, text/plain).
 	localReply *localReplyFormat
@@ -149,6 +158,8 @@ func (c *compiler) connectionManager(h *hcmv3.HttpConnectionManager, out *listen
 		return fmt.Errorf("rds.config_source: %w", err)
 	}
 	out.routes = rds.GetRouteConfigName()
+	out.useRemoteAddress = h.GetUseRemoteAddress().GetValue()
+	out.generateRequestID = h.GetGenerateRequestId() == nil || h.GetGenerateRequestId().GetValue()
 	out.normalizePath = h.GetNormalizePath().GetValue()
 	out.mergeSlashes = h.GetMergeSlashes()
 	switch h.GetPathWithEscapedSlashesAction() {
@@ -218,8 +229,8 @@ func earlyMutation(ext *corev3.TypedExtensionConfig) ([]headerRemoval, error) {
 	return out, nil
 }
 
-// httpFilters compiles the filter chain: at most one ext_authz, at most one
-// ratelimit, in the order ext_authz → ratelimit, and the router last.
+// httpFilters compiles the filter chain: at most one each of ext_authz,
+// ratelimit and ext_proc, in that order, and the router last.
 func (c *compiler) httpFilters(filters []*hcmv3.HttpFilter, out *listenerConfig) error {
 	if len(filters) == 0 {
 		return errors.New("http_filters: the router filter is required")
@@ -235,16 +246,22 @@ func (c *compiler) httpFilters(filters []*hcmv3.HttpFilter, out *listenerConfig)
 		case last:
 			err = errors.New("the last filter must be the router")
 		case name == (&extauthzv3.ExtAuthz{}).ProtoReflect().Descriptor().FullName():
-			if out.authz != nil || out.limit != nil {
+			if out.authz != nil || out.limit != nil || out.extProc != nil {
 				err = fmt.Errorf("ext_authz after ext_authz or ratelimit is %w", errNotImplemented)
 			} else {
 				out.authz, err = authzConfig(f)
 			}
 		case name == (&ratelimitfilterv3.RateLimit{}).ProtoReflect().Descriptor().FullName():
-			if out.limit != nil {
-				err = fmt.Errorf("a second ratelimit filter is %w", errNotImplemented)
+			if out.limit != nil || out.extProc != nil {
+				err = fmt.Errorf("ratelimit after ratelimit or ext_proc is %w", errNotImplemented)
 			} else {
 				out.limit, err = rateLimitConfig(f)
+			}
+		case name == (&extprocv3.ExternalProcessor{}).ProtoReflect().Descriptor().FullName():
+			if out.extProc != nil {
+				err = fmt.Errorf("a second ext_proc filter is %w", errNotImplemented)
+			} else {
+				out.extProc, err = extProcConfig(f)
 			}
 		default:
 			err = fmt.Errorf("filter type %q is %w", f.GetTypedConfig().GetTypeUrl(), errNotImplemented)

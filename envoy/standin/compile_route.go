@@ -10,6 +10,7 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	ratelimitfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 )
 
@@ -34,11 +35,11 @@ type route struct {
 	rewrite       bool
 	prefixRewrite string
 	retry         *retryPolicy
-	// perFilter holds the typed_per_filter_config by filter name: a
-	// *extauthzv3.ExtAuthzPerRoute compiled to authzPerRoute, or the rules
-	// of a RateLimitPerRoute.
-	authzOff map[string]bool
-	limits   map[string][]rateLimitRule
+	// The typed_per_filter_config by filter name: ExtAuthzPerRoute's and
+	// ExtProcPerRoute's disabled, and the rules of a RateLimitPerRoute.
+	authzOff   map[string]bool
+	extProcOff map[string]bool
+	limits     map[string][]rateLimitRule
 }
 
 // label names the route in metrics and logs.
@@ -119,7 +120,7 @@ func compileRoute(r *routev3.Route) (*route, error) {
 	}
 	out := &route{
 		name: r.GetName(), prefix: m.GetPrefix(), cluster: a.GetCluster(), timeout: defaultRouteTimeout,
-		authzOff: map[string]bool{}, limits: map[string][]rateLimitRule{},
+		authzOff: map[string]bool{}, extProcOff: map[string]bool{}, limits: map[string][]rateLimitRule{},
 	}
 	if a.GetTimeout() != nil {
 		out.timeout = a.GetTimeout().AsDuration()
@@ -142,6 +143,11 @@ func compileRoute(r *routev3.Route) (*route, error) {
 			var pr extauthzv3.ExtAuthzPerRoute
 			if err = cfg.UnmarshalTo(&pr); err == nil {
 				out.authzOff[name] = pr.GetDisabled()
+			}
+		case (&extprocv3.ExtProcPerRoute{}).ProtoReflect().Descriptor().FullName():
+			var pr extprocv3.ExtProcPerRoute
+			if err = cfg.UnmarshalTo(&pr); err == nil {
+				out.extProcOff[name] = pr.GetDisabled()
 			}
 		case (&ratelimitfilterv3.RateLimitPerRoute{}).ProtoReflect().Descriptor().FullName():
 			var pr ratelimitfilterv3.RateLimitPerRoute

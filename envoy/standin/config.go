@@ -21,8 +21,8 @@ type config struct {
 	resources map[string][]proto.Message
 }
 
-// referencedClusters is every cluster a route, the ext_authz filter or the
-// ratelimit filter names, sorted.
+// referencedClusters is every cluster a route or a filter (ext_authz,
+// ratelimit, ext_proc) names, sorted.
 func (c *config) referencedClusters() []string {
 	set := map[string]bool{}
 	for _, vh := range c.routes.vhosts {
@@ -35,6 +35,9 @@ func (c *config) referencedClusters() []string {
 	}
 	if l := c.listener.limit; l != nil {
 		set[l.cluster] = true
+	}
+	if e := c.listener.extProc; e != nil {
+		set[e.cluster] = true
 	}
 	return slices.Sorted(maps.Keys(set))
 }

@@ -16,7 +16,7 @@ import (
 // TestStandinExecutesTheTranslatorsSnapshot is the real contract: the
 // snapshot the control plane's translator makes of the example policy is
 // ACKed whole (every type, no NACK), applied, and carries a request through
-// ext_authz and ratelimit to the provider.
+// ext_authz, ratelimit and ext_proc to the provider.
 func TestStandinExecutesTheTranslatorsSnapshot(t *testing.T) {
 	h := newHarness(t, defaultFixture())
 	provider := newRecorder(t)
@@ -78,6 +78,18 @@ func TestStandinExecutesTheTranslatorsSnapshot(t *testing.T) {
 	if len(h.rls.requests()) == 0 {
 		t.Error("no ShouldRateLimit call")
 	}
+	// Completions are metered: an ext_proc stream runs to its end (the
+	// example's 200 ms message_timeout may be missed on a loaded machine,
+	// its failure mode is allow: poll with more completions).
+	h.waitFor("a finished ext_proc stream", func() bool {
+		for _, s := range h.proc.snapshot() {
+			if s.ended == "eof" && len(s.got) >= 4 {
+				return true
+			}
+		}
+		h.do("POST", "/openai/v1/chat/completions", http.Header{"Content-Type": {"application/json"}}, `{"model":"gpt-4o"}`)
+		return false
+	})
 	// Its local_reply_config: the gateway's own replies are JSON, authz's
 	// denials reach the client as sent.
 	if resp, body := h.rawGet("/nowhere"); resp.StatusCode != 404 || body != `{"error":"route_not_found","message":"","status":404}`+"\n" {

@@ -12,6 +12,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -50,17 +51,24 @@ func TestCheckRequestIsWhatEnvoySends(t *testing.T) {
 	hr := got[0].GetAttributes().GetRequest().GetHttp()
 	want := map[string]string{
 		":authority": h.gw.Addr(), ":path": "/openai/v1/chat/completions?x=1", ":method": "POST", ":scheme": "http",
-		"x-custom": "a,b", "content-type": "application/json", "x-request-id": "req-1", "authorization": "Bearer tok",
+		"x-custom": "a,b", "content-type": "application/json", "authorization": "Bearer tok",
 		"content-length": "32", "x-forwarded-proto": "http", "x-envoy-auth-partial-body": "true",
 		"user-agent": "Go-http-client/1.1", "accept-encoding": "gzip",
+		"x-forwarded-for": "127.0.0.1", "x-envoy-external-address": "127.0.0.1",
 	}
+	// The client's request id is replaced by a fresh one (an edge request).
+	id := hr.GetHeaders()["x-request-id"]
+	if u, err := uuid.Parse(id); err != nil || u.Version() != 4 || id == "req-1" {
+		t.Errorf("x-request-id = %q, want a fresh UUIDv4", id)
+	}
+	want["x-request-id"] = id
 	if d := cmp.Diff(want, hr.GetHeaders()); d != "" {
 		t.Errorf("CheckRequest headers (-want +got):\n%s", d)
 	}
 	if string(hr.GetRawBody()) != body[:16] {
 		t.Errorf("raw_body = %q, want %q", hr.GetRawBody(), body[:16])
 	}
-	if hr.GetId() != "req-1" || hr.GetMethod() != "POST" || hr.GetPath() != "/openai/v1/chat/completions?x=1" ||
+	if hr.GetId() != id || hr.GetMethod() != "POST" || hr.GetPath() != "/openai/v1/chat/completions?x=1" ||
 		hr.GetHost() != h.gw.Addr() || hr.GetScheme() != "http" || hr.GetProtocol() != "HTTP/1.1" {
 		t.Errorf("CheckRequest http = %v", hr)
 	}
@@ -261,7 +269,7 @@ func wrapBool(v bool) *wrapperspb.BoolValue { return wrapperspb.Bool(v) }
 // request through unchecked).
 func TestCheckRequestIsValidUTF8(t *testing.T) {
 	h, rec := providerHarness(t, defaultFixture())
-	resp, _ := h.raw("GET /openai/v1/models?q=\xff\xfe&r=caf\xc3\xa9 HTTP/1.1\r\nHost: gw\r\nX-Foo: a\xffb\r\nX-Request-Id: id\xc0\r\nConnection: close\r\n\r\n")
+	resp, _ := h.raw("GET /openai/v1/models?q=\xff\xfe&r=caf\xc3\xa9 HTTP/1.1\r\nHost: gw\r\nX-Foo: a\xffb\r\nX-Bar: id\xc0\r\nConnection: close\r\n\r\n")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status = %d, want 200", resp.StatusCode)
 	}
@@ -277,8 +285,8 @@ func TestCheckRequestIsValidUTF8(t *testing.T) {
 	if v := hr.GetHeaders()["x-foo"]; v != "a!b" {
 		t.Errorf("x-foo = %q, want %q", v, "a!b")
 	}
-	if hr.GetId() != "id!" || hr.GetHeaders()["x-request-id"] != "id!" {
-		t.Errorf("id = %q, x-request-id = %q; want %q", hr.GetId(), hr.GetHeaders()["x-request-id"], "id!")
+	if v := hr.GetHeaders()["x-bar"]; v != "id!" {
+		t.Errorf("x-bar = %q, want %q", v, "id!")
 	}
 	if len(h.rls.requests()) != 1 {
 		t.Errorf("ShouldRateLimit calls = %d, want 1", len(h.rls.requests()))

@@ -2,16 +2,19 @@ package standin
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocsvcv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -110,12 +113,106 @@ type fakeRLS struct {
 
 var _ rlsv3.RateLimitServiceServer = (*fakeRLS)(nil)
 
-func newFakeRLS(t *testing.T) *fakeRLS {
+// newFakeRLS serves the fake with proc's ExternalProcessor beside it, on
+// one listener, as the ratelimit service serves both.
+func newFakeRLS(t *testing.T, proc *fakeProc) *fakeRLS {
 	f := &fakeRLS{answer: func(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 		return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
 	}}
-	f.addr = serveGRPC(t, func(s *grpc.Server) { rlsv3.RegisterRateLimitServiceServer(s, f) })
+	f.addr = serveGRPC(t, func(s *grpc.Server) {
+		rlsv3.RegisterRateLimitServiceServer(s, f)
+		extprocsvcv3.RegisterExternalProcessorServer(s, proc)
+	})
 	return f
+}
+
+// fakeProc is an ExternalProcessor recording every stream's messages and
+// how it ended ("eof": the gateway half-closed it; "cancelled": its context
+// ended first). answer makes each reply: a nil reply stalls the stream
+// until its context ends, an error ends the stream with it.
+type fakeProc struct {
+	extprocsvcv3.UnimplementedExternalProcessorServer
+
+	mu      sync.Mutex
+	streams []*procStream
+	answer  func(*extprocsvcv3.ProcessingRequest) (*extprocsvcv3.ProcessingResponse, error)
+}
+
+type procStream struct {
+	got   []*extprocsvcv3.ProcessingRequest
+	ended string
+}
+
+func (f *fakeProc) Process(s extprocsvcv3.ExternalProcessor_ProcessServer) error {
+	st := &procStream{}
+	f.mu.Lock()
+	f.streams = append(f.streams, st)
+	f.mu.Unlock()
+	end := func(how string, err error) error {
+		f.mu.Lock()
+		st.ended = how
+		f.mu.Unlock()
+		return err
+	}
+	for {
+		req, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return end("eof", nil)
+		}
+		if err != nil {
+			return end("cancelled", err)
+		}
+		f.mu.Lock()
+		st.got = append(st.got, req)
+		answer := f.answer
+		f.mu.Unlock()
+		resp, err := answer(req)
+		if err != nil {
+			return end("failed", err)
+		}
+		if resp == nil {
+			<-s.Context().Done()
+			return end("cancelled", s.Context().Err())
+		}
+		if err := s.Send(resp); err != nil {
+			return end("cancelled", err)
+		}
+	}
+}
+
+func (f *fakeProc) setAnswer(a func(*extprocsvcv3.ProcessingRequest) (*extprocsvcv3.ProcessingResponse, error)) {
+	f.mu.Lock()
+	f.answer = a
+	f.mu.Unlock()
+}
+
+// snapshot is a copy of every stream so far.
+func (f *fakeProc) snapshot() []procStream {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]procStream, len(f.streams))
+	for i, s := range f.streams {
+		out[i] = procStream{got: slices.Clone(s.got), ended: s.ended}
+	}
+	return out
+}
+
+// continueAll answers every message with an empty CONTINUE of its kind.
+func continueAll(req *extprocsvcv3.ProcessingRequest) (*extprocsvcv3.ProcessingResponse, error) {
+	return answerWith(req, &extprocsvcv3.CommonResponse{}), nil
+}
+
+// answerWith answers req with cr in the response of req's kind.
+func answerWith(req *extprocsvcv3.ProcessingRequest, cr *extprocsvcv3.CommonResponse) *extprocsvcv3.ProcessingResponse {
+	switch req.GetRequest().(type) {
+	case *extprocsvcv3.ProcessingRequest_RequestHeaders:
+		return &extprocsvcv3.ProcessingResponse{Response: &extprocsvcv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocsvcv3.HeadersResponse{Response: cr}}}
+	case *extprocsvcv3.ProcessingRequest_ResponseHeaders:
+		return &extprocsvcv3.ProcessingResponse{Response: &extprocsvcv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocsvcv3.HeadersResponse{Response: cr}}}
+	case *extprocsvcv3.ProcessingRequest_RequestBody:
+		return &extprocsvcv3.ProcessingResponse{Response: &extprocsvcv3.ProcessingResponse_RequestBody{RequestBody: &extprocsvcv3.BodyResponse{Response: cr}}}
+	}
+	return &extprocsvcv3.ProcessingResponse{Response: &extprocsvcv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocsvcv3.BodyResponse{Response: cr}}}
 }
 
 func (f *fakeRLS) ShouldRateLimit(ctx context.Context, r *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {

@@ -15,6 +15,7 @@ import (
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	ratelimitfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -38,6 +39,7 @@ const (
 	filterHCM       = "envoy.filters.network.http_connection_manager"
 	filterExtAuthz  = "envoy.filters.http.ext_authz"
 	filterRateLimit = "envoy.filters.http.ratelimit"
+	filterExtProc   = "envoy.filters.http.ext_proc"
 	filterRouter    = "envoy.filters.http.router"
 )
 
@@ -59,15 +61,22 @@ type fixture struct {
 	providers         []string          // sorted
 	rewrite           map[string]string // provider → prefix rewrite (default "/")
 	endpoints         map[string][]string
+	// meter adds the ext_proc filter (disabled on every route but the
+	// providers') and the request_id descriptor, with meterAllow as its
+	// failure_mode_allow and meterTimeout as its message_timeout.
+	meter        bool
+	meterAllow   bool
+	meterTimeout time.Duration
 }
 
 func defaultFixture() fixture {
 	return fixture{
 		maxBody: 1 << 20, authzTimeout: 5 * time.Second, rlTimeout: 5 * time.Second,
 		upstreamTimeout: 30 * time.Second, retries: 2,
-		providers: []string{"gemini", "openai", "qwen"},
-		rewrite:   map[string]string{"qwen": "/compatible-mode/"},
-		endpoints: map[string][]string{},
+		providers:    []string{"gemini", "openai", "qwen"},
+		rewrite:      map[string]string{"qwen": "/compatible-mode/"},
+		endpoints:    map[string][]string{},
+		meterTimeout: waitBound,
 	}
 }
 
@@ -151,8 +160,10 @@ func (f fixture) connectionManager(t testing.TB) *hcmv3.HttpConnectionManager {
 		EarlyHeaderMutationExtensions: []*corev3.TypedExtensionConfig{{
 			Name: "envoy.http.early_header_mutation.header_mutation", TypedConfig: mustAny(t, early),
 		}},
-		HttpFilters:      f.httpFilters(t),
-		LocalReplyConfig: jsonLocalReply(),
+		UseRemoteAddress:  wrapperspb.Bool(true),
+		GenerateRequestId: wrapperspb.Bool(true),
+		HttpFilters:       f.httpFilters(t),
+		LocalReplyConfig:  jsonLocalReply(),
 	}
 }
 
@@ -180,7 +191,20 @@ func (f fixture) httpFilters(t testing.TB) []*hcmv3.HttpFilter {
 	typed := func(name string, m proto.Message) *hcmv3.HttpFilter {
 		return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, m)}}
 	}
-	return []*hcmv3.HttpFilter{typed(filterExtAuthz, authz), typed(filterRateLimit, limit), typed(filterRouter, &routerv3.Router{})}
+	filters := []*hcmv3.HttpFilter{typed(filterExtAuthz, authz), typed(filterRateLimit, limit)}
+	if f.meter {
+		filters = append(filters, typed(filterExtProc, &extprocv3.ExternalProcessor{
+			GrpcService:      &corev3.GrpcService{TargetSpecifier: envoyGRPC(model.ServiceRatelimitGRPC)},
+			FailureModeAllow: f.meterAllow,
+			MessageTimeout:   durationpb.New(f.meterTimeout),
+			ProcessingMode: &extprocv3.ProcessingMode{
+				RequestHeaderMode: extprocv3.ProcessingMode_SEND, RequestBodyMode: extprocv3.ProcessingMode_BUFFERED,
+				ResponseHeaderMode: extprocv3.ProcessingMode_SEND, ResponseBodyMode: extprocv3.ProcessingMode_STREAMED,
+				RequestTrailerMode: extprocv3.ProcessingMode_SKIP, ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+			},
+		}))
+	}
+	return append(filters, typed(filterRouter, &routerv3.Router{}))
 }
 
 func (f fixture) routes(t testing.TB) *routev3.RouteConfiguration {
@@ -203,6 +227,17 @@ func (f fixture) routes(t testing.TB) *routev3.RouteConfiguration {
 	}
 	routes = append(routes, plain("/api/v1/tokens/", model.ServiceRatelimitHTTP, f.upstreamTimeout),
 		plain("/api/v1/analytics/", model.ServiceAnalyticsHTTP, 15*time.Second))
+	if f.meter {
+		off := mustAny(t, &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}})
+		for _, r := range routes {
+			if r.TypedPerFilterConfig == nil {
+				r.TypedPerFilterConfig = map[string]*anypb.Any{}
+			} else {
+				r.TypedPerFilterConfig = map[string]*anypb.Any{filterExtAuthz: r.TypedPerFilterConfig[filterExtAuthz]}
+			}
+			r.TypedPerFilterConfig[filterExtProc] = off
+		}
+	}
 	for _, p := range f.providers {
 		rewrite := "/"
 		if r, ok := f.rewrite[p]; ok {
@@ -230,6 +265,10 @@ func (f fixture) providerRoute(t testing.TB, prefix, cluster string) *routev3.Ro
 		{Actions: []*routev3.RateLimit_Action{provider, header(contract.HeaderOrgID, contract.KeyOrg)}, HitsAddend: hits},
 		{Actions: []*routev3.RateLimit_Action{provider}, HitsAddend: hits},
 	}}
+	if f.meter {
+		limits.RateLimits = append(limits.RateLimits, &routev3.RateLimit{
+			Actions: []*routev3.RateLimit_Action{header(contract.HeaderRequestID, contract.KeyRequestID)}, HitsAddend: hits})
+	}
 	return &routev3.Route{
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{

@@ -1,9 +1,10 @@
 // Package standin is the gateway stand-in (`leaky gateway`): on machines
 // without an Envoy binary it plays Envoy's part, as an ADS client of the
 // control plane, executing the subset of Envoy's behaviour the generated
-// configuration uses (i8-spec): path normalisation and early header
-// removal, ext_authz, ratelimit and the router with its timeouts, retries,
-// circuit breakers and outlier detection. Every resource is compiled before
+// configuration uses (i8-spec, i9-spec): path normalisation, early header
+// removal and edge request ids, ext_authz, ratelimit, ext_proc (the
+// metering exchange, see processRequest) and the router with its
+// timeouts, retries, circuit breakers and outlier detection. Every resource is compiled before
 // it is ACKed; a set field or an extension type the stand-in does not
 // implement makes it NACK the update, naming the field, and keep its last
 // good configuration, so that a configuration it accepts is one it really
@@ -283,7 +284,7 @@ func (g *Gateway) apply(cfg *config) {
 		"lds_address", cfg.listener.address, "listen", g.Addr(), "clusters", len(cfg.clusters))
 }
 
-// connectGRPC starts connecting to the ext_authz and ratelimit clusters
+// connectGRPC starts connecting to the ext_authz, ratelimit and ext_proc clusters
 // before the first request needs them (the rate-limit call has 20 ms). The
 // caller holds g.applyMu.
 func (g *Gateway) connectGRPC(cfg *config) {
@@ -293,6 +294,9 @@ func (g *Gateway) connectGRPC(cfg *config) {
 	}
 	if l := cfg.listener.limit; l != nil {
 		names = append(names, l.cluster)
+	}
+	if e := cfg.listener.extProc; e != nil {
+		names = append(names, e.cluster)
 	}
 	for _, name := range names {
 		conn, err := g.upstreams[name].grpcConn()
@@ -312,6 +316,11 @@ func (g *Gateway) warnUnusedPerFilter(cfg *config) {
 			for name := range r.authzOff {
 				if cfg.listener.authz == nil || cfg.listener.authz.name != name {
 					g.log.Warn("per-route ext_authz configuration names no ext_authz filter", "route", r.label(), "filter", name)
+				}
+			}
+			for name := range r.extProcOff {
+				if cfg.listener.extProc == nil || cfg.listener.extProc.name != name {
+					g.log.Warn("per-route ext_proc configuration names no ext_proc filter", "route", r.label(), "filter", name)
 				}
 			}
 			for name := range r.limits {

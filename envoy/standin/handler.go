@@ -1,6 +1,7 @@
 package standin
 
 import (
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -33,6 +34,9 @@ type exchange struct {
 	// respOps are what the filters add to the client's response (ext_authz
 	// response_headers_to_add, the rate-limit headers), whatever answers.
 	respOps []headerOp
+	// meter is the request's ext_proc stream; nil when the filter does not
+	// process this request.
+	meter *meter
 	// rc sets the connection's deadlines: every read of the body and every
 	// write of the response must make progress within idle.
 	rc   *http.ResponseController
@@ -85,15 +89,11 @@ func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
 	ex.path = path + query
 	removeHopByHop(ex.header)
 	p.earlyMutation(ex.header)
-	if ex.header.Get("X-Request-Id") == "" {
-		ex.header.Set("X-Request-Id", uuid.NewString())
-	}
-	if ex.header.Get("X-Forwarded-Proto") == "" {
-		ex.header.Set("X-Forwarded-Proto", "http")
-	}
+	p.edgeHeaders(ex.header, r.RemoteAddr)
 	ex.body = newRequestBody(r, ex.rc, ex.idle)
 	ex.route = p.match(ex.authority, path)
-	if !p.authorize(ex) || !p.rateLimit(ex) {
+	defer func() { ex.meter.close() }() // whatever happens, the processor's stream ends with the request
+	if !p.authorize(ex) || !p.rateLimit(ex) || !p.processRequest(ex) {
 		return
 	}
 	if ex.route == nil {
@@ -101,6 +101,49 @@ func (p *pipeline) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.forward(ex)
+}
+
+// internalOnly are the x-envoy-* request headers Envoy's connection manager
+// removes from every request that is not internal (and with Envoy ≥ 1.36's
+// default internal_address_config no request is): a client must not steer
+// the router's retries and timeouts.
+var internalOnly = []string{"X-Envoy-Retry-On", "X-Envoy-Retry-Grpc-On", "X-Envoy-Max-Retries",
+	"X-Envoy-Upstream-Alt-Stat-Name", "X-Envoy-Upstream-Rq-Timeout-Ms", "X-Envoy-Upstream-Rq-Per-Try-Timeout-Ms",
+	"X-Envoy-Upstream-Rq-Timeout-Alt-Response", "X-Envoy-Expected-Rq-Timeout-Ms", "X-Envoy-Force-Trace",
+	"X-Envoy-Ip-Tags", "X-Envoy-Internal"}
+
+// edgeOnly are the ones it removes from an edge request besides.
+var edgeOnly = []string{"X-Envoy-Decorator-Operation", "X-Envoy-Downstream-Service-Cluster",
+	"X-Envoy-Downstream-Service-Node"}
+
+// edgeHeaders are the connection manager's request header mutations: the
+// internal-only headers removed; with use_remote_address (an edge
+// request) the client's address appended to x-forwarded-for and set as
+// x-envoy-external-address, and x-forwarded-proto set to the scheme, else
+// set only when missing; and x-request-id, when generate_request_id, set
+// to a fresh UUIDv4 on an edge request (whatever the client sent: the
+// id names the request's reservation) or when there is none.
+func (p *pipeline) edgeHeaders(h http.Header, remoteAddr string) {
+	l := p.cfg.listener
+	for _, k := range internalOnly {
+		h.Del(k)
+	}
+	if l.useRemoteAddress {
+		for _, k := range edgeOnly {
+			h.Del(k)
+		}
+		if ip, _, err := net.SplitHostPort(remoteAddr); err == nil {
+			xff := append(h.Values("X-Forwarded-For"), ip)
+			h.Set("X-Forwarded-For", strings.Join(xff, ","))
+			h.Set("X-Envoy-External-Address", ip)
+		}
+		h.Set("X-Forwarded-Proto", "http")
+	} else if h.Get("X-Forwarded-Proto") == "" {
+		h.Set("X-Forwarded-Proto", "http")
+	}
+	if l.generateRequestID && (l.useRemoteAddress || h.Get("X-Request-Id") == "") {
+		h.Set("X-Request-Id", uuid.NewString())
+	}
 }
 
 // headerBytes is the size of the request's headers as Envoy counts them
@@ -243,12 +286,14 @@ func (p *pipeline) reply(ex *exchange, lr localReply) {
 	case out.Get("Content-Type") == "" || body != lr.body:
 		out.Set("Content-Type", contentType)
 	}
+	status := lr.status
+	p.processLocalReply(ex, &status, out, &body)
 	applyOps(out, ex.respOps)
 	out.Set("Content-Length", strconv.Itoa(len(body)))
 	ex.extendWrite()
-	ex.w.WriteHeader(lr.status)
+	ex.w.WriteHeader(status)
 	_, _ = ex.w.Write([]byte(body))
-	p.g.metrics.requests.WithLabelValues(routeLabel(ex.route), strconv.Itoa(lr.status)).Inc()
+	p.g.metrics.requests.WithLabelValues(routeLabel(ex.route), strconv.Itoa(status)).Inc()
 }
 
 func routeLabel(r *route) string {

@@ -128,6 +128,7 @@ type harness struct {
 	xds    *xdsServer
 	authz  *fakeAuthz
 	rls    *fakeRLS
+	proc   *fakeProc // the ExternalProcessor beside rls
 	gw     *Gateway
 	base   string // http://listener
 	admin  string // http://admin
@@ -140,7 +141,8 @@ func newHarness(t *testing.T, f fixture) *harness { return newHarnessWith(t, f, 
 // newHarnessWith is newHarness with tweak applied to the gateway between
 // New and Run (nil: none).
 func newHarnessWith(t *testing.T, f fixture, tweak func(*Gateway)) *harness {
-	h := &harness{t: t, xds: newXDSServer(t), authz: newFakeAuthz(t), rls: newFakeRLS(t), client: &http.Client{Timeout: waitBound}}
+	proc := &fakeProc{answer: continueAll}
+	h := &harness{t: t, xds: newXDSServer(t), authz: newFakeAuthz(t), rls: newFakeRLS(t, proc), proc: proc, client: &http.Client{Timeout: waitBound}}
 	if _, ok := f.endpoints[model.ServiceAuthzGRPC]; !ok {
 		f.endpoints[model.ServiceAuthzGRPC] = []string{h.authz.addr}
 	}

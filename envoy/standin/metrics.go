@@ -13,6 +13,7 @@ type metrics struct {
 	ejections  *prometheus.CounterVec // cluster
 	authz      *prometheus.CounterVec // outcome: ok, denied, error
 	ratelimit  *prometheus.CounterVec // outcome: ok, over_limit, error
+	extProc    *prometheus.CounterVec // outcome: completed, immediate_response, error
 	xdsUpdates *prometheus.CounterVec // type, result: ack, nack
 	applied    prometheus.Counter
 	ready      prometheus.Gauge
@@ -32,6 +33,7 @@ func newMetrics() *metrics {
 		ejections:  f("upstream_ejections_total", "Endpoints ejected by outlier detection, by cluster.", "cluster"),
 		authz:      f("ext_authz_total", "ext_authz outcomes: ok, denied, error (the failure mode then decides).", "outcome"),
 		ratelimit:  f("ratelimit_total", "Rate-limit outcomes: ok, over_limit, error (the failure mode then decides).", "outcome"),
+		extProc:    f("ext_proc_total", "ext_proc streams by outcome: completed, immediate_response, error (the failure mode then decides).", "outcome"),
 		xdsUpdates: f("xds_updates_total", "xDS responses by type (listener, route, cluster, endpoint) and result (ack, nack).", "type", "result"),
 		applied: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "leaky", Subsystem: "gateway", Name: "config_applied_total",
 			Help: "Complete configurations swapped in."}),

@@ -253,25 +253,45 @@ func (p *pipeline) answer(ex *exchange, resp *http.Response, fail failure, start
 		return
 	}
 	defer resp.Body.Close()
+	h := resp.Header.Clone()
+	removeHopByHop(h)
+	h.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(started).Milliseconds(), 10))
+	status := resp.StatusCode
+	noBody := resp.Body == http.NoBody || resp.ContentLength == 0
+	if lr := p.processResponseHeaders(ex, &status, h, noBody); lr != nil {
+		p.reply(ex, *lr)
+		return
+	}
 	out := ex.w.Header()
-	for k, v := range resp.Header {
+	for k, v := range h {
 		out[k] = v
 	}
-	removeHopByHop(out)
-	out.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(started).Milliseconds(), 10))
 	applyOps(out, ex.respOps)
-	if resp.ContentLength >= 0 && out.Get("Content-Length") == "" {
+	processed := ex.meter.streamsBody() && !noBody
+	switch {
+	case processed: // the processor may change the chunks: no length to declare
+		out.Del("Content-Length")
+	case resp.ContentLength >= 0 && out.Get("Content-Length") == "":
 		out.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}
 	ex.extendWrite()
-	ex.w.WriteHeader(resp.StatusCode)
-	p.g.metrics.requests.WithLabelValues(ex.route.label(), strconv.Itoa(resp.StatusCode)).Inc()
-	if err := stream(ex, resp.Body); err != nil {
-		// The upstream reset or the route timeout struck mid-body: reset
-		// the client's stream too, as Envoy does (net/http's documented
-		// way to abort a response).
+	ex.w.WriteHeader(status)
+	p.g.metrics.requests.WithLabelValues(ex.route.label(), strconv.Itoa(status)).Inc()
+	var err error
+	if processed {
+		_ = ex.rc.Flush() // the headers go out now, as Envoy sends them once the processor answered
+		err = p.streamProcessed(ex, resp.Body)
+	} else {
+		err = stream(ex, resp.Body)
+	}
+	if err != nil {
+		// The upstream reset, the route timeout struck mid-body, or the
+		// processor failed under failure_mode_allow false: reset the
+		// client's stream too, as Envoy does (net/http's documented way to
+		// abort a response); the processor's stream is cancelled with it.
 		panic(http.ErrAbortHandler)
 	}
+	p.finishMeter(ex)
 }
 
 // failureReply is Envoy's router's answer for an attempt without a

@@ -12,7 +12,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/leakytokens/leaky/controlplane/model"
 )
@@ -39,8 +38,8 @@ func TestUnimplementedConfigurationIsNACKedAndTheLastKept(t *testing.T) {
 	}{
 		{
 			name:  "unknown field",
-			edit:  func(h *hcmv3.HttpConnectionManager) { h.UseRemoteAddress = wrapperspb.Bool(true) },
-			wants: []string{"listener leaky-gateway", "filter_chains[0].filters[0].typed_config", "field use_remote_address is not implemented by the stand-in"},
+			edit:  func(h *hcmv3.HttpConnectionManager) { h.PreserveExternalRequestId = true },
+			wants: []string{"listener leaky-gateway", "filter_chains[0].filters[0].typed_config", "field preserve_external_request_id is not implemented by the stand-in"},
 		},
 		{
 			name: "known filter type not implemented",

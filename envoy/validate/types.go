@@ -40,11 +40,11 @@ func extensions() []proto.Message {
 		&extauthzv3.ExtAuthzPerRoute{},
 		&ratelimitfilterv3.RateLimit{},
 		&ratelimitfilterv3.RateLimitPerRoute{},
+		&extprocv3.ExternalProcessor{},
+		&extprocv3.ExtProcPerRoute{},
 		&routerv3.Router{},
 		&upstreamhttpv3.HttpProtocolOptions{},
 		// What a hand-written file (or a later issue) may add.
-		&extprocv3.ExternalProcessor{},
-		&extprocv3.ExtProcPerRoute{},
 		&grpclogv3.HttpGrpcAccessLogConfig{},
 		&filelogv3.FileAccessLog{},
 		&streamlogv3.StdoutAccessLog{},

@@ -45,6 +45,15 @@ type Gateway struct {
 	// routes rewrite to (qwen: /compatible-mode/). A provider without an
 	// entry is rewritten to "/". See ProviderPath.
 	ProviderPaths map[string]string `yaml:"provider_paths"`
+	// MeteringFailureMode is what the gateway does when the metering
+	// processor (ext_proc) errs or misses MeteringTimeout: FailAllow carries
+	// on without it for the rest of the request (the reservation then
+	// expires at its estimate), FailDeny answers 500 or resets the stream
+	// (ext_proc failure_mode_allow).
+	MeteringFailureMode FailureMode `yaml:"metering_failure_mode"`
+	// MeteringTimeout bounds the wait for each of the processor's answers
+	// (ext_proc message_timeout), not the whole request.
+	MeteringTimeout Duration `yaml:"metering_timeout"`
 }
 
 // Bounds of the gateway section.
@@ -66,6 +75,8 @@ func DefaultGateway() Gateway {
 		ConnectTimeout:       Duration(time.Second),
 		UpstreamTimeout:      Duration(120 * time.Second),
 		Retries:              2,
+		MeteringFailureMode:  FailAllow,
+		MeteringTimeout:      Duration(200 * time.Millisecond),
 	}
 }
 
@@ -97,7 +108,9 @@ func (g Gateway) validate(providers map[string]Bucket) []error {
 	for _, m := range []struct {
 		field string
 		mode  FailureMode
-	}{{"gateway.authz_failure_mode", g.AuthzFailureMode}, {"gateway.ratelimit_failure_mode", g.RatelimitFailureMode}} {
+	}{{"gateway.authz_failure_mode", g.AuthzFailureMode}, {"gateway.ratelimit_failure_mode", g.RatelimitFailureMode},
+		{"gateway.metering_failure_mode", g.MeteringFailureMode},
+	} {
 		if m.mode != FailAllow && m.mode != FailDeny {
 			errs = append(errs, fmt.Errorf("%s %q: must be deny or allow", m.field, m.mode))
 		}
@@ -110,6 +123,7 @@ func (g Gateway) validate(providers map[string]Bucket) []error {
 		{"gateway.ratelimit_timeout", g.RatelimitTimeout, time.Millisecond, 10 * time.Second},
 		{"gateway.connect_timeout", g.ConnectTimeout, time.Millisecond, time.Minute},
 		{"gateway.upstream_timeout", g.UpstreamTimeout, time.Second, time.Hour},
+		{"gateway.metering_timeout", g.MeteringTimeout, time.Millisecond, 10 * time.Second},
 	} {
 		if v := time.Duration(d.value); v < d.min || v > d.max {
 			errs = append(errs, fmt.Errorf("%s %s: must be %s to %s", d.field, v, d.min, d.max))

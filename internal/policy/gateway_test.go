@@ -22,11 +22,15 @@ func TestGatewayDefaults(t *testing.T) {
 		{"empty section", "gateway: {}\n", func(*Gateway) {}},
 		{"one field keeps the others", "gateway: {authz_failure_mode: allow}\n", func(g *Gateway) { g.AuthzFailureMode = FailAllow }},
 		{"retries zero is kept", "gateway: {retries: 0}\n", func(g *Gateway) { g.Retries = 0 }},
-		{"every field", "gateway:\n  authz_failure_mode: allow\n  ratelimit_failure_mode: allow\n  max_request_bytes: 1024\n  authz_timeout: 1s\n  ratelimit_timeout: 5ms\n  connect_timeout: 2s\n  upstream_timeout: 1h\n  retries: 10\n  provider_paths: {qwen: /compatible-mode/, openai: /}\n",
+		{"metering alone", "gateway: {metering_failure_mode: deny, metering_timeout: 1ms}\n", func(g *Gateway) {
+			g.MeteringFailureMode, g.MeteringTimeout = FailDeny, Duration(time.Millisecond)
+		}},
+		{"every field", "gateway:\n  authz_failure_mode: allow\n  ratelimit_failure_mode: allow\n  max_request_bytes: 1024\n  authz_timeout: 1s\n  ratelimit_timeout: 5ms\n  connect_timeout: 2s\n  upstream_timeout: 1h\n  retries: 10\n  provider_paths: {qwen: /compatible-mode/, openai: /}\n  metering_failure_mode: deny\n  metering_timeout: 10s\n",
 			func(g *Gateway) {
 				*g = Gateway{AuthzFailureMode: FailAllow, RatelimitFailureMode: FailAllow, MaxRequestBytes: 1024,
 					AuthzTimeout: Duration(time.Second), RatelimitTimeout: Duration(5 * time.Millisecond), ConnectTimeout: Duration(2 * time.Second),
-					UpstreamTimeout: Duration(time.Hour), Retries: 10, ProviderPaths: map[string]string{"qwen": "/compatible-mode/", "openai": "/"}}
+					UpstreamTimeout: Duration(time.Hour), Retries: 10, ProviderPaths: map[string]string{"qwen": "/compatible-mode/", "openai": "/"},
+					MeteringFailureMode: FailDeny, MeteringTimeout: Duration(10 * time.Second)}
 			}},
 	}
 	for _, tt := range tests {
@@ -74,6 +78,12 @@ func TestGatewayErrors(t *testing.T) {
 		{"ratelimit timeout too long", "gateway: {ratelimit_timeout: 11s}\n", "gateway.ratelimit_timeout 11s: must be 1ms to 10s"},
 		{"connect timeout not a duration", "gateway: {connect_timeout: soon}\n", "soon"},
 		{"upstream timeout below a second", "gateway: {upstream_timeout: 500ms}\n", "gateway.upstream_timeout 500ms: must be 1s to 1h0m0s"},
+		{"metering failure mode unknown", "gateway: {metering_failure_mode: ignore}\n", `gateway.metering_failure_mode "ignore": must be deny or allow`},
+		{"metering failure mode empty", "gateway: {metering_failure_mode: \"\"}\n", `gateway.metering_failure_mode "": must be deny or allow`},
+		{"zero metering timeout", "gateway: {metering_timeout: 0s}\n", "gateway.metering_timeout 0s: must be 1ms to 10s"},
+		{"metering timeout below a millisecond", "gateway: {metering_timeout: 999us}\n", "gateway.metering_timeout 999µs: must be 1ms to 10s"},
+		{"metering timeout too long", "gateway: {metering_timeout: 10001ms}\n", "gateway.metering_timeout 10.001s: must be 1ms to 10s"},
+		{"metering timeout not a duration", "gateway: {metering_timeout: 200}\n", "200"},
 		{"negative retries", "gateway: {retries: -1}\n", "gateway.retries -1: must be 0 to 10"},
 		{"too many retries", "gateway: {retries: 11}\n", "gateway.retries 11"},
 		{"path for an unlisted provider", "gateway: {provider_paths: {gemini: /v1beta/}}\n", `gateway.provider_paths.gemini: provider "gemini" is not listed under providers`},
