@@ -64,8 +64,12 @@ var (
 )
 
 // UserPool and OrgPool name a user's and an organisation's pool.
-func UserPool(user string) ledger.Pool { return ledger.Pool{Scope: "user", Subject: user, Provider: "openai"} }
-func OrgPool(org string) ledger.Pool   { return ledger.Pool{Scope: "org", Subject: org, Provider: "openai"} }
+func UserPool(user string) ledger.Pool {
+	return ledger.Pool{Scope: "user", Subject: user, Provider: "openai"}
+}
+func OrgPool(org string) ledger.Pool {
+	return ledger.Pool{Scope: "org", Subject: org, Provider: "openai"}
+}
 
 // Usage returns a consume of user (charged to org when not "") taking
 // fromWindow of W and fromPurchased from the balance of each pool charged.
