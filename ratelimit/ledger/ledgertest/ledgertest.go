@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/leakytokens/leaky/ratelimit/ledger"
 )
 
@@ -170,6 +172,23 @@ func field(ev ledger.Event, name string) (string, error) {
 		return "", fmt.Errorf("event %s payload has no string %q", ev.ID, name)
 	}
 	return s, nil
+}
+
+// samePayload compares events with their payloads as JSON values: a
+// store may keep JSON in a normal form (PostgreSQL's jsonb reorders keys).
+var samePayload = cmp.Transformer("payload", func(e ledger.Event) any {
+	var v any
+	if err := json.Unmarshal(e.Payload, &v); err != nil {
+		v = string(e.Payload)
+	}
+	return eventJSON{e.ID, e.Type, e.Key, e.Schema, e.OccurredAt, v}
+})
+
+type eventJSON struct {
+	ID, Type, Key string
+	Schema        int
+	OccurredAt    time.Time
+	Payload       any
 }
 
 func wantErr(t *testing.T, what string, err, want error) {

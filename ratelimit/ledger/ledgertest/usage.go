@@ -32,7 +32,7 @@ func testUsageOnce(t *testing.T, l ledger.Ledger) {
 		t.Errorf("published (-want +got):\n%s", diff)
 	}
 	if len(pub) == 1 {
-		if diff := cmp.Diff(first, pub[0]); diff != "" {
+		if diff := cmp.Diff(first, pub[0], samePayload); diff != "" {
 			t.Errorf("published event (-want +got):\n%s", diff)
 		}
 	}
