@@ -41,6 +41,7 @@ func Run(t *testing.T, open Open) {
 		{"Prune", testPrune},
 		{"ConcurrentRelays", testConcurrentRelays},
 		{"EventsNeverBeforeData", testEventsAfterData},
+		{"ConcurrentWrites", testConcurrentWrites},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
