@@ -16,7 +16,8 @@ const DefaultMaxUsageIDs = 1 << 20
 // MemoryOptions configure a Memory; the zero value is the default.
 type MemoryOptions struct {
 	// MaxUsageIDs bounds the usage ids remembered for RecordUsage's
-	// idempotency (default DefaultMaxUsageIDs, about 100 MiB at most): a
+	// idempotency (default DefaultMaxUsageIDs: about 100 MiB with UUIDs as
+	// ids, twice that with ids of the full 128 bytes): a
 	// usage recorded again after that many later usages is counted twice.
 	// Settlements are retried within seconds, so the bound is far beyond any
 	// real retry.

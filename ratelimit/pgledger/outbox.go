@@ -39,29 +39,35 @@ func (l *Ledger) Relay(ctx context.Context, n int, publish func(context.Context,
 	if n <= 0 {
 		return 0, nil
 	}
-	published := 0
-	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		evs, err := claim(ctx, tx, l.lockSpace("relay"), n)
-		if err != nil || len(evs) == 0 {
-			return err
-		}
-		if err := publish(ctx, evs); err != nil {
-			return fmt.Errorf("publish %d events: %w", len(evs), err)
-		}
-		ids := make([]string, len(evs))
-		for i, e := range evs {
-			ids[i] = e.ID
-		}
-		if _, err := tx.Exec(ctx, "UPDATE outbox SET published_at = $1 WHERE id = ANY($2::uuid[])", stamp(l.now()), ids); err != nil {
-			return err
-		}
-		published = len(evs)
-		return nil
-	})
+	tx, err := l.pool.Begin(ctx)
 	if err != nil {
 		return 0, mapErr("relay", err)
 	}
-	return published, nil
+	// Roll back even when ctx has ended, so the locks go at once rather
+	// than when the server notices a closed connection.
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rctx) // after a commit: ErrTxClosed
+	}()
+	evs, err := claim(ctx, tx, l.lockSpace("relay"), n)
+	if err != nil || len(evs) == 0 {
+		return 0, mapErr("relay", err)
+	}
+	if err := publish(ctx, evs); err != nil {
+		return 0, fmt.Errorf("relay: publish %d events: %w", len(evs), err)
+	}
+	ids := make([]string, len(evs))
+	for i, e := range evs {
+		ids[i] = e.ID
+	}
+	if _, err := tx.Exec(ctx, "UPDATE outbox SET published_at = $1 WHERE id = ANY($2::uuid[])", stamp(l.now()), ids); err != nil {
+		return 0, mapErr("relay", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, mapErr("relay", err)
+	}
+	return len(evs), nil
 }
 
 // claim locks the keys, then the rows, as Relay describes.

@@ -131,7 +131,7 @@ func TestTwoPoolsRelay(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, l := range []*Ledger{a, b, a, b} {
 		wg.Go(func() {
-			for range 200 {
+			for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); {
 				if _, err := l.Relay(ctx, 4, p.publish); err != nil {
 					t.Errorf("Relay() = %v", err)
 					return
