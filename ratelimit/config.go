@@ -52,6 +52,18 @@ type Config struct {
 	// MaxDescriptors bounds the descriptors of one request; more is
 	// INVALID_ARGUMENT.
 	MaxDescriptors int
+
+	// The durable record (ledger) and its outbox's relay, opened by
+	// cmd/leaky like the store. DatabaseURL empty = the in-memory ledger.
+	DatabaseURL  string
+	LedgerSchema string // PostgreSQL schema of the ledger's tables, created if absent
+	// KafkaBrokers (host:port,…) is where the relay publishes the outbox's
+	// events; empty: a PostgreSQL ledger keeps them until a relay with
+	// brokers runs, the memory ledger drops them once relayed.
+	KafkaBrokers    string
+	KafkaTopic      string
+	OutboxInterval  time.Duration // how often the relay looks at the outbox when not woken
+	OutboxRetention time.Duration // how long published events stay in the outbox
 }
 
 // DefaultConfig returns the defaults: the ports of DESIGN §2, the memory
@@ -68,6 +80,11 @@ func DefaultConfig() Config {
 		RedisPrefix:    "lt:",
 		MemoryMaxKeys:  1 << 20,
 		MaxDescriptors: 64,
+
+		LedgerSchema:    "leaky_ledger",
+		KafkaTopic:      "token-usage",
+		OutboxInterval:  time.Second,
+		OutboxRetention: 24 * time.Hour,
 	}
 }
 
@@ -86,6 +103,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RedisPoolSize, "redis-pool-size", c.RedisPoolSize, "Redis connections (0 = 10 per CPU)")
 	fs.IntVar(&c.MemoryMaxKeys, "memory-max-keys", c.MemoryMaxKeys, "bound on buckets kept by the memory store")
 	fs.IntVar(&c.MaxDescriptors, "max-descriptors", c.MaxDescriptors, "most descriptors one request may carry")
+	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL URL of the ledger (usage, purchases, outbox); empty: DATABASE_URL, or the in-memory ledger")
+	fs.StringVar(&c.LedgerSchema, "ledger-schema", c.LedgerSchema, "PostgreSQL schema of the ledger's tables (created if absent)")
+	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", c.KafkaBrokers, "Kafka bootstrap servers (host:port,...) the outbox relay publishes to; empty: KAFKA_BROKERS, or no relay")
+	fs.StringVar(&c.KafkaTopic, "kafka-topic", c.KafkaTopic, "Kafka topic of the usage and purchase events")
+	fs.DurationVar(&c.OutboxInterval, "outbox-interval", c.OutboxInterval, "how often the relay checks the outbox when not woken by a new event")
+	fs.DurationVar(&c.OutboxRetention, "outbox-retention", c.OutboxRetention, "how long published events stay in the outbox before they are pruned")
 	c.Config.RegisterFlags(fs)
 }
 
@@ -132,6 +155,12 @@ func (c Config) Validate() error {
 	}
 	if c.MemoryMaxKeys < 1 {
 		errs = append(errs, errors.New("memory-max-keys: must be at least 1"))
+	}
+	if c.KafkaTopic == "" {
+		errs = append(errs, errors.New("kafka-topic: required"))
+	}
+	if c.OutboxInterval <= 0 || c.OutboxRetention <= 0 {
+		errs = append(errs, errors.New("outbox-interval, outbox-retention: must be positive"))
 	}
 	if c.MaxDescriptors < 1 {
 		errs = append(errs, errors.New("max-descriptors: must be at least 1"))
