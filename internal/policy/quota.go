@@ -47,7 +47,7 @@ type Quotas struct {
 // has the zero window, which Window reports as one minute from the epoch.
 type Quota struct {
 	Allowance int64  `yaml:"allowance"`
-	Period    string `yaml:"window"` // the window: day, month or a duration
+	Period    string `yaml:"window"`    // the window: day, month or a duration
 	TimeZone  string `yaml:"time_zone"` // "" = the section's
 
 	every time.Duration  // rolling windows; 0 for calendar ones
