@@ -183,7 +183,11 @@ func testQuotaInvalid(e *env) {
 		{"no key at all", store.Item{Algorithm: store.Quota}},
 		{"limit 0", e.quotaItem("w", "p", 0, 1)},
 		{"period 0", func() store.Item { it := e.quotaItem("w", "p", 1, 1); it.Period = 0; return it }()},
-		{"purchased key too long", func() store.Item { it := e.quotaItem("w", "p", 1, 1); it.Purchased = string(make([]byte, store.MaxKeyLen+1)); return it }()},
+		{"purchased key too long", func() store.Item {
+			it := e.quotaItem("w", "p", 1, 1)
+			it.Purchased = string(make([]byte, store.MaxKeyLen+1))
+			return it
+		}()},
 	}
 	for _, tc := range tests {
 		if _, err := e.st.Decide(context.Background(), []store.Item{tc.it}); !errors.Is(err, store.ErrInvalidItem) {
