@@ -242,15 +242,6 @@ func (m *Memory) Decide(ctx context.Context, items []Item) (Decision, error) {
 	return Decision{Allowed: allowed, Results: res}, nil
 }
 
-func hasQuota(items []Item) bool {
-	for _, it := range items {
-		if it.Algorithm == Quota {
-			return true
-		}
-	}
-	return false
-}
-
 // Adjust implements Store. Adjustments are applied one by one, each
 // atomically; none is applied if any item is invalid. Delta is clamped to
 // ±gcra.MaxSpan.
@@ -292,28 +283,6 @@ func (m *Memory) Adjust(ctx context.Context, adj []Adjustment) error {
 		}
 		s.sweep(now, sweepPerAccess)
 		s.mu.Unlock()
-	}
-	return nil
-}
-
-// Seed implements Seeder.
-func (m *Memory) Seed(ctx context.Context, seeds []Seed) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	for i, s := range seeds {
-		if s.Item.Algorithm != Quota {
-			return fmt.Errorf("seed %d: %w: not a quota item", i, ErrInvalidItem)
-		}
-		if err := s.Item.Validate(); err != nil {
-			return fmt.Errorf("seed %d: %w", i, err)
-		}
-	}
-	m.quotas.mu.Lock()
-	defer m.quotas.mu.Unlock()
-	now := m.now()
-	for _, s := range seeds {
-		m.quotas.seed(m, now, s)
 	}
 	return nil
 }

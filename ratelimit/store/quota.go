@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -277,4 +278,35 @@ func (q *quotaPools) seed(m *Memory, now int64, s Seed) {
 	if _, ok := p.windows[it.Key]; !ok {
 		p.windows[it.Key] = qwindow{used: s.Used, end: now + it.Period}
 	}
+}
+
+// Seed implements Seeder.
+func (m *Memory) Seed(ctx context.Context, seeds []Seed) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for i, s := range seeds {
+		if s.Item.Algorithm != Quota {
+			return fmt.Errorf("seed %d: %w: not a quota item", i, ErrInvalidItem)
+		}
+		if err := s.Item.Validate(); err != nil {
+			return fmt.Errorf("seed %d: %w", i, err)
+		}
+	}
+	m.quotas.mu.Lock()
+	defer m.quotas.mu.Unlock()
+	now := m.now()
+	for _, s := range seeds {
+		m.quotas.seed(m, now, s)
+	}
+	return nil
+}
+
+func hasQuota(items []Item) bool {
+	for _, it := range items {
+		if it.Algorithm == Quota {
+			return true
+		}
+	}
+	return false
 }
