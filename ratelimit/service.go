@@ -34,6 +34,9 @@ type Service struct {
 	// Nil until SetLedger: quotas then seed from zero and nothing is
 	// recorded.
 	record ledger.Ledger
+	// now is the clock quota windows are planned by; nil is time.Now.
+	// Tests set it to cross a window's boundary.
+	now func() time.Time
 	srv    *serve.Server
 	xds    *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
 
