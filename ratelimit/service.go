@@ -37,8 +37,8 @@ type Service struct {
 	// now is the clock quota windows are planned by; nil is time.Now.
 	// Tests set it to cross a window's boundary.
 	now func() time.Time
-	srv    *serve.Server
-	xds    *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
+	srv *serve.Server
+	xds *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
 
 	storeLog *serve.Throttle // store errors: one line a second
 }
