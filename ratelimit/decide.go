@@ -38,12 +38,9 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	domain := req.GetDomain()
 	plans := s.plan(l, req)
 
-	items := make([]store.Item, 0, len(plans))
+	items, quotas := planItems(plans)
 	zero := false
 	for i := range plans {
-		if plans[i].hasItem {
-			items = append(items, plans[i].item)
-		}
 		zero = zero || plans[i].zero
 	}
 	resp := &rlsv3.RateLimitResponse{
@@ -65,31 +62,70 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		}
 		if zero {
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
-			overLimitAnswer(resp, plans, results)
+			overLimitAnswer(resp, plans, results, nil)
 		}
 		return resp, nil
 	}
-	dec, err := s.store.Decide(ctx, items)
+	dec, err := s.decideSeeded(ctx, items, quotas, func() (store.Decision, error) { return s.store.Decide(ctx, items) })
 	if err != nil {
 		return s.failure(l, domain, plans, err)
 	}
-	results := make([]store.Result, len(plans))
-	for i, j := 0, 0; i < len(plans); i++ {
-		if plans[i].hasItem {
-			results[i] = dec.Results[j]
-			j++
-		}
-	}
+	results, qresults := splitResults(plans, dec.Results)
 	admitted := dec.Allowed && !quotasExhausted(plans, results)
 	for i := range plans {
 		resp.Statuses[i] = descriptorStatus(&plans[i], &results[i], admitted)
+		quotaStatus(resp.Statuses[i], &plans[i], &qresults[i])
 		s.count(domain, &plans[i], &results[i], admitted)
 	}
 	if !admitted {
 		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
-		overLimitAnswer(resp, plans, results)
+		overLimitAnswer(resp, plans, results, qresults)
 	}
 	return resp, nil
+}
+
+// planItems lists the store items of plans in order (each descriptor's
+// bucket, then its quota) and, beside them, each item's quota plan (nil
+// for a bucket).
+func planItems(plans []plan) ([]store.Item, []*quotaPlan) {
+	items := make([]store.Item, 0, len(plans)+2)
+	var quotas []*quotaPlan
+	for i := range plans {
+		if plans[i].hasItem {
+			items = append(items, plans[i].item)
+			if quotas != nil {
+				quotas = append(quotas, nil)
+			}
+		}
+		if q := plans[i].allowance; q != nil {
+			if quotas == nil {
+				quotas = make([]*quotaPlan, len(items), len(plans)+2)
+			}
+			items, quotas = append(items, q.item), append(quotas, q)
+		}
+	}
+	if quotas == nil {
+		quotas = make([]*quotaPlan, len(items))
+	}
+	return items, quotas
+}
+
+// splitResults maps a decision's results (in planItems' order) back to
+// the plans: each descriptor's bucket result and quota result.
+func splitResults(plans []plan, res []store.Result) (buckets, quotas []store.Result) {
+	buckets = make([]store.Result, len(plans))
+	quotas = make([]store.Result, len(plans))
+	for i, j := 0, 0; i < len(plans); i++ {
+		if plans[i].hasItem {
+			buckets[i] = res[j]
+			j++
+		}
+		if plans[i].allowance != nil {
+			quotas[i] = res[j]
+			j++
+		}
+	}
+	return buckets, quotas
 }
 
 // peek reads the buckets of plans without charging them (hits 0), for the
@@ -153,8 +189,9 @@ func (s *Service) plan(l *limits, req *rlsv3.RateLimitRequest) []plan {
 	domain := req.GetDomain()
 	switch {
 	case domain == policy.Domain && l.policy != nil:
+		now := s.clock()
 		for i, d := range req.GetDescriptors() {
-			plans[i] = planLeaky(l.policy, req, d)
+			plans[i] = planLeaky(l.policy, req, d, now)
 		}
 	case l.rules != nil && l.rules.Domain(domain) != nil:
 		planRules(l.rules.Domain(domain), req, plans)

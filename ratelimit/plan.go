@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"math"
 	"strings"
+	"time"
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -25,6 +26,9 @@ type plan struct {
 	// without a store call.
 	zero      bool
 	unlimited bool // an unlimited rule: OK, remaining MaxUint32, no counter
+	// allowance is the descriptor's quota (leaky-tokens user and org
+	// descriptors), decided with the buckets; nil for none.
+	allowance *quotaPlan
 	// window is the bucket's span in seconds for the RateLimit-Policy
 	// header: the full-drain time of a GCRA bucket, the window length
 	// otherwise.
@@ -58,10 +62,10 @@ func metricKey(d *ratelimitv3.RateLimitDescriptor) string {
 	return b.String()
 }
 
-// planLeaky maps a descriptor of domain leaky-tokens to its bucket: the
-// contract's parser names the bucket (any other shape has no rule), and
-// planBucket sizes it by the policy.
-func planLeaky(p *policy.Policy, req *rlsv3.RateLimitRequest, d *ratelimitv3.RateLimitDescriptor) plan {
+// planLeaky maps a descriptor of domain leaky-tokens to its bucket and its
+// quota at now: the contract's parser names them (any other shape has no
+// rule), and planBucket and planQuota size them by the policy.
+func planLeaky(p *policy.Policy, req *rlsv3.RateLimitRequest, d *ratelimitv3.RateLimitDescriptor, now time.Time) plan {
 	var parser contract.Parser
 	for _, e := range d.GetEntries() {
 		parser.Add(e.GetKey(), e.GetValue())
@@ -70,8 +74,18 @@ func planLeaky(p *policy.Policy, req *rlsv3.RateLimitRequest, d *ratelimitv3.Rat
 	if !ok {
 		return plan{metric: metricKey(d), noRule: true}
 	}
-	pl := planBucket(p, desc, hits(req, d))
+	pl := planDescriptor(p, desc, hits(req, d), now)
 	pl.metric = metricKey(d)
+	return pl
+}
+
+// planDescriptor plans desc's bucket and quota, charged hits at now. A
+// descriptor with a quota and no bucket is planned on the quota alone.
+func planDescriptor(p *policy.Policy, desc contract.Descriptor, hits int64, now time.Time) plan {
+	pl := planBucket(p, desc, hits)
+	if pl.allowance = planQuota(p, desc, hits, now); pl.allowance != nil && pl.noRule {
+		pl.noRule, pl.scope = false, string(desc.Scope)
+	}
 	return pl
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/policy"
+	"github.com/leakytokens/leaky/ratelimit/ledger"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
@@ -15,13 +16,21 @@ import (
 // leaky-tokens policy: there are no buckets to reserve on.
 var ErrNoPolicy = errors.New("no leaky-tokens policy loaded")
 
-// Charge is one bucket of a plain request's decision.
+// Charge is one bucket or quota of a plain request's decision.
 type Charge struct {
+	// Scope is the bucket's (user, org, provider) or ScopeQuota.
 	Scope    contract.Scope
-	Key      string // the bucket's store key (contract.Descriptor.Key)
+	Key      string // the store key (contract.Descriptor.Key; a quota's window counter)
 	Hits     int64  // tokens asked for; charged only when the decision admitted
-	Capacity int64  // the bucket's capacity in tokens
+	Capacity int64  // the bucket's capacity in tokens; a quota's allowance per window
 	Result   store.Result
+	// Reset is when the bucket is empty again, or the quota's window ends
+	// (Result.ResetAfter from the decision's time).
+	Reset time.Time
+	// Pool and Window are a quota's pool and window start (UTC); zero for
+	// a bucket.
+	Pool   ledger.Pool
+	Window time.Time
 }
 
 // Reserved is the outcome of Service.Reserve.
@@ -32,7 +41,9 @@ type Reserved struct {
 	// Reservation is the reservation to settle; zero unless Allowed.
 	Reservation Reservation
 	// Charges lists the buckets with a rule, in the order of the request's
-	// descriptors (user, org, provider), as the decision left them.
+	// descriptors (user, org, provider), each followed by its quota when the
+	// policy sets one (Scope ScopeQuota), as the decision left them. A
+	// refusing quota is a charge with Scope ScopeQuota and !Result.Allowed.
 	Charges []Charge
 }
 
@@ -45,6 +56,15 @@ type Reserved struct {
 // limit) is admitted without charging anything, as ShouldRateLimit answers
 // OK. A store failure is returned as an error; the caller picks its answer.
 func (s *Service) Reserve(ctx context.Context, r contract.Request, ttl time.Duration) (Reserved, error) {
+	return s.ReserveAs(ctx, "", r, ttl)
+}
+
+// ReserveAs is Reserve with the reservation's id chosen by the caller (""
+// for a fresh one; see Reservations.ReserveAs). The reservation's owner is
+// r's user, organisation, provider and tier, and its quota items are tied
+// to their pools and windows, so its settlement names them. A quota pool
+// the store has no state for is rebuilt from the ledger first.
+func (s *Service) ReserveAs(ctx context.Context, id string, r contract.Request, ttl time.Duration) (Reserved, error) {
 	if r.Estimate < 0 {
 		return Reserved{}, fmt.Errorf("estimate %d: must not be negative", r.Estimate)
 	}
@@ -52,19 +72,39 @@ func (s *Service) Reserve(ctx context.Context, r contract.Request, ttl time.Dura
 	if p == nil {
 		return Reserved{}, ErrNoPolicy
 	}
-	plans := planRequest(p, r)
-	items := make([]store.Item, len(plans))
-	for i := range plans {
-		items[i] = plans[i].item
-	}
-	res, dec, err := s.reserve.Reserve(ctx, items, ttl)
+	now := s.clock()
+	plans := planRequest(p, r, now)
+	items, quotas := planItems(plans)
+	owner := Owner{UserID: r.User, OrgID: r.Org, Provider: r.Provider, Tier: r.Tier}
+	var res Reservation
+	dec, err := s.decideSeeded(ctx, items, quotas, func() (store.Decision, error) {
+		var (
+			d   store.Decision
+			err error
+		)
+		res, d, err = s.reserve.ReserveAs(ctx, id, owner, items, quotaRefs(quotas), ttl)
+		return d, err
+	})
 	if err != nil {
 		return Reserved{}, fmt.Errorf("reserve: %w", err)
 	}
-	out := Reserved{Allowed: dec.Allowed, Reservation: res, Charges: make([]Charge, len(plans))}
-	for i := range plans {
-		it := &plans[i].item
-		out.Charges[i] = Charge{Scope: contract.Scope(plans[i].scope), Key: it.Key, Hits: it.Hits, Capacity: it.Limit, Result: dec.Results[i]}
+	out := Reserved{Allowed: dec.Allowed, Reservation: res, Charges: make([]Charge, 0, len(items))}
+	for i, r := range dec.Results {
+		it := &items[i]
+		c := Charge{Key: it.Key, Hits: it.Hits, Capacity: it.Limit, Result: r, Reset: now.Add(microseconds(r.ResetAfter))}
+		if q := quotas[i]; q != nil {
+			c.Scope, c.Pool, c.Window = ScopeQuota, q.pool, q.start
+		}
+		out.Charges = append(out.Charges, c)
+	}
+	for i, j := 0, 0; i < len(plans); i++ { // the buckets' scopes, in planItems' order
+		if plans[i].hasItem {
+			out.Charges[j].Scope = contract.Scope(plans[i].scope)
+			j++
+		}
+		if plans[i].allowance != nil {
+			j++
+		}
 	}
 	return out, nil
 }
@@ -74,7 +114,7 @@ func (s *Service) Reserve(ctx context.Context, r contract.Request, ttl time.Dura
 // r.Descriptors() parsed by the contract's parser and sized by planBucket,
 // charged r.Hits() (a request hits_addend, 0 counting as 1). Descriptors
 // with no rule are left out: they charge nothing.
-func planRequest(p *policy.Policy, r contract.Request) []plan {
+func planRequest(p *policy.Policy, r contract.Request, now time.Time) []plan {
 	descs := r.Descriptors()
 	plans := make([]plan, 0, len(descs))
 	for _, entries := range descs {
@@ -82,7 +122,7 @@ func planRequest(p *policy.Policy, r contract.Request) []plan {
 		if !ok {
 			continue
 		}
-		if pl := planBucket(p, d, r.Hits()); pl.hasItem {
+		if pl := planDescriptor(p, d, r.Hits(), now); pl.hasItem || pl.allowance != nil {
 			plans = append(plans, pl)
 		}
 	}

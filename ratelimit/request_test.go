@@ -66,7 +66,7 @@ func TestPlanRequestMatchesShouldRateLimit(t *testing.T) {
 	for _, r := range plainRequests {
 		req := &rlsv3.RateLimitRequest{Domain: contract.Domain, HitsAddend: uint32(r.Estimate), Descriptors: envoyDescriptors(r)}
 		want := planned(s.svc.plan(l, req))
-		got := planned(planRequest(l.policy, r))
+		got := planned(planRequest(l.policy, r, time.Now()))
 		if len(want) == 0 {
 			t.Fatalf("%+v: ShouldRateLimit plans no bucket; the case tests nothing", r)
 		}
@@ -75,7 +75,7 @@ func TestPlanRequestMatchesShouldRateLimit(t *testing.T) {
 		}
 	}
 	// The keys are the contract's, not re-derived here.
-	got := planned(planRequest(l.policy, plainRequests[1]))
+	got := planned(planRequest(l.policy, plainRequests[1], time.Now()))
 	keys := []string{got[0].Item.Key, got[1].Item.Key, got[2].Item.Key}
 	if diff := cmp.Diff([]string{"u:openai:bob", "o:openai:acme", "p:openai"}, keys); diff != "" {
 		t.Errorf("bucket keys (-want +got):\n%s", diff)
@@ -132,7 +132,7 @@ func TestReserveChargesAsShouldRateLimit(t *testing.T) {
 			var first Reservation
 			for i, st := range steps {
 				items := make([]store.Item, 0, 3)
-				for _, p := range planRequest(pol, st.r) {
+				for _, p := range planRequest(pol, st.r, time.Now()) {
 					items = append(items, p.item)
 				}
 				before := peek(t, envoy.svc.store, items)
@@ -172,7 +172,7 @@ func TestReserveChargesAsShouldRateLimit(t *testing.T) {
 			if _, err := plain.svc.Reservations().Settle(context.Background(), first.ID, 100, ledger.KindConsume); err != nil {
 				t.Fatalf("Settle: %v", err)
 			}
-			items := []store.Item{planRequest(pol, steps[0].r)[0].item}
+			items := []store.Item{planRequest(pol, steps[0].r, time.Now())[0].item}
 			if got := peek(t, plain.svc.store, items)[0]; got != 900 {
 				t.Errorf("alice after settling 100 of 600 = %d, want 900", got)
 			}

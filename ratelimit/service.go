@@ -34,8 +34,11 @@ type Service struct {
 	// Nil until SetLedger: quotas then seed from zero and nothing is
 	// recorded.
 	record ledger.Ledger
-	srv    *serve.Server
-	xds    *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
+	// now is the clock quota windows are planned by; nil is time.Now.
+	// Tests set it to cross a window's boundary.
+	now func() time.Time
+	srv *serve.Server
+	xds *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
 
 	storeLog *serve.Throttle // store errors: one line a second
 }

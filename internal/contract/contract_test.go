@@ -215,10 +215,10 @@ func TestFromHeaders(t *testing.T) {
 
 func TestQuotaKeys(t *testing.T) {
 	for _, tc := range []struct{ got, want string }{
-		{contract.QuotaKey(contract.ScopeUser, "u1", "openai", 1764374400), "q:u:openai:u1:1764374400"},
-		{contract.QuotaKey(contract.ScopeOrg, "o1", "gemini", 0), "q:o:gemini:o1:0"},
-		{contract.PurchasedKey(contract.ScopeUser, "u1", "openai"), "qp:u:openai:u1"},
-		{contract.PurchasedKey(contract.ScopeOrg, "a:b", "qwen"), "qp:o:qwen:" + contract.KeyPart("a:b")},
+		{contract.QuotaKey(contract.ScopeUser, "u1", "openai", 1764374400), "u:openai:u1:1764374400"},
+		{contract.QuotaKey(contract.ScopeOrg, "o1", "gemini", 0), "o:gemini:o1:0"},
+		{contract.PurchasedKey(contract.ScopeUser, "u1", "openai"), "u:openai:u1"},
+		{contract.PurchasedKey(contract.ScopeOrg, "a:b", "qwen"), "o:qwen:" + contract.KeyPart("a:b")},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("key = %q, want %q", tc.got, tc.want)

@@ -110,21 +110,21 @@ func KeyPart(v string) string {
 // QuotaKey is the store key of a quota pool's counter for the window that
 // starts at windowStart (Unix seconds): the pool of subject (a user id for
 // ScopeUser, an organisation id for ScopeOrg) for provider. Each window has
-// its own key, so a window's end needs no reset.
+// its own key, so a window's end needs no reset. The store keeps quota
+// state apart from buckets (its own key prefix), so the pool's bucket key
+// is reused.
 func QuotaKey(scope Scope, subject, provider string, windowStart int64) string {
-	return "q:" + quotaPool(scope, subject, provider) + ":" + strconv.FormatInt(windowStart, 10)
+	return PurchasedKey(scope, subject, provider) + ":" + strconv.FormatInt(windowStart, 10)
 }
 
 // PurchasedKey is the store key of a quota pool's purchased balance, which
-// outlives every window.
+// outlives every window: the key of the pool's bucket (Descriptor.Key).
 func PurchasedKey(scope Scope, subject, provider string) string {
-	return "qp:" + quotaPool(scope, subject, provider)
-}
-
-func quotaPool(scope Scope, subject, provider string) string {
-	s := "u"
+	d := Descriptor{Scope: scope, Provider: provider}
 	if scope == ScopeOrg {
-		s = "o"
+		d.Org = subject
+	} else {
+		d.Scope, d.User = ScopeUser, subject
 	}
-	return s + ":" + KeyPart(provider) + ":" + KeyPart(subject)
+	return d.Key()
 }

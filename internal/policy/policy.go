@@ -89,6 +89,9 @@ type Policy struct {
 	// Gateway is how the gateway calls authz and ratelimit and reaches the
 	// providers; Parse fills what the file leaves out from DefaultGateway.
 	Gateway Gateway `yaml:"gateway"`
+	// Quotas is the optional allowance per window of each tier's users and
+	// of organisations (quota.go); nil means no quotas.
+	Quotas *Quotas `yaml:"quotas"`
 }
 
 // DefaultMaxClientsPerUser is max_clients_per_user when the policy sets

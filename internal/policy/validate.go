@@ -67,6 +67,7 @@ func (p *Policy) validate() []error {
 	errs = append(errs, validateBuckets("providers", p.Providers)...)
 	errs = append(errs, p.validateProvidersKnown()...)
 	errs = append(errs, p.Gateway.validate(p.Providers)...)
+	errs = append(errs, p.validateQuotas()...)
 	switch ttl := time.Duration(p.ReservationTTL); {
 	case ttl < MinReservationTTL:
 		errs = append(errs, fmt.Errorf("reservation_ttl %s: must be at least %s, or a reservation expires before the provider answers and its usage above the estimate is never charged", ttl, MinReservationTTL))

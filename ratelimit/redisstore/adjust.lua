@@ -1,10 +1,20 @@
--- Adjustments outside a decision, applied in order. KEYS[i] is adjustment
--- i's bucket; after ARGV[1] (the time) come four values per adjustment:
--- algorithm (0 GCRA, 1 fixed window), limit, period, delta (already clamped
--- to ±MAXSPAN). A bucket adjusted down to empty is deleted.
-for i = 1, #KEYS do
-  local key, a = KEYS[i], 2 + (i - 1) * 4
-  local alg, period, delta = tonumber(ARGV[a]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+-- Adjustments outside a decision, applied in order. After ARGV[1] (the
+-- time) come eight values per adjustment: algorithm (0 GCRA, 1 fixed
+-- window, 2 quota), limit, period, delta (already clamped to ±MAXSPAN),
+-- to_purchased, then three flags (1 or 0): it has a window key, a balance
+-- key, a Once key. KEYS holds those keys, adjustment by adjustment, in
+-- that order. A bucket adjusted down to empty is deleted. An adjustment
+-- whose Once key is already set is skipped.
+local k = 0
+local function nextkey(flag)
+  if flag ~= '1' then
+    return nil
+  end
+  k = k + 1
+  return KEYS[k]
+end
+
+local function adjust_bucket(alg, key, period, delta)
   local st = load(alg, key)
   if alg == 0 then
     local span = idiv(MAXSPAN, period)
@@ -26,4 +36,45 @@ for i = 1, #KEYS do
     end
   end
 end
-return #KEYS
+
+-- adjust_quota leaves a pool without a balance key alone (the ledger has
+-- it and rebuilds it) and never recreates a window counter that is gone.
+local function adjust_quota(win, bal, delta, to_purchased)
+  if bal then
+    if redis.call('EXISTS', bal) == 0 then
+      return
+    end
+    if not win then
+      redis.call('INCRBY', bal, int(-delta))
+      redis.call('PEXPIRE', bal, BALANCE_TTL_MS)
+      return
+    end
+    if delta < 0 then
+      local back = math.min(-delta, math.max(to_purchased, 0))
+      if back > 0 then
+        redis.call('INCRBY', bal, int(back))
+      end
+      delta = delta + back
+    end
+    redis.call('PEXPIRE', bal, BALANCE_TTL_MS)
+  end
+  if delta ~= 0 and redis.call('EXISTS', win) == 1 then
+    redis.call('INCRBY', win, int(delta)) -- keeps the key's TTL
+  end
+end
+
+local applied = 0
+for i = 1, (#ARGV - 1) / 8 do
+  local a = 2 + (i - 1) * 8
+  local alg, period, delta, to_p = tonumber(ARGV[a]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local win, bal, once = nextkey(ARGV[a + 5]), nextkey(ARGV[a + 6]), nextkey(ARGV[a + 7])
+  if not once or redis.call('SET', once, '1', 'NX', 'PX', ONCE_TTL_MS) then
+    applied = applied + 1
+    if alg == 2 then
+      adjust_quota(win, bal, delta, to_p)
+    else
+      adjust_bucket(alg, win, period, delta)
+    end
+  end
+end
+return applied

@@ -1,10 +1,30 @@
--- One all-or-nothing decision. KEYS[i] is item i's bucket; after ARGV[1]
--- (the time) come five values per item: algorithm (0 GCRA, 1 fixed
--- window), limit, period, hits, shadow (1 or 0). Items are decided in order
--- against the state earlier items left; buckets are written only when every
+-- One all-or-nothing decision. KEYS[i] is item i's bucket for i = 1..n;
+-- after ARGV[1] (the time) come five values per item: algorithm (0 GCRA, 1
+-- fixed window, 2 quota with a purchased balance, 3 quota without), limit,
+-- period, hits, shadow (1 or 0). After the n items' keys come the balance
+-- keys of the algorithm-2 items, in order. Items are decided in order
+-- against the state earlier items left; keys are written only when every
 -- non-shadow item is allowed. Returns {allowed, then per item: allowed,
--- remaining, retry_after, reset_after}, where remaining and reset_after
--- describe the bucket after the whole decision (untouched if refused).
+-- remaining, retry_after, reset_after, then per quota item: from_purchased},
+-- where remaining and reset_after describe the bucket after the whole
+-- decision (untouched if refused); or {-1, indexes...} (0-based) naming the
+-- quota items whose balance key is missing, having changed nothing.
+
+local n = (#ARGV - 1) / 5
+if #KEYS > n then
+  local missing, j = {-1}, n
+  for i = 1, n do
+    if ARGV[2 + (i - 1) * 5] == '2' then
+      j = j + 1
+      if redis.call('EXISTS', KEYS[j]) == 0 then
+        missing[#missing + 1] = i - 1
+      end
+    end
+  end
+  if #missing > 1 then
+    return missing
+  end
+end
 
 local function decide(st, alg, limit, period, hits)
   if alg == 0 then
@@ -45,22 +65,74 @@ local function view(st, alg, limit, period)
   return math.max(limit - count_in(st, s, e), 0), e - now
 end
 
+-- Quota state: window counters and balances as the decision leaves them.
+local qorig, qcur, qperiod, bkey_of, borig, bcur, from_p = {}, {}, {}, {}, {}, {}, {}
+local nbal = 0
+
+local function qget(key)
+  return tonumber(redis.call('GET', key) or '0') or 0
+end
+
+local function decide_quota(i, key, alg, limit, period, hits)
+  local bkey
+  if alg == 2 then
+    nbal = nbal + 1
+    bkey = KEYS[n + nbal]
+    if borig[bkey] == nil then
+      borig[bkey] = qget(bkey)
+      bcur[bkey] = borig[bkey]
+    end
+  end
+  bkey_of[i] = bkey
+  if qorig[key] == nil then
+    qorig[key] = qget(key)
+    qcur[key] = qorig[key]
+  end
+  local used, bal = qcur[key], 0
+  if bkey then
+    bal = bcur[bkey]
+  end
+  from_p[i] = 0
+  if used + hits > limit + bal then
+    if hits > limit + bal then
+      return false, -1
+    end
+    return false, period
+  end
+  local fw = math.min(hits, math.max(limit - used, 0))
+  from_p[i] = hits - fw
+  qcur[key] = used + fw
+  if bkey then
+    bcur[bkey] = bal - from_p[i]
+  end
+  if hits > 0 then
+    qperiod[key] = period
+  end
+  return true, 0
+end
+
 local orig, cur, alg_of, charged = {}, {}, {}, {}
 local ok, retry = {}, {}
 local allowed = true
-for i = 1, #KEYS do
+local quotas = false
+for i = 1, n do
   local key, a = KEYS[i], 2 + (i - 1) * 5
   local alg, limit, period, hits = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  if orig[key] == nil then
-    orig[key] = load(alg, key)
-    cur[key] = orig[key]
-    alg_of[key] = alg
-  end
-  local st
-  st, ok[i], retry[i] = decide(cur[key], alg, limit, period, hits)
-  cur[key] = st
-  if ok[i] and hits > 0 then
-    charged[key] = true
+  if alg >= 2 then
+    quotas = true
+    ok[i], retry[i] = decide_quota(i, key, alg, limit, period, hits)
+  else
+    if orig[key] == nil then
+      orig[key] = load(alg, key)
+      cur[key] = orig[key]
+      alg_of[key] = alg
+    end
+    local st
+    st, ok[i], retry[i] = decide(cur[key], alg, limit, period, hits)
+    cur[key] = st
+    if ok[i] and hits > 0 then
+      charged[key] = true
+    end
   end
   if not ok[i] and ARGV[a + 4] ~= '1' then
     allowed = false
@@ -68,21 +140,53 @@ for i = 1, #KEYS do
 end
 
 local out = {allowed and 1 or 0}
-for i = 1, #KEYS do
+for i = 1, n do
   local key, a = KEYS[i], 2 + (i - 1) * 5
-  local final = orig[key]
-  if allowed then
-    final = cur[key]
+  local alg, limit, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local remaining, reset
+  if alg >= 2 then
+    local used, bal = qorig[key], 0
+    local bkey = bkey_of[i]
+    if allowed then
+      used = qcur[key]
+    end
+    if bkey then
+      bal = borig[bkey]
+      if allowed then
+        bal = bcur[bkey]
+      end
+    end
+    remaining, reset = limit - used + bal, period
+  else
+    local final = orig[key]
+    if allowed then
+      final = cur[key]
+    end
+    remaining, reset = view(final, alg, limit, period)
   end
-  local remaining, reset = view(final, tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]))
   out[#out + 1] = ok[i] and 1 or 0
   out[#out + 1] = remaining
   out[#out + 1] = retry[i]
   out[#out + 1] = reset
 end
+if quotas then
+  for i = 1, n do
+    if tonumber(ARGV[2 + (i - 1) * 5]) >= 2 then
+      out[#out + 1] = allowed and from_p[i] or 0
+    end
+  end
+end
 if allowed then
   for key in pairs(charged) do
     save(alg_of[key], key, cur[key])
+  end
+  for key, period in pairs(qperiod) do
+    redis.call('SET', key, int(qcur[key]), 'PX', int(idiv(period + 999, 1000) + QUOTA_GRACE_MS))
+  end
+  for key, v in pairs(bcur) do
+    if v ~= borig[key] or next(qperiod) then
+      redis.call('SET', key, int(v), 'PX', BALANCE_TTL_MS)
+    end
   end
 end
 return out

@@ -39,6 +39,8 @@ var (
 	decideLua string
 	//go:embed adjust.lua
 	adjustLua string
+	//go:embed seed.lua
+	seedLua string
 )
 
 // Defaults for the zero fields of Options.
@@ -78,10 +80,14 @@ type Store struct {
 	now     func() int64
 	decide  *redis.Script
 	adjust  *redis.Script
+	seed    *redis.Script
 	pipe    *pipeliner
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store  = (*Store)(nil)
+	_ store.Seeder = (*Store)(nil)
+)
 
 // New connects to Redis and loads the scripts. It fails when opts.URL is
 // invalid or Redis does not answer before ctx is done. Later, a lost
@@ -98,8 +104,9 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		prefix:  opts.Prefix,
 		timeout: opts.Timeout,
 		now:     opts.Now,
-		decide:  redis.NewScript(bucketLua + decideLua),
-		adjust:  redis.NewScript(bucketLua + adjustLua),
+		decide:  redis.NewScript(bucketLua + quotaPrelude + decideLua),
+		adjust:  redis.NewScript(bucketLua + quotaPrelude + adjustLua),
+		seed:    redis.NewScript(bucketLua + quotaPrelude + seedLua),
 	}
 	if s.prefix == "" {
 		s.prefix = DefaultPrefix
@@ -122,7 +129,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	// Loading the scripts is a start-up step bounded by ctx, not a decision:
 	// the per-call deadline (15 ms) would fail a start on a busy machine.
 	loader := s.c.WithTimeout(startTimeout)
-	for _, sc := range []*redis.Script{s.decide, s.adjust} {
+	for _, sc := range []*redis.Script{s.decide, s.adjust, s.seed} {
 		if err := sc.Load(ctx, loader).Err(); err != nil {
 			s.c.Close()
 			return nil, fmt.Errorf("redis script load: %w", err)
@@ -138,11 +145,12 @@ func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision,
 	if err := ctx.Err(); err != nil {
 		return store.Decision{}, err
 	}
-	keys := make([]string, len(items))
+	keys := make([]string, len(items), len(items)+2)
 	args := make([]any, 0, 1+5*len(items))
 	args = append(args, s.time())
+	quotas := 0
 	for i, it := range items {
-		if err := it.Validate(); err != nil {
+		if err := validateDecide(it); err != nil {
 			return store.Decision{}, fmt.Errorf("item %d: %w", i, err)
 		}
 		keys[i] = s.key(it)
@@ -150,7 +158,20 @@ func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision,
 		if it.Shadow {
 			shadow = 1
 		}
-		args = append(args, int(it.Algorithm), it.Limit, it.Period, it.Hits, shadow)
+		alg := int(it.Algorithm)
+		if it.Algorithm == store.Quota {
+			quotas++
+			alg = algQuotaNoBalance
+			if it.Purchased != "" {
+				alg = algQuotaBalance
+			}
+		}
+		args = append(args, alg, it.Limit, it.Period, it.Hits, shadow)
+	}
+	for _, it := range items {
+		if it.Algorithm == store.Quota && it.Purchased != "" {
+			keys = append(keys, s.balanceKey(it))
+		}
 	}
 	if len(items) == 0 {
 		return store.Decision{Allowed: true, Results: []store.Result{}}, nil
@@ -161,13 +182,20 @@ func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision,
 	if err != nil {
 		return store.Decision{}, fmt.Errorf("redis decide: %w", err)
 	}
-	if len(vals) != 1+4*len(items) {
+	if len(vals) > 1 && vals[0] == -1 {
+		return store.Decision{}, unseeded(vals[1:])
+	}
+	if len(vals) != 1+4*len(items)+quotas {
 		return store.Decision{}, fmt.Errorf("redis decide: %w: %d values for %d items", errBadReply, len(vals), len(items))
 	}
 	d := store.Decision{Allowed: vals[0] == 1, Results: make([]store.Result, len(items))}
+	fromP := vals[1+4*len(items):]
 	for i := range d.Results {
 		v := vals[1+4*i:]
 		d.Results[i] = store.Result{Allowed: v[0] == 1, Remaining: v[1], RetryAfter: v[2], ResetAfter: v[3]}
+		if items[i].Algorithm == store.Quota {
+			d.Results[i].FromPurchased, fromP = fromP[0], fromP[1:]
+		}
 	}
 	return d, nil
 }
@@ -178,16 +206,25 @@ func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	keys := make([]string, len(adj))
-	args := make([]any, 0, 1+4*len(adj))
+	keys := make([]string, 0, len(adj))
+	args := make([]any, 0, 1+8*len(adj))
 	args = append(args, s.time())
 	for i, a := range adj {
 		if err := a.Item.Validate(); err != nil {
 			return fmt.Errorf("adjustment %d: %w", i, err)
 		}
-		keys[i] = s.key(a.Item)
+		var flags [3]int
+		if a.Item.Algorithm != store.Quota || a.Item.Key != "" {
+			keys, flags[0] = append(keys, s.key(a.Item)), 1
+		}
+		if a.Item.Algorithm == store.Quota && a.Item.Purchased != "" {
+			keys, flags[1] = append(keys, s.balanceKey(a.Item)), 1
+		}
+		if a.Once != "" {
+			keys, flags[2] = append(keys, s.prefix+"qo:"+a.Once), 1
+		}
 		delta := min(max(a.Delta, -gcra.MaxSpan), gcra.MaxSpan)
-		args = append(args, int(a.Item.Algorithm), a.Item.Limit, a.Item.Period, delta)
+		args = append(args, int(a.Item.Algorithm), a.Item.Limit, a.Item.Period, delta, a.ToPurchased, flags[0], flags[1], flags[2])
 	}
 	if len(adj) == 0 {
 		return nil
@@ -226,8 +263,11 @@ func (s *Store) Close() error {
 // key is the Redis key of it's bucket.
 func (s *Store) key(it store.Item) string {
 	alg := "g:"
-	if it.Algorithm == store.FixedWindow {
+	switch it.Algorithm {
+	case store.FixedWindow:
 		alg = "w:"
+	case store.Quota:
+		alg = "q:"
 	}
 	return s.prefix + alg + it.Key
 }

@@ -62,10 +62,14 @@ type Memory struct {
 	seed      maphash.Seed
 	shardCap  int
 	shards    []memShard
+	quotas    *quotaPools
 	evictions atomic.Uint64
 }
 
-var _ Store = (*Memory)(nil)
+var (
+	_ Store  = (*Memory)(nil)
+	_ Seeder = (*Memory)(nil)
+)
 
 // NewMemory returns an empty Memory.
 func NewMemory(opts MemoryOptions) *Memory {
@@ -85,6 +89,7 @@ func NewMemory(opts MemoryOptions) *Memory {
 		n *= 2
 	}
 	m.shardCap = maxKeys / n
+	m.quotas = newQuotaPools(maxKeys)
 	m.shards = make([]memShard, n)
 	for i := range m.shards {
 		m.shards[i].buckets = make(map[bucketKey]*bucket)
@@ -117,6 +122,9 @@ func (m *Memory) Sweep() int {
 		n += s.sweep(m.now(), -1)
 		s.mu.Unlock()
 	}
+	m.quotas.mu.Lock()
+	n += m.quotas.sweep(m.now())
+	m.quotas.mu.Unlock()
 	return n
 }
 
@@ -147,7 +155,7 @@ func (m *Memory) Decide(ctx context.Context, items []Item) (Decision, error) {
 		return Decision{}, err
 	}
 	for i, it := range items {
-		if err := it.Validate(); err != nil {
+		if err := it.validateDecide(); err != nil {
 			return Decision{}, fmt.Errorf("item %d: %w", i, err)
 		}
 	}
@@ -168,9 +176,24 @@ func (m *Memory) Decide(ctx context.Context, items []Item) (Decision, error) {
 	locked := m.lock(ps, sbuf[:0])
 	now := m.now()
 	defer m.unlock(locked, now)
+	var qt *qtxn
+	if hasQuota(items) {
+		// Taken after the shards, always: the lock order stays fixed.
+		m.quotas.mu.Lock()
+		defer m.quotas.mu.Unlock()
+		if idx := m.quotas.unseeded(items); len(idx) > 0 {
+			return Decision{}, &UnseededError{Items: idx}
+		}
+		qt = m.quotas.txn(now)
+	}
 	res := make([]Result, len(items))
 	allowed := true
 	for i, it := range items {
+		if it.Algorithm == Quota {
+			res[i] = qt.decide(it)
+			allowed = allowed && (res[i].Allowed || it.Shadow)
+			continue
+		}
 		p := &ps[i]
 		if p.first == i {
 			if b := m.shards[p.shard].buckets[p.key]; b != nil {
@@ -192,7 +215,17 @@ func (m *Memory) Decide(ctx context.Context, items []Item) (Decision, error) {
 			allowed = false
 		}
 	}
+	if qt != nil && !allowed {
+		qt = m.quotas.txn(now) // refused: report the pools as they were
+	}
 	for i, it := range items {
+		if it.Algorithm == Quota {
+			res[i].Remaining = qt.remaining(it)
+			if !allowed {
+				res[i].FromPurchased = 0 // nothing was taken
+			}
+			continue
+		}
 		p := &ps[i]
 		final := p.orig
 		if allowed {
@@ -202,6 +235,9 @@ func (m *Memory) Decide(ctx context.Context, items []Item) (Decision, error) {
 			}
 		}
 		res[i].Remaining, res[i].ResetAfter = view(now, final, it)
+	}
+	if qt != nil && allowed {
+		qt.commit(m)
 	}
 	return Decision{Allowed: allowed, Results: res}, nil
 }
@@ -219,6 +255,18 @@ func (m *Memory) Adjust(ctx context.Context, adj []Adjustment) error {
 		}
 	}
 	for _, a := range adj {
+		if a.Once != "" || a.Item.Algorithm == Quota {
+			m.quotas.mu.Lock()
+			now := m.now()
+			skip := a.Once != "" && m.quotas.seen(a.Once, now)
+			if !skip && a.Item.Algorithm == Quota {
+				m.quotas.adjust(now, a)
+			}
+			m.quotas.mu.Unlock()
+			if skip || a.Item.Algorithm == Quota {
+				continue
+			}
+		}
 		key := bucketKey{a.Item.Algorithm, a.Item.Key}
 		s := &m.shards[maphash.String(m.seed, a.Item.Key)&uint64(len(m.shards)-1)]
 		s.mu.Lock()
@@ -269,6 +317,9 @@ func (m *Memory) unlock(idx []int, now int64) {
 // gcra.MaxSpan, or a FixedWindow Limit or Period above gcra.MaxSpan (which
 // keeps every count and time exact in Lua's doubles).
 func (it Item) Validate() error {
+	if it.Algorithm == Quota {
+		return it.validateQuota()
+	}
 	switch {
 	case it.Key == "":
 		return fmt.Errorf("%w: empty key", ErrInvalidItem)

@@ -72,6 +72,7 @@ func Run(t *testing.T, open Opener) {
 		{"ExactUnderContention", testExactUnderContention},
 		{"ExactAcrossTwoInstances", testExactAcrossTwoInstances},
 	}
+	cases = append(cases, quotaCases...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e := &env{t: t, clock: &Clock{}, open: open, ns: "storetest:" + c.name + ":"}

@@ -1,0 +1,79 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/leakytokens/leaky/ratelimit/store"
+)
+
+// The scripts' algorithm codes for a Quota item: with a purchased-balance
+// key (sent after the items' keys) or without one.
+const (
+	algQuotaBalance   = 2
+	algQuotaNoBalance = 3
+)
+
+// quotaPrelude gives the scripts the store's quota lifetimes, in ms.
+var quotaPrelude = fmt.Sprintf("local QUOTA_GRACE_MS, BALANCE_TTL_MS, ONCE_TTL_MS = %d, %d, %d\n",
+	store.QuotaGrace.Milliseconds(), store.BalanceTTL.Milliseconds(), store.OnceTTL.Milliseconds())
+
+// balanceKey is the Redis key of a Quota item's purchased balance. A
+// window's counter is under "q:" (see key), a Once key under "qo:".
+func (s *Store) balanceKey(it store.Item) string { return s.prefix + "qb:" + it.Purchased }
+
+// validateDecide is Item.Validate for an item of a decision: a quota item
+// there needs its window key.
+func validateDecide(it store.Item) error {
+	if it.Algorithm == store.Quota && it.Key == "" {
+		return fmt.Errorf("%w: a quota item of a decision needs its window key", store.ErrInvalidItem)
+	}
+	return it.Validate()
+}
+
+// unseeded is the error of a decision the script refused because the
+// items at idx (0-based) have no balance key.
+func unseeded(idx []int64) error {
+	e := &store.UnseededError{Items: make([]int, len(idx))}
+	for i, v := range idx {
+		e.Items[i] = int(v)
+	}
+	return fmt.Errorf("redis decide: %w", e)
+}
+
+// Seed implements store.Seeder with one script call: each seed's window
+// counter and balance are set where the keys do not exist.
+func (s *Store) Seed(ctx context.Context, seeds []store.Seed) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	keys := make([]string, 0, 2*len(seeds))
+	args := make([]any, 0, 1+5*len(seeds))
+	args = append(args, s.time())
+	for i, sd := range seeds {
+		it := sd.Item
+		if it.Algorithm != store.Quota {
+			return fmt.Errorf("seed %d: %w: not a quota item", i, store.ErrInvalidItem)
+		}
+		if err := it.Validate(); err != nil {
+			return fmt.Errorf("seed %d: %w", i, err)
+		}
+		var win, bal int
+		if it.Key != "" {
+			keys, win = append(keys, s.key(it)), 1
+		}
+		if it.Purchased != "" {
+			keys, bal = append(keys, s.balanceKey(it)), 1
+		}
+		args = append(args, sd.Used, sd.Purchased, it.Period, win, bal)
+	}
+	if len(seeds) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if err := s.seed.Run(ctx, s.c, keys, args...).Err(); err != nil {
+		return fmt.Errorf("redis seed: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/leakytokens/leaky/internal/testenv"
+	"github.com/leakytokens/leaky/ratelimit/store"
+)
+
+// Every quota key (window counter, balance, Once) has a TTL: the window's
+// end plus the grace, the balance's BalanceTTL, OnceTTL.
+func TestQuotaKeysHaveTTL(t *testing.T) {
+	url := testenv.RedisURL(t)
+	prefix := testenv.Prefix(t)
+	s := open(t, Options{URL: url, Prefix: prefix, Timeout: 5 * time.Second})
+	c := raw(t, url)
+	ctx := context.Background()
+	period := int64(time.Hour / time.Microsecond)
+	it := store.Item{Key: "win", Algorithm: store.Quota, Limit: 10, Period: period, Hits: 4, Purchased: "pool"}
+	if err := s.Seed(ctx, []store.Seed{{Item: it, Used: 0, Purchased: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Decide(ctx, []store.Item{it}); err != nil || !d.Allowed {
+		t.Fatalf("Decide = %+v, %v", d, err)
+	}
+	credit := store.Adjustment{Item: store.Item{Algorithm: store.Quota, Purchased: "pool"}, Delta: -3, Once: "saga"}
+	if err := s.Adjust(ctx, []store.Adjustment{credit, {Item: it, Delta: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]time.Duration{
+		prefix + "q:win":   {time.Hour + store.QuotaGrace - time.Minute, time.Hour + store.QuotaGrace + time.Second},
+		prefix + "qb:pool": {store.BalanceTTL - time.Minute, store.BalanceTTL},
+		prefix + "qo:saga": {store.OnceTTL - time.Minute, store.OnceTTL},
+	}
+	keys, err := c.Keys(ctx, prefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != len(want) {
+		t.Errorf("keys = %q, want %d", keys, len(want))
+	}
+	for key, bounds := range want {
+		ttl, err := c.PTTL(ctx, key).Result()
+		if err != nil || ttl < bounds[0] || ttl > bounds[1] {
+			t.Errorf("key %s: TTL %v (%v), want within %v", strings.TrimPrefix(key, prefix), ttl, err, bounds)
+		}
+	}
+	if v, _ := c.Get(ctx, prefix+"q:win").Int64(); v != 6 {
+		t.Errorf("window counter = %d, want 4 used then a debit of 2", v)
+	}
+	if v, _ := c.Get(ctx, prefix+"qb:pool").Int64(); v != 8 {
+		t.Errorf("balance = %d, want 5 + a credit of 3", v)
+	}
+}
+
+// Losing the keys (a restart without persistence) makes the next decision
+// ErrUnseeded, charging nothing, until the pool is seeded again.
+func TestQuotaLostKeysUnseeded(t *testing.T) {
+	url := testenv.RedisURL(t)
+	prefix := testenv.Prefix(t)
+	s := open(t, Options{URL: url, Prefix: prefix, Timeout: 5 * time.Second})
+	c := raw(t, url)
+	ctx := context.Background()
+	it := store.Item{Key: "win", Algorithm: store.Quota, Limit: 10, Period: int64(time.Hour / time.Microsecond), Hits: 6, Purchased: "pool"}
+	if err := s.Seed(ctx, []store.Seed{{Item: it}}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Decide(ctx, []store.Item{it}); err != nil || !d.Allowed {
+		t.Fatalf("Decide = %+v, %v", d, err)
+	}
+	keys, _ := c.Keys(ctx, prefix+"*").Result()
+	if err := c.Del(ctx, keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	g := store.Item{Key: "g", Algorithm: store.GCRA, Limit: 5, Period: 1000, Hits: 1}
+	if _, err := s.Decide(ctx, []store.Item{g, it}); !errors.Is(err, store.ErrUnseeded) {
+		t.Fatalf("Decide after the keys were lost = %v, want ErrUnseeded", err)
+	}
+	if n, _ := c.Exists(ctx, prefix+"g:g").Result(); n != 0 {
+		t.Error("the refused decision charged the bucket")
+	}
+	if err := s.Seed(ctx, []store.Seed{{Item: it, Used: 6}}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Decide(ctx, []store.Item{g, it}); err != nil || d.Allowed || d.Results[1].Remaining != 4 {
+		t.Fatalf("Decide after the seed = %+v, %v, want refused with 4 remaining", d, err)
+	}
+}
