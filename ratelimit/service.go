@@ -8,6 +8,7 @@ import (
 	"time"
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
@@ -115,6 +116,10 @@ func (s *Service) newServer() (*serve.Server, error) {
 // SetLedger sets the durable record the service writes settled usage and
 // purchases to and rebuilds quota counters from. Call it before Run.
 func (s *Service) SetLedger(l ledger.Ledger) { s.record = l }
+
+// Registerer is the registry the service's /metrics serves, for what
+// cmd/leaky runs beside it (the outbox relay).
+func (s *Service) Registerer() prometheus.Registerer { return s.metrics.reg }
 
 // GRPCAddr is the bound gRPC address.
 func (s *Service) GRPCAddr() string { return s.srv.GRPCAddr() }

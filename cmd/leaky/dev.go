@@ -15,6 +15,7 @@ import (
 	"github.com/leakytokens/leaky/controlplane"
 	"github.com/leakytokens/leaky/controlplane/model"
 	"github.com/leakytokens/leaky/envoy/standin"
+	"github.com/leakytokens/leaky/internal/kafkadev"
 	"github.com/leakytokens/leaky/internal/policy"
 	"github.com/leakytokens/leaky/internal/serve"
 	providersstub "github.com/leakytokens/leaky/providers-stub"
@@ -35,6 +36,9 @@ type devFlags struct {
 	// plane reads the policy key and the catalog from, and every piece
 	// registers with.
 	consulAddr string
+	// kafkaAddr is where the embedded Kafka-protocol broker listens when
+	// no brokers are given (-kafka-brokers, KAFKA_BROKERS).
+	kafkaAddr string
 }
 
 // gateway kinds of -gateway.
@@ -56,7 +60,10 @@ func (f *devFlags) register(e env) (*flag.FlagSet, *serve.Config) {
 	fs.StringVar(&f.rl.RedisURL, "redis-url", f.rl.RedisURL, "Redis URL when -ratelimit-store redis")
 	fs.StringVar(&f.az.GRPCAddr, "authz-grpc-addr", f.az.GRPCAddr, "authz gRPC listen address")
 	fs.StringVar(&f.az.HTTPAddr, "authz-http-addr", f.az.HTTPAddr, "authz HTTP listen address")
-	fs.StringVar(&f.az.DatabaseURL, "database-url", "", "authz PostgreSQL URL; empty = the memory store")
+	fs.StringVar(&f.az.DatabaseURL, "database-url", "", "PostgreSQL URL of authz's store and the token ledger (schema -ledger-schema); empty = the memory stores")
+	fs.StringVar(&f.rl.LedgerSchema, "ledger-schema", f.rl.LedgerSchema, "PostgreSQL schema of the token ledger, with -database-url")
+	fs.StringVar(&f.rl.KafkaBrokers, "kafka-brokers", "", "Kafka bootstrap servers for the usage events; empty: KAFKA_BROKERS, or the embedded broker on -kafka-addr")
+	fs.StringVar(&f.kafkaAddr, "kafka-addr", "127.0.0.1:19092", "listen address of the embedded Kafka-protocol broker (kfake), when no brokers are given")
 	fs.StringVar(&f.az.SigningSecret, "signing-secret", "", "seals authz signing keys at rest (required with -database-url)")
 	fs.StringVar(&f.az.AdminUsername, "admin-username", f.az.AdminUsername, "bootstrap admin's username")
 	fs.StringVar(&f.az.AdminPassword, "admin-password", "", "bootstrap admin's password; empty = generated and printed once")
@@ -103,6 +110,10 @@ func parseDevFlags(e env, args []string) (*devFlags, error) {
 		return nil, err
 	}
 	f.rl.Config, f.az.Config, f.cp.Config = *bounds, *bounds, *bounds
+	f.rl.DatabaseURL = f.az.DatabaseURL
+	if f.rl.KafkaBrokers == "" {
+		f.rl.KafkaBrokers = e.getenv("KAFKA_BROKERS")
+	}
 	if f.consulAddr == "" && e.getenv("CONSUL_HTTP_ADDR") != "" {
 		// Consul's own variable, likely exported for other work: say so,
 		// since dev registers its pieces and writes the policy key there.
@@ -133,6 +144,8 @@ type dev struct {
 	gateway                string // standin, envoy or none
 	gatewayAddr, gwAdmin   string
 	rlStore                string
+	kafka                  string // the brokers the usage events go to
+	kafkaEmbedded          bool   // kafka is the embedded broker
 	bootstrap              string // the Envoy bootstrap file written for envoy
 	consulAddr, policyKey  string // the Consul agent and the policy's key; "" without Consul
 }
@@ -186,10 +199,15 @@ func (d *dev) start(ctx context.Context, f *devFlags) error {
 		return fmt.Errorf("providers-stub: %w", err)
 	}
 	d.closers, d.runners = append(d.closers, d.stub.Close), append(d.runners, runner{"providers-stub", d.stub.Run})
-	if d.rl, err = newRatelimit(ctx, f.rl, log.With(serve.KeyService, "ratelimit")); err != nil {
+	if err := d.startKafka(ctx, f); err != nil {
+		return err
+	}
+	var rec *record
+	if d.rl, rec, err = startRatelimit(ctx, f.rl, log.With(serve.KeyService, "ratelimit")); err != nil {
 		return fmt.Errorf("ratelimit: %w", err)
 	}
-	d.closers, d.runners = append(d.closers, d.rl.Close), append(d.runners, runner{"ratelimit", d.rl.Run})
+	d.closers = append(d.closers, d.rl.Close, rec.close)
+	d.runners = append(d.runners, runner{"ratelimit", func(ctx context.Context) error { return rec.run(ctx, d.rl) }})
 	if d.az, err = newAuthz(ctx, f.az, log.With(serve.KeyService, "authz")); err != nil {
 		return fmt.Errorf("authz: %w", err)
 	}
@@ -201,6 +219,24 @@ func (d *dev) start(ctx context.Context, f *devFlags) error {
 		return err
 	}
 	return d.registerPieces(ctx)
+}
+
+// startKafka starts the embedded Kafka-protocol broker on f.kafkaAddr
+// unless brokers were given, and points ratelimit's relay at it. The broker
+// outlives ctx's end until close, so the relay's last publish and the
+// producer's flush still reach it.
+func (d *dev) startKafka(ctx context.Context, f *devFlags) error {
+	if f.rl.KafkaBrokers != "" {
+		d.kafka = f.rl.KafkaBrokers
+		return nil
+	}
+	b, err := kafkadev.Start(context.WithoutCancel(ctx), f.kafkaAddr, f.rl.KafkaTopic)
+	if err != nil {
+		return fmt.Errorf("kafka broker: %w", err)
+	}
+	d.closers = append(d.closers, b.Close)
+	d.kafka, d.kafkaEmbedded, f.rl.KafkaBrokers = b.Addr(), true, b.Addr()
+	return nil
 }
 
 // statePolicy sets the policy path: -config, or a copy of the embedded

@@ -18,7 +18,7 @@ import (
 func devArgs(extra ...string) []string {
 	args := []string{"dev"}
 	for _, f := range []string{"ratelimit-grpc-addr", "ratelimit-http-addr", "authz-grpc-addr", "authz-http-addr",
-		"xds-addr", "controlplane-http-addr", "openai-addr", "gemini-addr", "qwen-addr", "gateway-addr", "gateway-admin-addr"} {
+		"xds-addr", "controlplane-http-addr", "openai-addr", "gemini-addr", "qwen-addr", "gateway-addr", "gateway-admin-addr", "kafka-addr"} {
 		args = append(args, "-"+f, "127.0.0.1:0")
 	}
 	return append(append(args, "-gateway", "standin"), extra...)

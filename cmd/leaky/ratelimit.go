@@ -8,7 +8,9 @@ import (
 	"github.com/leakytokens/leaky/ratelimit"
 )
 
-// runRatelimit runs the rate-limit service until ctx ends.
+// runRatelimit runs the rate-limit service until ctx ends. The ledger's
+// database and the Kafka brokers come from their flags, LEAKY_* or, failing
+// both, DATABASE_URL and KAFKA_BROKERS.
 func runRatelimit(ctx context.Context, e env, args []string) error {
 	cfg := ratelimit.DefaultConfig()
 	fs := newFlagSet(e, "ratelimit", "ratelimit [flags]")
@@ -18,8 +20,14 @@ func runRatelimit(ctx context.Context, e env, args []string) error {
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = e.getenv("DATABASE_URL")
+	}
+	if cfg.KafkaBrokers == "" {
+		cfg.KafkaBrokers = e.getenv("KAFKA_BROKERS")
+	}
 	logger := e.logger.With(serve.KeyService, "ratelimit")
-	svc, err := newRatelimit(ctx, cfg, logger)
+	svc, rec, err := startRatelimit(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -27,8 +35,9 @@ func runRatelimit(ctx context.Context, e env, args []string) error {
 		serviceInstances(model.ServiceRatelimitGRPC, svc.GRPCAddr(), model.ServiceRatelimitHTTP, svc.HTTPAddr()))
 	if err != nil {
 		svc.Close()
+		rec.close()
 		return err
 	}
 	defer deregister()
-	return svc.Run(ctx)
+	return rec.run(ctx, svc)
 }

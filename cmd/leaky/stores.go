@@ -36,6 +36,23 @@ func newRatelimit(ctx context.Context, cfg ratelimit.Config, logger *slog.Logger
 	return ratelimit.New(cfg, logger, st)
 }
 
+// startRatelimit builds the service as newRatelimit does and opens its
+// durable record (openRecord), handed to the service. Run it with
+// rec.run(ctx, svc); one that will not run needs svc.Close and rec.close.
+func startRatelimit(ctx context.Context, cfg ratelimit.Config, logger *slog.Logger) (*ratelimit.Service, *record, error) {
+	svc, err := newRatelimit(ctx, cfg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	rec, err := openRecord(ctx, cfg, svc, logger)
+	if err != nil {
+		svc.Close()
+		return nil, nil, err
+	}
+	svc.SetLedger(rec.ledger)
+	return svc, rec, nil
+}
+
 // openRatelimitStore returns Redis for -store redis, else the memory store.
 func openRatelimitStore(ctx context.Context, cfg ratelimit.Config) (rlstore.Store, error) {
 	if cfg.Store != "redis" {
