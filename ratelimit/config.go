@@ -52,6 +52,10 @@ type Config struct {
 	// MaxDescriptors bounds the descriptors of one request; more is
 	// INVALID_ARGUMENT.
 	MaxDescriptors int
+
+	// Tokens configures the token API served on HTTPAddr
+	// (/api/v1/tokens/*).
+	Tokens TokensConfig
 }
 
 // DefaultConfig returns the defaults: the ports of DESIGN §2, the memory
@@ -68,6 +72,7 @@ func DefaultConfig() Config {
 		RedisPrefix:    "lt:",
 		MemoryMaxKeys:  1 << 20,
 		MaxDescriptors: 64,
+		Tokens:         DefaultTokensConfig(),
 	}
 }
 
@@ -86,6 +91,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RedisPoolSize, "redis-pool-size", c.RedisPoolSize, "Redis connections (0 = 10 per CPU)")
 	fs.IntVar(&c.MemoryMaxKeys, "memory-max-keys", c.MemoryMaxKeys, "bound on buckets kept by the memory store")
 	fs.IntVar(&c.MaxDescriptors, "max-descriptors", c.MaxDescriptors, "most descriptors one request may carry")
+	c.Tokens.RegisterFlags(fs)
 	c.Config.RegisterFlags(fs)
 }
 
@@ -136,6 +142,7 @@ func (c Config) Validate() error {
 	if c.MaxDescriptors < 1 {
 		errs = append(errs, errors.New("max-descriptors: must be at least 1"))
 	}
+	errs = append(errs, c.Tokens.Validate())
 	return errors.Join(errs...)
 }
 

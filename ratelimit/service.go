@@ -35,6 +35,7 @@ type Service struct {
 	// recorded.
 	record ledger.Ledger
 	srv    *serve.Server
+	tokens *tokenAPI // the token API, /api/v1/tokens/* on the HTTP listener
 	xds    *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
 
 	storeLog *serve.Throttle // store errors: one line a second
@@ -75,6 +76,8 @@ func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 		}
 		return DefaultReservationTTL
 	})
+	s.reserve.SetRecorder(s.recordSettlement)
+	s.tokens = newTokenAPI(s)
 	if s.srv, err = s.newServer(); err != nil {
 		s.closeStore()
 		return nil, err
@@ -90,6 +93,7 @@ func (s *Service) newServer() (*serve.Server, error) {
 		GRPCAddr:       s.cfg.GRPCAddr,
 		HTTPAddr:       s.cfg.HTTPAddr,
 		Gatherer:       s.metrics.reg,
+		Handler:        s.tokens.handler(),
 		Probes:         []serve.Probe{s.storeProbe()},
 		Degraded:       s.xds.Degraded,
 		MaxRecvMsgSize: maxRecvMsg,
@@ -112,6 +116,14 @@ func (s *Service) newServer() (*serve.Server, error) {
 // SetLedger sets the durable record the service writes settled usage and
 // purchases to and rebuilds quota counters from. Call it before Run.
 func (s *Service) SetLedger(l ledger.Ledger) { s.record = l }
+
+// ledgerSagas is the ledger's saga side, nil without a ledger.
+func (s *Service) ledgerSagas() ledger.Sagas {
+	if s.record == nil {
+		return nil
+	}
+	return s.record
+}
 
 // GRPCAddr is the bound gRPC address.
 func (s *Service) GRPCAddr() string { return s.srv.GRPCAddr() }
@@ -140,6 +152,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.watchConfig(gctx) })
 	g.Go(func() error { return s.reserve.Run(gctx) })
+	g.Go(func() error { return s.tokens.sagas.run(gctx) })
 	if r, ok := s.store.(runner); ok {
 		g.Go(func() error { return r.Run(gctx) })
 	}
