@@ -35,7 +35,7 @@ type Service struct {
 	// recorded.
 	record ledger.Ledger
 	srv    *serve.Server
-	tokens *tokenAPI // the token API, /api/v1/tokens/* on the HTTP listener
+	tokens *tokenAPI             // the token API, /api/v1/tokens/* on the HTTP listener
 	xds    *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
 
 	storeLog *serve.Throttle // store errors: one line a second

@@ -262,4 +262,3 @@ func setXRateLimit(h http.Header, limit, remaining, waitSeconds int64) {
 	h.Set("X-RateLimit-Used", strconv.FormatInt(limit-max(0, remaining), 10))
 	h.Set("X-RateLimit-Reset", strconv.FormatInt(max(0, waitSeconds), 10))
 }
-
