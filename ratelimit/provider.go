@@ -111,9 +111,16 @@ func (p *providerClient) Chat(ctx context.Context, provider, prompt string, mess
 			break
 		}
 	}
-	br.record(false)
+	// A 4xx (429 included) is the provider answering: it is up.
+	var se *statusError
+	br.record(errors.As(err, &se) && se.code < 500)
 	return providerReply{}, err
 }
+
+// statusError is a provider's answer other than 200.
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return fmt.Sprintf("provider answered %d", e.code) }
 
 // attempt makes one call; retry reports whether a failure may be retried.
 func (p *providerClient) attempt(ctx context.Context, url string, body []byte) (reply providerReply, retry bool, err error) {
@@ -135,9 +142,9 @@ func (p *providerClient) attempt(ctx context.Context, url string, body []byte) (
 	case err != nil:
 		return providerReply{}, false, fmt.Errorf("provider answer: %w", err)
 	case resp.StatusCode >= 500:
-		return providerReply{}, true, fmt.Errorf("provider answered %d", resp.StatusCode)
+		return providerReply{}, true, &statusError{resp.StatusCode}
 	case resp.StatusCode != http.StatusOK:
-		return providerReply{}, false, fmt.Errorf("provider answered %d", resp.StatusCode)
+		return providerReply{}, false, &statusError{resp.StatusCode}
 	case len(data) > maxProviderReply:
 		return providerReply{}, false, errors.New("provider answer too large")
 	}
