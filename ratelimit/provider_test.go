@@ -151,7 +151,11 @@ func TestProviderCircuitAndBulkhead(t *testing.T) {
 	// Bulkhead: one slot, held by a call in flight.
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
-	url2, _ := fakeProvider(t, func(w http.ResponseWriter, _ *http.Request) { entered <- struct{}{}; <-release; _, _ = w.Write([]byte(`{}`)) })
+	url2, _ := fakeProvider(t, func(w http.ResponseWriter, _ *http.Request) {
+		entered <- struct{}{}
+		<-release
+		_, _ = w.Write([]byte(`{}`))
+	})
 	p = newProviderClient(map[string]string{"openai": url2}, 30*time.Second, 1)
 	done := make(chan error, 1)
 	go func() { _, err := p.Chat(context.Background(), "openai", "x", nil); done <- err }()

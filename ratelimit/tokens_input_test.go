@@ -68,7 +68,9 @@ func TestTokensConsumeMalformed(t *testing.T) {
 func TestTokensCallerIdentity(t *testing.T) {
 	e := startTokens(t, providersstub.Knobs{}, func(c *Config) { c.Tokens.TrustedProxies = "127.0.0.0/8" })
 	user, other := uuid.NewString(), uuid.NewString()
-	body := func(u, extra string) string { return `{"userId":"` + u + `","provider":"openai","tokens":5` + extra + `}` }
+	body := func(u, extra string) string {
+		return `{"userId":"` + u + `","provider":"openai","tokens":5` + extra + `}`
+	}
 	admin := e.token(t, uuid.NewString(), []string{"ADMIN"})
 	member := e.token(t, user, []string{"USER"}, "acme")
 	for _, c := range []struct {

@@ -232,3 +232,56 @@ func TestTokensConsumeRefusedByBucket(t *testing.T) {
 		t.Fatalf("ledger: %+v, want one usage settled at the estimate 1500", us)
 	}
 }
+
+// A consume retried with its Idempotency-Key is answered the first answer
+// and charged once; the key with another body is 409.
+func TestTokensConsumeIdempotent(t *testing.T) {
+	url, calls := fakeProvider(t, func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`{"id":"x","usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}`))
+	})
+	e := startTokens(t, providersstub.Knobs{}, func(c *Config) { c.Tokens.ProviderURLs = map[string]string{"openai": url} })
+	user := uuid.NewString()
+	tok := e.token(t, user, []string{"USER"})
+	body := `{"userId":"` + user + `","provider":"openai","tokens":100}`
+	first := e.do(t, "POST", "/api/v1/tokens/consume", tok, body, "Idempotency-Key", "c1")
+	again := e.do(t, "POST", "/api/v1/tokens/consume", tok, body, "Idempotency-Key", "c1")
+	if first.status != 200 || again.status != 200 || string(first.body) != string(again.body) {
+		t.Fatalf("replay: %d %s / %d %s", first.status, first.body, again.status, again.body)
+	}
+	if calls.Load() != 1 || len(e.led.usages()) != 1 {
+		t.Fatalf("provider called %d times, %d usages; want 1, 1", calls.Load(), len(e.led.usages()))
+	}
+	if a := e.do(t, "POST", "/api/v1/tokens/consume", tok, `{"userId":"`+user+`","provider":"openai","tokens":101}`, "Idempotency-Key", "c1"); a.status != 409 {
+		t.Fatalf("another body: %d %s", a.status, a.body)
+	}
+	// Another user's key space is their own.
+	other := uuid.NewString()
+	if a := e.do(t, "POST", "/api/v1/tokens/consume", e.token(t, other, []string{"USER"}),
+		`{"userId":"`+other+`","provider":"openai","tokens":100}`, "Idempotency-Key", "c1"); a.status != 200 || calls.Load() != 2 {
+		t.Fatalf("other user: %d %s, %d calls", a.status, a.body, calls.Load())
+	}
+}
+
+// Without quotas in the policy no quota applies: 404 quota not found.
+func TestTokensQuotaNotFound(t *testing.T) {
+	e := startTokens(t, providersstub.Knobs{}, nil)
+	user := uuid.NewString()
+	tok := e.token(t, user, []string{"USER"}, "acme")
+	for _, c := range []struct {
+		path   string
+		status int
+	}{
+		{"/api/v1/tokens/quota?userId=" + user + "&provider=openai", 404},
+		{"/api/v1/tokens/quota/org?orgId=acme&provider=openai", 404},
+		{"/api/v1/tokens/quota?userId=" + user, 400},
+		{"/api/v1/tokens/quota?provider=openai", 400},
+		{"/api/v1/tokens/quota?userId=nope&provider=openai", 400},
+		{"/api/v1/tokens/quota?userId=" + uuid.NewString() + "&provider=openai", 403},
+		{"/api/v1/tokens/quota/org?orgId=globex&provider=openai", 403},
+		{"/api/v1/tokens/quota/org?provider=openai", 400},
+	} {
+		if a := e.do(t, "GET", c.path, tok, ""); a.status != c.status || a.json(t)["status"] != float64(c.status) {
+			t.Errorf("GET %s: %d %s, want %d", c.path, a.status, a.body, c.status)
+		}
+	}
+}
