@@ -182,13 +182,19 @@ func jsonReply(status int, h http.Header, v any) *reply {
 	return &reply{status: status, header: h, body: append(b, '\n')}
 }
 
+// isQuota reports whether ch is a quota's charge: scope "quota", or a
+// quota window's counter key (contract.QuotaKey).
+func isQuota(ch *Charge) bool {
+	return string(ch.Scope) == scopeQuota || strings.HasPrefix(ch.Key, "q:")
+}
+
 // reported picks the charges the answer reports: the user's bucket (or
 // the first bucket) and the first quota.
 func reported(charges []Charge) (bucket, quota *Charge) {
 	for i := range charges {
 		ch := &charges[i]
 		switch {
-		case string(ch.Scope) == scopeQuota:
+		case isQuota(ch):
 			if quota == nil {
 				quota = ch
 			}
@@ -224,7 +230,7 @@ func (a *tokenAPI) allowedReply(req contract.Request, res Reserved, refund int64
 func (a *tokenAPI) refused(req contract.Request, res Reserved) *reply {
 	plans, results := a.plansOf(req, res.Charges)
 	for i := range res.Charges {
-		if string(res.Charges[i].Scope) == scopeQuota && !res.Charges[i].Result.Allowed {
+		if isQuota(&res.Charges[i]) && !res.Charges[i].Result.Allowed {
 			return errorReply(apiErr(http.StatusPaymentRequired, "quota_exhausted", "insufficient token quota"), "")
 		}
 	}

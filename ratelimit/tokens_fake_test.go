@@ -151,6 +151,9 @@ type creditStore struct {
 	once     map[string]bool
 	balances map[string]int64
 	fail     int // Adjust calls left to fail
+	// forwardQuota also hands Quota adjustments to the memory store (once
+	// it keeps Quota items: QUOTA's part).
+	forwardQuota bool
 }
 
 func newCreditStore() *creditStore {
@@ -166,8 +169,10 @@ func (c *creditStore) Adjust(ctx context.Context, adj []store.Adjustment) error 
 		return errors.New("fake store down")
 	}
 	for _, a := range adj {
-		if a.Item.Algorithm != store.Quota {
+		if a.Item.Algorithm != store.Quota || c.forwardQuota {
 			rest = append(rest, a)
+		}
+		if a.Item.Algorithm != store.Quota {
 			continue
 		}
 		if a.Once != "" && c.once[a.Once] {
