@@ -80,7 +80,7 @@ func DefaultConfig() Config {
 // as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "gRPC listen address (RateLimitService, health)")
-	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address (/livez, /readyz, /metrics)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address (/livez, /readyz, /metrics, the token API /api/v1/tokens/*)")
 	fs.StringVar(&c.ConfigPath, "config", c.ConfigPath, "policy file, envoyproxy/ratelimit YAML file, or a directory of them; empty = embedded example policy")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often the config path is checked for changes")
 	fs.StringVar(&c.ConfigXDS, "config-xds", c.ConfigXDS, "host:port of the control plane's ADS server to take the configuration from (then -config is the start configuration, not watched)")
