@@ -64,6 +64,10 @@ type Config struct {
 	KafkaTopic      string
 	OutboxInterval  time.Duration // how often the relay looks at the outbox when not woken
 	OutboxRetention time.Duration // how long published events stay in the outbox
+
+	// Tokens configures the token API served on HTTPAddr
+	// (/api/v1/tokens/*).
+	Tokens TokensConfig
 }
 
 // DefaultConfig returns the defaults: the ports of DESIGN §2, the memory
@@ -85,6 +89,8 @@ func DefaultConfig() Config {
 		KafkaTopic:      "token-usage",
 		OutboxInterval:  time.Second,
 		OutboxRetention: 24 * time.Hour,
+
+		Tokens: DefaultTokensConfig(),
 	}
 }
 
@@ -92,7 +98,7 @@ func DefaultConfig() Config {
 // as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "gRPC listen address (RateLimitService, health)")
-	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address (/livez, /readyz, /metrics)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address (/livez, /readyz, /metrics, the token API /api/v1/tokens/*)")
 	fs.StringVar(&c.ConfigPath, "config", c.ConfigPath, "policy file, envoyproxy/ratelimit YAML file, or a directory of them; empty = embedded example policy")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often the config path is checked for changes")
 	fs.StringVar(&c.ConfigXDS, "config-xds", c.ConfigXDS, "host:port of the control plane's ADS server to take the configuration from (then -config is the start configuration, not watched)")
@@ -109,6 +115,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KafkaTopic, "kafka-topic", c.KafkaTopic, "Kafka topic of the usage and purchase events")
 	fs.DurationVar(&c.OutboxInterval, "outbox-interval", c.OutboxInterval, "how often the relay checks the outbox when not woken by a new event")
 	fs.DurationVar(&c.OutboxRetention, "outbox-retention", c.OutboxRetention, "how long published events stay in the outbox before they are pruned")
+	c.Tokens.RegisterFlags(fs)
 	c.Config.RegisterFlags(fs)
 }
 
@@ -165,6 +172,7 @@ func (c Config) Validate() error {
 	if c.MaxDescriptors < 1 {
 		errs = append(errs, errors.New("max-descriptors: must be at least 1"))
 	}
+	errs = append(errs, c.Tokens.Validate())
 	return errors.Join(errs...)
 }
 

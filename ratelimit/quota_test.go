@@ -30,10 +30,10 @@ func (c *quotaClock) now() time.Time      { return time.Unix(0, c.ns.Load()) }
 func (c *quotaClock) set(t time.Time)     { c.ns.Store(t.UnixNano()) }
 func (c *quotaClock) add(d time.Duration) { c.ns.Add(int64(d)) }
 
-// fakeLedger answers QuotaState from what the test says the record holds
+// quotaRecord answers QuotaState from what the test says the record holds
 // and records the pools asked for; the rest of the ledger is not used by
 // the rate-limit path.
-type fakeLedger struct {
+type quotaRecord struct {
 	ledger.Ledger // nil: any other method panics, so a test using one fails
 	mu            sync.Mutex
 	used, bought  map[ledger.Pool]int64
@@ -41,7 +41,7 @@ type fakeLedger struct {
 	windows       []time.Time
 }
 
-func (f *fakeLedger) QuotaState(_ context.Context, p ledger.Pool, window time.Time) (int64, int64, error) {
+func (f *quotaRecord) QuotaState(_ context.Context, p ledger.Pool, window time.Time) (int64, int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.asked, f.windows = append(f.asked, p), append(f.windows, window)
@@ -212,7 +212,7 @@ func TestQuotaBoundary(t *testing.T) {
 func TestQuotaRebuiltFromLedger(t *testing.T) {
 	clock := &quotaClock{}
 	clock.set(fallBackNoon)
-	rec := &fakeLedger{used: map[ledger.Pool]int64{}, bought: map[ledger.Pool]int64{}}
+	rec := &quotaRecord{used: map[ledger.Pool]int64{}, bought: map[ledger.Pool]int64{}}
 	s := startQuota(t, "redis", clock, rec)
 	userPool := ledger.Pool{Scope: "user", Subject: "ann", Provider: "openai"}
 	orgPool := ledger.Pool{Scope: "org", Subject: "acme", Provider: "openai"}

@@ -37,9 +37,10 @@ type Service struct {
 	record ledger.Ledger
 	// now is the clock quota windows are planned by; nil is time.Now.
 	// Tests set it to cross a window's boundary.
-	now func() time.Time
-	srv *serve.Server
-	xds *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
+	now    func() time.Time
+	srv    *serve.Server
+	tokens *tokenAPI             // the token API, /api/v1/tokens/* on the HTTP listener
+	xds    *xdsconfig.Subscriber // nil unless cfg.ConfigXDS is set
 
 	storeLog *serve.Throttle // store errors: one line a second
 }
@@ -79,6 +80,8 @@ func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 		}
 		return DefaultReservationTTL
 	})
+	s.reserve.SetRecorder(s.recordSettlement)
+	s.tokens = newTokenAPI(s)
 	if s.srv, err = s.newServer(); err != nil {
 		s.closeStore()
 		return nil, err
@@ -94,6 +97,7 @@ func (s *Service) newServer() (*serve.Server, error) {
 		GRPCAddr:       s.cfg.GRPCAddr,
 		HTTPAddr:       s.cfg.HTTPAddr,
 		Gatherer:       s.metrics.reg,
+		Handler:        s.tokens.handler(),
 		Probes:         []serve.Probe{s.storeProbe()},
 		Degraded:       s.xds.Degraded,
 		MaxRecvMsgSize: maxRecvMsg,
@@ -120,6 +124,14 @@ func (s *Service) SetLedger(l ledger.Ledger) { s.record = l }
 // Registerer is the registry the service's /metrics serves, for what
 // cmd/leaky runs beside it (the outbox relay).
 func (s *Service) Registerer() prometheus.Registerer { return s.metrics.reg }
+
+// ledgerSagas is the ledger's saga side, nil without a ledger.
+func (s *Service) ledgerSagas() ledger.Sagas {
+	if s.record == nil {
+		return nil
+	}
+	return s.record
+}
 
 // GRPCAddr is the bound gRPC address.
 func (s *Service) GRPCAddr() string { return s.srv.GRPCAddr() }
@@ -148,6 +160,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.watchConfig(gctx) })
 	g.Go(func() error { return s.reserve.Run(gctx) })
+	g.Go(func() error { return s.tokens.sagas.run(gctx) })
 	if r, ok := s.store.(runner); ok {
 		g.Go(func() error { return r.Run(gctx) })
 	}

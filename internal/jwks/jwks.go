@@ -60,6 +60,11 @@ type Options struct {
 type Claims struct {
 	jwt.RegisteredClaims
 	Roles []string `json:"roles"`
+	// Orgs are the organisations the caller belongs to.
+	Orgs []string `json:"orgs"`
+	// Owner is, in a client_credentials token, the account the client's
+	// requests are charged to; "" in a user's token.
+	Owner string `json:"owner"`
 }
 
 // HasRole reports whether the claims' roles hold role, compared without
