@@ -90,7 +90,7 @@ func DefaultConfig() Config {
 		KeyRotation: 30 * 24 * time.Hour, KeyRefresh: 30 * time.Second,
 		APIKeyCacheTTL: 30 * time.Second, APIKeyCacheSize: 100_000,
 		CheckTimeout: 150 * time.Millisecond, StoreFailure: "deny",
-		PublicPaths:      []string{"/api/v1/auth/register", "/api/v1/auth/login", "/oauth2/", "/.well-known/"},
+		PublicPaths:      []string{"/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/tokens/status", "/oauth2/", "/.well-known/"},
 		AdminPaths:       []string{"/api/v1/admin/"},
 		AdminUsername:    "admin",
 		AdminEmail:       "admin@localhost",

@@ -199,19 +199,20 @@ func (d *dev) start(ctx context.Context, f *devFlags) error {
 		return fmt.Errorf("providers-stub: %w", err)
 	}
 	d.closers, d.runners = append(d.closers, d.stub.Close), append(d.runners, runner{"providers-stub", d.stub.Run})
+	if d.az, err = newAuthz(ctx, f.az, log.With(serve.KeyService, "authz")); err != nil {
+		return fmt.Errorf("authz: %w", err)
+	}
+	d.closers, d.runners = append(d.closers, d.az.Close), append(d.runners, runner{"authz", d.az.Run})
 	if err := d.startKafka(ctx, f); err != nil {
 		return err
 	}
+	d.tokenAPI(f)
 	var rec *record
 	if d.rl, rec, err = startRatelimit(ctx, f.rl, log.With(serve.KeyService, "ratelimit")); err != nil {
 		return fmt.Errorf("ratelimit: %w", err)
 	}
 	d.closers = append(d.closers, d.rl.Close, rec.close)
 	d.runners = append(d.runners, runner{"ratelimit", func(ctx context.Context) error { return rec.run(ctx, d.rl) }})
-	if d.az, err = newAuthz(ctx, f.az, log.With(serve.KeyService, "authz")); err != nil {
-		return fmt.Errorf("authz: %w", err)
-	}
-	d.closers, d.runners = append(d.closers, d.az.Close), append(d.runners, runner{"authz", d.az.Run})
 	if err := d.startGateway(f); err != nil {
 		return err
 	}
@@ -219,6 +220,21 @@ func (d *dev) start(ctx context.Context, f *devFlags) error {
 		return err
 	}
 	return d.registerPieces(ctx)
+}
+
+// tokenAPI points ratelimit's token API at the pieces already bound:
+// authz's key set (and its issuer and audience), the provider stubs, and
+// the gateway, on loopback, as the proxy whose x-leaky-* identity headers
+// it believes (any local process could send them too: dev only).
+func (d *dev) tokenAPI(f *devFlags) {
+	t := &f.rl.Tokens
+	t.JWKSURL = "http://" + d.az.HTTPAddr() + "/.well-known/jwks.json"
+	t.Issuer, t.Audience = f.az.Issuer, f.az.Audience
+	t.TrustedProxies = "127.0.0.1/32,::1/128"
+	t.ProviderURLs = map[string]string{}
+	for name, addr := range d.stub.Addrs() {
+		t.ProviderURLs[name] = "http://" + addr
+	}
 }
 
 // startKafka starts the embedded Kafka-protocol broker on f.kafkaAddr
