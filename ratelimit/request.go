@@ -24,8 +24,8 @@ type Charge struct {
 	Hits     int64  // tokens asked for; charged only when the decision admitted
 	Capacity int64  // the bucket's capacity in tokens; a quota's allowance per window
 	Result   store.Result
-	// Reset is when the bucket is empty again, or the quota's window ends
-	// (Result.ResetAfter from the decision's time).
+	// Reset is when the bucket is empty again (Result.ResetAfter from the
+	// decision's time), or when the quota's window ends.
 	Reset time.Time
 	// Pool and Window are a quota's pool and window start (UTC); zero for
 	// a bucket.
@@ -93,7 +93,7 @@ func (s *Service) ReserveAs(ctx context.Context, id string, r contract.Request, 
 		it := &items[i]
 		c := Charge{Key: it.Key, Hits: it.Hits, Capacity: it.Limit, Result: r, Reset: now.Add(microseconds(r.ResetAfter))}
 		if q := quotas[i]; q != nil {
-			c.Scope, c.Pool, c.Window = ScopeQuota, q.pool, q.start
+			c.Scope, c.Pool, c.Window, c.Reset = ScopeQuota, q.pool, q.start, q.end
 		}
 		out.Charges = append(out.Charges, c)
 	}

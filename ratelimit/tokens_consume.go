@@ -216,7 +216,7 @@ func (a *tokenAPI) allowedReply(req contract.Request, res Reserved, refund int64
 	}
 	if quota != nil {
 		out.Quota = &quotaFigures{TotalTokens: quota.Capacity, RemainingTokens: quota.Result.Remaining + refund,
-			ResetTime: now.Add(time.Duration(quota.Result.ResetAfter) * time.Microsecond)}
+			ResetTime: quota.Reset}
 	}
 	return jsonReply(http.StatusOK, h, out)
 }
