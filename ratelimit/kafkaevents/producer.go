@@ -161,15 +161,15 @@ func (p *Producer) drain() {
 	}
 }
 
-// syslogLevel maps librdkafka's syslog levels onto slog's.
+// syslogLevel maps librdkafka's syslog levels onto slog's. Its notices
+// and informational lines (5, 6: telemetry ids, reconnections that
+// succeed) are debug here: they say nothing an operator acts on.
 func syslogLevel(l int) slog.Level {
 	switch {
 	case l <= 3:
 		return slog.LevelError
 	case l == 4:
 		return slog.LevelWarn
-	case l <= 6:
-		return slog.LevelInfo
 	default:
 		return slog.LevelDebug
 	}
