@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -110,6 +111,7 @@ func (s *Service) newServer() (*serve.Server, error) {
 		return nil, err
 	}
 	rlsv3.RegisterRateLimitServiceServer(srv, s)
+	extprocv3.RegisterExternalProcessorServer(srv, meter{s})
 	return srv, nil
 }
 
