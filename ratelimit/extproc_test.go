@@ -326,3 +326,14 @@ func TestRequestIDDescriptor(t *testing.T) {
 		t.Errorf("open reservations = %d after a request without an id", s.svc.Reservations().Open())
 	}
 }
+
+func TestMeterLargeRequestBody(t *testing.T) {
+	s := start(t, testConfig(t, "memory", "policy.yaml"))
+	// Larger than a rate-limit request may be, within what the gateway
+	// buffers: the processor still reads and rewrites it.
+	body := `{"model":"m","stream":true,"messages":[{"role":"user","content":"` + strings.Repeat("word ", 120<<10) + `"}]}`
+	e := startExchange(t, context.Background(), s, "req-large", "lara", chatPath, body, 900)
+	if !strings.Contains(e.sentBody, `"include_usage":true`) {
+		t.Errorf("a %d-byte body was not rewritten", len(body))
+	}
+}
