@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -19,12 +20,54 @@ import (
 // meterClient is an ext_proc client of s, as Envoy's filter is.
 func meterClient(t *testing.T, s *server) extprocv3.ExternalProcessorClient {
 	t.Helper()
+	return extprocv3.NewExternalProcessorClient(meterConn(t, s))
+}
+
+func meterConn(t testing.TB, s *server) *grpc.ClientConn {
+	t.Helper()
 	conn, err := grpc.NewClient(s.svc.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return extprocv3.NewExternalProcessorClient(conn)
+	return conn
+}
+
+// driveExchange sends msgs on one stream, each after the previous answer,
+// then ends the stream and waits for the processor to finish it.
+func driveExchange(c extprocv3.ExternalProcessorClient, msgs []*extprocv3.ProcessingRequest) error {
+	st, err := c.Process(context.Background())
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if err := st.Send(m); err != nil {
+			return err
+		}
+		if _, err := st.Recv(); err != nil {
+			return err
+		}
+	}
+	if err := st.CloseSend(); err != nil {
+		return err
+	}
+	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("stream end: %v, want EOF", err)
+	}
+	return nil
+}
+
+// splitEvents splits an SSE body after each blank line.
+func splitEvents(body string) []string {
+	var out []string
+	for body != "" {
+		i := strings.Index(body, "\n\n")
+		if i < 0 {
+			return append(out, body)
+		}
+		out, body = append(out, body[:i+2]), body[i+2:]
+	}
+	return out
 }
 
 // reserveAs admits a request of hits tokens on the descriptors ds plus the

@@ -261,32 +261,15 @@ func TestMeterConcurrentStreams(t *testing.T) {
 		id := fmt.Sprintf("req-conc-%d", i)
 		reserveAs(t, s, id, 100, "provider=openai")
 		wg.Go(func() {
-			st, err := c.Process(context.Background())
-			if err != nil {
-				errs <- err
-				return
-			}
 			stream, _ := openAIStream([]string{"a", "b"}, `{"total_tokens":10}`, "\n")
-			msgs := []*extprocv3.ProcessingRequest{
+			if err := driveExchange(c, []*extprocv3.ProcessingRequest{
 				reqHeaders(headers(false, ":path", chatPath, "x-request-id", id, "x-leaky-estimate", "100")),
 				reqBody(streamBody),
 				respHeaders(headers(false, ":status", "200", "content-type", "text/event-stream")),
 				respBody(stream, false),
 				respBody("", true),
-			}
-			for _, m := range msgs {
-				if err := st.Send(m); err != nil {
-					errs <- err
-					return
-				}
-				if _, err := st.Recv(); err != nil {
-					errs <- err
-					return
-				}
-			}
-			_ = st.CloseSend()
-			if _, err := st.Recv(); err == nil {
-				errs <- fmt.Errorf("%s: stream not ended", id)
+			}); err != nil {
+				errs <- fmt.Errorf("%s: %w", id, err)
 			}
 		})
 	}

@@ -195,10 +195,15 @@ func (r *usageReader) feedSSE(chunk []byte, end bool) []byte {
 			break
 		}
 		line := r.buf[:i+1]
-		r.event = append(r.event, line...)
 		r.buf = r.buf[i+1:]
+		if !r.strip {
+			// The chunk passes as it is: only the event's data is kept.
+			r.line(bytes.TrimSuffix(line[:i], []byte("\r")))
+			continue
+		}
+		r.event = append(r.event, line...)
 		if keep, done := r.line(bytes.TrimSuffix(line[:i], []byte("\r"))); done {
-			if keep || !r.strip {
+			if keep {
 				out = append(out, r.event...)
 			}
 			r.event = r.event[:0]
