@@ -200,3 +200,30 @@ func TestSSEUnterminatedEnd(t *testing.T) {
 		t.Errorf("strip: got %q", got)
 	}
 }
+
+// FuzzUsageReader feeds any bytes in any split: the reader never panics,
+// passes the body on unchanged unless it strips, and when stripping only
+// ever removes bytes.
+func FuzzUsageReader(f *testing.F) {
+	stream, _ := openAIStream([]string{"a", "b"}, `{"total_tokens":4}`, "\r\n")
+	f.Add([]byte(stream), uint8(3))
+	f.Add([]byte(`[{"usageMetadata":{"totalTokenCount":2}},`), uint8(5))
+	f.Add([]byte("data: {\"choices\":[],\"usage\":{\"total_tokens\":1.5}}\r\rdata:"), uint8(1))
+	f.Fuzz(func(t *testing.T, body []byte, n uint8) {
+		size := int(n%32) + 1
+		for _, mode := range []bodyMode{modeJSON, modeSSE} {
+			for _, strip := range []bool{false, true} {
+				r := newUsageReader(mode, strip)
+				got := feedAll(r, string(body), size)
+				if (!strip || mode == modeJSON) && got != string(body) {
+					t.Fatalf("mode %d: body changed without stripping", mode)
+				}
+				if len(got) > len(body) {
+					t.Fatalf("mode %d strip: %d bytes out of %d in", mode, len(got), len(body))
+				}
+				r.result(10)
+				r.streamed()
+			}
+		}
+	})
+}
