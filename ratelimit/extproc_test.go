@@ -320,3 +320,40 @@ func TestMeterLargeRequestBody(t *testing.T) {
 		t.Errorf("a %d-byte body was not rewritten", len(body))
 	}
 }
+
+// A metered request with quotas: the reservation carries its quota refs,
+// so the settlement splits the actual per pool and the quota is refunded.
+func TestMeterSettlesQuotas(t *testing.T) {
+	for _, kind := range []string{"memory", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			s := start(t, testConfig(t, kind, "quota.yaml"))
+			var mu sync.Mutex
+			var settled []Settlement
+			s.svc.Reservations().SetRecorder(func(_ context.Context, st Settlement) {
+				mu.Lock()
+				defer mu.Unlock()
+				settled = append(settled, st)
+			})
+			e := startExchange(t, context.Background(), s, "req-quota", "quin", chatPath, chatBody, 80)
+			e.send(respHeaders(headers(false, ":status", "200", "content-type", "application/json")))
+			e.streamResponse(`{"usage":{"total_tokens":30}}`, 100)
+			e.close()
+			mu.Lock()
+			defer mu.Unlock()
+			if len(settled) != 1 || len(settled[0].Quotas) != 1 {
+				t.Fatalf("settlements = %+v, want one with one quota", settled)
+			}
+			q := settled[0].Quotas[0]
+			if want := (ledger.Pool{Scope: "user", Subject: "quin", Provider: "openai"}); q.Pool != want || q.FromWindow != 30 || q.FromPurchased != 0 {
+				t.Errorf("quota charge = %+v, want 30 from the window of %+v", q, want)
+			}
+			// 100 allowance − 30 used: a request of 70 passes, one more token does not.
+			if r := s.ask(t, "leaky-tokens", 71, desc(userDesc("quin"))); r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+				t.Errorf("71 more tokens: %v, want OVER_LIMIT (quota left 70)", r.OverallCode)
+			}
+			if r := s.ask(t, "leaky-tokens", 70, desc(userDesc("quin"))); r.OverallCode != rlsv3.RateLimitResponse_OK {
+				t.Errorf("70 more tokens: %v, want OK", r.OverallCode)
+			}
+		})
+	}
+}
