@@ -66,7 +66,10 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		}
 		return resp, nil
 	}
-	dec, err := s.decideSeeded(ctx, items, quotas, func() (store.Decision, error) { return s.store.Decide(ctx, items) })
+	dec, err := s.decideSeeded(ctx, items, quotas, func() (store.Decision, error) { return s.decideMetered(ctx, req, items, quotas) })
+	if status.Code(err) == codes.InvalidArgument {
+		return nil, err // a request id already reserved
+	}
 	if err != nil {
 		return s.failure(l, domain, plans, err)
 	}
@@ -191,6 +194,9 @@ func (s *Service) plan(l *limits, req *rlsv3.RateLimitRequest) []plan {
 	case domain == policy.Domain && l.policy != nil:
 		now := s.clock()
 		for i, d := range req.GetDescriptors() {
+			if _, ok := requestIDOf(d); ok {
+				continue // no bucket: OK, no current_limit, nothing charged
+			}
 			plans[i] = planLeaky(l.policy, req, d, now)
 		}
 	case l.rules != nil && l.rules.Domain(domain) != nil:

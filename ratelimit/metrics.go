@@ -21,6 +21,7 @@ type metrics struct {
 	configOK                                                 prometheus.Counter
 	configErr                                                prometheus.Counter
 	evictions                                                prometheus.CounterFunc
+	meter                                                    *meterMetrics // the metering (ext_proc)
 
 	// rules caches the counters of each (domain, descriptor keys) so the hot
 	// path skips label hashing.
@@ -73,6 +74,7 @@ func newMetrics(evictions func() float64) *metrics {
 	}, evictions)
 	m.reg.MustRegister(m.totalHits, m.overLimit, m.nearLimit, m.withinLimit, m.shadowMode,
 		m.noRule, m.invalid, m.backendErrs, m.failureMode, m.decisionTime, m.configOK, m.configErr, m.evictions)
+	m.meter = newMeterMetrics(m.reg)
 	return m
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -18,8 +19,14 @@ import (
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
-// maxRecvMsg bounds one gRPC request (descriptors × entries × values).
-const maxRecvMsg = 256 << 10
+// maxRecvMsg bounds one rate-limit request (descriptors × entries ×
+// values); maxExtProcMsg bounds any message on the listener, which carries
+// the metering's ext_proc messages too: a whole request body up to the
+// gateway's largest max_request_bytes (8 MiB) and its headers.
+const (
+	maxRecvMsg    = 256 << 10
+	maxExtProcMsg = 8<<20 + 256<<10
+)
 
 // Service is the rate-limit service. Build it with New, then Run it.
 type Service struct {
@@ -100,7 +107,7 @@ func (s *Service) newServer() (*serve.Server, error) {
 		Handler:        s.tokens.handler(),
 		Probes:         []serve.Probe{s.storeProbe()},
 		Degraded:       s.xds.Degraded,
-		MaxRecvMsgSize: maxRecvMsg,
+		MaxRecvMsgSize: maxExtProcMsg,
 		LogAttrs:       []any{serve.KeyStore, s.cfg.Store},
 		GRPCOptions: []grpc.ServerOption{
 			grpc.ForceServerCodec(lenientCodec{}),
@@ -108,12 +115,14 @@ func (s *Service) newServer() (*serve.Server, error) {
 			// (and stack growth) per call: a measurable share of a
 			// decision's CPU.
 			grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+			grpc.ChainUnaryInterceptor(boundRateLimitRequest),
 		},
 	}, s.log)
 	if err != nil {
 		return nil, err
 	}
 	rlsv3.RegisterRateLimitServiceServer(srv, s)
+	extprocv3.RegisterExternalProcessorServer(srv, meter{s})
 	return srv, nil
 }
 

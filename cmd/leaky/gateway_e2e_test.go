@@ -153,8 +153,12 @@ func TestE2ERefusedCallChargesNoBucket(t *testing.T) {
 	s.createOrg(u, "rita-co")
 	org := map[string]string{contract.HeaderOrg: "rita-co"}
 	// The free tier's OpenAI bucket holds 4000 tokens; this call reserves
-	// more than 3000 of them, so the same call again is over the bucket.
-	if a := s.complete(withKey(u, org), 3000); a.status != http.StatusOK {
+	// more than 3000 of them and, its provider reporting no usage, stays
+	// charged at that estimate when metered, so the same call again is
+	// over the bucket.
+	first := withKey(u, org)
+	first["x-stub-usage"] = "missing"
+	if a := s.complete(first, 3000); a.status != http.StatusOK {
 		t.Fatalf("the first call: want 200, got %s", a)
 	}
 	buckets := map[string][]string{

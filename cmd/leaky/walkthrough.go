@@ -20,6 +20,8 @@ type walkthrough struct {
 	providers                                     map[string]string
 	policy, policyNote                            string
 	consulAddr, policyKey                         string // "" without Consul
+	kafka                                         string // the brokers of topic token-usage
+	kafkaEmbedded                                 bool
 	admin                                         authz.AdminCredentials
 }
 
@@ -30,7 +32,7 @@ func (d *dev) walkthrough() walkthrough {
 		azGRPC: d.az.GRPCAddr(), azHTTP: d.az.HTTPAddr(),
 		cpXDS: d.cp.XDSAddr(), cpHTTP: d.cp.HTTPAddr(),
 		providers: d.stub.Addrs(), policy: d.policyPath, policyNote: d.policyNote, admin: d.az.Admin(),
-		consulAddr: d.consulAddr, policyKey: d.policyKey,
+		consulAddr: d.consulAddr, policyKey: d.policyKey, kafka: d.kafka, kafkaEmbedded: d.kafkaEmbedded,
 	}
 }
 
@@ -70,7 +72,8 @@ Leaky Tokens is running (leaky dev). Ctrl-C stops it.
   controlplane  xDS %s   admin API http://%s
   providers     %s
   policy        %s
-`, gw, c.azGRPC, c.azHTTP, c.rlGRPC, c.rlHTTP, c.rlStore, c.cpXDS, c.cpHTTP, strings.Join(provs, "   "), policyLine)
+  kafka         %s
+`, gw, c.azGRPC, c.azHTTP, c.rlGRPC, c.rlHTTP, c.rlStore, c.cpXDS, c.cpHTTP, strings.Join(provs, "   "), policyLine, kafkaLine(c))
 	// The login body: in double quotes when the password is the shell's
 	// variable (single quotes would keep "$LEAKY_ADMIN_PASSWORD" as text).
 	login := fmt.Sprintf(`"{\"username\":\"%s\",\"password\":\"$LEAKY_ADMIN_PASSWORD\"}"`, c.admin.Username)
@@ -115,10 +118,13 @@ rate limit (ratelimit: the user's, organisation's and provider's buckets, all or
   curl -s -i "$G/gemini/v1beta/models/gemini-1.5-flash:generateContent" -H "authorization: Bearer $TOKEN" \
        -H 'content-type: application/json' -d '{"contents":[{"parts":[{"text":"Say hello"}]}],"generationConfig":{"maxOutputTokens":50}}'
 
-5. Spend the budget: each call reserves its prompt and max_tokens (1500) first, so the third is
-   refused: 429, Retry-After (exact: until the tokens have drained) and a JSON body naming the bucket:
-  for i in 1 2 3; do curl -s -w '\n' -D - %[3]s \
-       | grep -iE '^HTTP|^retry-after|^x-ratelimit-remaining|^\{"error'; done
+5. Spend the budget: three calls at once, each reserving its prompt and max_tokens (1500) while
+   the provider takes 3 s to answer (x-stub-latency, a knob of the stub): two fit in alice's 4000,
+   the third is refused: 429, Retry-After (exact: until the tokens have drained) and a JSON body
+   naming the bucket. When the two answer, the metering settles each at its real usage and the
+   rest of its reservation is refunded:
+  for i in 1 2 3; do curl -s -w '\n' -D - -H 'x-stub-latency: 3s' %[3]s \
+       | grep -iE '^HTTP|^retry-after|^x-ratelimit-remaining|^\{"error' & sleep 0.3; done; wait
 `, c.gatewayAddr, openai(50), openai(1500))
 	written := "policy file is rewritten"
 	if c.consulAddr != "" {
@@ -136,7 +142,31 @@ rate limit (ratelimit: the user's, organisation's and provider's buckets, all or
   curl -s -D - -o /dev/null %[3]s | grep -iE '^HTTP|^x-ratelimit'
   curl -s http://%[2]s/api/v1/admin/snapshot -H "authorization: Bearer $ADMIN_TOKEN"
 
-7. Health and metrics:
+7. The token API (the seed's, served by ratelimit, through the gateway): consume 100 Qwen tokens
+   (reserved, the provider called, settled at the usage it reports), read the quota, buy 5000
+   tokens twice with one Idempotency-Key (one purchase: the same saga), read the saga and the quota:
+  curl -s $G/api/v1/tokens/status; echo
+  curl -s -X POST $G/api/v1/tokens/consume -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+       -d "{\"userId\":\"$USER_ID\",\"provider\":\"qwen\",\"tokens\":100,\"prompt\":\"Say hello\"}"; echo
+  curl -s "$G/api/v1/tokens/quota?userId=$USER_ID&provider=qwen" -H "authorization: Bearer $TOKEN"; echo
+  BUY="{\"userId\":\"$USER_ID\",\"provider\":\"qwen\",\"tokens\":5000}"
+  SAGA_ID=$(curl -s -X POST $G/api/v1/tokens/purchase -H "authorization: Bearer $TOKEN" -H 'idempotency-key: buy-1' \
+       -H 'content-type: application/json' -d "$BUY" | sed -n 's/.*"sagaId":"\([^"]*\)".*/\1/p')
+  curl -s -X POST $G/api/v1/tokens/purchase -H "authorization: Bearer $TOKEN" -H 'idempotency-key: buy-1' \
+       -H 'content-type: application/json' -d "$BUY"; echo
+  curl -s $G/api/v1/tokens/purchase/$SAGA_ID -H "authorization: Bearer $TOKEN"; echo
+  curl -s "$G/api/v1/tokens/quota?userId=$USER_ID&provider=qwen" -H "authorization: Bearer $TOKEN"; echo
+
+8. A streamed completion through the gateway: the metering (ext_proc, in ratelimit) asks the provider
+   for its usage chunk, keeps it from you (you did not ask for it) and settles the reservation at the
+   real usage:
+  curl -sN $G/openai/v1/chat/completions -H "x-api-key: $API_KEY" -H 'content-type: application/json' \
+       -d '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say hello"}],"max_tokens":50}'
+  curl -s http://%[5]s/metrics | grep '^ratelimit_meter_settles_total'
+
+9. The events on Kafka (topic token-usage: usage, reservation-settled, purchase; key, headers,
+   JSON), read with kcat (make deps installs it), then health and metrics:
+  kcat -b %[8]s -C -t token-usage -o beginning -e -q -f '%%k %%h %%s\n'
   curl -s http://%[4]s/ready; curl -s http://%[5]s/readyz; curl -s http://%[6]s/readyz; curl -s http://%[2]s/readyz
   curl -s http://%[5]s/metrics | grep ratelimit_service_rate_limit
 
@@ -145,5 +175,13 @@ With Envoy installed, run it on the same control plane instead of the stand-in:
   envoy -c envoy/envoy.yaml        # node leaky-envoy, ADS at 127.0.0.1:18000, admin on 127.0.0.1:9901
 (or put envoy on PATH: leaky dev then starts it with a bootstrap of its own).
 
-`, adminLogin, c.cpHTTP, openai(1500), c.gatewayAdmin, c.rlHTTP, c.azHTTP, written)
+`, adminLogin, c.cpHTTP, openai(1500), c.gatewayAdmin, c.rlHTTP, c.azHTTP, written, c.kafka)
+}
+
+// kafkaLine says where the usage events go.
+func kafkaLine(c walkthrough) string {
+	if c.kafkaEmbedded {
+		return c.kafka + "   the embedded Kafka-protocol broker (kfake, in memory), topic token-usage"
+	}
+	return c.kafka + "   topic token-usage"
 }

@@ -108,14 +108,14 @@ func pasteWalkthrough(t *testing.T, vars map[string]string) string {
 	}
 	printed := stdout.String()
 	st := steps(printed)
-	if len(st) < 7 {
-		t.Fatalf("want 7 steps, got %d:\n%s", len(st), printed)
+	if len(st) != 9 {
+		t.Fatalf("want 9 steps, got %d:\n%s", len(st), printed)
 	}
 	// One bash session, so the variables of a step reach the next; each
 	// step's output after a marker line.
 	var script strings.Builder
 	script.WriteString("set -u\n")
-	for i := 1; i <= 6; i++ {
+	for i := 1; i <= 9; i++ {
 		script.WriteString("echo '=== step " + string(rune('0'+i)) + "'\n" + st[i])
 	}
 	file := filepath.Join(t.TempDir(), "walkthrough.sh")
@@ -153,6 +153,9 @@ func pasteWalkthrough(t *testing.T, vars map[string]string) string {
 		{4, []string{"HTTP/1.1 200", `"usageMetadata"`}},
 		{5, []string{"HTTP/1.1 200", "HTTP/1.1 429", "retry-after", `{"error":"rate_limited","scope":"user"`}},
 		{6, []string{`"name":"free"`, `"applied":true`, "HTTP/1.1 200", "x-ratelimit-limit: 40000,"}},
+		{7, []string{`"service":"token-service"`, `"allowed":true`, `"providerResponse"`, `"totalTokens"`, `"sagaId"`, `"status":"COMPLETED"`}},
+		{8, []string{"data: [DONE]", `ratelimit_meter_settles_total{outcome="usage"}`}},
+		{9, []string{"event-type=usage", "event-type=reservation-settled", "event-type=purchase", `"kind":"metered"`}},
 	}
 	for _, c := range checks {
 		s := strings.ToLower(section(c.step))
@@ -162,13 +165,16 @@ func pasteWalkthrough(t *testing.T, vars map[string]string) string {
 			}
 		}
 	}
+	if strings.Contains(section(8), "total_tokens") {
+		t.Errorf("step 8: the usage chunk the metering asked for reached the client:\n%s", section(8))
+	}
 	if t.Failed() {
 		t.Logf("walk-through:\n%s\nscript output:\n%s\ndev stderr:\n%s", printed, out, stderr.String())
 	}
 	return printed
 }
 
-// waitReady polls the gateway's /ready (printed in step 7) until the
+// waitReady polls the gateway's /ready (printed in step 9) until the
 // stand-in has applied a configuration.
 func waitReady(t *testing.T, printed string) {
 	t.Helper()

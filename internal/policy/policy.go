@@ -92,6 +92,9 @@ type Policy struct {
 	// Quotas is the optional allowance per window of each tier's users and
 	// of organisations (quota.go); nil means no quotas.
 	Quotas *Quotas `yaml:"quotas"`
+	// Metering is what the metering (ext_proc) may change in a provider
+	// request; Parse fills what the file leaves out from DefaultMetering.
+	Metering Metering `yaml:"metering"`
 }
 
 // DefaultMaxClientsPerUser is max_clients_per_user when the policy sets
@@ -128,7 +131,7 @@ func Parse(name string, data []byte) (*Policy, error) {
 	// The gateway's defaults go in before decoding, so that a field the
 	// file leaves out keeps its default while one it sets, even to zero,
 	// is validated as written (retries: 0 is a valid choice).
-	p := Policy{Gateway: DefaultGateway()}
+	p := Policy{Gateway: DefaultGateway(), Metering: DefaultMetering()}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&p); err != nil {
