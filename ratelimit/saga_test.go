@@ -85,26 +85,7 @@ func testTokensPurchase(t *testing.T, kind string) {
 		t.Fatalf("conflict: %d %s", a.status, a.body)
 	}
 	e.wantBalance(t, "conflict", pool, 5000)
-	// The buyer and ADMIN see it; another user does not.
-	if a := e.do(t, "GET", "/api/v1/tokens/purchase/"+id, tok, ""); a.status != 200 || a.json(t)["tokens"] != float64(5000) || a.json(t)["status"] != "COMPLETED" {
-		t.Fatalf("buyer GET: %d %s", a.status, a.body)
-	}
-	if a := e.do(t, "GET", "/api/v1/tokens/purchase/"+id, e.token(t, uuid.NewString(), []string{"ADMIN"}), ""); a.status != 200 {
-		t.Fatalf("admin GET: %d %s", a.status, a.body)
-	}
-	for _, c := range []struct {
-		path, tok string
-		status    int
-	}{
-		{"/api/v1/tokens/purchase/" + id, e.token(t, uuid.NewString(), []string{"USER"}), 404},
-		{"/api/v1/tokens/purchase/" + uuid.NewString(), tok, 404},
-		{"/api/v1/tokens/purchase/not-a-uuid", tok, 400},
-		{"/api/v1/tokens/purchase/" + id, "", 401},
-	} {
-		if a := e.do(t, "GET", c.path, c.tok, ""); a.status != c.status {
-			t.Errorf("GET %s: %d %s, want %d", c.path, a.status, a.body, c.status)
-		}
-	}
+	e.checkPurchaseReaders(t, id, tok)
 	// An organisation's pool; malformed purchases.
 	a = e.do(t, "POST", "/api/v1/tokens/purchase", tok, `{"userId":"`+user+`","orgId":"acme","provider":"gemini","tokens":7}`)
 	if a.status != 202 {
@@ -126,6 +107,31 @@ func testTokensPurchase(t *testing.T, kind string) {
 		}
 	}
 	e.wantBalance(t, "after refused purchases", pool, 5000)
+}
+
+// checkPurchaseReaders: saga id (5000 tokens, COMPLETED) is shown to its
+// buyer (token tok) and to an ADMIN, and to nobody else.
+func (e *tokensEnv) checkPurchaseReaders(t *testing.T, id, tok string) {
+	t.Helper()
+	if a := e.do(t, "GET", "/api/v1/tokens/purchase/"+id, tok, ""); a.status != 200 || a.json(t)["tokens"] != float64(5000) || a.json(t)["status"] != "COMPLETED" {
+		t.Fatalf("buyer GET: %d %s", a.status, a.body)
+	}
+	if a := e.do(t, "GET", "/api/v1/tokens/purchase/"+id, e.token(t, uuid.NewString(), []string{"ADMIN"}), ""); a.status != 200 {
+		t.Fatalf("admin GET: %d %s", a.status, a.body)
+	}
+	for _, c := range []struct {
+		path, tok string
+		status    int
+	}{
+		{"/api/v1/tokens/purchase/" + id, e.token(t, uuid.NewString(), []string{"USER"}), 404},
+		{"/api/v1/tokens/purchase/" + uuid.NewString(), tok, 404},
+		{"/api/v1/tokens/purchase/not-a-uuid", tok, 400},
+		{"/api/v1/tokens/purchase/" + id, "", 401},
+	} {
+		if a := e.do(t, "GET", c.path, c.tok, ""); a.status != c.status {
+			t.Errorf("GET %s: %d %s, want %d", c.path, a.status, a.body, c.status)
+		}
+	}
 }
 
 func TestTokensPurchaseSimulatedFailure(t *testing.T) {
