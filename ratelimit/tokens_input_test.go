@@ -60,7 +60,7 @@ func TestTokensConsumeMalformed(t *testing.T) {
 	if got := e.userRemaining(t, user); got != 4000 {
 		t.Fatalf("user's bucket at %d after refused requests, want 4000 (untouched)", got)
 	}
-	if us := e.led.usages(); len(us) != 0 {
+	if us := e.usages(t); len(us) != 0 {
 		t.Fatalf("ledger recorded %+v", us)
 	}
 }

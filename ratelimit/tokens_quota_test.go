@@ -52,7 +52,6 @@ func examplePolicyWith(t *testing.T, quotas string) string {
 func TestTokensQuotaWithPolicy(t *testing.T) {
 	dir := examplePolicyWith(t, quotaPolicy)
 	e := startTokens(t, providersstub.Knobs{Usage: providersstub.UsageMissing}, func(c *Config) { c.ConfigPath = dir })
-	e.st.forwardQuota = true
 	user := uuid.NewString()
 	tok := e.token(t, user, []string{"USER"}, "acme")
 	a := e.do(t, "GET", "/api/v1/tokens/quota?userId="+user+"&provider=openai", tok, "")

@@ -20,24 +20,33 @@ import (
 
 	"github.com/leakytokens/leaky/internal/contract"
 	providersstub "github.com/leakytokens/leaky/providers-stub"
+	"github.com/leakytokens/leaky/ratelimit/ledger"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
 // tokensEnv is a running Service with the token API on its HTTP listener,
-// a key set it trusts, a fake ledger and the real providers stub.
+// a key set it trusts, the memory store, a real ledger and the real
+// providers stub.
 type tokensEnv struct {
-	svc  *Service
-	base string
-	led  *fakeLedger
-	st   *creditStore
-	key  *rsa.PrivateKey
+	svc      *Service
+	base     string
+	led      ledger.Ledger
+	st       *store.Memory
+	key      *rsa.PrivateKey
+	recorded []usageRecord // the usages read from the ledger's outbox so far
 }
 
 const testKID = "test-key"
 
-// startTokens starts the service; mutate adjusts its config (after the
-// stub's URLs are set).
+// startTokens starts the service on ledger.Memory; mutate adjusts its
+// config (after the stub's URLs are set).
 func startTokens(t *testing.T, stub providersstub.Knobs, mutate func(*Config)) *tokensEnv {
+	t.Helper()
+	return startTokensOn(t, newLedger(t, "memory"), stub, mutate)
+}
+
+// startTokensOn starts the service on the ledger led.
+func startTokensOn(t *testing.T, led ledger.Ledger, stub providersstub.Knobs, mutate func(*Config)) *tokensEnv {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -58,12 +67,11 @@ func startTokens(t *testing.T, stub providersstub.Knobs, mutate func(*Config)) *
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	st := newCreditStore()
+	st := store.NewMemory(store.MemoryOptions{MaxKeys: 1 << 16})
 	svc, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), st)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	led := newFakeLedger()
 	svc.SetLedger(led)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -203,8 +211,8 @@ func TestTokensConsumeThroughStub(t *testing.T) {
 		!strings.HasPrefix(a.header.Get("RateLimit"), `"user";r=`) || m["resetTime"] == nil {
 		t.Fatalf("figures: %s %v", a.body, a.header)
 	}
-	us := e.led.usages()
-	if len(us) != 1 || us[0].Actual != int64(total) || us[0].Estimate != 500 || us[0].Kind != "consume" {
+	us := e.usages(t)
+	if len(us) != 1 || us[0].Actual != int64(total) || us[0].Estimate != 500 || us[0].Kind != ledger.KindConsume {
 		t.Fatalf("ledger: %+v", us)
 	}
 	// Without tokens, the estimate is read from the prompt (and settled at the usage).
@@ -229,7 +237,7 @@ func TestTokensConsumeRefusedByBucket(t *testing.T) {
 		a.header.Get("X-RateLimit-Limit") != "2000" || !strings.Contains(a.header.Get("RateLimit"), `"user"`) {
 		t.Fatalf("429: %d %s %v", a.status, a.body, a.header)
 	}
-	if us := e.led.usages(); len(us) != 1 || us[0].Actual != 1500 {
+	if us := e.usages(t); len(us) != 1 || us[0].Actual != 1500 {
 		t.Fatalf("ledger: %+v, want one usage settled at the estimate 1500", us)
 	}
 }
@@ -249,8 +257,8 @@ func TestTokensConsumeIdempotent(t *testing.T) {
 	if first.status != 200 || again.status != 200 || string(first.body) != string(again.body) {
 		t.Fatalf("replay: %d %s / %d %s", first.status, first.body, again.status, again.body)
 	}
-	if calls.Load() != 1 || len(e.led.usages()) != 1 {
-		t.Fatalf("provider called %d times, %d usages; want 1, 1", calls.Load(), len(e.led.usages()))
+	if us := e.usages(t); calls.Load() != 1 || len(us) != 1 {
+		t.Fatalf("provider called %d times, %d usages; want 1, 1", calls.Load(), len(us))
 	}
 	if a := e.do(t, "POST", "/api/v1/tokens/consume", tok, `{"userId":"`+user+`","provider":"openai","tokens":101}`, "Idempotency-Key", "c1"); a.status != 409 {
 		t.Fatalf("another body: %d %s", a.status, a.body)
