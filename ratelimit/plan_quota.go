@@ -92,7 +92,9 @@ func (s *Service) decideSeeded(ctx context.Context, items []store.Item, quotas [
 }
 
 // seed rebuilds the pools of items[idx] in the store from the ledger's
-// record (zeros without a ledger).
+// record (zeros without a ledger). The credits the record counts whose
+// fast-path credit is still to come (sagas in TOKENS_ALLOCATED) go with
+// the seed as their Once keys, so that credit does not add them again.
 func (s *Service) seed(ctx context.Context, items []store.Item, quotas []*quotaPlan, idx []int) error {
 	sd, ok := s.store.(store.Seeder)
 	if !ok {
@@ -104,14 +106,15 @@ func (s *Service) seed(ctx context.Context, items []store.Item, quotas []*quotaP
 			return fmt.Errorf("seed quotas: item %d is not a quota: %w", i, store.ErrUnseeded)
 		}
 		q := quotas[i]
-		var used, purchased int64
+		var st ledger.QuotaState
 		if s.record != nil {
 			var err error
-			if used, purchased, err = s.record.QuotaState(ctx, q.pool, q.start); err != nil {
+			if st, err = s.record.QuotaState(ctx, q.pool, q.start); err != nil {
 				return fmt.Errorf("seed quotas: ledger: %w", err)
 			}
 		}
-		seeds = append(seeds, store.Seed{Item: items[i], Used: used, Purchased: purchased})
+		seeds = append(seeds, store.Seed{Item: items[i], Used: st.Used, Purchased: st.Purchased,
+			Once: sagaOnceKeys(st.Pending), WindowOnce: sagaOnceKeys(st.PendingWindow)})
 	}
 	return sd.Seed(ctx, seeds)
 }

@@ -41,11 +41,11 @@ type quotaRecord struct {
 	windows       []time.Time
 }
 
-func (f *quotaRecord) QuotaState(_ context.Context, p ledger.Pool, window time.Time) (int64, int64, error) {
+func (f *quotaRecord) QuotaState(_ context.Context, p ledger.Pool, window time.Time) (ledger.QuotaState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.asked, f.windows = append(f.asked, p), append(f.windows, window)
-	return f.used[p], f.bought[p], nil
+	return ledger.QuotaState{Used: f.used[p], Purchased: f.bought[p]}, nil
 }
 
 // startQuota starts a service on the quota policy with the planning clock

@@ -35,15 +35,17 @@ const statusCompensated ledger.Status = "PAYMENT_RELEASE_REQUESTED"
 // events one ledger transaction, and the recovery job that finishes or
 // compensates sagas a crash left between steps. The fast path's credit
 // (store Adjust, idempotent by Once "saga:"+id) follows TOKENS_ALLOCATED;
-// the ledger step to TOKENS_ALLOCATED credits the durable record.
+// the ledger step to TOKENS_ALLOCATED credits the durable record. A pool
+// rebuilt from the ledger in between counts the credit already and marks
+// that Once key applied (Service.seed), so the credit is counted once.
 type purchases struct {
 	ledger func() ledgerSagas // nil result: no ledger
 	credit adjuster
-	// windowItem resolves a window-only saga's quota item (the window's
-	// counter) under the current policy; ok false when none applies.
-	windowItem func(s ledger.Saga, tier string) (it store.Item, window time.Time, ok bool)
-	log        *slog.Logger
-	now        func() time.Time
+	// windowCredit resolves the counter item of the window a window-only
+	// saga recorded (Saga.Window); ok false when that window is over.
+	windowCredit func(s ledger.Saga) (it store.Item, ok bool)
+	log          *slog.Logger
+	now          func() time.Time
 
 	simulateFailure bool
 	staleAfter      time.Duration
@@ -59,12 +61,11 @@ func samePurchase(a, b ledger.Saga) bool {
 var errPurchaseConflict = errors.New("idempotency key reuse with different payload")
 
 // start runs a new saga for s (ID, UserID, Pool, Tokens, WindowOnly,
-// Window, IdempotencyKey set; tier is the buyer's, for a window-only
-// credit) as far as it goes now. A saga of the same
+// Window, IdempotencyKey set) as far as it goes now. A saga of the same
 // user with the same key is returned as it is (errPurchaseConflict when
 // its payload differs). Errors after the saga started leave it to the
 // recovery job; the saga as last written is returned with them.
-func (p *purchases) start(ctx context.Context, s ledger.Saga, tier string) (ledger.Saga, error) {
+func (p *purchases) start(ctx context.Context, s ledger.Saga) (ledger.Saga, error) {
 	l := p.ledger()
 	if l == nil {
 		return ledger.Saga{}, errNoLedger
@@ -81,12 +82,12 @@ func (p *purchases) start(ctx context.Context, s ledger.Saga, tier string) (ledg
 		}
 		return got, nil
 	}
-	return p.advance(ctx, l, got, tier)
+	return p.advance(ctx, l, got)
 }
 
 // advance moves saga s on from its status to COMPLETED (or FAILED under
 // simulated failure), step by step.
-func (p *purchases) advance(ctx context.Context, l ledgerSagas, s ledger.Saga, tier string) (ledger.Saga, error) {
+func (p *purchases) advance(ctx context.Context, l ledgerSagas, s ledger.Saga) (ledger.Saga, error) {
 	var err error
 	for !s.Status.Terminal() {
 		switch s.Status {
@@ -98,7 +99,7 @@ func (p *purchases) advance(ctx context.Context, l ledgerSagas, s ledger.Saga, t
 			}
 			s, err = p.step(ctx, l, s, ledger.StatusTokensAllocated, "")
 		case ledger.StatusTokensAllocated:
-			if err = p.creditStore(ctx, s, tier); err == nil {
+			if err = p.creditStore(ctx, s); err == nil {
 				s, err = p.step(ctx, l, s, ledger.StatusCompleted, "")
 			}
 		default:
@@ -132,26 +133,41 @@ func (p *purchases) fail(ctx context.Context, l ledgerSagas, s ledger.Saga, reas
 	return got, nil
 }
 
+// sagaOnce is the Once key of saga id's credit to the fast path.
+func sagaOnce(id string) string { return "saga:" + id }
+
+// sagaOnceKeys are the Once keys of the credits of sagas ids.
+func sagaOnceKeys(ids []string) []string {
+	if len(ids) == 0 {
+		return nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = sagaOnce(id)
+	}
+	return keys
+}
+
 // creditStore credits s's tokens to the fast path, once per saga (Once
-// "saga:"+id): to the pool's purchased balance, or to the window's
-// allowance for a window-only purchase.
-func (p *purchases) creditStore(ctx context.Context, s ledger.Saga, tier string) error {
+// sagaOnce(id)): to the pool's purchased balance, or, for a window-only
+// purchase, to the counter of the window the saga recorded (created when
+// the window has none yet). A window that is over gets nothing: its
+// tokens expired with it (the ledger keeps the credit on that window).
+func (p *purchases) creditStore(ctx context.Context, s ledger.Saga) error {
 	it := store.Item{Algorithm: store.Quota, Purchased: contract.PurchasedKey(contract.Scope(s.Pool.Scope), s.Pool.Subject, s.Pool.Provider)}
 	if s.WindowOnly {
-		w, window, ok := store.Item{}, time.Time{}, false
-		if p.windowItem != nil {
-			w, window, ok = p.windowItem(s, tier)
+		w, ok := store.Item{}, false
+		if p.windowCredit != nil {
+			w, ok = p.windowCredit(s)
 		}
-		if !ok || !window.Equal(s.Window) {
-			// The policy no longer has that window: the ledger holds the
-			// credit, which a reseed of the pool reads.
-			p.log.LogAttrs(ctx, slog.LevelWarn, "saga: window-only credit has no window in the policy now",
-				slog.String("saga_id", s.ID))
+		if !ok {
+			p.log.LogAttrs(ctx, slog.LevelWarn, "saga: the window of a window-only credit is over; nothing to credit",
+				slog.String("saga_id", s.ID), slog.Time("window", s.Window))
 			return nil
 		}
 		it = w
 	}
-	err := p.credit.Adjust(ctx, []store.Adjustment{{Item: it, Delta: -s.Tokens, Once: "saga:" + s.ID}})
+	err := p.credit.Adjust(ctx, []store.Adjustment{{Item: it, Delta: -s.Tokens, Once: sagaOnce(s.ID)}})
 	if err != nil {
 		return fmt.Errorf("saga %s: credit the store: %w", s.ID, err)
 	}
@@ -175,7 +191,7 @@ func (p *purchases) recoverStale(ctx context.Context) (int, error) {
 	for _, s := range stale {
 		switch s.Status {
 		case ledger.StatusTokensAllocated:
-			if err = p.creditStore(ctx, s, ""); err == nil {
+			if err = p.creditStore(ctx, s); err == nil {
 				_, err = p.step(ctx, l, s, ledger.StatusCompleted, "")
 			}
 		case ledger.StatusStarted, ledger.StatusPaymentReserved:

@@ -77,14 +77,18 @@ func (a *tokenAPI) purchase(w http.ResponseWriter, r *http.Request, c Caller) {
 		s.Pool = ledger.Pool{Scope: string(contract.ScopeOrg), Subject: in.OrgID, Provider: in.Provider}
 	}
 	if in.WindowOnly {
-		_, window, ok := a.windowItem(s, c.Tier)
-		if !ok {
+		tier := c.Tier
+		if in.UserID != c.UserID {
+			tier = "" // an ADMIN buying for another: the default tier, as GET /quota reads it
+		}
+		q := a.quotaPlanOf(s.Pool, tier)
+		if q == nil {
 			writeAPIError(w, badInput("windowOnly: no quota window applies to this pool"))
 			return
 		}
-		s.Window = window
+		s.Window = q.start
 	}
-	got, err := a.sagas.start(r.Context(), s, c.Tier)
+	got, err := a.sagas.start(r.Context(), s)
 	switch {
 	case errors.Is(err, errPurchaseConflict):
 		writeAPIError(w, apiErr(http.StatusConflict, "conflict", "Idempotency key reuse with different payload"))

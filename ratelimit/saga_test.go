@@ -256,7 +256,7 @@ func testSagaRecovery(t *testing.T, kind string, left, want ledger.Status) {
 		}
 		// A credit applied but not followed by COMPLETED (crash): a
 		// second credit with the same Once is not applied again.
-		if err := p.creditStore(ctx, saga(), ""); err != nil {
+		if err := p.creditStore(ctx, saga()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -49,7 +49,7 @@ func newTokenAPI(s *Service) *tokenAPI {
 		idem:      newIdemCache(idemEntries, idemTTL, time.Now),
 	}
 	a.sagas = &purchases{
-		ledger: s.ledgerSagas, credit: s.store, windowItem: a.windowItem, log: s.log, now: time.Now,
+		ledger: s.ledgerSagas, credit: s.store, windowCredit: a.windowCredit, log: s.log, now: time.Now,
 		simulateFailure: tc.SagaSimulateFailure, staleAfter: tc.SagaStaleAfter, interval: tc.SagaRecoveryInterval,
 	}
 	return a

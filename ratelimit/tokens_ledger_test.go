@@ -162,12 +162,12 @@ func storeBalance(t *testing.T, st store.Store, q *quotaPlan) int64 {
 // ledgerBalance is q's pool's purchased balance in the ledger's record.
 func ledgerBalance(t *testing.T, l ledger.Quotas, q *quotaPlan) int64 {
 	t.Helper()
-	used, purchased, err := l.QuotaState(context.Background(), q.pool, q.start)
+	st, err := l.QuotaState(context.Background(), q.pool, q.start)
 	if err != nil {
 		t.Fatalf("quota state: %v", err)
 	}
-	if used != 0 {
-		t.Fatalf("quota state: %d used, want 0", used)
+	if st.Used != 0 {
+		t.Fatalf("quota state: %d used, want 0", st.Used)
 	}
-	return purchased
+	return st.Purchased
 }

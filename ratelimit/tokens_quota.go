@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/leakytokens/leaky/internal/contract"
+	"github.com/leakytokens/leaky/internal/policy"
 	"github.com/leakytokens/leaky/internal/serve"
 	"github.com/leakytokens/leaky/ratelimit/ledger"
 	"github.com/leakytokens/leaky/ratelimit/store"
@@ -102,13 +103,13 @@ func (a *tokenAPI) peek(ctx context.Context, pool ledger.Pool, it store.Item, wi
 	if !errors.Is(err, store.ErrUnseeded) {
 		return 0, err
 	}
-	var used, purchased int64
+	var st ledger.QuotaState
 	if l := a.s.record; l != nil {
-		if used, purchased, err = l.QuotaState(ctx, pool, window); err != nil {
+		if st, err = l.QuotaState(ctx, pool, window); err != nil {
 			return 0, err
 		}
 	}
-	return it.Limit - used + purchased, nil
+	return it.Limit - st.Used + st.Purchased, nil
 }
 
 // quotaPlanOf is the quota the policy plans for pool (the buyer's tier
@@ -134,11 +135,46 @@ func (a *tokenAPI) quotaPlanOf(pool ledger.Pool, tier string) *quotaPlan {
 	return nil
 }
 
-// windowItem resolves a window-only saga's window counter item.
-func (a *tokenAPI) windowItem(s ledger.Saga, tier string) (store.Item, time.Time, bool) {
-	q := a.quotaPlanOf(s.Pool, tier)
-	if q == nil {
-		return store.Item{}, time.Time{}, false
+// windowCredit is the counter item of the window a window-only saga
+// recorded: its key is the pool's counter key for Saga.Window. Its Period
+// (the counter's TTL, less the grace, should the credit create it) is the
+// time left in the longest of the pool's quotas whose current window
+// starts at Saga.Window: for a user pool any tier's, since the buyer's
+// tier is not recorded (recovery has none). ok is false when no quota's
+// current window starts there: the window is over.
+func (a *tokenAPI) windowCredit(s ledger.Saga) (store.Item, bool) {
+	p := a.s.limits.Load().policy
+	if p == nil || p.Quotas == nil {
+		return store.Item{}, false
 	}
-	return q.item, q.start, true
+	var qs []policy.Quota
+	if s.Pool.Scope == string(contract.ScopeUser) {
+		for tier := range p.Quotas.Tiers {
+			if q, ok := p.UserQuota(tier, s.Pool.Provider); ok {
+				qs = append(qs, q)
+			}
+		}
+	} else if q, ok := p.OrgQuota(s.Pool.Provider); ok {
+		qs = append(qs, q)
+	}
+	now := a.s.clock()
+	var best *policy.Quota
+	var period int64
+	for i, q := range qs {
+		start, end := q.Window(now)
+		if d := end.Sub(now).Microseconds(); start.Equal(s.Window) && d > period {
+			best, period = &qs[i], d
+		}
+	}
+	if best == nil {
+		return store.Item{}, false
+	}
+	scope := contract.Scope(s.Pool.Scope)
+	return store.Item{
+		Key:       contract.QuotaKey(scope, s.Pool.Subject, s.Pool.Provider, s.Window.Unix()),
+		Algorithm: store.Quota,
+		Limit:     best.Allowance,
+		Period:    period,
+		Purchased: contract.PurchasedKey(scope, s.Pool.Subject, s.Pool.Provider),
+	}, true
 }

@@ -14,8 +14,9 @@
 //
 // The quota counters of the fast path (Redis or the memory store) are a
 // cache of what this record implies: Quotas answers how much of a window a
-// pool used and what purchased balance it has left, so a lost cache is
-// rebuilt from here.
+// pool used, what purchased balance it has left and which of the credits it
+// counts the fast path has yet to apply, so a lost cache is rebuilt from
+// here without counting a purchase twice.
 package ledger
 
 import (
@@ -160,14 +161,31 @@ type Sagas interface {
 	StaleSagas(ctx context.Context, before time.Time, limit int) ([]Saga, error)
 }
 
+// QuotaState is what the record implies for one quota pool and window.
+type QuotaState struct {
+	// Used is what the pool used of the window: Σ FromWindow of its usage
+	// in that window, minus the window-only credits for it of allocated
+	// (TOKENS_ALLOCATED or COMPLETED) purchases.
+	Used int64
+	// Purchased is the pool's purchased balance: the persistent credits of
+	// allocated purchases minus Σ FromPurchased.
+	Purchased int64
+	// Pending are the ids, sorted, of the pool's sagas still in
+	// TOKENS_ALLOCATED whose persistent credit Purchased counts, and
+	// PendingWindow of those whose window-only credit Used counts: the
+	// fast path's credit of each (store Adjust, Once "saga:"+id) is still
+	// to come, so a store seeded from this state marks those Once keys
+	// applied (store.Seed) and the credit is not counted twice.
+	Pending, PendingWindow []string
+}
+
 // Quotas answers what the record implies for a quota pool, to rebuild the
 // fast path's counters.
 type Quotas interface {
-	// QuotaState returns what pool p used of the window starting at window
-	// (Σ FromWindow of its usage in that window, minus the window-only
-	// credits of completed purchases for it) and its purchased balance
-	// (the persistent credits minus Σ FromPurchased).
-	QuotaState(ctx context.Context, p Pool, window time.Time) (used, purchased int64, err error)
+	// QuotaState returns pool p's state for the window starting at window,
+	// read at one instant (one snapshot: a saga allocated meanwhile is
+	// either counted and pending, or neither).
+	QuotaState(ctx context.Context, p Pool, window time.Time) (QuotaState, error)
 }
 
 // Outbox is the relay's side of the outbox.

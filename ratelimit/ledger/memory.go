@@ -47,6 +47,7 @@ type Memory struct {
 	credits       map[Pool]int64       // persistent credits
 	windowCredits map[poolWindow]int64 // window-only credits
 	sagaCredits   map[string]credit    // by saga id, to revoke on FAILED
+	allocated     map[string]struct{}  // ids of sagas in TOKENS_ALLOCATED
 	sagas         map[string]Saga
 	sagaByKey     map[userKey]string
 	outbox        []*outboxEntry // in the order written
@@ -87,6 +88,7 @@ func NewMemory(o MemoryOptions) *Memory {
 		now: o.Now, maxIDs: o.MaxUsageIDs,
 		usageIDs: map[string]struct{}{}, windowUsed: map[poolWindow]int64{}, purchasedUsed: map[Pool]int64{},
 		credits: map[Pool]int64{}, windowCredits: map[poolWindow]int64{}, sagaCredits: map[string]credit{},
+		allocated: map[string]struct{}{},
 		sagas: map[string]Saga{}, sagaByKey: map[userKey]string{}, outboxIDs: map[string]struct{}{},
 		heldKeys: map[string]bool{},
 	}
@@ -148,17 +150,29 @@ func (m *Memory) RecordUsage(ctx context.Context, u Usage, ev Event) (bool, erro
 }
 
 // QuotaState implements Quotas.
-func (m *Memory) QuotaState(ctx context.Context, p Pool, window time.Time) (used, purchased int64, err error) {
+func (m *Memory) QuotaState(ctx context.Context, p Pool, window time.Time) (QuotaState, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, 0, fmt.Errorf("quota state: %w", err)
+		return QuotaState{}, fmt.Errorf("quota state: %w", err)
 	}
 	if err := p.Validate(); err != nil {
-		return 0, 0, fmt.Errorf("quota state: %w", err)
+		return QuotaState{}, fmt.Errorf("quota state: %w", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	pw := poolWindow{p, window.UnixMicro()}
-	return m.windowUsed[pw] - m.windowCredits[pw], m.credits[p] - m.purchasedUsed[p], nil
+	st := QuotaState{Used: m.windowUsed[pw] - m.windowCredits[pw], Purchased: m.credits[p] - m.purchasedUsed[p]}
+	for id := range m.allocated {
+		switch c := m.sagaCredits[id]; {
+		case c.pool != p:
+		case c.window == nil:
+			st.Pending = append(st.Pending, id)
+		case *c.window == pw.window:
+			st.PendingWindow = append(st.PendingWindow, id)
+		}
+	}
+	slices.Sort(st.Pending)
+	slices.Sort(st.PendingWindow)
+	return st, nil
 }
 
 // StartSaga implements Sagas. A saga that is not WindowOnly keeps no
@@ -242,8 +256,12 @@ func (m *Memory) StepSaga(ctx context.Context, id string, from, to Status, reaso
 			c.window = &w
 		}
 		m.sagaCredits[id] = c
+		m.allocated[id] = struct{}{}
 		m.applyCredit(c, 1)
+	case StatusCompleted:
+		delete(m.allocated, id)
 	case StatusFailed:
+		delete(m.allocated, id)
 		if c, ok := m.sagaCredits[id]; ok {
 			delete(m.sagaCredits, id)
 			m.applyCredit(c, -1)

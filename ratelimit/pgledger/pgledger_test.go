@@ -67,9 +67,9 @@ func TestSchemasAreSeparate(t *testing.T) {
 		t.Fatalf("RecordUsage() = %v, %v", ok, err)
 	}
 	for i, want := range []int64{5, 0, 5, 0} {
-		used, _, err := ls[i].QuotaState(ctx, ledgertest.UserPool("u1"), ledgertest.W1)
-		if err != nil || used != want {
-			t.Errorf("schema %d QuotaState() = %d, %v, want %d", i%2, used, err, want)
+		st, err := ls[i].QuotaState(ctx, ledgertest.UserPool("u1"), ledgertest.W1)
+		if err != nil || st.Used != want {
+			t.Errorf("schema %d QuotaState() = %+v, %v, want used %d", i%2, st, err, want)
 		}
 	}
 	var versions int

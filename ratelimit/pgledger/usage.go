@@ -3,6 +3,7 @@ package pgledger
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,23 +45,54 @@ func (l *Ledger) RecordUsage(ctx context.Context, u ledger.Usage, ev ledger.Even
 	return created, nil
 }
 
-// QuotaState implements ledger.Quotas.
-func (l *Ledger) QuotaState(ctx context.Context, p ledger.Pool, window time.Time) (used, purchased int64, err error) {
+// QuotaState implements ledger.Quotas: the sums and the pending credits
+// in one read-only REPEATABLE READ transaction, so they come from one
+// snapshot.
+func (l *Ledger) QuotaState(ctx context.Context, p ledger.Pool, window time.Time) (ledger.QuotaState, error) {
 	if err := p.Validate(); err != nil {
-		return 0, 0, fmt.Errorf("quota state: %w", err)
+		return ledger.QuotaState{}, fmt.Errorf("quota state: %w", err)
 	}
-	err = l.pool.QueryRow(ctx, `SELECT
-		(SELECT coalesce(sum(from_window), 0) FROM quota_charges
-			WHERE scope = $1 AND subject = $2 AND provider = $3 AND window_start = $4)::bigint
-		- (SELECT coalesce(sum(tokens), 0) FROM credits
-			WHERE scope = $1 AND subject = $2 AND provider = $3 AND window_start = $4)::bigint,
-		(SELECT coalesce(sum(tokens), 0) FROM credits
-			WHERE scope = $1 AND subject = $2 AND provider = $3 AND window_start IS NULL)::bigint
-		- (SELECT coalesce(sum(from_purchased), 0) FROM quota_charges
-			WHERE scope = $1 AND subject = $2 AND provider = $3)::bigint`,
-		p.Scope, p.Subject, p.Provider, stamp(window)).Scan(&used, &purchased)
+	var st ledger.QuotaState
+	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+	err := pgx.BeginTxFunc(ctx, l.pool, opts, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `SELECT
+			(SELECT coalesce(sum(from_window), 0) FROM quota_charges
+				WHERE scope = $1 AND subject = $2 AND provider = $3 AND window_start = $4)::bigint
+			- (SELECT coalesce(sum(tokens), 0) FROM credits
+				WHERE scope = $1 AND subject = $2 AND provider = $3 AND window_start = $4)::bigint,
+			(SELECT coalesce(sum(tokens), 0) FROM credits
+				WHERE scope = $1 AND subject = $2 AND provider = $3 AND window_start IS NULL)::bigint
+			- (SELECT coalesce(sum(from_purchased), 0) FROM quota_charges
+				WHERE scope = $1 AND subject = $2 AND provider = $3)::bigint`,
+			p.Scope, p.Subject, p.Provider, stamp(window)).Scan(&st.Used, &st.Purchased)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT c.saga_id::text, c.window_start IS NOT NULL FROM credits c
+			JOIN sagas s ON s.id = c.saga_id
+			WHERE s.status = 'TOKENS_ALLOCATED' AND c.scope = $1 AND c.subject = $2 AND c.provider = $3
+				AND (c.window_start IS NULL OR c.window_start = $4)`, p.Scope, p.Subject, p.Provider, stamp(window))
+		if err != nil {
+			return err
+		}
+		var (
+			id       string
+			inWindow bool
+		)
+		_, err = pgx.ForEachRow(rows, []any{&id, &inWindow}, func() error {
+			if inWindow {
+				st.PendingWindow = append(st.PendingWindow, id)
+			} else {
+				st.Pending = append(st.Pending, id)
+			}
+			return nil
+		})
+		return err
+	})
 	if err != nil {
-		return 0, 0, mapErr("quota state", err)
+		return ledger.QuotaState{}, mapErr("quota state", err)
 	}
-	return used, purchased, nil
+	slices.Sort(st.Pending)
+	slices.Sort(st.PendingWindow)
+	return st, nil
 }

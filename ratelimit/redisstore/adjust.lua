@@ -38,8 +38,10 @@ local function adjust_bucket(alg, key, period, delta)
 end
 
 -- adjust_quota leaves a pool without a balance key alone (the ledger has
--- it and rebuilds it) and never recreates a window counter that is gone.
-local function adjust_quota(win, bal, delta, to_purchased)
+-- it and rebuilds it). A window counter that does not exist is created by
+-- a credit with a Once key (a window-only purchase), with a charge's TTL
+-- (period, in µs, plus the grace), and by nothing else.
+local function adjust_quota(win, bal, period, delta, to_purchased, credit)
   if bal then
     if redis.call('EXISTS', bal) == 0 then
       return
@@ -58,8 +60,13 @@ local function adjust_quota(win, bal, delta, to_purchased)
     end
     redis.call('PEXPIRE', bal, BALANCE_TTL_MS)
   end
-  if delta ~= 0 and redis.call('EXISTS', win) == 1 then
+  if delta == 0 then
+    return
+  end
+  if redis.call('EXISTS', win) == 1 then
     redis.call('INCRBY', win, int(delta)) -- keeps the key's TTL
+  elseif credit and delta < 0 then
+    redis.call('SET', win, int(delta), 'PX', int(idiv(period + 999, 1000) + QUOTA_GRACE_MS))
   end
 end
 
@@ -71,7 +78,7 @@ for i = 1, (#ARGV - 1) / 8 do
   if not once or redis.call('SET', once, '1', 'NX', 'PX', ONCE_TTL_MS) then
     applied = applied + 1
     if alg == 2 then
-      adjust_quota(win, bal, delta, to_p)
+      adjust_quota(win, bal, period, delta, to_p, once ~= nil)
     else
       adjust_bucket(alg, win, period, delta)
     end

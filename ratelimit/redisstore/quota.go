@@ -42,13 +42,14 @@ func unseeded(idx []int64) error {
 }
 
 // Seed implements store.Seeder with one script call: each seed's window
-// counter and balance are set where the keys do not exist.
+// counter and balance are set where the keys do not exist, and the Once
+// keys of what it creates with them.
 func (s *Store) Seed(ctx context.Context, seeds []store.Seed) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	keys := make([]string, 0, 2*len(seeds))
-	args := make([]any, 0, 1+5*len(seeds))
+	args := make([]any, 0, 1+7*len(seeds))
 	args = append(args, s.time())
 	for i, sd := range seeds {
 		it := sd.Item
@@ -65,7 +66,20 @@ func (s *Store) Seed(ctx context.Context, seeds []store.Seed) error {
 		if it.Purchased != "" {
 			keys, bal = append(keys, s.balanceKey(it)), 1
 		}
-		args = append(args, sd.Used, sd.Purchased, it.Period, win, bal)
+		winOnce, balOnce := sd.WindowOnce, sd.Once
+		if win == 0 {
+			winOnce = nil
+		}
+		if bal == 0 {
+			balOnce = nil
+		}
+		for _, o := range winOnce {
+			keys = append(keys, s.onceKey(o))
+		}
+		for _, o := range balOnce {
+			keys = append(keys, s.onceKey(o))
+		}
+		args = append(args, sd.Used, sd.Purchased, it.Period, win, bal, len(winOnce), len(balOnce))
 	}
 	if len(seeds) == 0 {
 		return nil
@@ -77,3 +91,6 @@ func (s *Store) Seed(ctx context.Context, seeds []store.Seed) error {
 	}
 	return nil
 }
+
+// onceKey is the Redis key of an Adjustment.Once key.
+func (s *Store) onceKey(once string) string { return s.prefix + "qo:" + once }

@@ -221,7 +221,7 @@ func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
 			keys, flags[1] = append(keys, s.balanceKey(a.Item)), 1
 		}
 		if a.Once != "" {
-			keys, flags[2] = append(keys, s.prefix+"qo:"+a.Once), 1
+			keys, flags[2] = append(keys, s.onceKey(a.Once)), 1
 		}
 		delta := min(max(a.Delta, -gcra.MaxSpan), gcra.MaxSpan)
 		args = append(args, int(a.Item.Algorithm), a.Item.Limit, a.Item.Period, delta, a.ToPurchased, flags[0], flags[1], flags[2])

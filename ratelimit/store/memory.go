@@ -260,7 +260,7 @@ func (m *Memory) Adjust(ctx context.Context, adj []Adjustment) error {
 			now := m.now()
 			skip := a.Once != "" && m.quotas.seen(a.Once, now)
 			if !skip && a.Item.Algorithm == Quota {
-				m.quotas.adjust(now, a)
+				m.quotas.adjust(m, now, a)
 			}
 			m.quotas.mu.Unlock()
 			if skip || a.Item.Algorithm == Quota {

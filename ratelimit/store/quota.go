@@ -238,11 +238,15 @@ func (q *quotaPools) seen(key string, now int64) bool {
 
 // adjust applies one adjustment to a quota pool. A pool the store holds
 // no balance for (unseeded, evicted) is left alone: the ledger records the
-// settlement and the pool is rebuilt from it. A window counter that is
-// gone (its window ended) is not recreated.
-func (q *quotaPools) adjust(now int64, a Adjustment) {
+// settlement and the pool is rebuilt from it. A window counter that does
+// not exist is created by a credit with a Once key (a window-only
+// purchase) and by nothing else.
+func (q *quotaPools) adjust(m *Memory, now int64, a Adjustment) {
 	it := a.Item
 	p := q.pools[poolName(it)]
+	if it.Purchased == "" && p == nil && a.Delta < 0 && a.Once != "" {
+		p = q.get(m, poolName(it), now)
+	}
 	if p == nil || (it.Purchased != "" && !p.hasBalance) {
 		return
 	}
@@ -258,9 +262,12 @@ func (q *quotaPools) adjust(now int64, a Adjustment) {
 		p.balance += back
 		delta += back
 	}
-	if ok && delta != 0 {
+	switch {
+	case ok && delta != 0:
 		w.used += delta
 		p.windows[it.Key] = w
+	case !ok && delta < 0 && a.Once != "":
+		p.windows[it.Key] = qwindow{used: delta, end: now + it.Period}
 	}
 }
 
@@ -271,12 +278,21 @@ func (q *quotaPools) seed(m *Memory, now int64, s Seed) {
 	p.lastUse = now
 	if it.Purchased != "" && !p.hasBalance {
 		p.hasBalance, p.balance = true, s.Purchased
+		q.mark(s.Once, now)
 	}
 	if it.Key == "" {
 		return
 	}
 	if _, ok := p.windows[it.Key]; !ok {
 		p.windows[it.Key] = qwindow{used: s.Used, end: now + it.Period}
+		q.mark(s.WindowOnce, now)
+	}
+}
+
+// mark remembers Once keys as applied (a seed counted their credits).
+func (q *quotaPools) mark(keys []string, now int64) {
+	for _, k := range keys {
+		q.seen(k, now)
 	}
 }
 

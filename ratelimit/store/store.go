@@ -80,6 +80,12 @@ type Decision struct {
 // refund goes to the balance first, up to ToPurchased, and the rest to the
 // window. An Item with only Purchased
 // set (Key "") adjusts the balance alone: a negative Delta credits it.
+// A pool without a balance in the store is left alone (the ledger has the
+// adjustment and the pool is rebuilt from it). A window counter that does
+// not exist is created by a credit (a negative Delta with Once set: a
+// purchase for the window), as a charge creates it (its TTL Period plus
+// QuotaGrace), and left alone otherwise (a refund to a counter that is
+// gone: the charge went with it).
 type Adjustment struct {
 	Item  Item
 	Delta int64
@@ -122,13 +128,22 @@ type Seed struct {
 	Item      Item  // the Quota item (Key, Period and Purchased are used)
 	Used      int64 // tokens used of the item's window
 	Purchased int64 // the pool's purchased balance
+	// Once are the Adjustment.Once keys of the credits Purchased already
+	// counts whose adjustment is still to come (ledger.QuotaState's
+	// Pending, as "saga:"+id), WindowOnce those of the credits Used
+	// counts (PendingWindow): Seed marks them applied, for OnceTTL, in the
+	// same atomic step that creates the balance (Once) or the window
+	// counter (WindowOnce), so such a credit is counted once. A seed that
+	// finds the balance (or counter) there marks nothing: the state there
+	// did not count those credits.
+	Once, WindowOnce []string
 }
 
 // Seeder is implemented by stores that keep Quota items.
 type Seeder interface {
 	// Seed sets each seed's window counter and balance where the store has
-	// no state for them; state already there (a concurrent seed or charge)
-	// is kept.
+	// no state for them, with their Once keys; state already there (a
+	// concurrent seed or charge) is kept.
 	Seed(ctx context.Context, seeds []Seed) error
 }
 

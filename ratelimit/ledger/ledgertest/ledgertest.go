@@ -33,6 +33,7 @@ func Run(t *testing.T, open Open) {
 		{"StepSagaCAS", testStepCAS},
 		{"AllocationCreditsOnce", testCreditOnce},
 		{"WindowOnlyCredit", testWindowCredit},
+		{"PendingCredits", testPendingCredits},
 		{"FailedKeepsReasonAndRevokes", testFailed},
 		{"StaleSagas", testStale},
 		{"RelayPublishError", testRelayError},
@@ -129,11 +130,17 @@ func step(t *testing.T, l ledger.Ledger, s ledger.Saga, reason string, to ...led
 
 func quota(t *testing.T, l ledger.Ledger, p ledger.Pool, w time.Time) [2]int64 {
 	t.Helper()
-	used, purchased, err := l.QuotaState(Ctx(t), p, w)
+	st := quotaState(t, l, p, w)
+	return [2]int64{st.Used, st.Purchased}
+}
+
+func quotaState(t *testing.T, l ledger.Ledger, p ledger.Pool, w time.Time) ledger.QuotaState {
+	t.Helper()
+	st, err := l.QuotaState(Ctx(t), p, w)
 	if err != nil {
 		t.Fatalf("QuotaState(%v, %v) = %v", p, w, err)
 	}
-	return [2]int64{used, purchased}
+	return st
 }
 
 // drain relays until nothing is left and returns what was published.

@@ -106,7 +106,7 @@ func testInvalid(t *testing.T, l ledger.Ledger) {
 	wantErr(t, "StartSaga(id not a UUID)", err, ledger.ErrInvalid)
 	_, err = l.Saga(Ctx(t), "not-a-uuid")
 	wantErr(t, "Saga(not a UUID)", err, ledger.ErrNotFound)
-	_, _, err = l.QuotaState(Ctx(t), ledger.Pool{Scope: "user", Subject: "u1", Provider: long(65)}, W1)
+	_, err = l.QuotaState(Ctx(t), ledger.Pool{Scope: "user", Subject: "u1", Provider: long(65)}, W1)
 	wantErr(t, "QuotaState(provider 65 bytes)", err, ledger.ErrInvalid)
 	if got := quota(t, l, UserPool("u1"), W1); got != [2]int64{0, 0} {
 		t.Errorf("QuotaState after refused writes = %v, want [0 0]", got)

@@ -61,12 +61,12 @@ func visible(ctx context.Context, l ledger.Ledger, e ledger.Event, mu *sync.Mute
 		seen[user]++
 		want := seen[user]
 		mu.Unlock()
-		used, _, err := l.QuotaState(ctx, UserPool(user), W1)
+		st, err := l.QuotaState(ctx, UserPool(user), W1)
 		if err != nil {
 			return err
 		}
-		if used < want {
-			return fmt.Errorf("event %s of %s published while its pool counts %d usages, want ≥ %d", e.ID, user, used, want)
+		if used := st.Used; used < want {
+			return fmt.Errorf("event %s of %s published while its pool counts %d usages, want ≥ %d", e.ID, user, st.Used, want)
 		}
 	case ledger.TypePurchase:
 		id, err := field(e, "sagaId")

@@ -73,6 +73,7 @@ func Run(t *testing.T, open Opener) {
 		{"ExactAcrossTwoInstances", testExactAcrossTwoInstances},
 	}
 	cases = append(cases, quotaCases...)
+	cases = append(cases, creditCases...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e := &env{t: t, clock: &Clock{}, open: open, ns: "storetest:" + c.name + ":"}
