@@ -89,7 +89,7 @@ func NewMemory(o MemoryOptions) *Memory {
 		usageIDs: map[string]struct{}{}, windowUsed: map[poolWindow]int64{}, purchasedUsed: map[Pool]int64{},
 		credits: map[Pool]int64{}, windowCredits: map[poolWindow]int64{}, sagaCredits: map[string]credit{},
 		allocated: map[string]struct{}{},
-		sagas: map[string]Saga{}, sagaByKey: map[userKey]string{}, outboxIDs: map[string]struct{}{},
+		sagas:     map[string]Saga{}, sagaByKey: map[userKey]string{}, outboxIDs: map[string]struct{}{},
 		heldKeys: map[string]bool{},
 	}
 }
