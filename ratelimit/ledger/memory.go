@@ -88,9 +88,8 @@ func NewMemory(o MemoryOptions) *Memory {
 		now: o.Now, maxIDs: o.MaxUsageIDs,
 		usageIDs: map[string]struct{}{}, windowUsed: map[poolWindow]int64{}, purchasedUsed: map[Pool]int64{},
 		credits: map[Pool]int64{}, windowCredits: map[poolWindow]int64{}, sagaCredits: map[string]credit{},
-		allocated: map[string]struct{}{},
-		sagas:     map[string]Saga{}, sagaByKey: map[userKey]string{}, outboxIDs: map[string]struct{}{},
-		heldKeys: map[string]bool{},
+		sagas: map[string]Saga{}, sagaByKey: map[userKey]string{}, outboxIDs: map[string]struct{}{},
+		heldKeys: map[string]bool{}, allocated: map[string]struct{}{},
 	}
 }
 

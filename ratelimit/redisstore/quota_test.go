@@ -12,7 +12,8 @@ import (
 )
 
 // Every quota key (window counter, balance, Once) has a TTL: the window's
-// end plus the grace, the balance's BalanceTTL, OnceTTL.
+// end plus the grace, the balance's BalanceTTL, OnceTTL; so do a window
+// counter a window-only credit creates and the Once keys a seed marks.
 func TestQuotaKeysHaveTTL(t *testing.T) {
 	url := testenv.RedisURL(t)
 	prefix := testenv.Prefix(t)
@@ -21,20 +22,25 @@ func TestQuotaKeysHaveTTL(t *testing.T) {
 	ctx := context.Background()
 	period := int64(time.Hour / time.Microsecond)
 	it := store.Item{Key: "win", Algorithm: store.Quota, Limit: 10, Period: period, Hits: 4, Purchased: "pool"}
-	if err := s.Seed(ctx, []store.Seed{{Item: it, Used: 0, Purchased: 5}}); err != nil {
+	if err := s.Seed(ctx, []store.Seed{{Item: it, Used: 0, Purchased: 5, Once: []string{"seeded"}}}); err != nil {
 		t.Fatal(err)
 	}
 	if d, err := s.Decide(ctx, []store.Item{it}); err != nil || !d.Allowed {
 		t.Fatalf("Decide = %+v, %v", d, err)
 	}
 	credit := store.Adjustment{Item: store.Item{Algorithm: store.Quota, Purchased: "pool"}, Delta: -3, Once: "saga"}
-	if err := s.Adjust(ctx, []store.Adjustment{credit, {Item: it, Delta: 2}}); err != nil {
+	win2 := it
+	win2.Key = "win2"
+	if err := s.Adjust(ctx, []store.Adjustment{credit, {Item: it, Delta: 2}, {Item: win2, Delta: -7, Once: "saga-w"}}); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string][2]time.Duration{
-		prefix + "q:win":   {time.Hour + store.QuotaGrace - time.Minute, time.Hour + store.QuotaGrace + time.Second},
-		prefix + "qb:pool": {store.BalanceTTL - time.Minute, store.BalanceTTL},
-		prefix + "qo:saga": {store.OnceTTL - time.Minute, store.OnceTTL},
+		prefix + "q:win":     {time.Hour + store.QuotaGrace - time.Minute, time.Hour + store.QuotaGrace + time.Second},
+		prefix + "qb:pool":   {store.BalanceTTL - time.Minute, store.BalanceTTL},
+		prefix + "qo:saga":   {store.OnceTTL - time.Minute, store.OnceTTL},
+		prefix + "q:win2":    {time.Hour + store.QuotaGrace - time.Minute, time.Hour + store.QuotaGrace + time.Second},
+		prefix + "qo:saga-w": {store.OnceTTL - time.Minute, store.OnceTTL},
+		prefix + "qo:seeded": {store.OnceTTL - time.Minute, store.OnceTTL},
 	}
 	keys, err := c.Keys(ctx, prefix+"*").Result()
 	if err != nil {
@@ -51,6 +57,9 @@ func TestQuotaKeysHaveTTL(t *testing.T) {
 	}
 	if v, _ := c.Get(ctx, prefix+"q:win").Int64(); v != 6 {
 		t.Errorf("window counter = %d, want 4 used then a debit of 2", v)
+	}
+	if v, _ := c.Get(ctx, prefix+"q:win2").Int64(); v != -7 {
+		t.Errorf("window-only credit's counter = %d, want -7", v)
 	}
 	if v, _ := c.Get(ctx, prefix+"qb:pool").Int64(); v != 8 {
 		t.Errorf("balance = %d, want 5 + a credit of 3", v)
