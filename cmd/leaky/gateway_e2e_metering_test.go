@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -61,14 +63,14 @@ func TestE2EMeteringSettlesAtUsage(t *testing.T) {
 	org := map[string]string{contract.HeaderOrg: "meter-org"}
 
 	tests := []struct {
-		name     string
-		path     string
-		body     string
-		knobs    map[string]string
-		outcome  string // the metering's settlement: usage, estimate or aborted
-		sees     string // the client sees: "usage" (the one settled), "no usage", "" (not judged)
-		done     bool   // the client's stream ends with data: [DONE]
-		prompt   string // for a cut stream: the body without its completion limit, the estimate's prompt part
+		name    string
+		path    string
+		body    string
+		knobs   map[string]string
+		outcome string // the metering's settlement: usage, estimate or aborted
+		sees    string // the client sees: "usage" (the one settled), "no usage", "" (not judged)
+		done    bool   // the client's stream ends with data: [DONE]
+		prompt  string // for a cut stream: the body without its completion limit, the estimate's prompt part
 	}{
 		{name: "a JSON completion", path: openAIChatPath, body: meteredChat(50, false, ""), outcome: outcomeUsage, sees: "usage"},
 		{name: "an OpenAI stream without stream_options", path: openAIChatPath, body: meteredChat(12, true, ""),
@@ -183,4 +185,72 @@ func chargedSince(before, after map[string]uint32) map[string]int64 {
 		out[k] = int64(before[k]) - int64(after[k])
 	}
 	return out
+}
+
+// A client that leaves mid-stream: while the stream runs its reservation is
+// open and holds the estimate; once the client cancels, the metering settles
+// it as aborted at what was streamed (the prompt part plus at least the
+// text the client got, at most the estimate, never 0), and it is closed.
+func TestE2EMeteringClientAbort(t *testing.T) {
+	s := newStack(t, meteringPolicy(t))
+	u := s.newUser("meter-leaver")
+	buckets := map[string][]string{"user": userBucket("openai", "free", u.id), "provider": providerPool("openai")}
+	before, settles := s.remainingOf(buckets), s.meterSettles()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.gateway+openAIChatPath, strings.NewReader(meteredChat(30, true, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(contract.HeaderAPIKey, u.apiKey)
+	req.Header.Set("x-stub-chunk-delay", "1s") // 30 words: half a minute unless the client leaves
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("want 200, got %s", resp.Status)
+	}
+	got := readEvents(t, bufio.NewReader(resp.Body), 2) // the role, then the first word
+	est := int64(before["user"]) - admittedRemaining(t, answer{header: resp.Header})
+	if open := s.d.rl.Reservations().Open(); open != 1 {
+		t.Errorf("mid-stream: %d reservations open, want 1", open)
+	}
+	if c := chargedSince(before, s.remainingOf(buckets)); c["user"] != est || c["provider"] != est {
+		t.Errorf("mid-stream: charged %v, want the estimate %d on each", c, est)
+	}
+
+	cancel()
+	if outcome := s.waitSettled(settles); outcome != outcomeAborted {
+		t.Errorf("settled with outcome %q, want %q", outcome, outcomeAborted)
+	}
+	c := chargedSince(before, s.remainingOf(buckets))
+	prompt, _, _ := estimate.Body(openAIChatPath, []byte(meteredChat(0, true, "")), 0)
+	low := prompt + (streamedText(got)+3)/4
+	if c["user"] <= prompt || c["user"] < low || c["user"] > est || c["provider"] != c["user"] {
+		t.Errorf("an aborted stream charged %v, want at least %d (the prompt part %d and the text streamed) and at most the estimate %d, the same on each; the client got:\n%s",
+			c, low, prompt, est, got)
+	}
+	if open := s.d.rl.Reservations().Open(); open != 0 {
+		t.Errorf("after the abort: %d reservations open, want 0", open)
+	}
+}
+
+// readEvents reads n SSE events from r and returns them as they came.
+func readEvents(t *testing.T, r *bufio.Reader, n int) string {
+	t.Helper()
+	var b strings.Builder
+	for n > 0 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %q: %v", b.String(), err)
+		}
+		b.WriteString(line)
+		if line == "\n" {
+			n--
+		}
+	}
+	return b.String()
 }
