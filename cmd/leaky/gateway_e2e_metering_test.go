@@ -190,7 +190,7 @@ func chargedSince(before, after map[string]uint32) map[string]int64 {
 // A client that leaves mid-stream: while the stream runs its reservation is
 // open and holds the estimate; once the client cancels, the metering settles
 // it as aborted at what was streamed (the prompt part plus at least the
-// text the client got, at most the estimate, never 0), and it is closed.
+// text the client got, below the estimate, never 0), and it is closed.
 func TestE2EMeteringClientAbort(t *testing.T) {
 	s := newStack(t, meteringPolicy(t))
 	u := s.newUser("meter-leaver")
@@ -229,8 +229,9 @@ func TestE2EMeteringClientAbort(t *testing.T) {
 	c := chargedSince(before, s.remainingOf(buckets))
 	prompt, _, _ := estimate.Body(openAIChatPath, []byte(meteredChat(0, true, "")), 0)
 	low := prompt + (streamedText(got)+3)/4
-	if c["user"] <= prompt || c["user"] < low || c["user"] > est || c["provider"] != c["user"] {
-		t.Errorf("an aborted stream charged %v, want at least %d (the prompt part %d and the text streamed) and at most the estimate %d, the same on each; the client got:\n%s",
+	// A word or two of thirty streamed: well below the estimate.
+	if c["user"] <= prompt || c["user"] < low || c["user"] >= est || c["provider"] != c["user"] {
+		t.Errorf("an aborted stream charged %v, want at least %d (the prompt part %d and the text streamed) and below the estimate %d, the same on each; the client got:\n%s",
 			c, low, prompt, est, got)
 	}
 	if open := s.d.rl.Reservations().Open(); open != 0 {
