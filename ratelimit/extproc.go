@@ -149,7 +149,8 @@ func continueHeaders(request bool, mut *extprocv3.HeaderMutation) *extprocv3.Pro
 }
 
 // finish settles a response that ended: at its usage; without one at 0
-// when the provider answered an error, else at the estimate.
+// when the provider answered an error, else at the estimate or at what
+// streamed, whichever is more.
 func (x *exchange) finish(ctx context.Context) {
 	if x.done {
 		return
@@ -164,7 +165,14 @@ func (x *exchange) finish(ctx context.Context) {
 		x.settleAt(ctx, 0, outcomeError)
 		return
 	}
-	x.settleAt(ctx, x.estimate, outcomeEstimate)
+	// Without a usage: the estimate, or more when more text was seen to
+	// stream than the estimate allowed (a limit the estimate could not
+	// read, a body too large to scan).
+	actual := x.estimate
+	if x.reader != nil && x.prompt >= 0 {
+		actual = max(actual, x.prompt+(x.reader.streamed()+3)/4)
+	}
+	x.settleAt(ctx, actual, outcomeEstimate)
 }
 
 // abort settles a request whose stream ended before its response did (the

@@ -15,7 +15,10 @@ import (
 // drives it: request headers and body (usage forced), response headers,
 // 50 SSE chunks of one event each and the end, the usage chunk stripped and
 // the settlement on the memory store. Each iteration's reservation is made
-// in process (one memory-store decision) before its exchange.
+// in process (one memory-store decision) before its exchange. It reports
+// the exchange's size (messages/op, and chunks/op: the response_body
+// messages, the final empty one included) so that make bench can print the
+// cost per chunk beside the cost per response.
 func BenchmarkMeterStreamedResponse(b *testing.B) {
 	cfg := DefaultConfig()
 	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
@@ -32,6 +35,7 @@ func BenchmarkMeterStreamedResponse(b *testing.B) {
 		chunks = append(chunks, respBody(ev, false))
 	}
 	chunks = append(chunks, respBody("", true))
+	msgsPerOp := 3 + len(chunks)
 	item := store.Item{Key: "bench-meter", Algorithm: store.GCRA, Limit: 1 << 40, Period: 1, Hits: 200}
 	b.ReportAllocs()
 	i := 0
@@ -50,4 +54,6 @@ func BenchmarkMeterStreamedResponse(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(msgsPerOp), "messages/op")
+	b.ReportMetric(float64(len(chunks)), "chunks/op")
 }

@@ -62,8 +62,9 @@ func meteredRequest(req *rlsv3.RateLimitRequest) (id string, owner Owner) {
 // for a bucket), else on the store as before. A second request
 // with an id already open is refused with INVALID_ARGUMENT, charging
 // nothing: Envoy sets a fresh id on every request, so only a forged or
-// replayed call repeats one. With the reservation ledger full the request
-// is decided without a reservation (charged at its estimate, as without an
+// replayed call repeats one. With the reservation ledger full (or the
+// reservation too large to record in a shared store) the request is
+// decided without a reservation (charged at its estimate, as without an
 // id).
 func (s *Service) decideMetered(ctx context.Context, req *rlsv3.RateLimitRequest, items []store.Item, quotas []*quotaPlan) (store.Decision, error) {
 	if req.GetDomain() != contract.Domain {
@@ -78,7 +79,7 @@ func (s *Service) decideMetered(ctx context.Context, req *rlsv3.RateLimitRequest
 	case errors.Is(err, ErrDuplicateReservation):
 		s.metrics.invalid.WithLabelValues("duplicate_request_id").Inc()
 		return store.Decision{}, status.Error(codes.InvalidArgument, "request_id is already reserved")
-	case errors.Is(err, ErrTooManyReservations):
+	case errors.Is(err, ErrTooManyReservations), errors.Is(err, ErrReservationTooLarge):
 		s.metrics.meter.reserveFull.Inc()
 		return s.store.Decide(ctx, items)
 	}

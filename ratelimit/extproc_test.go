@@ -357,3 +357,21 @@ func TestMeterSettlesQuotas(t *testing.T) {
 		})
 	}
 }
+
+// A stream that reports no usage but carries more text than the estimate
+// allowed settles at what streamed, not at the lower estimate.
+func TestMeterNoUsageSettlesAtLeastWhatStreamed(t *testing.T) {
+	s := start(t, testConfig(t, "memory", "policy.yaml"))
+	e := startExchange(t, context.Background(), s, "req-long", "lou", chatPath, streamBody, 300)
+	words := make([]string, 400)
+	for i := range words {
+		words[i] = "word " // 5 bytes each: 2000 bytes, 500 tokens
+	}
+	stream, _ := openAIStream(words, "", "\n")
+	e.send(respHeaders(headers(false, ":status", "200", "content-type", "text/event-stream")))
+	e.streamResponse(stream, 200)
+	e.close()
+	prompt, _, _ := estimate.Body(chatPath, []byte(streamBody), 0)
+	want := uint32(1000 - (prompt + 500))
+	eventually(t, fmt.Sprintf("remaining %d", want), func() bool { return remaining(t, s, userDesc("lou")) == want })
+}

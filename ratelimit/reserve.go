@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,13 +35,20 @@ const maxOpenReservations = 1 << 20
 // every bucket (a refund, or a debit that may leave the bucket in debt). A
 // reservation not settled within its TTL expires and stays charged at the
 // estimate, as it does when the process stops: a crash never un-charges a
-// token. The ledger lives in this process; it is safe for concurrent use.
+// token. It is safe for concurrent use.
+//
+// Where the reservations live depends on the store: with a store.Reserver
+// (Redis) they are records in the store, so every instance sharing it
+// settles any reservation, once, and each expired one is recorded by one
+// instance (reserve_shared.go); with any other store (the memory store,
+// which no other process shares) they live in this process's map.
 //
 // The overshoot bound: buckets admit at most their capacity in estimates,
 // so what the buckets are over at any time is at most the sum of
 // (actual − estimate) over the reservations in flight.
 type Reservations struct {
 	store      store.Store
+	shared     store.Reserver // nil: the reservations live in open
 	now        func() time.Time
 	defaultTTL func() time.Duration
 
@@ -48,6 +56,8 @@ type Reservations struct {
 	open    map[string]*reservation
 	claimed map[string]bool // ids of ReserveAs calls between their slot check and their record
 	record  func(context.Context, Settlement)
+
+	unrecorded atomic.Uint64
 }
 
 type reservation struct {
@@ -108,7 +118,36 @@ func NewReservations(st store.Store, now func() time.Time, defaultTTL func() tim
 	if defaultTTL == nil {
 		defaultTTL = func() time.Duration { return DefaultReservationTTL }
 	}
-	return &Reservations{store: st, now: now, defaultTTL: defaultTTL, open: map[string]*reservation{}, claimed: map[string]bool{}}
+	r := &Reservations{store: st, now: now, defaultTTL: defaultTTL, open: map[string]*reservation{}, claimed: map[string]bool{}}
+	r.shared, _ = st.(store.Reserver)
+	return r
+}
+
+// Unrecorded counts admitted charges left at their estimate without a
+// reservation to settle or expire: a record the store failed to open (or
+// to reopen after a settlement that did not reach the store), or could not
+// decode. None of them reaches the recorder.
+func (r *Reservations) Unrecorded() uint64 { return r.unrecorded.Load() }
+
+// claim holds id for a ReserveAs in flight, so a second one with the same
+// id (or a full ledger) is refused before anything is charged.
+func (r *Reservations) claim(id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case len(r.open)+len(r.claimed) >= maxOpenReservations:
+		return ErrTooManyReservations
+	case r.open[id] != nil || r.claimed[id]:
+		return ErrDuplicateReservation
+	}
+	r.claimed[id] = true
+	return nil
+}
+
+func (r *Reservations) unclaim(id string) {
+	r.mu.Lock()
+	delete(r.claimed, id)
+	r.mu.Unlock()
 }
 
 // SetRecorder sets the function every settlement is handed to after the
@@ -129,7 +168,10 @@ func (r *Reservations) Reserve(ctx context.Context, items []store.Item, ttl time
 // estimate. When admitted it records a reservation with id (a fresh random
 // id when "") to settle; when refused the Reservation is zero and nothing
 // is charged. An id already open (or being reserved) is
-// ErrDuplicateReservation, before anything is charged.
+// ErrDuplicateReservation, and charges nothing (with a shared store, an id
+// held by another instance is found after the decision, whose charge is
+// then refunded). With a shared store, a reservation whose record would be
+// too large is ErrReservationTooLarge, before anything is charged.
 func (r *Reservations) ReserveAs(ctx context.Context, id string, owner Owner, items []store.Item, quotas []QuotaRef, ttl time.Duration) (Reservation, store.Decision, error) {
 	if ttl <= 0 {
 		ttl = r.defaultTTL()
@@ -139,19 +181,15 @@ func (r *Reservations) ReserveAs(ctx context.Context, id string, owner Owner, it
 		_, _ = rand.Read(b[:])
 		id = hex.EncodeToString(b[:])
 	}
+	if r.shared != nil {
+		res := &reservation{owner: owner, items: items, quotas: quotas, expires: r.now().Add(ttl)}
+		return r.reserveShared(ctx, id, res, ttl)
+	}
 	// Hold a slot (and the id) before charging anything, so a full ledger
 	// or a duplicate id never charges.
-	r.mu.Lock()
-	switch {
-	case len(r.open)+len(r.claimed) >= maxOpenReservations:
-		r.mu.Unlock()
-		return Reservation{}, store.Decision{}, ErrTooManyReservations
-	case r.open[id] != nil || r.claimed[id]:
-		r.mu.Unlock()
-		return Reservation{}, store.Decision{}, ErrDuplicateReservation
+	if err := r.claim(id); err != nil {
+		return Reservation{}, store.Decision{}, err
 	}
-	r.claimed[id] = true
-	r.mu.Unlock()
 	dec, err := r.store.Decide(ctx, items)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -179,21 +217,13 @@ func (r *Reservations) Settle(ctx context.Context, id string, actual int64, kind
 	if actual < 0 {
 		return Settlement{}, fmt.Errorf("actual %d: must not be negative", actual)
 	}
-	r.mu.Lock()
-	res, ok := r.open[id]
-	expired := ok && !r.now().Before(res.expires)
-	if ok {
-		delete(r.open, id)
+	res, err := r.take(ctx, id)
+	if err != nil {
+		return Settlement{}, err
 	}
+	r.mu.Lock()
 	record := r.record
 	r.mu.Unlock()
-	if !ok {
-		return Settlement{}, ErrNoReservation
-	}
-	if expired {
-		r.recordAll(ctx, []Settlement{res.settlement(id, ledger.KindExpired, res.estimate(), r.now())})
-		return Settlement{}, ErrNoReservation
-	}
 	adj := make([]store.Adjustment, 0, len(res.items))
 	for i, it := range res.items {
 		if it.Hits == 0 || actual == it.Hits {
@@ -209,9 +239,7 @@ func (r *Reservations) Settle(ctx context.Context, id string, actual int64, kind
 		if err := r.store.Adjust(ctx, adj); err != nil {
 			if errors.Is(err, syscall.ECONNREFUSED) {
 				// The store was not reached, so nothing ran: settle again later.
-				r.mu.Lock()
-				r.open[id] = res
-				r.mu.Unlock()
+				r.putBack(ctx, id, res)
 				return Settlement{}, fmt.Errorf("settle reservation: %w", err)
 			}
 			// Any other failure may have been applied (a timeout after the
@@ -230,6 +258,41 @@ func (r *Reservations) Settle(ctx context.Context, id string, actual int64, kind
 		record(ctx, st)
 	}
 	return st, nil
+}
+
+// take removes id's open reservation from wherever it lives. One past its
+// TTL is ErrNoReservation: from the map it is recorded expired here, in a
+// shared store the expiry scan records it.
+func (r *Reservations) take(ctx context.Context, id string) (*reservation, error) {
+	if r.shared != nil {
+		return r.takeShared(ctx, id)
+	}
+	r.mu.Lock()
+	res, ok := r.open[id]
+	expired := ok && !r.now().Before(res.expires)
+	if ok {
+		delete(r.open, id)
+	}
+	r.mu.Unlock()
+	if !ok {
+		return nil, ErrNoReservation
+	}
+	if expired {
+		r.recordAll(ctx, []Settlement{res.settlement(id, ledger.KindExpired, res.estimate(), r.now())})
+		return nil, ErrNoReservation
+	}
+	return res, nil
+}
+
+// putBack reopens a reservation taken for a settlement that did not run.
+func (r *Reservations) putBack(ctx context.Context, id string, res *reservation) {
+	if r.shared != nil {
+		r.putBackShared(ctx, id, res)
+		return
+	}
+	r.mu.Lock()
+	r.open[id] = res
+	r.mu.Unlock()
 }
 
 // estimate is the reservation's estimate: the largest hits among its items
@@ -278,7 +341,8 @@ func (r *Reservations) recordAll(ctx context.Context, sts []Settlement) {
 	}
 }
 
-// Open is the number of open reservations.
+// Open is the number of open reservations in this process's map: 0 when
+// they live in a shared store (which counts them across instances).
 func (r *Reservations) Open() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -287,8 +351,12 @@ func (r *Reservations) Open() int {
 
 // Expire drops every reservation past its TTL (they stay charged at their
 // estimate), hands each to the recorder as ledger.KindExpired, and returns
-// how many.
+// how many. With a shared store it claims the expired records there: each
+// is recorded by exactly one of the instances sharing the store.
 func (r *Reservations) Expire(ctx context.Context) int {
+	if r.shared != nil {
+		return r.expireShared(ctx)
+	}
 	now := r.now()
 	r.mu.Lock()
 	var sts []Settlement

@@ -88,6 +88,10 @@ func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 		return DefaultReservationTTL
 	})
 	s.reserve.SetRecorder(s.recordSettlement)
+	s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "ratelimit_reservations_unrecorded_total",
+		Help: "Admitted charges left at their estimate with no reservation record: the store failed to open (or reopen) it.",
+	}, func() float64 { return float64(s.reserve.Unrecorded()) }))
 	s.tokens = newTokenAPI(s)
 	if s.srv, err = s.newServer(); err != nil {
 		s.closeStore()

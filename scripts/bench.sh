@@ -2,7 +2,7 @@
 # make bench: the DESIGN §8 performance figures, measured on this machine.
 #
 #  1. builds bin/leaky;
-#  2. runs the Go benchmarks of the algorithm and the stores (./ratelimit/...);
+#  2. runs the Go benchmarks of the algorithm, the stores and the metering (./ratelimit/...);
 #  3. measures the floor: a do-nothing RateLimitService and ext_authz server (`leaky loadgen
 #     -serve-floor`) under the same harness, so the services' figures can be read against what the
 #     machine costs;
@@ -25,13 +25,24 @@
 #     scripts/bench-policy.yaml, whose buckets never refuse; `leaky loadgen -target http` sends a
 #     chat completion straight to the OpenAI stub, then the same through the gateway with a
 #     throwaway user's API key (ext_authz and ratelimit, two gRPC calls, on the way), closed loop;
-#  9. prints the figures beside the targets, each marked met or not met.
+#     Then the same completion streamed (stream:true) both ways: the gateway's metering (ext_proc)
+#     forces the usage chunk upstream, strips it, and settles at it; its counters are read around
+#     each gateway run, and a settle at anything but the usage voids the figures. The streamed call's
+#     gateway part minus the plain call's is what streaming costs the gateway (the metering's
+#     per-chunk messages, the stand-in's per-chunk forwarding), per response and per SSE event;
+#  9. (run right after step 5) the token API's consume: `leaky ratelimit -store memory` (memory ledger, -trusted-proxies
+#     127.0.0.1/32) calling `leaky providers-stub` at zero latency; a closed loop of POST
+#     /api/v1/tokens/consume as one user (x-leaky-* headers), beside the same run's direct call to the
+#     stub's seed API (the call the consume makes); the stub's CPU is read apart;
+# 10. prints the figures beside the targets, each marked met or not met; the metering's Go benchmark
+#     (BenchmarkMeterStreamedResponse, run with the others, alone with BENCH_GO=0) per streamed
+#     response and per chunk.
 #
 # A missed target is reported, not fatal; the script fails only when something breaks (a build,
 # a benchmark, a server that does not start, a load generator that cannot run). Everything it
 # starts is stopped on exit, by PID. Knobs: BENCH_DURATION (default 10s), BENCH_CONCURRENCY (64),
 # BENCH_RATE (8000), BENCH_KEYS (10000), BENCH_LOGIN_RATE (1000), BENCH_LOGINS (16), BENCH_GO=0
-# skips the Go benchmarks, BENCH_GATEWAY_POLICY (scripts/bench-policy.yaml) the gateway step's policy.
+# skips the Go benchmarks but the metering's, BENCH_GATEWAY_POLICY (scripts/bench-policy.yaml) the gateway step's policy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,13 +94,33 @@ pids+=("$redis_pid")
 wait_port "$redis_port"
 redis_url="redis://127.0.0.1:$redis_port/0"
 
+# The Go benchmarks' output is kept: the summary reads the metering benchmark from it. BENCH_GO=0
+# runs that one benchmark only.
+gobench=$work/gobench.txt
 if [ "${BENCH_GO:-1}" != 0 ]; then
-	say "Go benchmarks: algorithm and stores (go test -bench . -benchtime 2s ./ratelimit/...)"
-	LEAKY_TEST_REDIS_URL=$redis_url go test -run '^$' -bench . -benchtime 2s -benchmem ./ratelimit/... |
-		grep -Ev '^(PASS|\?|testing: warning)' || { echo "bench: Go benchmarks failed" >&2; exit 1; }
+	say "Go benchmarks: algorithm, stores and metering (go test -bench . -benchtime 2s ./ratelimit/...)"
+	LEAKY_TEST_REDIS_URL=$redis_url go test -run '^$' -bench . -benchtime 2s -benchmem ./ratelimit/... >"$gobench" ||
+		{ cat "$gobench" >&2; echo "bench: Go benchmarks failed" >&2; exit 1; }
+else
+	say "Go benchmark: metering (go test -bench MeterStreamedResponse -benchtime 2s ./ratelimit)"
+	go test -run '^$' -bench '^BenchmarkMeterStreamedResponse$' -benchtime 2s -benchmem ./ratelimit >"$gobench" ||
+		{ cat "$gobench" >&2; echo "bench: the metering benchmark failed" >&2; exit 1; }
 fi
+grep -Ev '^(PASS|\?|testing: warning)' "$gobench"
 
 declare -A R # R[setup.mode.field] = figure
+
+# benchfig name unit: the figure before unit (ns/op, chunks/op) on Go benchmark name's line.
+benchfig() {
+	awk -v name="$1" -v unit="$2" '$1 ~ "^" name "(-[0-9]+)?$" { for (i = 3; i <= NF; i++) if ($i == unit) print $(i - 1) }' "$gobench"
+}
+R[meter.ns]=$(benchfig BenchmarkMeterStreamedResponse ns/op)
+R[meter.chunks]=$(benchfig BenchmarkMeterStreamedResponse chunks/op | awk '{ printf("%d", $1) }')
+R[meter.messages]=$(benchfig BenchmarkMeterStreamedResponse messages/op | awk '{ printf("%d", $1) }')
+if [ -z "${R[meter.ns]}" ] || [ -z "${R[meter.chunks]}" ]; then
+	echo "bench: no BenchmarkMeterStreamedResponse figures (ns/op, chunks/op) in the Go benchmarks' output" >&2
+	exit 1
+fi
 
 # stop pid: stop a server this script started and forget it.
 stop() {
@@ -110,10 +141,11 @@ check_args=(-target authz -token '' -api-key '')
 # loops setup pid grpc_port modes... -- loadgen args...: for each mode, an unmeasured second
 # (connection, buckets, caches) then the measured run with the server's CPU; keeps the JSON
 # figures in R[setup.mode.field]. The warm-up is a run of its own so that the Redis CPU read covers
-# the measured run only. A higher GOGC keeps the load generator's own CPU, which shares the cores
+# the measured run only. With side_pid set (the consume step's provider stub), that process's CPU
+# over the measured run is read too, per request, as R[setup.mode.side_cpu_us]. A higher GOGC keeps the load generator's own CPU, which shares the cores
 # with the servers, low. Its log goes at warn and above: each authz run logs the throwaway user.
 loops() {
-	local setup=$1 pid=$2 port=$3 mode out json f before_redis=0 before_busy modes=()
+	local setup=$1 pid=$2 port=$3 mode out json f before_redis=0 before_side=0 before_busy modes=()
 	shift 3
 	while [ "$1" != -- ]; do
 		modes+=("$1")
@@ -125,6 +157,7 @@ loops() {
 		LEAKY_LOG_LEVEL=warn GOGC=400 bin/leaky loadgen "${args[@]}" -duration 1s >/dev/null ||
 			{ echo "bench: loadgen failed against $setup" >&2; exit 1; }
 		[ "$setup" = redis ] && before_redis=$(proc_cpu_ticks "$redis_pid")
+		[ -n "${side_pid:-}" ] && before_side=$(proc_cpu_ticks "$side_pid")
 		before_busy=$(busy_ticks)
 		out=$(LEAKY_LOG_LEVEL=warn GOGC=400 bin/leaky loadgen "${args[@]}" -duration "$duration" -server-pid "$pid" -json) ||
 			{ echo "bench: loadgen failed against $setup" >&2; exit 1; }
@@ -137,15 +170,20 @@ loops() {
 		done
 		# The answers by kind, as the JSON's inner text: "OK":n,… or, for -target http, "200":n,…
 		R[$setup.$mode.answers]=$(sed -n 's/.*"answers":{\([^}]*\)}.*/\1/p' <<<"$json")
-		local n=${R[$setup.$mode.count]:-0} redis_ticks=0
+		local n=${R[$setup.$mode.count]:-0} extra_ticks=0
+		if [ -n "${side_pid:-}" ]; then
+			extra_ticks=$(($(proc_cpu_ticks "$side_pid") - before_side)) # the extra process: not "other" below
+			R[$setup.$mode.side_cpu_us]=$(awk -v t="$extra_ticks" -v n="$n" 'BEGIN { printf("%.1f", (n > 0 ? t * 10000 / n : 0)) }')
+			echo "  side      PID $side_pid ${R[$setup.$mode.side_cpu_us]} µs/request (besides the server's)"
+		fi
 		if [ "$setup" = redis ]; then
-			redis_ticks=$(($(proc_cpu_ticks "$redis_pid") - before_redis))
-			R[$setup.$mode.redis_cpu_us]=$(awk -v t="$redis_ticks" -v n="$n" 'BEGIN { printf("%.1f", (n > 0 ? t * 10000 / n : 0)) }')
+			extra_ticks=$(($(proc_cpu_ticks "$redis_pid") - before_redis))
+			R[$setup.$mode.redis_cpu_us]=$(awk -v t="$extra_ticks" -v n="$n" 'BEGIN { printf("%.1f", (n > 0 ? t * 10000 / n : 0)) }')
 			echo "  redis     redis-server ${R[$setup.$mode.redis_cpu_us]} µs/decision (besides the service's; no target)"
 		fi
 		# What the rest of the machine did meanwhile: busy time not spent by the server, the load
-		# generator or redis-server, as a share of all cores over the run.
-		R[$setup.$mode.other_pct]=$(awk -v busy="$busy" -v r="$redis_ticks" -v n="$n" -v cpus="$(nproc)" \
+		# generator or the extra process (redis-server, the side process), as a share of all cores.
+		R[$setup.$mode.other_pct]=$(awk -v busy="$busy" -v r="$extra_ticks" -v n="$n" -v cpus="$(nproc)" \
 			-v s="${R[$setup.$mode.server_cpu_us]:-0}" -v c="${R[$setup.$mode.client_cpu_us]:-0}" \
 			-v d="${R[$setup.$mode.duration_s]:-1}" \
 			'BEGIN { o = busy * 10000 - r * 10000 - n * (s + c); if (o < 0) o = 0; printf("%.0f", 100 * o / (d * 1e6 * cpus)) }')
@@ -206,6 +244,55 @@ loadtest() {
 loadtest memory
 loadtest redis -redis-url "$redis_url"
 
+# The token API's consume (POST /api/v1/tokens/consume on the ratelimit HTTP listener): `leaky
+# ratelimit -store memory` with the memory ledger (no database URL, no Kafka brokers from the
+# environment) calls `leaky providers-stub` (OpenAI only, zero latency) on free ports. The caller
+# is one user named by the x-leaky-* identity headers, believed from 127.0.0.1 (-trusted-proxies):
+# the gateway's path without the gateway, and no JWT to verify. The policy is the bench policy
+# plus a quota no run can spend, so each consume reserves the user's bucket, the provider pool
+# and the user's day quota in one decision, calls the stub's seed API, settles at its usage and
+# writes the ledger. Beside it, in the same run, the very call the consume makes, straight to the
+# stub: the consume's cost above it is the reservation, the settle and the ledger write (and the
+# HTTP hop). The service's CPU excludes the stub's, which is read apart (side_pid).
+consume_policy=$work/consume-policy.yaml
+cp scripts/bench-policy.yaml "$consume_policy"
+cat >>"$consume_policy" <<'EOF'
+
+quotas:
+  tiers:
+    free: {"*": {allowance: 1000000000000000, window: day}}
+EOF
+stub_port=$(free_port)
+say "consume: leaky providers-stub (OpenAI) on 127.0.0.1:$stub_port"
+bin/leaky providers-stub -openai-addr "127.0.0.1:$stub_port" -gemini-addr '' -qwen-addr '' \
+	>"$work/stub.log" 2>&1 &
+stub_pid=$!
+pids+=("$stub_pid")
+await_ready "leaky providers-stub" "$stub_pid" "$stub_port" "$work/stub.log" /healthz
+rl_grpc=$(free_port)
+rl_http=$(free_port)
+say "consume: leaky ratelimit -store memory, memory ledger, token API on 127.0.0.1:$rl_http"
+env -u DATABASE_URL -u LEAKY_DATABASE_URL -u KAFKA_BROKERS -u LEAKY_KAFKA_BROKERS bin/leaky ratelimit \
+	-grpc-addr "127.0.0.1:$rl_grpc" -http-addr "127.0.0.1:$rl_http" -store memory -config "$consume_policy" \
+	-trusted-proxies 127.0.0.1/32 -provider-urls "openai=http://127.0.0.1:$stub_port" \
+	-provider-concurrency "$concurrency" >"$work/ratelimit-consume.log" 2>&1 &
+consume_pid=$!
+pids+=("$consume_pid")
+await_ready "leaky ratelimit (token API)" "$consume_pid" "$rl_http" "$work/ratelimit-consume.log"
+# The stub gets the provider client's body for this consume, {"prompt": …}. The user id is a fresh
+# UUID (the token API's user ids are authz's).
+bench_user=$(cat /proc/sys/kernel/random/uuid)
+loops stubchat "$stub_pid" "$stub_port" closed -- -target http \
+	-url "http://127.0.0.1:$stub_port/api/v1/openai/chat" -body '{"prompt":"Say hello."}' \
+	-label "openai stub seed API direct"
+side_pid=$stub_pid
+loops consume "$consume_pid" "$rl_http" closed -- -target http -url "http://127.0.0.1:$rl_http/api/v1/tokens/consume" \
+	-header "x-leaky-user-id: $bench_user" -header "x-leaky-tier: free" -header "x-leaky-roles: USER" \
+	-body '{"userId":"'"$bench_user"'","provider":"openai","prompt":"Say hello."}' -label "consume"
+side_pid=
+stop "$consume_pid"
+stop "$stub_pid"
+
 # The authz service on the memory store: no database URL from the environment (DATABASE_URL is
 # its fallback), and no bootstrap admin, whose generated password would go to its stdout. Each
 # loadgen run registers its own throwaway user over the REST API; the warm-up run warms the
@@ -257,6 +344,44 @@ gw_policy=$work/gateway-policy.yaml
 cp "${BENCH_GATEWAY_POLICY:-scripts/bench-policy.yaml}" "$gw_policy"
 mkdir -p "$work/dev"
 declare -A gwp # gwp[listener] = port
+
+# metrics port: the Prometheus text at 127.0.0.1:port/metrics (plain bash, as readyz).
+metrics() {
+	exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+	printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+	cat <&3
+	exec 3<&-
+}
+
+# meter_snapshot file: the metering's counters in leaky dev, one "name/outcome value" a line: the
+# ratelimit's settlements by outcome (usage, estimate, aborted, error, …) and the gateway's ext_proc
+# streams by outcome (completed, immediate_response, error).
+meter_snapshot() {
+	{
+		metrics "${gwp[rlhttp]}" | awk '$1 ~ /meter_settles_total\{/ && match($1, /outcome="[^"]*"/) {
+			print "settle/" substr($1, RSTART + 9, RLENGTH - 10), $2 }'
+		metrics "${gwp[gwadmin]}" | awk '$1 ~ /ext_proc_total\{/ && match($1, /outcome="[^"]*"/) {
+			print "ext_proc/" substr($1, RSTART + 9, RLENGTH - 10), $2 }'
+	} >"$1" || { echo "bench: cannot read leaky dev's metering metrics" >&2; exit 1; }
+}
+
+# meter_delta before after: what grew between two snapshots, "settle/usage 1234, ext_proc/completed 1234".
+meter_delta() {
+	awk 'FILENAME == ARGV[1] { b[$1] = $2; next } { d = $2 - b[$1]; if (d > 0) out = out (out ? ", " : "") $1 " " d } END { print out }' "$1" "$2"
+}
+
+# meter_bad before after: the requests the metering did not settle at the reported usage between
+# two snapshots: settles of any other outcome, and ext_proc streams that ended in an error.
+meter_bad() {
+	awk 'FILENAME == ARGV[1] { b[$1] = $2; next } ($1 ~ /^settle\// && $1 != "settle/usage") || $1 == "ext_proc/error" { n += $2 - b[$1] }
+		END { print n + 0 }' "$1" "$2"
+}
+
+# sse_events url body: the SSE events (data: lines) of one streamed answer from url.
+sse_events() {
+	curl -sSN --max-time 10 -H 'content-type: application/json' -d "$2" "$1" | grep -c '^data:' ||
+		{ echo "bench: no streamed answer from $1" >&2; exit 1; }
+}
 
 # start_dev: pick a distinct free port for each of dev's listeners (gwp), start `leaky dev` on them
 # (dev_pid) and wait up to 30 s for the gateway's admin /ready; false when dev exits first.
@@ -311,12 +436,35 @@ echo "  gateway $gw_url, OpenAI stub $stub_url, dev PID $dev_pid"
 await_ready "leaky dev's ratelimit" "$dev_pid" "${gwp[rlhttp]}" "$work/dev.log"
 await_ready "leaky dev's authz" "$dev_pid" "${gwp[azhttp]}" "$work/dev.log"
 # The same request both ways (loadgen's default body: gpt-4o-mini, one short message, max_tokens
-# 16). The gateway run's throwaway user registers through the gateway (/api/v1/auth routes to
-# authz); its API key's first Check is the one cache miss. The server CPU is the whole dev process.
+# 16), then streamed (stream:true, no stream_options: the metering forces include_usage on the
+# upstream request and strips the usage chunk from what the client gets, its most work). Both
+# gateway runs are metered (ext_proc on every provider route; the policy has no switch to turn it
+# off): the non-streamed answer is one JSON body, the streamed one an SSE event per chunk, each a
+# response_body message the gateway sends to ext_proc and waits for. Each gateway run's throwaway
+# user registers through the gateway (/api/v1/auth routes to authz); its API key's first Check is
+# the one cache miss. The server CPU is the whole dev process. The metering's own counters (dev's
+# ratelimit and gateway /metrics) are read around each gateway run: a settle at anything but the
+# reported usage, or an ext_proc error, voids the run's figures.
+stream_body='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16,"stream":true}'
+R[stream.events]=$(sse_events "$stub_url/v1/chat/completions" \
+	'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}}')
 loops direct "$dev_pid" "${gwp[openai]}" closed -- -target http -url "$stub_url/v1/chat/completions" \
 	-label "openai stub direct"
+meter_snapshot "$work/meter-0"
 loops gateway "$dev_pid" "${gwp[gw]}" closed -- -target http -url "$gw_url/openai/v1/chat/completions" \
 	-authz-http "$gw_url" -credential apikey -label "openai through the gateway"
+meter_snapshot "$work/meter-1"
+loops sdirect "$dev_pid" "${gwp[openai]}" closed -- -target http -url "$stub_url/v1/chat/completions" \
+	-body "$stream_body" -label "openai stub direct, streamed"
+meter_snapshot "$work/meter-2"
+loops sgateway "$dev_pid" "${gwp[gw]}" closed -- -target http -url "$gw_url/openai/v1/chat/completions" \
+	-authz-http "$gw_url" -credential apikey -body "$stream_body" -label "openai through the gateway, streamed"
+meter_snapshot "$work/meter-3"
+R[gateway.meter]=$(meter_delta "$work/meter-0" "$work/meter-1")
+R[sgateway.meter]=$(meter_delta "$work/meter-2" "$work/meter-3")
+R[gateway.unmetered]=$(meter_bad "$work/meter-0" "$work/meter-1")
+R[sgateway.unmetered]=$(meter_bad "$work/meter-2" "$work/meter-3")
+echo "  metering  non-streamed run: ${R[gateway.meter]:-nothing}; streamed run: ${R[sgateway.meter]:-nothing}"
 stop "$dev_pid"
 
 # num value [decimals]: value rounded for the table: whole from 100 up, else decimals (1) places.
@@ -406,24 +554,71 @@ for c in calone clogins cloginsall; do
 done
 # The gateway path: a figure counts only when every answer was 200.
 gw_bad=0
-for g in direct gateway; do
+sgw_bad=0
+for g in direct gateway sdirect sgateway; do
 	case $g in
 	direct) l="stub direct" ;;
-	*) l="via gateway" ;;
+	gateway) l="via gateway" ;;
+	sdirect) l="stream, stub direct" ;;
+	*) l="stream, via gateway" ;;
 	esac
 	bad=$(not200 "${R[$g.closed.answers]}" "${R[$g.closed.errors]}")
-	gw_bad=$((gw_bad + bad))
-	row "$l closed c=$concurrency requests/s" "${R[$g.closed.rate]}" "/s" info - "$bad" "not 200"
-	row "$l p50" "${R[$g.closed.p50_ms]}" "ms" info - "$bad" "not 200"
-	row "$l p99" "${R[$g.closed.p99_ms]}" "ms" info - "$bad" "not 200"
-	row "$l dev CPU per request" "${R[$g.closed.server_cpu_us]}" "µs" info - "$bad" "not 200"
+	bad=$((bad + ${R[$g.unmetered]:-0}))
+	case $g in
+	direct | gateway) gw_bad=$((gw_bad + bad)) ;;
+	*) sgw_bad=$((sgw_bad + bad)) ;;
+	esac
+	row "$l closed c=$concurrency requests/s" "${R[$g.closed.rate]}" "/s" info - "$bad" "not 200/unmetered"
+	row "$l p50" "${R[$g.closed.p50_ms]}" "ms" info - "$bad" "not 200/unmetered"
+	row "$l p99" "${R[$g.closed.p99_ms]}" "ms" info - "$bad" "not 200/unmetered"
+	row "$l dev CPU per request" "${R[$g.closed.server_cpu_us]}" "µs" info - "$bad" "not 200/unmetered"
 done
 row "gateway / direct requests/s" "$(ratio "${R[gateway.closed.rate]}" "${R[direct.closed.rate]}")" "×" info - \
-	"$gw_bad" "not 200"
+	"$gw_bad" "not 200/unmetered"
 row "gateway requests/s / floor's calls/s" "$(ratio "${R[gateway.closed.rate]}" "${R[floor.closed.rate]}")" "×" \
-	info - "$gw_bad" "not 200"
+	info - "$gw_bad" "not 200/unmetered"
 row "gateway dev CPU / floor's CPU per call" \
-	"$(ratio "${R[gateway.closed.server_cpu_us]}" "${R[floor.closed.server_cpu_us]}")" "×" info - "$gw_bad" "not 200"
+	"$(ratio "${R[gateway.closed.server_cpu_us]}" "${R[floor.closed.server_cpu_us]}")" "×" info - "$gw_bad" "not 200/unmetered"
+# What the gateway adds to a call, non-streamed and streamed (dev CPU per request, gateway − direct),
+# and what streaming adds to the gateway's part: the metering's per-chunk exchanges and the
+# stand-in's per-chunk forwarding, per response and per SSE event of the upstream stream.
+R[gw.extra]=$(minus "${R[gateway.closed.server_cpu_us]}" "${R[direct.closed.server_cpu_us]}")
+R[sgw.extra]=$(minus "${R[sgateway.closed.server_cpu_us]}" "${R[sdirect.closed.server_cpu_us]}")
+R[stream.extra]=$(minus "${R[sgw.extra]}" "${R[gw.extra]}")
+all_bad=$((gw_bad + sgw_bad))
+row "gateway's part, non-streamed (dev CPU)" "${R[gw.extra]}" "µs" info - "$gw_bad" "not 200/unmetered"
+row "gateway's part, streamed (dev CPU)" "${R[sgw.extra]}" "µs" info - "$sgw_bad" "not 200/unmetered"
+row "  streaming's extra, per response" "${R[stream.extra]}" "µs" info - "$all_bad" "not 200/unmetered"
+row "  streaming's extra, per SSE event (${R[stream.events]})" "$(ratio "${R[stream.extra]}" "${R[stream.events]}")" "µs" \
+	info - "$all_bad" "not 200/unmetered"
+row "streamed gateway / non-streamed requests/s" "$(ratio "${R[sgateway.closed.rate]}" "${R[gateway.closed.rate]}")" "×" \
+	info - "$all_bad" "not 200/unmetered"
+row "ext_proc per streamed response (Go bench)" "$(awk -v n="${R[meter.ns]}" 'BEGIN { print n / 1000 }')" "µs" info -
+row "ext_proc per chunk (Go bench, ${R[meter.chunks]})" \
+	"$(awk -v n="${R[meter.ns]}" -v c="${R[meter.chunks]}" 'BEGIN { print n / c / 1000 }')" "µs" info -
+# The token API's consume beside the direct stub call it makes.
+for c in stubchat consume; do
+	case $c in
+	stubchat) l="stub seed API direct" ;;
+	*) l="consume (token API)" ;;
+	esac
+	bad=$(not200 "${R[$c.closed.answers]}" "${R[$c.closed.errors]}")
+	if [ "$c" = consume ]; then
+		consume_bad=$bad
+	else
+		stub_bad=$bad
+	fi
+	row "$l closed c=$concurrency calls/s" "${R[$c.closed.rate]}" "/s" info - "$bad" "not 200"
+	row "$l p50" "${R[$c.closed.p50_ms]}" "ms" info - "$bad" "not 200"
+	row "$l p99" "${R[$c.closed.p99_ms]}" "ms" info - "$bad" "not 200"
+done
+row "stub CPU per direct call" "${R[stubchat.closed.server_cpu_us]}" "µs" info - "$stub_bad" "not 200"
+row "ratelimit CPU per consume" "${R[consume.closed.server_cpu_us]}" "µs" info - "$consume_bad" "not 200"
+row "  stub CPU per consume (apart)" "${R[consume.closed.side_cpu_us]}" "µs" info - "$consume_bad" "not 200"
+row "consumes/s / direct calls/s" "$(ratio "${R[consume.closed.rate]}" "${R[stubchat.closed.rate]}")" "×" info - \
+	"$consume_bad" "not 200"
+row "ratelimit CPU per consume / floor's" \
+	"$(ratio "${R[consume.closed.server_cpu_us]}" "${R[floor.closed.server_cpu_us]}")" "×" info - "$consume_bad" "not 200"
 printf '\n  The ratelimit closed loop'"'"'s p99 is queueing at concurrency 64; DESIGN §8 sets no target for it.\n'
 printf '  For authz Check DESIGN §8 sets p99 ≤ 5 ms at concurrency 64: the closed loop (64 workers) and\n'
 printf '  the open loop (at most 64 outstanding) are both read against it.\n'
@@ -479,9 +674,30 @@ printf '  direct %s; via the gateway %s; loadgen transport errors %s, %s.\n' \
 printf '  The dev CPU per request is one process that runs the stub, the gateway stand-in, authz, ratelimit\n'
 printf '  and the control plane: direct, the stub alone (the rest idle); via the gateway, all of them, %s µs\n' \
 	"$(num "$(minus "${R[gateway.closed.server_cpu_us]}" "${R[direct.closed.server_cpu_us]}")")"
-printf '  above the direct call (two more HTTP hops, the ext_authz and the ratelimit gRPC call; the floor'"'"'s\n'
+printf '  above the direct call (two more HTTP hops, the ext_authz and the ratelimit gRPC call, the ext_proc\n'
+printf '  stream of the metering, whose settle is one more store call; the floor'"'"'s\n'
 printf '  server side of one gRPC call: %s µs). Load generator CPU: direct %s µs, gateway %s µs per\n' \
 	"$(num "${R[floor.closed.server_cpu_us]}")" "$(num "${R[direct.closed.client_cpu_us]}")" \
 	"$(num "${R[gateway.closed.client_cpu_us]}")"
 printf '  request; other processes used %s%% and %s%% of the cores during the two runs.\n' \
 	"${R[direct.closed.other_pct]}" "${R[gateway.closed.other_pct]}"
+printf '  Streamed (stream:true, %s SSE events upstream with the usage chunk the metering forces and strips):\n' \
+	"${R[stream.events]}"
+printf '  answers direct %s; via the gateway %s; transport errors %s, %s. The metering\n' \
+	"$(statuses "${R[sdirect.closed.answers]}")" "$(statuses "${R[sgateway.closed.answers]}")" \
+	"${R[sdirect.closed.errors]:-0}" "${R[sgateway.closed.errors]:-0}"
+printf '  around the gateway runs (warm-ups included): non-streamed %s;\n' "${R[gateway.meter]:-nothing}"
+printf '  streamed %s. The policy cannot switch the metering off, so\n' "${R[sgateway.meter]:-nothing}"
+printf '  the streamed run is read against the non-streamed one: "streaming'"'"'s extra" is the gateway'"'"'s part of\n'
+printf '  a streamed call minus its part of a plain one, i.e. what the per-chunk ext_proc messages and the\n'
+printf '  stand-in'"'"'s per-chunk forwarding cost (both processes'"'"' sides, in the one dev process); the Go benchmark\n'
+printf '  (BenchmarkMeterStreamedResponse: %s messages, %s of them response chunks, over loopback gRPC in one\n' \
+	"${R[meter.messages]}" "${R[meter.chunks]}"
+printf '  process, wall time) measures the ext_proc exchange alone.\n'
+printf '  Consume (token API, memory store and ledger, one user, caller from trusted x-leaky-* headers):\n'
+printf '  answers direct %s, consume %s; transport errors %s, %s. The consume'"'"'s ratelimit CPU (%s µs) holds\n' \
+	"$(statuses "${R[stubchat.closed.answers]}")" "$(statuses "${R[consume.closed.answers]}")" \
+	"${R[stubchat.closed.errors]:-0}" "${R[consume.closed.errors]:-0}" "$(num "${R[consume.closed.server_cpu_us]}")"
+printf '  the HTTP server, the reservation, the provider client'"'"'s call, the settle and the ledger write; the stub\n'
+printf '  spends its own %s µs apart. Other processes used %s%% and %s%% of the cores during the two runs.\n' \
+	"$(num "${R[consume.closed.side_cpu_us]}")" "${R[stubchat.closed.other_pct]}" "${R[consume.closed.other_pct]}"

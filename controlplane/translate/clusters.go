@@ -27,6 +27,11 @@ const (
 	maxConnections     = 1024
 	maxPendingRequests = 1024
 	maxRequests        = 1024
+	// maxGRPCRequests is a gRPC cluster's: a metered request holds an
+	// ext_proc stream to ratelimit for as long as its response streams,
+	// beside the ShouldRateLimit calls of new requests, so 1024 streamed
+	// completions at once would refuse every new request's rate-limit call.
+	maxGRPCRequests    = 16384
 	maxRetries         = 3
 	consecutive5xx     = 5
 	outlierInterval    = 10 * time.Second
@@ -60,6 +65,7 @@ func cluster(m *model.Model, name string, discovery func(*clusterv3.Cluster)) (*
 		},
 	}
 	if speaksGRPC(name) {
+		c.CircuitBreakers.Thresholds[0].MaxRequests = wrapperspb.UInt32(maxGRPCRequests)
 		opts, err := http2Options()
 		if err != nil {
 			return nil, err

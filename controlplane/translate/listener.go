@@ -91,9 +91,10 @@ func rdsRoutes() func(*hcmv3.HttpConnectionManager) error {
 // own replies (see localReply).
 //
 // The request id names the request's reservation (the shared spec, wire
-// agreement 1), so no client may choose it: use_remote_address makes every
-// request from outside an edge request (Envoy ≥ 1.36 trusts no address as
-// internal unless internal_address_config says so), and on an edge request
+// agreement 1), so no client may choose it: use_remote_address with an
+// empty internal_address_config makes every request an edge request (said
+// explicitly: before Envoy 1.36 the default trusted private addresses as
+// internal, whose x-request-id Envoy keeps), and on an edge request
 // generate_request_id replaces any x-request-id the client sent, because
 // preserve_external_request_id is false (its default; proto3 cannot write
 // a false bool out, so it appears in no generated file).
@@ -127,10 +128,11 @@ func connectionManager(g policy.Gateway) (*hcmv3.HttpConnectionManager, error) {
 			Name:        EarlyHeaderMutation,
 			TypedConfig: early,
 		}},
-		UseRemoteAddress:  wrapperspb.Bool(true),
-		GenerateRequestId: wrapperspb.Bool(true),
-		HttpFilters:       filters,
-		LocalReplyConfig:  localReply(),
+		UseRemoteAddress:      wrapperspb.Bool(true),
+		InternalAddressConfig: &hcmv3.HttpConnectionManager_InternalAddressConfig{},
+		GenerateRequestId:     wrapperspb.Bool(true),
+		HttpFilters:           filters,
+		LocalReplyConfig:      localReply(),
 	}, nil
 }
 

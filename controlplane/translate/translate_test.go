@@ -360,8 +360,8 @@ func TestSpecFacts(t *testing.T) {
 		t.Errorf("ext_proc processing_mode (-want +got):\n%s", diff)
 	}
 	if c := meter.GetGrpcService().GetEnvoyGrpc().GetClusterName(); c != "leaky-ratelimit-grpc" || !meter.GetFailureModeAllow() ||
-		meter.GetMessageTimeout().AsDuration() != 200*time.Millisecond {
-		t.Errorf("ext_proc cluster %q, failure_mode_allow %v, message_timeout %v; want leaky-ratelimit-grpc, true (the default), 200ms",
+		meter.GetMessageTimeout().AsDuration() != time.Second {
+		t.Errorf("ext_proc cluster %q, failure_mode_allow %v, message_timeout %v; want leaky-ratelimit-grpc, true (the default), 1s (the default)",
 			c, meter.GetFailureModeAllow(), meter.GetMessageTimeout().AsDuration())
 	}
 }

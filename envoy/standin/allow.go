@@ -78,7 +78,10 @@ func allowListener(add func(proto.Message, ...protoreflect.Name)) {
 	add(&hcmv3.HttpConnectionManager{}, "codec_type", "stat_prefix", "rds", "http_filters", "normalize_path",
 		"merge_slashes", "path_with_escaped_slashes_action", "common_http_protocol_options",
 		"request_headers_timeout", "max_request_headers_kb", "early_header_mutation_extensions",
-		"local_reply_config", "use_remote_address", "generate_request_id")
+		"local_reply_config", "use_remote_address", "generate_request_id", "internal_address_config")
+	// Empty only: no address is internal, so every request is an edge
+	// request, as the stand-in treats it.
+	add(&hcmv3.HttpConnectionManager_InternalAddressConfig{})
 	add(&hcmv3.Rds{}, "route_config_name", "config_source")
 	add(&corev3.ConfigSource{}, "ads", "resource_api_version")
 	add(&corev3.AggregatedConfigSource{})

@@ -52,7 +52,9 @@ type Gateway struct {
 	// (ext_proc failure_mode_allow).
 	MeteringFailureMode FailureMode `yaml:"metering_failure_mode"`
 	// MeteringTimeout bounds the wait for each of the processor's answers
-	// (ext_proc message_timeout), not the whole request.
+	// (ext_proc message_timeout), not the whole request. The default, 1s,
+	// is above Envoy's 200ms: a processor that answers in microseconds
+	// but sits on a loaded host should not let requests go unmetered.
 	MeteringTimeout Duration `yaml:"metering_timeout"`
 }
 
@@ -76,7 +78,7 @@ func DefaultGateway() Gateway {
 		UpstreamTimeout:      Duration(120 * time.Second),
 		Retries:              2,
 		MeteringFailureMode:  FailAllow,
-		MeteringTimeout:      Duration(200 * time.Millisecond),
+		MeteringTimeout:      Duration(time.Second),
 	}
 }
 

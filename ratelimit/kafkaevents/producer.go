@@ -192,7 +192,8 @@ func Message(topic string, ev ledger.Event) *kafka.Message {
 	}
 }
 
-// Publish produces events in order and waits for every delivery report. It
+// Publish produces events in order, stopping at the first the local queue
+// refuses, and waits for every delivery report. It
 // returns nil only when every event was acknowledged; otherwise an error
 // naming how many of them failed (their retries within DeliveryTimeout
 // exhausted, or the local queue full), or ctx's error when ctx ends first.
@@ -207,11 +208,15 @@ func (p *Producer) Publish(ctx context.Context, events []ledger.Event) error {
 	reports := make(chan kafka.Event, len(events))
 	var failed, pending int
 	var first error
-	for _, ev := range events {
+	for i, ev := range events {
 		if err := p.kp.Produce(Message(p.cfg.Topic, ev), reports); err != nil {
-			failed++
-			first = cmp.Or(first, err)
-			continue
+			// Stop at the first refusal (the local queue full): producing
+			// the events after it could put a later event of its key
+			// before it on the topic. The whole call fails, and the relay
+			// publishes the batch again, in order.
+			failed += len(events) - i
+			first = err
+			break
 		}
 		pending++
 	}

@@ -41,6 +41,8 @@ var (
 	adjustLua string
 	//go:embed seed.lua
 	seedLua string
+	//go:embed reserve.lua
+	reserveLua string
 )
 
 // Defaults for the zero fields of Options.
@@ -81,6 +83,7 @@ type Store struct {
 	decide  *redis.Script
 	adjust  *redis.Script
 	seed    *redis.Script
+	reserve *redis.Script
 	pipe    *pipeliner
 }
 
@@ -107,6 +110,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		decide:  redis.NewScript(bucketLua + quotaPrelude + decideLua),
 		adjust:  redis.NewScript(bucketLua + quotaPrelude + adjustLua),
 		seed:    redis.NewScript(bucketLua + quotaPrelude + seedLua),
+		reserve: redis.NewScript(bucketLua + reserveLua),
 	}
 	if s.prefix == "" {
 		s.prefix = DefaultPrefix
@@ -129,7 +133,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	// Loading the scripts is a start-up step bounded by ctx, not a decision:
 	// the per-call deadline (15 ms) would fail a start on a busy machine.
 	loader := s.c.WithTimeout(startTimeout)
-	for _, sc := range []*redis.Script{s.decide, s.adjust, s.seed} {
+	for _, sc := range []*redis.Script{s.decide, s.adjust, s.seed, s.reserve} {
 		if err := sc.Load(ctx, loader).Err(); err != nil {
 			s.c.Close()
 			return nil, fmt.Errorf("redis script load: %w", err)

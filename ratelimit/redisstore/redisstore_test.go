@@ -70,6 +70,24 @@ func TestContract(t *testing.T) {
 	})
 }
 
+// TestReserverContract runs the store.Reserver contract on real Redis; the
+// two-scanner case opens two stores on one prefix, as two instances.
+func TestReserverContract(t *testing.T) {
+	url := testenv.RedisURL(t)
+	var mu sync.Mutex
+	prefixes := map[*testing.T]string{}
+	storetest.RunReserver(t, func(t *testing.T, now func() int64) store.Reserver {
+		mu.Lock()
+		p, ok := prefixes[t]
+		if !ok {
+			p = testenv.Prefix(t)
+			prefixes[t] = p
+		}
+		mu.Unlock()
+		return open(t, Options{URL: url, Prefix: p, Timeout: 5 * time.Second, Now: now})
+	})
+}
+
 // TestSteps runs the gcra step table through the scripts: the Lua must
 // compute what the Go reference computes, to the microsecond.
 func TestSteps(t *testing.T) {
@@ -233,6 +251,19 @@ func TestEveryKeyHasTTL(t *testing.T) {
 	if err := s.Adjust(ctx, []store.Adjustment{{Item: store.Item{Key: "debt", Limit: 1, Period: 1}, Delta: 1 << 62}}); err != nil {
 		t.Fatal(err)
 	}
+	// Reservation records and their index, opened, taken and claimed.
+	for i := range 20 {
+		id := fmt.Sprint("res-", i)
+		if err := s.OpenReservation(ctx, id, []byte("rec"), time.Duration(1+i%3)*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if _, _, err := s.TakeReservation(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	maxRes := 3*time.Minute + store.ReservationGrace
 	n := 0
 	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	for iter.Next(ctx) {
@@ -247,6 +278,9 @@ func TestEveryKeyHasTTL(t *testing.T) {
 		}
 		if strings.HasPrefix(key, prefix+"g:k") && ttl > 30*time.Second {
 			t.Errorf("GCRA key %s has TTL %v, want at most its span and debt, under 30 s", key, ttl)
+		}
+		if (strings.HasPrefix(key, prefix+"r:") || key == prefix+"rx") && ttl > maxRes {
+			t.Errorf("reservation key %s has TTL %v, want at most the longest reservation's plus the grace, %v", key, ttl, maxRes)
 		}
 		if strings.HasPrefix(key, prefix+"w:") && ttl > 62*time.Second {
 			t.Errorf("window key %s has TTL %v, want at most the window plus 1 s", key, ttl)

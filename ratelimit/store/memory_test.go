@@ -211,3 +211,20 @@ func BenchmarkDecideParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestMemoryReserverContract runs the Reserver contract; the two-instance
+// case gets the same MemoryReserver twice.
+func TestMemoryReserverContract(t *testing.T) {
+	var mu sync.Mutex
+	opened := map[*testing.T]*store.MemoryReserver{}
+	storetest.RunReserver(t, func(t *testing.T, now func() int64) store.Reserver {
+		mu.Lock()
+		defer mu.Unlock()
+		if m := opened[t]; m != nil {
+			return m
+		}
+		m := store.NewMemoryReserver(now)
+		opened[t] = m
+		return m
+	})
+}

@@ -1,0 +1,94 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/leakytokens/leaky/ratelimit/store"
+)
+
+// Reservation records (store.Reserver) live under Prefix + "r:" + id, each
+// with a TTL of the reservation's plus store.ReservationGrace; the index
+// Prefix + "rx" scores every open id with its expiry and lives as long as
+// its longest-lived record. One script, reserve.lua, does each step
+// atomically: opening (SET NX, so an id is held once across instances),
+// taking (only before the expiry) and claiming expired records (a ZREM
+// that returns 1 makes its caller the only one to get the record).
+
+var _ store.Reserver = (*Store)(nil)
+
+func (s *Store) recordKey(id string) string { return s.prefix + "r:" + id }
+func (s *Store) indexKey() string           { return s.prefix + "rx" }
+
+// OpenReservation implements store.Reserver.
+func (s *Store) OpenReservation(ctx context.Context, id string, rec []byte, ttl time.Duration) error {
+	if err := store.ValidateReservation(id, rec, ttl); err != nil {
+		return err
+	}
+	n, err := s.runReserve(ctx, []string{s.recordKey(id), s.indexKey()},
+		"open", id, rec, ttl.Microseconds(), store.ReservationGrace.Milliseconds()).Int64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("redis open reservation: %w", err)
+	case n == 0:
+		return store.ErrReservationExists
+	}
+	return nil
+}
+
+// TakeReservation implements store.Reserver.
+func (s *Store) TakeReservation(ctx context.Context, id string) ([]byte, bool, error) {
+	if id == "" || len(id) > store.MaxKeyLen {
+		return nil, false, nil // never opened
+	}
+	v, err := s.runReserve(ctx, []string{s.recordKey(id), s.indexKey()}, "take", id).Text()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("redis take reservation: %w", err)
+	}
+	return []byte(v), true, nil
+}
+
+// ClaimExpired implements store.Reserver in two calls: the ids due, then
+// the claim of those still due.
+func (s *Store) ClaimExpired(ctx context.Context, limit int) ([]store.ReservationRecord, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	ids, err := s.runReserve(ctx, []string{s.indexKey()}, "due", limit).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("redis expired reservations: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 0, 1+len(ids))
+	args := make([]any, 0, len(ids))
+	keys = append(keys, s.indexKey())
+	for _, id := range ids {
+		keys = append(keys, s.recordKey(id))
+		args = append(args, id)
+	}
+	vals, err := s.runReserve(ctx, keys, "claim", args...).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("redis claim reservations: %w", err)
+	}
+	out := make([]store.ReservationRecord, 0, len(vals)/2)
+	for i := 0; i+1 < len(vals); i += 2 {
+		out = append(out, store.ReservationRecord{ID: vals[i], Rec: []byte(vals[i+1])})
+	}
+	return out, nil
+}
+
+// runReserve runs reserve.lua's op within the store's timeout.
+func (s *Store) runReserve(ctx context.Context, keys []string, op string, args ...any) *redis.Cmd {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return s.reserve.Run(ctx, s.c, keys, append([]any{s.time(), op}, args...)...)
+}
