@@ -289,9 +289,9 @@ func TestTokensConcurrentConsumesNeverOverspend(t *testing.T) {
 				}
 				if tt.quotas != "" {
 					window := e.svc.clock().UTC().Truncate(24 * time.Hour)
-					used, _, err := e.rec.QuotaState(context.Background(), ledger.Pool{Scope: string(contract.ScopeUser), Subject: user, Provider: "openai"}, window)
-					if err != nil || used != charged {
-						t.Errorf("the ledger's quota state: used %d, %v; want %d", used, err, charged)
+					st, err := e.rec.QuotaState(context.Background(), ledger.Pool{Scope: string(contract.ScopeUser), Subject: user, Provider: "openai"}, window)
+					if err != nil || st.Used != charged {
+						t.Errorf("the ledger's quota state: used %d, %v; want %d", st.Used, err, charged)
 					}
 				}
 			})
