@@ -140,7 +140,13 @@ func (a *tokenAPI) doConsume(ctx context.Context, c Caller, in consumeRequest, b
 	if !res.Allowed {
 		return a.refused(req, res)
 	}
-	pr, callErr := a.providers.Chat(ctx, in.Provider, in.Prompt, in.Messages)
+	// The provider is called on a context the client cannot cancel: a
+	// consume the client abandons still completes (within the provider's
+	// timeouts and bulkhead) and is settled at the provider's usage, as the
+	// provider did the work; its answer is then discarded (or kept for an
+	// Idempotency-Key's retry). A client hanging up is never a provider
+	// failure for the circuit breaker.
+	pr, callErr := a.providers.Chat(context.WithoutCancel(ctx), in.Provider, in.Prompt, in.Messages)
 	actual := est
 	if callErr == nil && pr.Usage > 0 {
 		actual = pr.Usage
