@@ -81,6 +81,8 @@ func (a *tokenAPI) consume(w http.ResponseWriter, r *http.Request, c Caller) {
 	}
 	prev, conflict, finish, err := a.idem.begin(r.Context(), c.UserID+"\x00"+key, body)
 	switch {
+	case errors.Is(err, errIdemFull):
+		errorReply(apiErr(http.StatusServiceUnavailable, "unavailable", err.Error()+", retry later"), "1").write(w)
 	case err != nil:
 		writeAPIError(w, apiErr(http.StatusServiceUnavailable, "unavailable", "the first request with this key is still running"))
 	case conflict:
