@@ -128,7 +128,7 @@ func (a *tokenAPI) doConsume(ctx context.Context, c Caller, in consumeRequest, b
 	} else {
 		est, _, _ = estimate.Body(consumePath, body, defaultMaxTokens)
 	}
-	req := contract.Request{Provider: in.Provider, Tier: c.Tier, User: in.UserID, Org: in.OrgID, Estimate: est}
+	req := contract.Request{Provider: in.Provider, Tier: c.TierFor(in.UserID), User: in.UserID, Org: in.OrgID, Estimate: est}
 	if req.Tier == "" {
 		if p := a.s.limits.Load().policy; p != nil {
 			req.Tier = p.DefaultTier
