@@ -134,11 +134,9 @@ func (w *usageWriter) lost(ctx context.Context, it usageWrite, err error, why st
 // until it is recorded (or refused); then it tries what is left once
 // each within drainFor, and logs the rest as not recorded.
 func (w *usageWriter) run(ctx context.Context) error {
-	for {
+	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
-			w.drain()
-			return nil
 		case it := <-w.queue:
 			if !w.retry(ctx, it) {
 				w.drain(it)
@@ -147,6 +145,8 @@ func (w *usageWriter) run(ctx context.Context) error {
 			w.pending.Add(-1)
 		}
 	}
+	w.drain()
+	return nil
 }
 
 // retry writes it until recorded or refused (true), or ctx ends (false).
