@@ -34,6 +34,16 @@ func (c Caller) Admin() bool {
 // their own, or anyone's for an ADMIN.
 func (c Caller) MayUser(id string) bool { return c.Admin() || (id != "" && id == c.UserID) }
 
+// TierFor is the tier user id's pools are charged at: the caller's own
+// for their own id; for another user's (an ADMIN acting for them) "", the
+// policy's default tier, as the token service does not know their roles.
+func (c Caller) TierFor(id string) string {
+	if id == c.UserID {
+		return c.Tier
+	}
+	return ""
+}
+
 // MayOrg reports whether the caller may see and spend organisation id's
 // pools: one they belong to, or any for an ADMIN.
 func (c Caller) MayOrg(id string) bool { return c.Admin() || slices.Contains(c.Orgs, id) }
@@ -85,11 +95,15 @@ func (a *callerAuth) identify(r *http.Request) (Caller, error) {
 		return Caller{}, errUnauthenticated
 	}
 	c := Caller{UserID: claims.Subject, Orgs: claims.Orgs, Roles: claims.Roles}
+	tierRoles := c.Roles
 	if claims.Owner != "" {
-		c.UserID = claims.Owner // a client's token: charged to its owner
+		// A client's token: charged to its owner, at the owner's tier (as
+		// authz's headers say on the gateway path), while what it may do
+		// stays its own roles'.
+		c.UserID, tierRoles = claims.Owner, claims.OwnerRoles
 	}
 	if a.tierFor != nil {
-		c.Tier = a.tierFor(c.Roles)
+		c.Tier = a.tierFor(tierRoles)
 	}
 	return c, nil
 }

@@ -73,6 +73,8 @@ func newProviderClient(base map[string]string, timeout time.Duration, concurrenc
 func (p *providerClient) known(provider string) bool { _, ok := p.base[provider]; return ok }
 
 // Chat sends {"prompt": prompt} (and "messages" when set) to provider.
+// A call that ends because ctx ended is no outcome for the breaker: the
+// caller gave up, the provider did not fail.
 func (p *providerClient) Chat(ctx context.Context, provider, prompt string, messages json.RawMessage) (providerReply, error) {
 	base, ok := p.base[provider]
 	if !ok {
@@ -110,6 +112,13 @@ func (p *providerClient) Chat(ctx context.Context, provider, prompt string, mess
 		if !retry {
 			break
 		}
+	}
+	if ctx.Err() != nil {
+		// The caller gave up (its context ended), not the provider: the
+		// breaker learns nothing, and a half-open probe is let go so that
+		// the next call probes.
+		br.abandon()
+		return providerReply{}, err
 	}
 	// A 4xx (429 included) is the provider answering: it is up.
 	var se *statusError
@@ -208,6 +217,14 @@ func (b *breaker) allow() bool {
 	}
 	b.probing = true
 	return true
+}
+
+// abandon notes a call that ended without an outcome (its caller gave
+// up): the counts stay, and a probe in flight is cleared.
+func (b *breaker) abandon() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probing = false
 }
 
 // record notes a call's outcome.

@@ -180,3 +180,55 @@ func TestProviderCircuitAndBulkhead(t *testing.T) {
 		t.Fatalf("dead provider: %v", err)
 	}
 }
+
+// A call whose caller gives up (its context ends) is no provider failure:
+// any number of them leave the circuit closed, and an abandoned half-open
+// probe lets the next call probe instead of re-opening the circuit.
+func TestProviderCallerCancelNotAFailure(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	var block atomic.Bool
+	url, _ := fakeProvider(t, func(w http.ResponseWriter, r *http.Request) {
+		if block.Load() {
+			entered <- struct{}{}
+			<-r.Context().Done() // until the caller hangs up
+			return
+		}
+		_, _ = w.Write([]byte(`{"usage":{"total_tokens":3}}`))
+	})
+	p := newProviderClient(map[string]string{"openai": url}, 30*time.Second, 4)
+	var now atomic.Int64
+	br := p.breakers["openai"]
+	br.now = func() time.Time { return time.Unix(now.Load(), 0) }
+	abandoned := func() {
+		t.Helper()
+		block.Store(true)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { _, err := p.Chat(ctx, "openai", "x", nil); done <- err }()
+		select {
+		case <-entered:
+		case err := <-done:
+			t.Fatalf("no call made: %v", err)
+		}
+		cancel()
+		if err := <-done; err == nil {
+			t.Fatal("an abandoned call returned no error")
+		}
+		block.Store(false)
+	}
+	for range 2 * br.threshold {
+		abandoned()
+	}
+	if _, err := p.Chat(context.Background(), "openai", "x", nil); err != nil {
+		t.Fatalf("after %d abandoned calls: %v, want the circuit closed", 2*br.threshold, err)
+	}
+	// Open it, let the cool-down pass: the probe is abandoned.
+	for range br.threshold {
+		br.record(false)
+	}
+	now.Add(int64(br.coolDown/time.Second) + 1)
+	abandoned()
+	if _, err := p.Chat(context.Background(), "openai", "x", nil); err != nil {
+		t.Fatalf("after an abandoned probe: %v, want the next call to probe (and close the circuit)", err)
+	}
+}

@@ -42,6 +42,7 @@ type Service struct {
 	// Nil until SetLedger: quotas then seed from zero and nothing is
 	// recorded.
 	record ledger.Ledger
+	usages *usageWriter // writes settled usage to record
 	// now is the clock quota windows are planned by; nil is time.Now.
 	// Tests set it to cross a window's boundary.
 	now    func() time.Time
@@ -87,6 +88,7 @@ func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 		}
 		return DefaultReservationTTL
 	})
+	s.usages = newUsageWriter(logger, recordQueue)
 	s.reserve.SetRecorder(s.recordSettlement)
 	s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ratelimit_reservations_unrecorded_total",
@@ -173,6 +175,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.watchConfig(gctx) })
 	g.Go(func() error { return s.reserve.Run(gctx) })
+	g.Go(func() error { return s.usages.run(gctx) })
 	g.Go(func() error { return s.tokens.sagas.run(gctx) })
 	if r, ok := s.store.(runner); ok {
 		g.Go(func() error { return r.Run(gctx) })

@@ -46,7 +46,7 @@ func newTokenAPI(s *Service) *tokenAPI {
 		s: s, log: s.log, now: time.Now,
 		auth:      &callerAuth{verify: jwks.New(jwks.Options{URL: tc.JWKSURL, Issuer: tc.Issuer, Audience: tc.Audience}), trusted: trusted, tierFor: tierFor},
 		providers: newProviderClient(tc.ProviderURLs, tc.ProviderTimeout, tc.ProviderConcurrency),
-		idem:      newIdemCache(idemEntries, idemTTL, time.Now),
+		idem:      newIdemCache(idemBytes, idemEntryMax, idemTTL, time.Now),
 	}
 	a.sagas = &purchases{
 		ledger: s.ledgerSagas, credit: s.store, windowCredit: a.windowCredit, log: s.log, now: time.Now,

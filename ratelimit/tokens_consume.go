@@ -81,6 +81,8 @@ func (a *tokenAPI) consume(w http.ResponseWriter, r *http.Request, c Caller) {
 	}
 	prev, conflict, finish, err := a.idem.begin(r.Context(), c.UserID+"\x00"+key, body)
 	switch {
+	case errors.Is(err, errIdemFull):
+		errorReply(apiErr(http.StatusServiceUnavailable, "unavailable", err.Error()+", retry later"), "1").write(w)
 	case err != nil:
 		writeAPIError(w, apiErr(http.StatusServiceUnavailable, "unavailable", "the first request with this key is still running"))
 	case conflict:
@@ -126,7 +128,7 @@ func (a *tokenAPI) doConsume(ctx context.Context, c Caller, in consumeRequest, b
 	} else {
 		est, _, _ = estimate.Body(consumePath, body, defaultMaxTokens)
 	}
-	req := contract.Request{Provider: in.Provider, Tier: c.Tier, User: in.UserID, Org: in.OrgID, Estimate: est}
+	req := contract.Request{Provider: in.Provider, Tier: c.TierFor(in.UserID), User: in.UserID, Org: in.OrgID, Estimate: est}
 	if req.Tier == "" {
 		if p := a.s.limits.Load().policy; p != nil {
 			req.Tier = p.DefaultTier
@@ -140,7 +142,13 @@ func (a *tokenAPI) doConsume(ctx context.Context, c Caller, in consumeRequest, b
 	if !res.Allowed {
 		return a.refused(req, res)
 	}
-	pr, callErr := a.providers.Chat(ctx, in.Provider, in.Prompt, in.Messages)
+	// The provider is called on a context the client cannot cancel: a
+	// consume the client abandons still completes (within the provider's
+	// timeouts and bulkhead) and is settled at the provider's usage, as the
+	// provider did the work; its answer is then discarded (or kept for an
+	// Idempotency-Key's retry). A client hanging up is never a provider
+	// failure for the circuit breaker.
+	pr, callErr := a.providers.Chat(context.WithoutCancel(ctx), in.Provider, in.Prompt, in.Messages)
 	actual := est
 	if callErr == nil && pr.Usage > 0 {
 		actual = pr.Usage

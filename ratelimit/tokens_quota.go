@@ -34,10 +34,7 @@ func (a *tokenAPI) userQuota(w http.ResponseWriter, r *http.Request, c Caller) {
 		writeAPIError(w, e)
 		return
 	}
-	tier := c.Tier
-	if userID != c.UserID {
-		tier = "" // an ADMIN reading another's: the default tier
-	}
+	tier := c.TierFor(userID)
 	pool := ledger.Pool{Scope: string(contract.ScopeUser), Subject: userID, Provider: provider}
 	a.quota(w, r, quotaReply{UserID: userID, Provider: provider}, pool, tier, provider)
 }

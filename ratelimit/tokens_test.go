@@ -294,3 +294,65 @@ func TestTokensQuotaNotFound(t *testing.T) {
 		}
 	}
 }
+
+// A consume whose client hangs up while the provider works still
+// completes: it is settled at the provider's usage (the provider did the
+// work) and recorded so, and however many clients hang up the provider's
+// circuit stays closed.
+func TestTokensConsumeClientHangsUp(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	url, _ := fakeProvider(t, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		// Work a second: long enough for the service to see its client
+		// gone (and, were the client's cancellation passed on, to cancel
+		// this call); no deadline of the test's depends on it.
+		select {
+		case <-time.After(time.Second):
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write([]byte(`{"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}`))
+	})
+	e := startTokens(t, providersstub.Knobs{}, func(c *Config) {
+		c.Tokens.ProviderURLs = map[string]string{"openai": url}
+		c.Tokens.ProviderTimeout = time.Minute
+	})
+	user := uuid.NewString()
+	tok := e.token(t, user, []string{"USER"})
+	body := `{"userId":"` + user + `","provider":"openai","tokens":100}`
+	const hangUps = 6 // more than the breaker's threshold (5)
+	for i := range hangUps {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "POST", e.base+"/api/v1/tokens/consume", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		done := make(chan error, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+		select {
+		case <-entered:
+		case err := <-done:
+			t.Fatalf("answered (err %v) without calling the provider: the circuit opened", err)
+		}
+		cancel()
+		if err := <-done; err == nil {
+			t.Fatal("the hung-up request got an answer")
+		}
+		deadline := time.Now().Add(time.Minute)
+		us := e.usages(t)
+		for len(us) <= i && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			us = e.usages(t)
+		}
+		if len(us) != i+1 || us[i].Actual != 30 || us[i].Estimate != 100 {
+			t.Fatalf("usages %+v, want %d, the last settled at the provider's 30", us, i+1)
+		}
+	}
+	if a := e.do(t, "POST", "/api/v1/tokens/consume", tok, body); a.status != 200 {
+		t.Fatalf("after %d hang-ups: %d %s, want 200 (the circuit closed)", hangUps, a.status, a.body)
+	}
+}

@@ -65,6 +65,9 @@ type Claims struct {
 	// Owner is, in a client_credentials token, the account the client's
 	// requests are charged to; "" in a user's token.
 	Owner string `json:"owner"`
+	// OwnerRoles are, in a client_credentials token, the owner's roles
+	// when the token was issued: they choose the owner's tier.
+	OwnerRoles []string `json:"owner_roles"`
 }
 
 // HasRole reports whether the claims' roles hold role, compared without
