@@ -77,11 +77,8 @@ func (a *tokenAPI) purchase(w http.ResponseWriter, r *http.Request, c Caller) {
 		s.Pool = ledger.Pool{Scope: string(contract.ScopeOrg), Subject: in.OrgID, Provider: in.Provider}
 	}
 	if in.WindowOnly {
-		tier := c.Tier
-		if in.UserID != c.UserID {
-			tier = "" // an ADMIN buying for another: the default tier, as GET /quota reads it
-		}
-		q := a.quotaPlanOf(s.Pool, tier)
+		// An ADMIN buying for another: the default tier, as GET /quota reads it.
+		q := a.quotaPlanOf(s.Pool, c.TierFor(in.UserID))
 		if q == nil {
 			writeAPIError(w, badInput("windowOnly: no quota window applies to this pool"))
 			return
