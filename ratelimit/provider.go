@@ -59,7 +59,7 @@ type providerClient struct {
 // URL), each with concurrency calls in flight at most.
 func newProviderClient(base map[string]string, timeout time.Duration, concurrency int) *providerClient {
 	p := &providerClient{
-		base: base, http: &http.Client{}, timeout: timeout, attempts: 3, backoff: 50 * time.Millisecond,
+		base: base, http: &http.Client{Transport: providerTransport(concurrency)}, timeout: timeout, attempts: 3, backoff: 50 * time.Millisecond,
 		breakers: map[string]*breaker{}, slots: map[string]chan struct{}{},
 	}
 	for name := range base {
@@ -239,4 +239,14 @@ func (b *breaker) record(ok bool) {
 	if b.probing || b.failures >= b.threshold {
 		b.openAt, b.probing = b.now(), false
 	}
+}
+
+// providerTransport keeps as many idle connections to each provider as
+// calls may be in flight to it (the bulkhead), instead of net/http's two:
+// under load most calls would otherwise dial a new connection.
+func providerTransport(concurrency int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = max(concurrency, 2)
+	t.MaxIdleConns = 0 // no bound across hosts; each host is bounded above
+	return t
 }

@@ -36,8 +36,13 @@ type consumeRequest struct {
 	Messages json.RawMessage `json:"messages"`
 }
 
-// consumeAnswer is the seed's consume answer plus resetTime and quota.
+// consumeAnswer is the seed's consume answer plus resetTime and quota; a
+// refusal (429) also carries the error envelope's fields, as every 4xx of
+// the API does.
 type consumeAnswer struct {
+	Error            string          `json:"error,omitempty"`
+	Message          string          `json:"message,omitempty"`
+	Status           int             `json:"status,omitempty"`
 	Allowed          bool            `json:"allowed"`
 	Capacity         int64           `json:"capacity"`
 	Used             int64           `json:"used"`
@@ -239,7 +244,10 @@ func (a *tokenAPI) refused(req contract.Request, res Reserved) *reply {
 		}
 	}
 	now := a.now().UTC()
-	out := consumeAnswer{Timestamp: now, ResetTime: now, ProviderResponse: json.RawMessage("{}")}
+	out := consumeAnswer{
+		Error: "rate_limited", Message: "the token budget is spent: retry after waitSeconds", Status: http.StatusTooManyRequests,
+		Timestamp: now, ResetTime: now, ProviderResponse: json.RawMessage("{}"),
+	}
 	h := http.Header{}
 	var worst *Charge
 	for i := range res.Charges {
