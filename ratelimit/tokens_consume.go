@@ -81,7 +81,8 @@ func (a *tokenAPI) consume(w http.ResponseWriter, r *http.Request, c Caller) {
 		return
 	}
 	if key == "" {
-		a.doConsume(r.Context(), c, in, body).write(w)
+		rp, _ := a.doConsume(r.Context(), c, in, body)
+		rp.write(w)
 		return
 	}
 	prev, conflict, finish, err := a.idem.begin(r.Context(), c.UserID+"\x00"+key, body)
@@ -95,10 +96,13 @@ func (a *tokenAPI) consume(w http.ResponseWriter, r *http.Request, c Caller) {
 	case prev != nil:
 		prev.write(w)
 	default:
-		rp := a.doConsume(r.Context(), c, in, body)
-		if rp.status >= 500 {
-			finish(nil) // nothing was charged: a retry runs again
+		rp, clean := a.doConsume(r.Context(), c, in, body)
+		if rp.status >= 500 && clean {
+			finish(nil) // nothing stands charged: a retry runs again
 		} else {
+			// Kept, a failure too when a charge may stand (a settle or a
+			// reserve that failed): a retry with the key gets this answer
+			// again and is never charged twice.
 			finish(rp)
 		}
 		rp.write(w)
@@ -125,8 +129,12 @@ func (a *tokenAPI) checkConsume(c Caller, in *consumeRequest) *apiError {
 	return nil
 }
 
-// doConsume reserves, calls the provider and settles.
-func (a *tokenAPI) doConsume(ctx context.Context, c Caller, in consumeRequest, body []byte) *reply {
+// doConsume reserves, calls the provider and settles. clean reports that
+// no charge stands: the request was refused, or its reservation was
+// settled at 0 after the provider failed; it is false when a charge stands
+// or may (the answer is a success, a reserve failed — it may have run — or
+// a settle failed).
+func (a *tokenAPI) doConsume(ctx context.Context, c Caller, in consumeRequest, body []byte) (rp *reply, clean bool) {
 	est := int64(0)
 	if in.Tokens != nil {
 		est = *in.Tokens
@@ -142,10 +150,10 @@ func (a *tokenAPI) doConsume(ctx context.Context, c Caller, in consumeRequest, b
 	res, err := a.s.Reserve(ctx, req, 0)
 	if err != nil {
 		a.log.LogAttrs(ctx, slog.LevelWarn, "token api: reserve failed", slog.String(serve.KeyError, err.Error()))
-		return errorReply(apiErr(http.StatusServiceUnavailable, "unavailable", "the budget store is unavailable, retry later"), "1")
+		return errorReply(apiErr(http.StatusServiceUnavailable, "unavailable", "the budget store is unavailable, retry later"), "1"), false
 	}
 	if !res.Allowed {
-		return a.refused(req, res)
+		return a.refused(req, res), true
 	}
 	// The provider is called on a context the client cannot cancel: a
 	// consume the client abandons still completes (within the provider's
@@ -162,6 +170,7 @@ func (a *tokenAPI) doConsume(ctx context.Context, c Caller, in consumeRequest, b
 		actual = 0 // nothing was spent: every balance back as it was
 	}
 	st, err := a.s.reserve.Settle(context.WithoutCancel(ctx), res.Reservation.ID, actual, ledger.KindConsume)
+	clean = err == nil && actual == 0
 	if err != nil {
 		a.log.LogAttrs(ctx, slog.LevelError, "token api: settle failed", slog.String(serve.KeyError, err.Error()))
 		st.Actual = est // the store keeps the reservation at its estimate
@@ -170,11 +179,11 @@ func (a *tokenAPI) doConsume(ctx context.Context, c Caller, in consumeRequest, b
 		a.log.LogAttrs(ctx, slog.LevelWarn, "token api: provider call failed",
 			slog.String("provider", in.Provider), slog.String(serve.KeyError, callErr.Error()))
 		if errors.Is(callErr, errBulkheadFull) || errors.Is(callErr, errCircuitOpen) {
-			return errorReply(apiErr(http.StatusServiceUnavailable, "unavailable", callErr.Error()+", retry later"), "1")
+			return errorReply(apiErr(http.StatusServiceUnavailable, "unavailable", callErr.Error()+", retry later"), "1"), clean
 		}
-		return errorReply(apiErr(http.StatusBadGateway, "provider_failed", "provider call failed"), "")
+		return errorReply(apiErr(http.StatusBadGateway, "provider_failed", "provider call failed"), ""), clean
 	}
-	return a.allowedReply(req, res, est-st.Actual, pr.Body)
+	return a.allowedReply(req, res, est-st.Actual, pr.Body), false
 }
 
 // errorReply is e as a reply, with Retry-After when retry is set.

@@ -48,6 +48,13 @@ func startTokens(t *testing.T, stub providersstub.Knobs, mutate func(*Config)) *
 // startTokensOn starts the service on the ledger led.
 func startTokensOn(t *testing.T, led ledger.Ledger, stub providersstub.Knobs, mutate func(*Config)) *tokensEnv {
 	t.Helper()
+	return startTokensWith(t, led, nil, stub, mutate)
+}
+
+// startTokensWith starts the service on the ledger led and on the memory
+// store wrap returns around it (nil: the memory store itself).
+func startTokensWith(t *testing.T, led ledger.Ledger, wrap func(*store.Memory) store.Store, stub providersstub.Knobs, mutate func(*Config)) *tokensEnv {
+	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +75,11 @@ func startTokensOn(t *testing.T, led ledger.Ledger, stub providersstub.Knobs, mu
 		mutate(&cfg)
 	}
 	st := store.NewMemory(store.MemoryOptions{MaxKeys: 1 << 16})
-	svc, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), st)
+	var decideOn store.Store = st
+	if wrap != nil {
+		decideOn = wrap(st)
+	}
+	svc, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), decideOn)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -268,6 +279,34 @@ func TestTokensConsumeIdempotent(t *testing.T) {
 	if a := e.do(t, "POST", "/api/v1/tokens/consume", e.token(t, other, []string{"USER"}),
 		`{"userId":"`+other+`","provider":"openai","tokens":100}`, "Idempotency-Key", "c1"); a.status != 200 || calls.Load() != 2 {
 		t.Fatalf("other user: %d %s, %d calls", a.status, a.body, calls.Load())
+	}
+}
+
+// A consume whose provider fails and whose settle fails too keeps its
+// estimate charged: a retry with its Idempotency-Key gets the same answer
+// and is charged nothing more.
+func TestTokensConsumeIdempotentAfterFailedSettle(t *testing.T) {
+	url, calls := fakeProvider(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	var fs *flakyStore
+	e := startTokensWith(t, newLedger(t, "memory"), func(m *store.Memory) store.Store { fs = &flakyStore{Memory: m}; return fs },
+		providersstub.Knobs{}, func(c *Config) { c.Tokens.ProviderURLs = map[string]string{"openai": url} })
+	user := uuid.NewString()
+	tok := e.token(t, user, []string{"USER"})
+	before := e.userRemaining(t, user)
+	fs.failAdjust.Store(1) // the settle at 0 fails: the estimate stays charged
+	body := `{"userId":"` + user + `","provider":"openai","tokens":100}`
+	first := e.do(t, "POST", "/api/v1/tokens/consume", tok, body, "Idempotency-Key", "k1")
+	n := calls.Load()
+	again := e.do(t, "POST", "/api/v1/tokens/consume", tok, body, "Idempotency-Key", "k1")
+	if first.status != http.StatusBadGateway || again.status != first.status || string(again.body) != string(first.body) {
+		t.Fatalf("first %d %s, retry %d %s; want the same 502 twice", first.status, first.body, again.status, again.body)
+	}
+	if calls.Load() != n {
+		t.Errorf("the retry called the provider again (%d calls, then %d)", n, calls.Load())
+	}
+	// The bucket leaks 40 tokens a second: one charge of 100 is about 100.
+	if charged := before - e.userRemaining(t, user); charged < 50 || charged > 150 {
+		t.Errorf("the bucket was charged %d, want the one estimate of 100", charged)
 	}
 }
 
