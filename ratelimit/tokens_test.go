@@ -2,15 +2,11 @@ package ratelimit
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -55,21 +51,10 @@ func startTokensOn(t *testing.T, led ledger.Ledger, stub providersstub.Knobs, mu
 // store wrap returns around it (nil: the memory store itself).
 func startTokensWith(t *testing.T, led ledger.Ledger, wrap func(*store.Memory) store.Store, stub providersstub.Knobs, mutate func(*Config)) *tokensEnv {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwksSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		e := big.NewInt(int64(key.E)).Bytes()
-		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]string{{
-			"kty": "RSA", "use": "sig", "alg": "RS256", "kid": testKID,
-			"n": base64.RawURLEncoding.EncodeToString(key.N.Bytes()), "e": base64.RawURLEncoding.EncodeToString(e),
-		}}})
-	}))
-	t.Cleanup(jwksSrv.Close)
+	key, jwksURL := startJWKS(t)
 	cfg := testConfig(t, "memory")
 	cfg.ConfigPath = examplePolicyWith(t, "") // no quotas unless the test says so
-	cfg.Tokens.JWKSURL = jwksSrv.URL
+	cfg.Tokens.JWKSURL = jwksURL
 	cfg.Tokens.ProviderURLs = startStub(t, stub)
 	if mutate != nil {
 		mutate(&cfg)
