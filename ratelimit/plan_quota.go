@@ -94,29 +94,52 @@ func (s *Service) decideSeeded(ctx context.Context, items []store.Item, quotas [
 // seed rebuilds the pools of items[idx] in the store from the ledger's
 // record (zeros without a ledger). The credits the record counts whose
 // fast-path credit is still to come (sagas in TOKENS_ALLOCATED) go with
-// the seed as their Once keys, so that credit does not add them again.
+// the seed as their Once keys, so that credit does not add them again. A
+// credit that found the pool unseeded after the record was read changed
+// its seed generation: the store refuses the seed (store.ErrStaleSeed),
+// and the record is read once more; refused again, the seed fails.
 func (s *Service) seed(ctx context.Context, items []store.Item, quotas []*quotaPlan, idx []int) error {
 	sd, ok := s.store.(store.Seeder)
 	if !ok {
 		return fmt.Errorf("seed quotas: the store keeps no quotas: %w", store.ErrUnseeded)
 	}
-	seeds := make([]store.Seed, 0, len(idx))
-	for _, i := range idx {
+	its := make([]store.Item, len(idx))
+	for j, i := range idx {
 		if i < 0 || i >= len(items) || quotas[i] == nil {
 			return fmt.Errorf("seed quotas: item %d is not a quota: %w", i, store.ErrUnseeded)
 		}
+		its[j] = items[i]
+	}
+	err := s.seedFromRecord(ctx, sd, its, quotas, idx)
+	if errors.Is(err, store.ErrStaleSeed) {
+		err = s.seedFromRecord(ctx, sd, its, quotas, idx)
+	}
+	return err
+}
+
+// seedFromRecord seeds its (the items at idx) from the record, under the
+// seed generations read before it.
+func (s *Service) seedFromRecord(ctx context.Context, sd store.Seeder, its []store.Item, quotas []*quotaPlan, idx []int) error {
+	gens, err := sd.Generations(ctx, its)
+	if err != nil {
+		return fmt.Errorf("seed quotas: %w", err)
+	}
+	seeds := make([]store.Seed, 0, len(idx))
+	for j, i := range idx {
 		q := quotas[i]
 		var st ledger.QuotaState
 		if s.record != nil {
-			var err error
 			if st, err = s.record.QuotaState(ctx, q.pool, q.start); err != nil {
 				return fmt.Errorf("seed quotas: ledger: %w", err)
 			}
 		}
-		seeds = append(seeds, store.Seed{Item: items[i], Used: st.Used, Purchased: st.Purchased,
-			Once: sagaOnceKeys(st.Pending), WindowOnce: sagaOnceKeys(st.PendingWindow)})
+		seeds = append(seeds, store.Seed{Item: its[j], Used: st.Used, Purchased: st.Purchased,
+			Once: sagaOnceKeys(st.Pending), WindowOnce: sagaOnceKeys(st.PendingWindow), Generation: gens[j]})
 	}
-	return sd.Seed(ctx, seeds)
+	if err := sd.Seed(ctx, seeds); err != nil {
+		return fmt.Errorf("seed quotas: %w", err)
+	}
+	return nil
 }
 
 // quotaRefs ties the quota items among items (quotas[i] non-nil) to their

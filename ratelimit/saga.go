@@ -37,7 +37,10 @@ const statusCompensated ledger.Status = "PAYMENT_RELEASE_REQUESTED"
 // (store Adjust, idempotent by Once "saga:"+id) follows TOKENS_ALLOCATED;
 // the ledger step to TOKENS_ALLOCATED credits the durable record. A pool
 // rebuilt from the ledger in between counts the credit already and marks
-// that Once key applied (Service.seed), so the credit is counted once.
+// that Once key applied (Service.seed), so the credit is counted once. A
+// credit that finds the pool unseeded is not applied and leaves its Once
+// key unset: it raises the pool's seed generation, so a rebuild that read
+// the ledger before the credit was allocated is refused and reads again.
 type purchases struct {
 	ledger func() ledgerSagas // nil result: no ledger
 	credit adjuster

@@ -137,8 +137,13 @@ func (a *tokenAPI) quotaPlanOf(pool ledger.Pool, tier string) *quotaPlan {
 // (the counter's TTL, less the grace, should the credit create it) is the
 // time left in the longest of the pool's quotas whose current window
 // starts at Saga.Window: for a user pool any tier's, since the buyer's
-// tier is not recorded (recovery has none). ok is false when no quota's
-// current window starts there: the window is over.
+// tier is not recorded (recovery has none). The longest, not the
+// shortest: windows starting together share the counter key, so a
+// shorter TTL would drop a longer window's counter (and its usage) while
+// that window runs, where a longer one only keeps a shorter window's
+// counter past its end (it is never read after it: the next window has
+// another key). ok is false when no quota's current window starts there:
+// the window is over.
 func (a *tokenAPI) windowCredit(s ledger.Saga) (store.Item, bool) {
 	p := a.s.limits.Load().policy
 	if p == nil || p.Quotas == nil {

@@ -3,8 +3,13 @@
 -- window, 2 quota), limit, period, delta (already clamped to ±MAXSPAN),
 -- to_purchased, then three flags (1 or 0): it has a window key, a balance
 -- key, a Once key. KEYS holds those keys, adjustment by adjustment, in
--- that order. A bucket adjusted down to empty is deleted. An adjustment
--- whose Once key is already set is skipped.
+-- that order, and after them, for a quota with both a balance and a Once
+-- key, the pool's seed generation key. A bucket adjusted down to empty is
+-- deleted. An adjustment whose Once key is already set is skipped. A
+-- quota adjustment with a Once key whose balance key does not exist is
+-- not applied, does not set its Once key, and INCRs the generation (with
+-- the balance's TTL): a seed that read the ledger before it creates no
+-- balance (seed.lua).
 local k = 0
 local function nextkey(flag)
   if flag ~= '1' then
@@ -75,7 +80,14 @@ for i = 1, (#ARGV - 1) / 8 do
   local a = 2 + (i - 1) * 8
   local alg, period, delta, to_p = tonumber(ARGV[a]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local win, bal, once = nextkey(ARGV[a + 5]), nextkey(ARGV[a + 6]), nextkey(ARGV[a + 7])
-  if not once or redis.call('SET', once, '1', 'NX', 'PX', ONCE_TTL_MS) then
+  local gen = nil
+  if alg == 2 and bal and once then
+    gen = nextkey('1')
+  end
+  if gen and redis.call('EXISTS', once) == 0 and redis.call('EXISTS', bal) == 0 then
+    redis.call('INCR', gen)
+    redis.call('PEXPIRE', gen, BALANCE_TTL_MS)
+  elseif not once or redis.call('SET', once, '1', 'NX', 'PX', ONCE_TTL_MS) then
     applied = applied + 1
     if alg == 2 then
       adjust_quota(win, bal, period, delta, to_p, once ~= nil)

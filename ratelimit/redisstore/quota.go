@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
@@ -21,6 +22,42 @@ var quotaPrelude = fmt.Sprintf("local QUOTA_GRACE_MS, BALANCE_TTL_MS, ONCE_TTL_M
 // balanceKey is the Redis key of a Quota item's purchased balance. A
 // window's counter is under "q:" (see key), a Once key under "qo:".
 func (s *Store) balanceKey(it store.Item) string { return s.prefix + "qb:" + it.Purchased }
+
+// genKey is the Redis key of a Quota item's pool's seed generation (see
+// store.Seeder): absent is 0; a credit that finds no balance INCRs it and
+// sets its TTL to the balance's.
+func (s *Store) genKey(it store.Item) string { return s.prefix + "qg:" + it.Purchased }
+
+// Generations implements store.Seeder with one MGET.
+func (s *Store) Generations(ctx context.Context, items []store.Item) ([]int64, error) {
+	gens := make([]int64, len(items))
+	var keys []string
+	var idx []int
+	for i, it := range items {
+		if it.Algorithm == store.Quota && it.Purchased != "" {
+			keys, idx = append(keys, s.genKey(it)), append(idx, i)
+		}
+	}
+	if len(keys) == 0 {
+		return gens, ctx.Err()
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	vals, err := s.c.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis seed generations: %w", err)
+	}
+	for j, v := range vals {
+		if v == nil {
+			continue
+		}
+		str, _ := v.(string)
+		if gens[idx[j]], err = strconv.ParseInt(str, 10, 64); err != nil {
+			return nil, fmt.Errorf("redis seed generation %q: %w", keys[j], err)
+		}
+	}
+	return gens, nil
+}
 
 // validateDecide is Item.Validate for an item of a decision: a quota item
 // there needs its window key.
@@ -43,13 +80,14 @@ func unseeded(idx []int64) error {
 
 // Seed implements store.Seeder with one script call: each seed's window
 // counter and balance are set where the keys do not exist, and the Once
-// keys of what it creates with them.
+// keys of what it creates with them; nothing when a balance it would
+// create has another generation (store.ErrStaleSeed).
 func (s *Store) Seed(ctx context.Context, seeds []store.Seed) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	keys := make([]string, 0, 2*len(seeds))
-	args := make([]any, 0, 1+7*len(seeds))
+	keys := make([]string, 0, 3*len(seeds))
+	args := make([]any, 0, 1+8*len(seeds))
 	args = append(args, s.time())
 	for i, sd := range seeds {
 		it := sd.Item
@@ -64,7 +102,7 @@ func (s *Store) Seed(ctx context.Context, seeds []store.Seed) error {
 			keys, win = append(keys, s.key(it)), 1
 		}
 		if it.Purchased != "" {
-			keys, bal = append(keys, s.balanceKey(it)), 1
+			keys, bal = append(keys, s.balanceKey(it), s.genKey(it)), 1
 		}
 		winOnce, balOnce := sd.WindowOnce, sd.Once
 		if win == 0 {
@@ -79,15 +117,22 @@ func (s *Store) Seed(ctx context.Context, seeds []store.Seed) error {
 		for _, o := range balOnce {
 			keys = append(keys, s.onceKey(o))
 		}
-		args = append(args, sd.Used, sd.Purchased, it.Period, win, bal, len(winOnce), len(balOnce))
+		args = append(args, sd.Used, sd.Purchased, it.Period, win, bal, len(winOnce), len(balOnce), sd.Generation)
 	}
 	if len(seeds) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if err := s.seed.Run(ctx, s.c, keys, args...).Err(); err != nil {
+	stale, err := s.seed.Run(ctx, s.c, keys, args...).Int64Slice()
+	if err != nil {
 		return fmt.Errorf("redis seed: %w", err)
+	}
+	if len(stale) > 0 {
+		for i := range stale {
+			stale[i]--
+		}
+		return fmt.Errorf("redis seeds %v: %w", stale, store.ErrStaleSeed)
 	}
 	return nil
 }

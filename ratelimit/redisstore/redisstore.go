@@ -226,6 +226,9 @@ func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
 		}
 		if a.Once != "" {
 			keys, flags[2] = append(keys, s.onceKey(a.Once)), 1
+			if flags[1] == 1 {
+				keys = append(keys, s.genKey(a.Item))
+			}
 		}
 		delta := min(max(a.Delta, -gcra.MaxSpan), gcra.MaxSpan)
 		args = append(args, int(a.Item.Algorithm), a.Item.Limit, a.Item.Period, delta, a.ToPurchased, flags[0], flags[1], flags[2])

@@ -255,15 +255,17 @@ func (m *Memory) Adjust(ctx context.Context, adj []Adjustment) error {
 		}
 	}
 	for _, a := range adj {
-		if a.Once != "" || a.Item.Algorithm == Quota {
+		if a.Item.Algorithm == Quota {
 			m.quotas.mu.Lock()
-			now := m.now()
-			skip := a.Once != "" && m.quotas.seen(a.Once, now)
-			if !skip && a.Item.Algorithm == Quota {
-				m.quotas.adjust(m, now, a)
-			}
+			m.quotas.apply(m, m.now(), a)
 			m.quotas.mu.Unlock()
-			if skip || a.Item.Algorithm == Quota {
+			continue
+		}
+		if a.Once != "" {
+			m.quotas.mu.Lock()
+			skip := m.quotas.seen(a.Once, m.now())
+			m.quotas.mu.Unlock()
+			if skip {
 				continue
 			}
 		}

@@ -69,6 +69,7 @@ type quotaPools struct {
 type qpool struct {
 	hasBalance bool
 	balance    int64
+	gen        int64 // the seed generation (see Seeder)
 	windows    map[string]qwindow
 	lastUse    int64 // µs
 }
@@ -209,7 +210,7 @@ func (q *quotaPools) sweep(now int64) int {
 				delete(p.windows, k)
 			}
 		}
-		if len(p.windows) == 0 && (!p.hasBalance || p.lastUse+BalanceTTL.Microseconds() <= now) {
+		if len(p.windows) == 0 && ((!p.hasBalance && p.gen == 0) || p.lastUse+BalanceTTL.Microseconds() <= now) {
 			delete(q.pools, name)
 			n++
 		}
@@ -221,10 +222,16 @@ func (q *quotaPools) sweep(now int64) int {
 	return n
 }
 
+// applied reports whether Once key was applied within OnceTTL.
+func (q *quotaPools) applied(key string, now int64) bool {
+	until, ok := q.once[key]
+	return ok && until > now
+}
+
 // seen reports whether Once key was applied within OnceTTL, and remembers
 // it otherwise.
 func (q *quotaPools) seen(key string, now int64) bool {
-	if until, ok := q.once[key]; ok && until > now {
+	if q.applied(key, now) {
 		return true
 	}
 	if len(q.onceFIFO) >= maxOnceKeys {
@@ -234,6 +241,27 @@ func (q *quotaPools) seen(key string, now int64) bool {
 	q.once[key] = now + OnceTTL.Microseconds()
 	q.onceFIFO = append(q.onceFIFO, key)
 	return false
+}
+
+// apply applies quota adjustment a unless its Once key was applied. One
+// with Once that finds its pool without a balance is not applied and
+// leaves its Once key unset: it raises the pool's seed generation.
+func (q *quotaPools) apply(m *Memory, now int64, a Adjustment) {
+	if a.Once != "" {
+		if q.applied(a.Once, now) {
+			return
+		}
+		if name := poolName(a.Item); a.Item.Purchased != "" {
+			if p := q.pools[name]; p == nil || !p.hasBalance {
+				p = q.get(m, name, now)
+				p.gen++
+				p.lastUse = now
+				return
+			}
+		}
+		q.seen(a.Once, now)
+	}
+	q.adjust(m, now, a)
 }
 
 // adjust applies one adjustment to a quota pool. A pool the store holds
@@ -296,6 +324,38 @@ func (q *quotaPools) mark(keys []string, now int64) {
 	}
 }
 
+// stale returns the indexes of the seeds that would create a balance
+// under another seed generation than theirs.
+func (q *quotaPools) stale(seeds []Seed) []int {
+	var idx []int
+	for i, s := range seeds {
+		if s.Item.Purchased == "" {
+			continue
+		}
+		p := q.pools[poolName(s.Item)]
+		if p == nil && s.Generation != 0 || p != nil && !p.hasBalance && p.gen != s.Generation {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// Generations implements Seeder.
+func (m *Memory) Generations(ctx context.Context, items []Item) ([]int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	gens := make([]int64, len(items))
+	m.quotas.mu.Lock()
+	defer m.quotas.mu.Unlock()
+	for i, it := range items {
+		if p := m.quotas.pools[poolName(it)]; it.Purchased != "" && p != nil {
+			gens[i] = p.gen
+		}
+	}
+	return gens, nil
+}
+
 // Seed implements Seeder.
 func (m *Memory) Seed(ctx context.Context, seeds []Seed) error {
 	if err := ctx.Err(); err != nil {
@@ -311,6 +371,9 @@ func (m *Memory) Seed(ctx context.Context, seeds []Seed) error {
 	}
 	m.quotas.mu.Lock()
 	defer m.quotas.mu.Unlock()
+	if idx := m.quotas.stale(seeds); len(idx) > 0 {
+		return fmt.Errorf("seeds %v: %w", idx, ErrStaleSeed)
+	}
 	now := m.now()
 	for _, s := range seeds {
 		m.quotas.seed(m, now, s)

@@ -81,7 +81,9 @@ type Decision struct {
 // window. An Item with only Purchased
 // set (Key "") adjusts the balance alone: a negative Delta credits it.
 // A pool without a balance in the store is left alone (the ledger has the
-// adjustment and the pool is rebuilt from it). A window counter that does
+// adjustment and the pool is rebuilt from it); an adjustment with Once
+// that finds it so does not set its Once key and raises the pool's seed
+// generation (see Seeder). A window counter that does
 // not exist is created by a credit (a negative Delta with Once set: a
 // purchase for the window), as a charge creates it (its TTL Period plus
 // QuotaGrace), and left alone otherwise (a refund to a counter that is
@@ -137,15 +139,36 @@ type Seed struct {
 	// finds the balance (or counter) there marks nothing: the state there
 	// did not count those credits.
 	Once, WindowOnce []string
+	// Generation is the pool's seed generation (Seeder.Generations) read
+	// before the ledger was: Seed creates no balance once it changed.
+	Generation int64
 }
 
 // Seeder is implemented by stores that keep Quota items.
+//
+// A pool has a seed generation, 0 until a credit (an Adjustment with Once)
+// finds the pool without a balance: such a credit is not applied, its Once
+// key is not set, and the generation goes up (kept BalanceTTL). The credit
+// is in the ledger by then, but a seed whose ledger read came before it
+// would not count it: the seed reads the generation first, and Seed
+// refuses to create the balance under another one.
 type Seeder interface {
+	// Generations returns the seed generation of each item's pool (0 for
+	// an item without a Purchased key).
+	Generations(ctx context.Context, items []Item) ([]int64, error)
 	// Seed sets each seed's window counter and balance where the store has
 	// no state for them, with their Once keys; state already there (a
-	// concurrent seed or charge) is kept.
+	// concurrent seed or charge) is kept. When a balance it would create
+	// has another generation than its seed's, Seed sets nothing at all and
+	// returns ErrStaleSeed (wrapped): the caller reads the generations and
+	// the ledger again.
 	Seed(ctx context.Context, seeds []Seed) error
 }
+
+// ErrStaleSeed is returned, wrapped, by Seed when a pool's seed generation
+// changed since the seed's was read: a credit the seed's ledger read may
+// have missed found the pool unseeded. Nothing was set.
+var ErrStaleSeed = errors.New("quota seed stale: a credit found the pool unseeded")
 
 // ErrInvalidItem is returned, wrapped, for an item a store cannot decide: an
 // empty or oversize key, or a limit or period below 1.
