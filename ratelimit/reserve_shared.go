@@ -113,7 +113,11 @@ func (r *Reservations) takeShared(ctx context.Context, id string) (*reservation,
 		case err == nil && !ok:
 			return nil, ErrNoReservation
 		case err == nil:
-			return decodeRecord(b)
+			res, err := decodeRecord(b)
+			if err != nil {
+				r.unrecorded.Add(1)
+			}
+			return res, err
 		case errors.Is(err, store.ErrInvalidReservation):
 			return nil, fmt.Errorf("settle reservation: %w", err)
 		}
