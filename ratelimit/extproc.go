@@ -16,8 +16,10 @@ import (
 	"github.com/leakytokens/leaky/ratelimit/ledger"
 )
 
-// settleTimeout bounds one settlement's store call; it runs after the
-// message it concerns was answered, or after the stream ended.
+// settleTimeout bounds one settlement's store calls (the take, its
+// retries, the adjustment); it runs after the message it concerns was
+// answered, or after the stream ended. Reservations.Settle also gives it to
+// a caller whose context has no deadline.
 const settleTimeout = 2 * time.Second
 
 // meter is the metering: Envoy's ext_proc ExternalProcessor on the

@@ -62,7 +62,8 @@ func meteredRequest(req *rlsv3.RateLimitRequest) (id string, owner Owner) {
 // for a bucket), else on the store as before. A second request
 // with an id already open is refused with INVALID_ARGUMENT, charging
 // nothing: Envoy sets a fresh id on every request, so only a forged or
-// replayed call repeats one. With the reservation ledger full (or the
+// replayed call repeats one; an id longer than store.MaxKeyLen is refused
+// so too. With the reservation ledger full (or the
 // reservation too large to record in a shared store) the request is
 // decided without a reservation (charged at its estimate, as without an
 // id).
@@ -79,6 +80,9 @@ func (s *Service) decideMetered(ctx context.Context, req *rlsv3.RateLimitRequest
 	case errors.Is(err, ErrDuplicateReservation):
 		s.metrics.invalid.WithLabelValues("duplicate_request_id").Inc()
 		return store.Decision{}, status.Error(codes.InvalidArgument, "request_id is already reserved")
+	case errors.Is(err, ErrReservationIDTooLong):
+		s.metrics.invalid.WithLabelValues("long_request_id").Inc()
+		return store.Decision{}, status.Errorf(codes.InvalidArgument, "request_id longer than %d bytes", store.MaxKeyLen)
 	case errors.Is(err, ErrTooManyReservations), errors.Is(err, ErrReservationTooLarge):
 		s.metrics.meter.reserveFull.Inc()
 		return s.store.Decide(ctx, items)

@@ -25,6 +25,9 @@ var (
 	// ErrDuplicateReservation: a reservation with that id is open or being
 	// made; nothing was charged.
 	ErrDuplicateReservation = errors.New("duplicate reservation id")
+	// ErrReservationIDTooLong: the id is longer than store.MaxKeyLen bytes;
+	// nothing was charged.
+	ErrReservationIDTooLong = errors.New("reservation id longer than 512 bytes")
 )
 
 // maxOpenReservations bounds the ledger's memory.
@@ -124,9 +127,8 @@ func NewReservations(st store.Store, now func() time.Time, defaultTTL func() tim
 }
 
 // Unrecorded counts admitted charges left at their estimate without a
-// reservation to settle or expire: a record the store failed to open (or
-// to reopen after a settlement that did not reach the store), or could not
-// decode. None of them reaches the recorder.
+// reservation to settle or expire: a record the store handed back that
+// could not be decoded. None of them reaches the recorder.
 func (r *Reservations) Unrecorded() uint64 { return r.unrecorded.Load() }
 
 // claim holds id for a ReserveAs in flight, so a second one with the same
@@ -167,19 +169,22 @@ func (r *Reservations) Reserve(ctx context.Context, items []store.Item, ttl time
 // ReserveAs decides items all or nothing, each Item.Hits being the
 // estimate. When admitted it records a reservation with id (a fresh random
 // id when "") to settle; when refused the Reservation is zero and nothing
-// is charged. An id already open (or being reserved) is
-// ErrDuplicateReservation, and charges nothing (with a shared store, an id
-// held by another instance is found after the decision, whose charge is
-// then refunded). With a shared store, a reservation whose record would be
-// too large is ErrReservationTooLarge, before anything is charged.
+// is charged. An id already open (or being reserved), here or on another
+// instance sharing the store, is ErrDuplicateReservation, and an id longer
+// than store.MaxKeyLen is ErrReservationIDTooLong; neither charges
+// anything. With a shared store, a reservation whose record would be too
+// large is ErrReservationTooLarge, before anything is charged; and the
+// decision and the record are one atomic store call: an admitted decision
+// always has its record.
 func (r *Reservations) ReserveAs(ctx context.Context, id string, owner Owner, items []store.Item, quotas []QuotaRef, ttl time.Duration) (Reservation, store.Decision, error) {
 	if ttl <= 0 {
 		ttl = r.defaultTTL()
 	}
 	if id == "" {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		id = hex.EncodeToString(b[:])
+		id = newID()
+	}
+	if len(id) > store.MaxKeyLen {
+		return Reservation{}, store.Decision{}, ErrReservationIDTooLong
 	}
 	if r.shared != nil {
 		res := &reservation{owner: owner, items: items, quotas: quotas, expires: r.now().Add(ttl)}
@@ -209,13 +214,20 @@ func (r *Reservations) ReserveAs(ctx context.Context, id string, owner Owner, it
 }
 
 // Settle charges the reservation at actual tokens instead of its estimate,
-// at most once, and hands the settlement (of kind) to the recorder. A store
-// call that failed without running leaves the reservation open, to be
-// settled again; one that timed out (it may have run) closes it at its
+// at most once, and hands the settlement (of kind) to the recorder. Its
+// store calls run within ctx's deadline (settleTimeout when ctx has none).
+// A store call that failed without running leaves the reservation open, to
+// be settled again (when it cannot be reopened it is recorded expired, at
+// its estimate); one that timed out (it may have run) closes it at its
 // estimate rather than risk applying twice.
 func (r *Reservations) Settle(ctx context.Context, id string, actual int64, kind ledger.Kind) (Settlement, error) {
 	if actual < 0 {
 		return Settlement{}, fmt.Errorf("actual %d: must not be negative", actual)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, settleTimeout)
+		defer cancel()
 	}
 	res, err := r.take(ctx, id)
 	if err != nil {
@@ -238,8 +250,12 @@ func (r *Reservations) Settle(ctx context.Context, id string, actual int64, kind
 	if len(adj) > 0 {
 		if err := r.store.Adjust(ctx, adj); err != nil {
 			if errors.Is(err, syscall.ECONNREFUSED) {
-				// The store was not reached, so nothing ran: settle again later.
-				r.putBack(ctx, id, res)
+				// The store was not reached, so nothing ran: settle again
+				// later. A reservation that cannot be reopened exists
+				// nowhere else now: it is recorded expired, at its estimate.
+				if perr := r.putBack(ctx, id, res); perr != nil {
+					r.recordAll(ctx, []Settlement{res.settlement(id, ledger.KindExpired, res.estimate(), r.now())})
+				}
 				return Settlement{}, fmt.Errorf("settle reservation: %w", err)
 			}
 			// Any other failure may have been applied (a timeout after the
@@ -285,14 +301,21 @@ func (r *Reservations) take(ctx context.Context, id string) (*reservation, error
 }
 
 // putBack reopens a reservation taken for a settlement that did not run.
-func (r *Reservations) putBack(ctx context.Context, id string, res *reservation) {
+func (r *Reservations) putBack(ctx context.Context, id string, res *reservation) error {
 	if r.shared != nil {
-		r.putBackShared(ctx, id, res)
-		return
+		return r.putBackShared(ctx, id, res)
 	}
 	r.mu.Lock()
 	r.open[id] = res
 	r.mu.Unlock()
+	return nil
+}
+
+// newID is a fresh random id: 32 hex digits.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // estimate is the reservation's estimate: the largest hits among its items

@@ -92,7 +92,7 @@ func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 	s.reserve.SetRecorder(s.recordSettlement)
 	s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ratelimit_reservations_unrecorded_total",
-		Help: "Admitted charges left at their estimate with no reservation record: the store failed to open (or reopen) it.",
+		Help: "Admitted charges left at their estimate without a settlement: a reservation record the store handed back that could not be decoded.",
 	}, func() float64 { return float64(s.reserve.Unrecorded()) }))
 	s.tokens = newTokenAPI(s)
 	if s.srv, err = s.newServer(); err != nil {

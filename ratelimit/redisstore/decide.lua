@@ -10,8 +10,26 @@
 -- decision (untouched if refused); or {-1, indexes...} (0-based) naming the
 -- quota items whose balance key is missing, having changed nothing.
 
-local n = (#ARGV - 1) / 5
-if #KEYS > n then
+--
+-- Reserving (store.Reserver's DecideReserve) adds four ARGV after the
+-- items' (so (#ARGV - 1) % 5 == 4): the id, the record, its TTL (µs) and
+-- the grace (ms); and two KEYS after the balance keys: the record's key and
+-- the index, as reserve.lua's open takes them. The reply is then {-2} when
+-- the record's key exists, having decided and changed nothing; and when the
+-- decision admits, the record (the given bytes, "\n", each item's
+-- from_purchased, comma-separated) is stored and its id indexed, as open
+-- does. A decision without those arguments does none of this.
+
+local reserving = (#ARGV - 1) % 5 == 4
+local n = idiv(#ARGV - 1, 5)
+local nkeys = #KEYS
+if reserving then
+  nkeys = nkeys - 2
+  if redis.call('EXISTS', KEYS[nkeys + 1]) == 1 then
+    return {-2}
+  end
+end
+if nkeys > n then
   local missing, j = {-1}, n
   for i = 1, n do
     if ARGV[2 + (i - 1) * 5] == '2' then
@@ -186,6 +204,23 @@ if allowed then
   for key, v in pairs(bcur) do
     if v ~= borig[key] or next(qperiod) then
       redis.call('SET', key, int(v), 'PX', BALANCE_TTL_MS)
+    end
+  end
+  if reserving then
+    local a, fp = 2 + n * 5, {}
+    for i = 1, n do
+      fp[i] = '0'
+      if tonumber(ARGV[2 + (i - 1) * 5]) >= 2 then
+        fp[i] = int(from_p[i])
+      end
+    end
+    local ttl = tonumber(ARGV[a + 2])
+    local px = idiv(ttl + 999, 1000) + tonumber(ARGV[a + 3])
+    local rk, ix = KEYS[nkeys + 1], KEYS[nkeys + 2]
+    redis.call('SET', rk, ARGV[a + 1] .. '\n' .. table.concat(fp, ','), 'PX', int(px))
+    redis.call('ZADD', ix, int(now + ttl), ARGV[a])
+    if redis.call('PTTL', ix) < px then
+      redis.call('PEXPIRE', ix, int(px))
     end
   end
 end

@@ -4,10 +4,14 @@
 // scripts mirror package gcra and store.Memory bit for bit and read the time
 // from Redis TIME, so instances never disagree about it.
 //
-// Every call has a deadline of at most Options.Timeout and is never retried:
-// a dead or hung Redis costs a caller one deadline, not go-redis's default
-// retries and dial back-offs (about 1.7 s). A call that times out may or may
-// not have been applied; it is never applied twice.
+// Every decision (Decide, DecideReserve) has a deadline of at most
+// Options.Timeout; Adjust and the reservation records' calls, which settle
+// after a request was answered, have the caller's deadline (Options.Timeout
+// when ctx has none). No call is retried here: a dead or hung Redis costs a
+// caller one deadline, not go-redis's default retries and dial back-offs
+// (about 1.7 s). A call that times out may or may not have been applied; it
+// is never applied twice (TakeReservation's nonce makes its caller's retry
+// safe).
 //
 // Keys are Options.Prefix + "g:" + item key for GCRA buckets and
 // Options.Prefix + "w:" + item key for fixed windows. Every key written
@@ -55,6 +59,10 @@ const (
 // ctx bounds them all).
 const startTimeout = 5 * time.Second
 
+// settleCap bounds the read and write timeouts of the calls bounded by
+// their caller's deadline; the deadline is what bounds them.
+const settleCap = time.Minute
+
 // Options configures New.
 type Options struct {
 	// URL is the Redis URL: redis://[user:password@]host:port/db, or
@@ -85,6 +93,7 @@ type Store struct {
 	seed    *redis.Script
 	reserve *redis.Script
 	pipe    *pipeliner
+	settle  *redis.Client // s.c with settleCap for its read and write timeouts
 }
 
 var (
@@ -130,6 +139,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		ro.PoolSize = opts.PoolSize
 	}
 	s.c = redis.NewClient(ro)
+	s.settle = s.c.WithTimeout(settleCap)
 	// Loading the scripts is a start-up step bounded by ctx, not a decision:
 	// the per-call deadline (15 ms) would fail a start on a busy machine.
 	loader := s.c.WithTimeout(startTimeout)
@@ -146,11 +156,17 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 // Decide implements store.Store with one script call. The error, if any,
 // is wrapped once; ErrorKind classifies it.
 func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision, error) {
+	return s.runDecide(ctx, items, nil)
+}
+
+// runDecide runs decide.lua on items, with rsv's record opened in the same
+// run when rsv is not nil, within the store's timeout.
+func (s *Store) runDecide(ctx context.Context, items []store.Item, rsv *reserveArgs) (store.Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return store.Decision{}, err
 	}
 	keys := make([]string, len(items), len(items)+2)
-	args := make([]any, 0, 1+5*len(items))
+	args := make([]any, 0, 1+5*len(items)+4)
 	args = append(args, s.time())
 	quotas := 0
 	for i, it := range items {
@@ -177,7 +193,9 @@ func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision,
 			keys = append(keys, s.balanceKey(it))
 		}
 	}
-	if len(items) == 0 {
+	if rsv != nil {
+		keys, args = append(keys, rsv.keys[:]...), append(args, rsv.args[:]...)
+	} else if len(items) == 0 {
 		return store.Decision{Allowed: true, Results: []store.Result{}}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -185,6 +203,15 @@ func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision,
 	vals, err := s.pipe.do(ctx, keys, args)
 	if err != nil {
 		return store.Decision{}, fmt.Errorf("redis decide: %w", err)
+	}
+	return decodeDecision(items, quotas, vals)
+}
+
+// decodeDecision reads decide.lua's reply for items (quotas of them quota
+// items).
+func decodeDecision(items []store.Item, quotas int, vals []int64) (store.Decision, error) {
+	if len(vals) == 1 && vals[0] == -2 {
+		return store.Decision{}, store.ErrReservationExists
 	}
 	if len(vals) > 1 && vals[0] == -1 {
 		return store.Decision{}, unseeded(vals[1:])
@@ -205,7 +232,9 @@ func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision,
 }
 
 // Adjust implements store.Store with one script call that applies the
-// adjustments in order. Delta is clamped to ±gcra.MaxSpan.
+// adjustments in order, within the caller's deadline (settlements run
+// after the request was answered; see settleContext). Delta is clamped to
+// ±gcra.MaxSpan.
 func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -236,9 +265,9 @@ func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
 	if len(adj) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	ctx, cancel := s.settleContext(ctx)
 	defer cancel()
-	if err := s.adjust.Run(ctx, s.c, keys, args...).Err(); err != nil {
+	if err := s.adjust.Run(ctx, s.settle, keys, args...).Err(); err != nil {
 		return fmt.Errorf("redis adjust: %w", err)
 	}
 	return nil
@@ -258,6 +287,15 @@ func (s *Store) Ping(ctx context.Context) error {
 		return fmt.Errorf("redis ping: %w", err)
 	}
 	return nil
+}
+
+// settleContext is ctx for a call bounded by its caller's deadline: ctx
+// itself when it has one, else ctx bounded by the store's timeout.
+func (s *Store) settleContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.timeout)
 }
 
 // Close stops the pipeline workers and closes the connections. Calls after

@@ -258,9 +258,13 @@ func TestEveryKeyHasTTL(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%2 == 0 {
-			if _, _, err := s.TakeReservation(ctx, id); err != nil {
+			if _, _, err := s.TakeReservation(ctx, id, "nonce"); err != nil {
 				t.Fatal(err)
 			}
+		}
+		dec, err := s.DecideReserve(ctx, []store.Item{{Key: "rsv", Limit: 1000, Period: sec, Hits: 1}}, "d"+id, []byte("rec"), time.Minute)
+		if err != nil || !dec.Allowed {
+			t.Fatalf("DecideReserve = %+v, %v", dec, err)
 		}
 	}
 	maxRes := 3*time.Minute + store.ReservationGrace
@@ -281,6 +285,9 @@ func TestEveryKeyHasTTL(t *testing.T) {
 		}
 		if (strings.HasPrefix(key, prefix+"r:") || key == prefix+"rx") && ttl > maxRes {
 			t.Errorf("reservation key %s has TTL %v, want at most the longest reservation's plus the grace, %v", key, ttl, maxRes)
+		}
+		if strings.HasPrefix(key, prefix+"rt:") && ttl > store.ReservationLease {
+			t.Errorf("lease key %s has TTL %v, want at most %v", key, ttl, store.ReservationLease)
 		}
 		if strings.HasPrefix(key, prefix+"w:") && ttl > 62*time.Second {
 			t.Errorf("window key %s has TTL %v, want at most the window plus 1 s", key, ttl)

@@ -14,15 +14,44 @@ import (
 // Reservation records (store.Reserver) live under Prefix + "r:" + id, each
 // with a TTL of the reservation's plus store.ReservationGrace; the index
 // Prefix + "rx" scores every open id with its expiry and lives as long as
-// its longest-lived record. One script, reserve.lua, does each step
-// atomically: opening (SET NX, so an id is held once across instances),
-// taking (only before the expiry) and claiming expired records (a ZREM
-// that returns 1 makes its caller the only one to get the record).
+// its longest-lived record. DecideReserve is decide.lua with the record's
+// arguments: the decision and the record's opening in one script, one
+// round trip. reserve.lua does each other step atomically: opening (SET
+// NX, so an id is held once across instances), taking (only before the
+// expiry; the record moves to a lease, Prefix + "rt:" + nonce + ":" + id,
+// for store.ReservationLease, so a retried take gets it back) and claiming
+// expired records (a ZREM that returns 1 makes its caller the only one to
+// get the record).
+//
+// Every call but DecideReserve is bounded by the caller's deadline (the
+// store's timeout when ctx has none), not by Options.Timeout: they settle
+// reservations, after the request's answer, where a caller gives them
+// seconds. DecideReserve is a decision, bounded as Decide is.
 
 var _ store.Reserver = (*Store)(nil)
 
 func (s *Store) recordKey(id string) string { return s.prefix + "r:" + id }
 func (s *Store) indexKey() string           { return s.prefix + "rx" }
+func (s *Store) leaseKey(id, nonce string) string {
+	return s.prefix + "rt:" + nonce + ":" + id
+}
+
+// DecideReserve implements store.Reserver with one decide.lua call.
+func (s *Store) DecideReserve(ctx context.Context, items []store.Item, id string, rec []byte, ttl time.Duration) (store.Decision, error) {
+	if err := store.ValidateDecideReserve(id, rec, len(items), ttl); err != nil {
+		return store.Decision{}, err
+	}
+	return s.runDecide(ctx, items, &reserveArgs{
+		keys: [2]string{s.recordKey(id), s.indexKey()},
+		args: [4]any{id, rec, ttl.Microseconds(), store.ReservationGrace.Milliseconds()},
+	})
+}
+
+// reserveArgs are decide.lua's extra KEYS and ARGV that open a record.
+type reserveArgs struct {
+	keys [2]string
+	args [4]any
+}
 
 // OpenReservation implements store.Reserver.
 func (s *Store) OpenReservation(ctx context.Context, id string, rec []byte, ttl time.Duration) error {
@@ -41,11 +70,15 @@ func (s *Store) OpenReservation(ctx context.Context, id string, rec []byte, ttl 
 }
 
 // TakeReservation implements store.Reserver.
-func (s *Store) TakeReservation(ctx context.Context, id string) ([]byte, bool, error) {
+func (s *Store) TakeReservation(ctx context.Context, id, nonce string) ([]byte, bool, error) {
+	if nonce == "" || len(nonce) > store.MaxNonceLen {
+		return nil, false, fmt.Errorf("%w: nonce must be 1 to %d bytes", store.ErrInvalidReservation, store.MaxNonceLen)
+	}
 	if id == "" || len(id) > store.MaxKeyLen {
 		return nil, false, nil // never opened
 	}
-	v, err := s.runReserve(ctx, []string{s.recordKey(id), s.indexKey()}, "take", id).Text()
+	v, err := s.runReserve(ctx, []string{s.recordKey(id), s.indexKey(), s.leaseKey(id, nonce)},
+		"take", id, store.ReservationLease.Milliseconds()).Text()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return nil, false, nil
@@ -86,9 +119,9 @@ func (s *Store) ClaimExpired(ctx context.Context, limit int) ([]store.Reservatio
 	return out, nil
 }
 
-// runReserve runs reserve.lua's op within the store's timeout.
+// runReserve runs reserve.lua's op within the caller's deadline.
 func (s *Store) runReserve(ctx context.Context, keys []string, op string, args ...any) *redis.Cmd {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	ctx, cancel := s.settleContext(ctx)
 	defer cancel()
-	return s.reserve.Run(ctx, s.c, keys, append([]any{s.time(), op}, args...)...)
+	return s.reserve.Run(ctx, s.settle, keys, append([]any{s.time(), op}, args...)...)
 }

@@ -4,8 +4,11 @@
 -- (µs). ARGV[2] names the operation:
 --   open:  KEYS record, index; ARGV id, record, ttl (µs), grace (ms).
 --          Returns 1, or 0 when the id is held (nothing changed).
---   take:  KEYS record, index; ARGV id. Returns the record and removes it,
---          or nil when it is not open (absent, or past its expiry).
+--   take:  KEYS record, index, lease; ARGV id, lease (ms). Returns the
+--          lease's record when the lease exists (a retry of a take);
+--          else removes the open record, leases it (a copy under the lease
+--          key for lease ms) and returns it; nil when it is not open
+--          (absent, or past its expiry).
 --   due:   KEYS index; ARGV limit. Returns up to limit ids past expiry.
 --   claim: KEYS index, then one record key per id; ARGV the ids. Removes
 --          each id still past expiry from the index; whoever removes it
@@ -23,13 +26,20 @@ if op == 'open' then
   end
   return 1
 elseif op == 'take' then
+  local v = redis.call('GET', KEYS[3])
+  if v then
+    return v
+  end
   local exp = redis.call('ZSCORE', KEYS[2], ARGV[3])
   if not exp or tonumber(exp) <= now then
     return false
   end
-  local v = redis.call('GET', KEYS[1])
+  v = redis.call('GET', KEYS[1])
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[3])
+  if v then
+    redis.call('SET', KEYS[3], v, 'PX', ARGV[4])
+  end
   return v
 elseif op == 'due' then
   return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(now), 'LIMIT', 0, tonumber(ARGV[3]))

@@ -223,7 +223,7 @@ func TestMemoryReserverContract(t *testing.T) {
 		if m := opened[t]; m != nil {
 			return m
 		}
-		m := store.NewMemoryReserver(now)
+		m := store.NewMemoryReserver(now, store.NewMemory(store.MemoryOptions{Now: now}))
 		opened[t] = m
 		return m
 	})

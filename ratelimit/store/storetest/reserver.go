@@ -33,6 +33,8 @@ func RunReserver(t *testing.T, open ReserverOpener) {
 		{"TakeAfterExpiry", testTakeAfterExpiry},
 		{"ConcurrentTakes", testConcurrentTakes},
 		{"TwoScanners", testTwoScanners},
+		{"DecideReserve", testDecideReserve},
+		{"TakeLease", testTakeLease},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -50,6 +52,7 @@ type rsvEnv struct {
 	open  ReserverOpener
 	rv    store.Reserver
 	ns    string
+	takes int // nonces used by take
 }
 
 func (e *rsvEnv) id(n int) string { return fmt.Sprintf("%sid-%d", e.ns, n) }
@@ -61,10 +64,12 @@ func (e *rsvEnv) openRec(id, rec string, ttl time.Duration) {
 	}
 }
 
-// take takes id and returns its record, "" when there is none.
+// take takes id under a fresh nonce and returns its record, "" when there
+// is none.
 func (e *rsvEnv) take(rv store.Reserver, id string) (string, bool) {
 	e.t.Helper()
-	rec, ok, err := rv.TakeReservation(context.Background(), id)
+	e.takes++
+	rec, ok, err := rv.TakeReservation(context.Background(), id, fmt.Sprint("take-", e.takes))
 	if err != nil {
 		e.t.Fatalf("TakeReservation(%s): %v", id, err)
 	}
@@ -165,12 +170,12 @@ func testConcurrentTakes(e *rsvEnv) {
 	var mu sync.Mutex
 	got := map[string]int{}
 	var wg sync.WaitGroup
-	for range takers {
+	for taker := range takers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range ids {
-				rec, ok, err := e.rv.TakeReservation(context.Background(), e.id(i))
+				rec, ok, err := e.rv.TakeReservation(context.Background(), e.id(i), fmt.Sprint("taker-", taker))
 				if err != nil {
 					e.t.Errorf("TakeReservation: %v", err)
 					return
