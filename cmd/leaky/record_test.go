@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/leakytokens/leaky/internal/contract"
@@ -19,12 +20,19 @@ import (
 	providersstub "github.com/leakytokens/leaky/providers-stub"
 )
 
-// `leaky ratelimit` on PostgreSQL and Kafka (DATABASE_URL, KAFKA_BROKERS):
-// a REST consume and a purchase are written to the ledger and published to
-// the topic, and a second process on the same database, its memory store
-// empty, rebuilds the user's quota from the ledger: the window's usage and
-// the purchased balance.
+// `leaky ratelimit` on PostgreSQL and Kafka (DATABASE_URL, KAFKA_BROKERS),
+// on the memory store and on Redis: a REST consume and a purchase are
+// written to the ledger and published to the topic, and a second process
+// on the same database, its store empty (a new memory store; the test's
+// Redis keys deleted), rebuilds the user's quota from the ledger: the
+// window's usage and the purchased balance.
 func TestRatelimitRecordsOnPostgresAndKafka(t *testing.T) {
+	for _, kind := range []string{"memory", "redis"} {
+		t.Run(kind, func(t *testing.T) { testRecordsOnPostgresAndKafka(t, kind) })
+	}
+}
+
+func testRecordsOnPostgresAndKafka(t *testing.T, kind string) {
 	dsn := testenv.PostgresURL(t)
 	broker, err := kafkadev.Start(context.WithoutCancel(t.Context()), "127.0.0.1:0", "token-usage")
 	if err != nil {
@@ -35,6 +43,12 @@ func TestRatelimitRecordsOnPostgresAndKafka(t *testing.T) {
 	vars := map[string]string{
 		"DATABASE_URL": dsn, "KAFKA_BROKERS": broker.Addr(),
 		"LEAKY_TRUSTED_PROXIES": "127.0.0.1/32", "LEAKY_PROVIDER_URLS": "openai=http://" + stub["openai"],
+	}
+	var emptyStore func()
+	if kind == "redis" {
+		url, prefix := testenv.RedisURL(t), testenv.Prefix(t)
+		vars["LEAKY_STORE"], vars["LEAKY_REDIS_URL"], vars["LEAKY_REDIS_PREFIX"] = "redis", url, prefix
+		emptyStore = func() { deleteRedisKeys(t, url, prefix) }
 	}
 	user := uuid.NewString()
 	who := map[string]string{contract.HeaderUserID: user, contract.HeaderTier: "free", contract.HeaderRoles: "USER"}
@@ -63,6 +77,9 @@ func TestRatelimitRecordsOnPostgresAndKafka(t *testing.T) {
 		t.Fatalf("quota after the purchase = %d, want %d + 5000", want, consumed.Quota.RemainingTokens)
 	}
 	stop()
+	if emptyStore != nil {
+		emptyStore()
+	}
 
 	base, _ = startRatelimitRun(t, vars)
 	if got := quotaRemaining(t, base, who, user); got != want {
@@ -214,4 +231,26 @@ func consumeTopic(t *testing.T, addr, topic string, n int) []*kgo.Record {
 		})
 	}
 	return got
+}
+
+// deleteRedisKeys deletes every key under prefix (this test's own), as a
+// Redis restarted without persistence would have lost them.
+func deleteRedisKeys(t *testing.T, url, prefix string) {
+	t.Helper()
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	defer c.Close()
+	ctx := context.Background()
+	n := 0
+	for it := c.Scan(ctx, 0, prefix+"*", 1000).Iterator(); it.Next(ctx); n++ {
+		if err := c.Del(ctx, it.Val()).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no key under %q to delete: the first process did not use Redis", prefix)
+	}
 }
