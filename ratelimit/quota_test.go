@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,8 +13,6 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/ratelimit/ledger"
@@ -59,31 +55,12 @@ func startQuota(t *testing.T, kind string, clock *quotaClock, record ledger.Ledg
 func startQuotaOn(t *testing.T, kind string, clock *quotaClock, record ledger.Ledger, wrap func(store.Store) store.Store) *server {
 	t.Helper()
 	cfg := testConfig(t, kind, "quota.yaml")
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), wrap(testStore(t, cfg)))
-	if err != nil {
-		cancel()
-		t.Fatalf("New: %v", err)
-	}
-	svc.now = clock.now
-	if record != nil {
-		svc.SetLedger(record)
-	}
-	s := &server{svc: svc, cancel: cancel, done: make(chan error, 1)}
-	go func() { s.done <- svc.Run(ctx) }()
-	conn, err := grpc.NewClient(svc.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.client = rlsv3.NewRateLimitServiceClient(conn)
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-s.done; err != nil {
-			t.Errorf("Run: %v", err)
+	return startOn(t, cfg, wrap(testStore(t, cfg)), func(svc *Service) {
+		svc.now = clock.now
+		if record != nil {
+			svc.SetLedger(record)
 		}
 	})
-	return s
 }
 
 // consume asks for hits tokens as user u (org o, "" for none) of tier free

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/leakytokens/leaky/internal/testenv"
+	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -69,12 +70,22 @@ func testConfig(t *testing.T, storeKind string, files ...string) Config {
 
 func start(t testing.TB, cfg Config) *server {
 	t.Helper()
+	return startOn(t, cfg, testStore(t, cfg), nil)
+}
+
+// startOn is start on the store st; prepare, when set, adjusts the
+// service before it runs.
+func startOn(t testing.TB, cfg Config, st store.Store, prepare func(*Service)) *server {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := New(cfg, logger, testStore(t, cfg))
+	svc, err := New(cfg, logger, st)
 	if err != nil {
 		cancel()
 		t.Fatalf("New: %v", err)
+	}
+	if prepare != nil {
+		prepare(svc)
 	}
 	s := &server{svc: svc, cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- svc.Run(ctx) }()
