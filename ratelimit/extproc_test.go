@@ -37,19 +37,30 @@ func startExchange(t *testing.T, ctx context.Context, s *server, id, user, path,
 	return e
 }
 
+// recordSettlements makes s's reservations hand their settlements to the
+// test; the function returned lists them so far.
+func recordSettlements(s *server) func() []Settlement {
+	var mu sync.Mutex
+	var settled []Settlement
+	s.svc.Reservations().SetRecorder(func(_ context.Context, st Settlement) {
+		mu.Lock()
+		defer mu.Unlock()
+		settled = append(settled, st)
+	})
+	return func() []Settlement {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]Settlement(nil), settled...)
+	}
+}
+
 func userDesc(u string) string { return "provider=openai,tier=free,user=" + u }
 
 func TestMeterJSONSettlesAtUsage(t *testing.T) {
 	for _, kind := range []string{"memory", "redis"} {
 		t.Run(kind, func(t *testing.T) {
 			s := start(t, testConfig(t, kind, "policy.yaml"))
-			var mu sync.Mutex
-			var settled []Settlement
-			s.svc.Reservations().SetRecorder(func(_ context.Context, st Settlement) {
-				mu.Lock()
-				defer mu.Unlock()
-				settled = append(settled, st)
-			})
+			recorded := recordSettlements(s)
 			e := startExchange(t, context.Background(), s, "req-json", "jay", chatPath, chatBody, 300)
 			if got := remaining(t, s, userDesc("jay")); got != 700 {
 				t.Fatalf("remaining after the reservation = %d, want 700", got)
@@ -64,8 +75,7 @@ func TestMeterJSONSettlesAtUsage(t *testing.T) {
 			if got := remaining(t, s, userDesc("jay")); got != 988 {
 				t.Errorf("remaining after settling at 12 = %d, want 988", got)
 			}
-			mu.Lock()
-			defer mu.Unlock()
+			settled := recorded()
 			if len(settled) != 1 {
 				t.Fatalf("%d settlements recorded, want 1", len(settled))
 			}
@@ -327,19 +337,12 @@ func TestMeterSettlesQuotas(t *testing.T) {
 	for _, kind := range []string{"memory", "redis"} {
 		t.Run(kind, func(t *testing.T) {
 			s := start(t, testConfig(t, kind, "quota.yaml"))
-			var mu sync.Mutex
-			var settled []Settlement
-			s.svc.Reservations().SetRecorder(func(_ context.Context, st Settlement) {
-				mu.Lock()
-				defer mu.Unlock()
-				settled = append(settled, st)
-			})
+			recorded := recordSettlements(s)
 			e := startExchange(t, context.Background(), s, "req-quota", "quin", chatPath, chatBody, 80)
 			e.send(respHeaders(headers(false, ":status", "200", "content-type", "application/json")))
 			e.streamResponse(`{"usage":{"total_tokens":30}}`, 100)
 			e.close()
-			mu.Lock()
-			defer mu.Unlock()
+			settled := recorded()
 			if len(settled) != 1 || len(settled[0].Quotas) != 1 {
 				t.Fatalf("settlements = %+v, want one with one quota", settled)
 			}
