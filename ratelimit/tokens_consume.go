@@ -233,8 +233,9 @@ func (a *tokenAPI) allowedReply(req contract.Request, res Reserved, refund int64
 	if bucket != nil {
 		remaining := min(bucket.Capacity, max(0, bucket.Result.Remaining+refund))
 		out.Capacity, out.Remaining, out.Used = bucket.Capacity, remaining, bucket.Capacity-remaining
-		out.ResetTime = now.Add(time.Duration(max(0, bucket.Result.ResetAfter-refund*a.interval(req, bucket))) * time.Microsecond)
-		a.rateHeaders(h, req, bucket, remaining)
+		pl, ok := a.planOf(req, bucket) // planned once for both: the reset and the headers
+		out.ResetTime = now.Add(time.Duration(max(0, bucket.Result.ResetAfter-refund*interval(pl, ok))) * time.Microsecond)
+		rateHeaders(h, bucket, pl, ok, remaining)
 	}
 	if quota != nil {
 		out.Quota = &quotaFigures{TotalTokens: quota.Capacity, RemainingTokens: quota.Result.Remaining + refund,

@@ -41,20 +41,21 @@ func (a *tokenAPI) planOf(req contract.Request, ch *Charge) (plan, bool) {
 	return plans[0], true
 }
 
-// interval is µs per token of ch's bucket (0 when unknown).
-func (a *tokenAPI) interval(req contract.Request, ch *Charge) int64 {
-	if pl, ok := a.planOf(req, ch); ok && pl.item.Algorithm == store.GCRA {
+// interval is µs per token of a charge's bucket planned as pl (0 when it
+// is not a GCRA bucket, or !ok: the policy changed since).
+func interval(pl plan, ok bool) int64 {
+	if ok && pl.item.Algorithm == store.GCRA {
 		return pl.item.Period
 	}
 	return 0
 }
 
-// rateHeaders sets an admitted consume's headers for bucket ch: the
-// seed's X-RateLimit-* and the RateLimit-Policy and RateLimit fields the
-// gateway path answers with, for the same bucket.
-func (a *tokenAPI) rateHeaders(h http.Header, req contract.Request, ch *Charge, remaining int64) {
+// rateHeaders sets an admitted consume's headers for bucket ch, planned as
+// pl (!ok: the policy changed since, only the seed's headers): the seed's
+// X-RateLimit-* and the RateLimit-Policy and RateLimit fields the gateway
+// path answers with, for the same bucket.
+func rateHeaders(h http.Header, ch *Charge, pl plan, ok bool, remaining int64) {
 	setXRateLimit(h, ch.Capacity, remaining, 0)
-	pl, ok := a.planOf(req, ch)
 	if !ok {
 		return
 	}
