@@ -6,10 +6,8 @@ import (
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/ratelimit/store"
@@ -88,14 +86,4 @@ func (s *Service) decideMetered(ctx context.Context, req *rlsv3.RateLimitRequest
 		return s.store.Decide(ctx, items)
 	}
 	return dec, err
-}
-
-// boundRateLimitRequest refuses a rate-limit request larger than
-// maxRecvMsg with RESOURCE_EXHAUSTED, as the transport did before the
-// listener's bound was raised for the metering's request bodies.
-func boundRateLimitRequest(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
-	if r, ok := req.(*rlsv3.RateLimitRequest); ok && proto.Size(r) > maxRecvMsg {
-		return nil, status.Errorf(codes.ResourceExhausted, "rate-limit request larger than %d bytes", maxRecvMsg)
-	}
-	return next(ctx, req)
 }

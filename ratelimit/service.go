@@ -12,6 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/leakytokens/leaky/internal/serve"
 	"github.com/leakytokens/leaky/internal/xdsconfig"
@@ -146,6 +149,16 @@ func (s *Service) ledgerSagas() ledger.Sagas {
 		return nil
 	}
 	return s.record
+}
+
+// boundRateLimitRequest refuses a rate-limit request larger than
+// maxRecvMsg with RESOURCE_EXHAUSTED, as the transport did before the
+// listener's bound was raised for the metering's request bodies.
+func boundRateLimitRequest(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+	if r, ok := req.(*rlsv3.RateLimitRequest); ok && proto.Size(r) > maxRecvMsg {
+		return nil, status.Errorf(codes.ResourceExhausted, "rate-limit request larger than %d bytes", maxRecvMsg)
+	}
+	return next(ctx, req)
 }
 
 // GRPCAddr is the bound gRPC address.
