@@ -532,6 +532,16 @@ for s in memory redis; do
 	row "$s open $rate/s p99" "${R[$s.open.p99_ms]}" "ms" le 5 "${R[$s.open.errors]}"
 	row "$s open $rate/s max (Envoy's timeout)" "${R[$s.open.max_ms]}" "ms" le 20 "${R[$s.open.errors]}"
 done
+# Issue 10's targets, as ratios to this run's floor: the Redis store's decisions/s and its total CPU
+# per decision (the service's plus redis-server's), the memory store's decisions/s.
+redis_total_cpu=$(awk -v a="${R[redis.closed.server_cpu_us]:-}" -v b="${R[redis.closed.redis_cpu_us]:-}" \
+	'BEGIN { if (a != "" && b != "") print a + b }')
+redis_errs=$((${R[redis.closed.errors]:-0} + ${R[floor.closed.errors]:-0}))
+memory_errs=$((${R[memory.closed.errors]:-0} + ${R[floor.closed.errors]:-0}))
+row "redis decisions/s / floor's" "$(ratio "${R[redis.closed.rate]}" "${R[floor.closed.rate]}")" "×" ge 0.8 "$redis_errs"
+row "redis CPU (service + redis-server) / floor's" "$(ratio "$redis_total_cpu" "${R[floor.closed.server_cpu_us]}")" \
+	"×" le 1.8 "$redis_errs"
+row "memory decisions/s / floor's" "$(ratio "${R[memory.closed.rate]}" "${R[floor.closed.rate]}")" "×" ge 1.0 "$memory_errs"
 row "floor Check closed c=$concurrency checks/s" "${R[checkfloor.closed.rate]}" "/s" info - "${R[checkfloor.closed.errors]}"
 row "floor Check server CPU per check" "${R[checkfloor.closed.server_cpu_us]}" "µs" info - "${R[checkfloor.closed.errors]}"
 for c in jwt apikey; do
