@@ -63,7 +63,7 @@ var badFiles = map[string][]problem{
 	"replaces_empty.yaml":          {{8, "should not have an empty replaces entry"}},
 	"replaces_unknown.yaml":        {{13, "replaces names 'limit2', but no rate_limit in domain 'test-domain' has that name"}},
 	"share_threshold_no_wildcard.yaml": {
-		{5, "share_threshold can only be used with wildcard values (ending with '*'), but found key 'files_files/a'"},
+		{5, "share_threshold can only be used with wildcard values (containing '*'), but found key 'files_files/a'"},
 	},
 	"bad_bool.yaml": {
 		{4, `config error, shadow_mode must be true or false, found "true"`},

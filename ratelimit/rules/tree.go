@@ -86,13 +86,13 @@ func (p *parser) descriptor(lvl *level, raw *yaml.Node, parentKey string) {
 	if r.value != "" {
 		final += "_" + r.value
 	}
-	if strings.HasSuffix(r.value, "*") {
+	if strings.Contains(r.value, "*") {
 		r.wildcard = true
-		r.prefix = strings.TrimSuffix(r.value, "*")
+		r.parts = strings.Split(r.value, "*")
 	}
 	if r.share && !r.wildcard {
 		p.errorf(lineOf(f["share_threshold"], n),
-			"share_threshold can only be used with wildcard values (ending with '*'), but found key '%s'", final)
+			"share_threshold can only be used with wildcard values (containing '*'), but found key '%s'", final)
 	}
 	r.limit = p.rateLimit(f["rate_limit"])
 	r.children = p.level(f["descriptors"], parentKey+final+".")
