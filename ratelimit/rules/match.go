@@ -3,6 +3,8 @@ package rules
 import (
 	"slices"
 	"strings"
+
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Entry is one (key, value) pair of a request descriptor, as Envoy sends it in
@@ -42,6 +44,11 @@ type Limit struct {
 	// DetailedMetric is the detailed_metric flag of the rule that holds the
 	// limit; it already shaped FullKey.
 	DetailedMetric bool
+	// Metadata is the metadata of the rule that holds the limit (nil when
+	// it has none, and for an Override): envoyproxy/ratelimit returns it
+	// to Envoy in the response's dynamic_metadata. It is shared by every
+	// Limit of that rule and must not be modified.
+	Metadata *structpb.Struct
 	// Override is true when the limit is the request's own
 	// RateLimitDescriptor.limit rather than a configured rule.
 	Override bool
@@ -69,8 +76,13 @@ type Config struct {
 	// Domain is the file's domain, the value Envoy sends in
 	// RateLimitRequest.domain.
 	Domain string
-	// File is the name the Config was parsed under, for messages.
+	// File is the name the Config was parsed under, for messages; with
+	// domains merged (Options.MergeDomains), the first of its files in name
+	// order.
 	File string
+	// Name is the file's optional root name, which Envoy Gateway writes
+	// (equal to the domain); it only labels the file.
+	Name string
 
 	root level
 }
@@ -94,6 +106,7 @@ type rule struct {
 	detailed      bool
 	valueToMetric bool
 	share         bool
+	metadata      *structpb.Struct // nil when the rule has none
 
 	children level
 }
@@ -193,6 +206,7 @@ func (c *Config) limitFor(entries []Entry, path []step) *Limit {
 		ShadowMode:      leaf.shadow,
 		QuotaMode:       leaf.quota,
 		DetailedMetric:  leaf.detailed,
+		Metadata:        leaf.metadata,
 		Counter:         make([]Entry, len(entries)),
 	}
 	for i, e := range entries {

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 func mustParse(t testing.TB, path string) *Config {
@@ -46,7 +48,7 @@ func runMatch(t *testing.T, c *Config, tests []matchCase) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := c.Match(tt.entries)
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			if diff := cmp.Diff(tt.want, got, protocmp.Transform()); diff != "" {
 				t.Errorf("Match(%v) mismatch (-want +got):\n%s", tt.entries, diff)
 			}
 		})
@@ -272,4 +274,48 @@ func TestGlob(t *testing.T) {
 			t.Errorf("glob(%q, %q) = %v, want %v", tt.pattern, tt.s, got, tt.want)
 		}
 	}
+}
+
+func TestMatchMetadata(t *testing.T) {
+	c := mustParse(t, "testdata/metadata.yaml")
+	st := func(m map[string]any) *structpb.Struct {
+		s, err := structpb.NewStruct(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	withMeta := func(l *Limit, m map[string]any) *Limit { l.Metadata = st(m); return l }
+	quota := map[string]any{"name": "service_2", "ports": []any{80, 443}, "weight": 0.5, "enabled": true, "owner": nil, "1": "one"}
+	runMatch(t, c, []matchCase{
+		{"nested rule", e("key1", "value1", "subkey1", "something"),
+			withMeta(lim(5, Second, "meta.key1_value1.subkey1", e("key1", "value1", "subkey1", "something")), map[string]any{"name": "service_1"})},
+		{"nested mappings, lists and scalars", e("key2", "x"),
+			withMeta(lim(20, Minute, "meta.key2", e("key2", "x")), map[string]any{"service_with_quota": quota})},
+		{"merge key", e("key3", "x"),
+			withMeta(lim(30, Minute, "meta.key3", e("key3", "x")), map[string]any{"service_with_quota": quota, "extra": true})},
+		{"an ancestor's metadata does not apply", e("parent", "p", "child", "c"),
+			lim(40, Minute, "meta.parent.child", e("parent", "p", "child", "c"))},
+		{"empty metadata is none", e("empty", "x"), lim(50, Minute, "meta.empty", e("empty", "x"))},
+	})
+}
+
+// Envoy Gateway's rendering (root name, explicit nulls and empty lists)
+// loads and decides like the equivalent terse file.
+func TestMatchGatewayShape(t *testing.T) {
+	c := mustParse(t, "testdata/gateway.yaml")
+	if c.Name != "default/eg/http" || c.Domain != "default/eg/http" {
+		t.Errorf("Parse(gateway.yaml) name, domain = %q, %q; want default/eg/http twice", c.Name, c.Domain)
+	}
+	route := "httproute/default/backend/rule/0/match/0"
+	shadow := func(l *Limit) *Limit { l.ShadowMode = true; return l }
+	runMatch(t, c, []matchCase{
+		{"header match, key only", e(route, route, "rule-0-match-0", "anything"),
+			lim(3, Minute, "default/eg/http."+route+"_"+route+".rule-0-match-0", e(route, route, "rule-0-match-0", "anything"))},
+		{"CIDR then distinct address", e(route, route, "masked_remote_address", "10.0.0.0/8", "remote_address", "10.1.2.3"),
+			shadow(lim(1, Second, "default/eg/http."+route+"_"+route+".masked_remote_address_10.0.0.0/8.remote_address",
+				e(route, route, "masked_remote_address", "10.0.0.0/8", "remote_address", "10.1.2.3")))},
+		{"placeholder with rate_limit null", e(route, route), nil},
+		{"other route", e("x", "x", "rule-0-match-0", "a"), nil},
+	})
 }

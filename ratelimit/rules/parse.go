@@ -33,9 +33,9 @@ func (e *ParseError) Error() string {
 // Keys each YAML mapping of a rule file may hold. Parse rejects any other key
 // ("misspelled" keys), at the level where it appears.
 var (
-	rootKeys       = []string{"domain", "descriptors"}
+	rootKeys       = []string{"domain", "descriptors", "name"}
 	descriptorKeys = []string{"key", "value", "rate_limit", "descriptors", "shadow_mode",
-		"detailed_metric", "value_to_metric", "share_threshold", "quota_mode"}
+		"detailed_metric", "value_to_metric", "share_threshold", "quota_mode", "metadata"}
 	rateLimitKeys = []string{"unit", "requests_per_unit", "unlimited", "name", "replaces"}
 	replacesKeys  = []string{"name"}
 )
@@ -286,16 +286,26 @@ func (p *parser) bool(raw *yaml.Node, field string) (v, ok bool) {
 		if n.ShortTag() == "!!bool" && n.Decode(&v) == nil {
 			return v, true
 		}
-		if n.Style == 0 && n.ShortTag() == "!!str" {
-			switch n.Value {
-			case "y", "Y", "yes", "Yes", "YES", "on", "On", "ON":
-				return true, true
-			case "n", "N", "no", "No", "NO", "off", "Off", "OFF":
-				return false, true
-			}
+		if v, ok := yaml11Bool(n); ok {
+			return v, true
 		}
 	}
 	p.errorf(n.Line, "config error, %s must be true or false, found %s", field, describe(n))
+	return false, false
+}
+
+// yaml11Bool reads the unquoted YAML 1.1 booleans (yes, no, on, off, y, n in
+// their three cases) that YAML 1.2 reads as strings.
+func yaml11Bool(n *yaml.Node) (v, ok bool) {
+	if n.Style != 0 || n.ShortTag() != "!!str" {
+		return false, false
+	}
+	switch n.Value {
+	case "y", "Y", "yes", "Yes", "YES", "on", "On", "ON":
+		return true, true
+	case "n", "N", "no", "No", "NO", "off", "Off", "OFF":
+		return false, true
+	}
 	return false, false
 }
 

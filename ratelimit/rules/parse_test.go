@@ -12,7 +12,7 @@ import (
 
 const (
 	wantUnits = " (want second, minute, hour, day, week, month or year)"
-	descKeys  = " (a descriptor takes key, value, rate_limit, descriptors, shadow_mode, detailed_metric, value_to_metric, share_threshold, quota_mode)"
+	descKeys  = " (a descriptor takes key, value, rate_limit, descriptors, shadow_mode, detailed_metric, value_to_metric, share_threshold, quota_mode, metadata)"
 	rlKeys    = " (rate_limit takes unit, requests_per_unit, unlimited, name, replaces)"
 )
 
@@ -69,6 +69,11 @@ var badFiles = map[string][]problem{
 		{4, `config error, shadow_mode must be true or false, found "true"`},
 		{5, "config error, quota_mode must be true or false, found maybe"},
 		{7, "config error, unlimited must be true or false, found a list"},
+	},
+	"bad_metadata.yaml": {
+		{4, "error parsing metadata: metadata must be a mapping, found a list"},
+		{7, "error parsing metadata: a key must be a scalar, found a list"},
+		{12, "error parsing metadata: duplicate key 'x' (first at line 11)"},
 	},
 	"merge_not_mapping.yaml": {{4, "a merge key (<<) must refer to a mapping or a list of mappings"}},
 	"alias_bomb.yaml":        {{5, "config too large or too deeply nested (aliases included)"}},

@@ -25,6 +25,7 @@ func (p *parser) root(c *Config, raw *yaml.Node) {
 	}
 	f := p.fields(n, "the file", rootKeys)
 	c.Domain = p.str(f["domain"], "domain")
+	c.Name = p.str(f["name"], "name")
 	if c.Domain == "" {
 		p.errorf(lineOf(f["domain"], n), "config file cannot have empty domain")
 	}
@@ -78,6 +79,7 @@ func (p *parser) descriptor(lvl *level, raw *yaml.Node, parentKey string) {
 		detailed:      p.flag(f, "detailed_metric"),
 		valueToMetric: p.flag(f, "value_to_metric"),
 		share:         p.flag(f, "share_threshold"),
+		metadata:      p.metadata(f["metadata"]),
 	}
 	if r.key == "" {
 		p.errorf(lineOf(f["key"], n), "descriptor has empty key")
