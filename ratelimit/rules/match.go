@@ -84,7 +84,8 @@ type Config struct {
 	// (equal to the domain); it only labels the file.
 	Name string
 
-	root level
+	root  level
+	names map[string]bool // rate_limit names, for replaces
 }
 
 // level holds the sibling rules of one descriptors list.
@@ -99,6 +100,7 @@ type rule struct {
 	parts      []string // value split at every '*'; wildcard rules only
 	wildcard   bool
 	line       int
+	file       string // the file the rule is in, for messages
 
 	limit         *ruleLimit // nil without a rate_limit block
 	shadow        bool
