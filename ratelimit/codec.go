@@ -17,8 +17,37 @@ import (
 // unlimited — is accepted with its invalid bytes escaped as \xNN. Distinct
 // invalid values stay distinct from each other, so they get buckets of their
 // own; a valid value spelling the escape (the text \xff) shares the bucket of
-// the byte it spells.
+// the byte it spells. A descriptor entry's key is not laundered: the codec
+// escapes it too (the message could not hold it otherwise) but marks the
+// entry (keyEscaped), and the service refuses it with INVALID_ARGUMENT.
 type lenientCodec struct{}
+
+// entryKeyField is the descriptor entry's key, the one string field an
+// invalid byte makes the request invalid rather than escaped.
+const entryKeyField protoreflect.FullName = "envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry.key"
+
+// escapedKeyMark is the field number of the unknown field the codec adds
+// to an entry whose key it escaped: the highest valid number, which no
+// version of the proto will use. An entry that arrives with it is refused
+// like one with an invalid key.
+const escapedKeyMark = protowire.MaxValidNumber
+
+// keyEscaped reports whether the codec escaped e's key (it held invalid
+// UTF-8).
+func keyEscaped(e protoreflect.ProtoMessage) bool {
+	b := e.ProtoReflect().GetUnknown()
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeField(b)
+		if n < 0 {
+			return false
+		}
+		if num == escapedKeyMark && typ == protowire.VarintType {
+			return true
+		}
+		b = b[n:]
+	}
+	return false
+}
 
 func (lenientCodec) Name() string { return "proto" }
 
@@ -56,6 +85,7 @@ func escapeStrings(b []byte, md protoreflect.MessageDescriptor, depth int) ([]by
 		return nil, fmt.Errorf("nested deeper than %d", maxDepth)
 	}
 	out := make([]byte, 0, len(b))
+	keyMarked := false
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -76,6 +106,7 @@ func escapeStrings(b []byte, md protoreflect.MessageDescriptor, depth int) ([]by
 		switch {
 		case fd.Kind() == protoreflect.StringKind && !utf8.Valid(val):
 			val = []byte(escapeInvalid(val))
+			keyMarked = keyMarked || fd.FullName() == entryKeyField
 		case fd.Kind() == protoreflect.MessageKind:
 			fixed, err := escapeStrings(val, fd.Message(), depth+1)
 			if err != nil {
@@ -85,6 +116,10 @@ func escapeStrings(b []byte, md protoreflect.MessageDescriptor, depth int) ([]by
 		}
 		out = protowire.AppendTag(out, num, typ)
 		out = protowire.AppendBytes(out, val)
+	}
+	if keyMarked {
+		out = protowire.AppendTag(out, escapedKeyMark, protowire.VarintType)
+		out = protowire.AppendVarint(out, 1)
 	}
 	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/leakytokens/leaky/internal/flagenv"
 	"github.com/leakytokens/leaky/internal/serve"
 	"github.com/leakytokens/leaky/internal/xdsconfig"
+	"github.com/leakytokens/leaky/ratelimit/rules"
 )
 
 // Config is the service's configuration. The zero value is not valid; start
@@ -52,6 +53,13 @@ type Config struct {
 	// MaxDescriptors bounds the descriptors of one request; more is
 	// INVALID_ARGUMENT.
 	MaxDescriptors int
+
+	// MergeDomainConfig merges envoyproxy/ratelimit files that declare the
+	// same domain (its MERGE_DOMAIN_CONFIG) instead of refusing the second.
+	MergeDomainConfig bool
+	// ResponseDynamicMetadata adds envoyproxy/ratelimit's dynamic_metadata
+	// (its RESPONSE_DYNAMIC_METADATA) to every RateLimitResponse.
+	ResponseDynamicMetadata bool
 
 	// The durable record (ledger) and its outbox's relay, opened by
 	// cmd/leaky like the store. DatabaseURL empty = the in-memory ledger.
@@ -109,6 +117,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RedisPoolSize, "redis-pool-size", c.RedisPoolSize, "Redis connections (0 = 10 per CPU)")
 	fs.IntVar(&c.MemoryMaxKeys, "memory-max-keys", c.MemoryMaxKeys, "bound on buckets kept by the memory store")
 	fs.IntVar(&c.MaxDescriptors, "max-descriptors", c.MaxDescriptors, "most descriptors one request may carry")
+	fs.BoolVar(&c.MergeDomainConfig, "merge-domain-config", c.MergeDomainConfig, "merge envoyproxy/ratelimit files of one domain (top-level descriptors, file-name order) instead of refusing the second")
+	fs.BoolVar(&c.ResponseDynamicMetadata, "response-dynamic-metadata", c.ResponseDynamicMetadata, "return envoyproxy/ratelimit's dynamic_metadata (domain, descriptors, matched rules' metadata) in every answer")
 	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL URL of the ledger (usage, purchases, outbox); empty: DATABASE_URL, or the in-memory ledger")
 	fs.StringVar(&c.LedgerSchema, "ledger-schema", c.LedgerSchema, "PostgreSQL schema of the ledger's tables (created if absent)")
 	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", c.KafkaBrokers, "Kafka bootstrap servers (host:port,...) the outbox relay publishes to; empty: KAFKA_BROKERS, or no relay")
@@ -129,6 +139,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		return Config{}, err
 	}
 	return c, c.Validate()
+}
+
+// ruleOptions are how envoyproxy/ratelimit files become a rules.Set.
+func (c Config) ruleOptions() rules.Options {
+	return rules.Options{MergeDomains: c.MergeDomainConfig}
 }
 
 // Validate reports every problem with c.
@@ -185,6 +200,6 @@ func CheckConfig(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	_, err := loadLimits(cfg.ConfigPath)
+	_, err := loadLimits(cfg.ConfigPath, cfg.ruleOptions())
 	return err
 }

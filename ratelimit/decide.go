@@ -64,7 +64,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
 			overLimitAnswer(resp, plans, results, nil)
 		}
-		return resp, nil
+		return s.withDynamicMetadata(req, plans, resp), nil
 	}
 	dec, err := s.decideSeeded(ctx, items, quotas, func() (store.Decision, error) { return s.decideMetered(ctx, req, items, quotas) })
 	if status.Code(err) == codes.InvalidArgument {
@@ -84,7 +84,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
 		overLimitAnswer(resp, plans, results, qresults)
 	}
-	return resp, nil
+	return s.withDynamicMetadata(req, plans, resp), nil
 }
 
 // planItems lists the store items of plans in order (each descriptor's
@@ -178,7 +178,7 @@ func (s *Service) invalid(req *rlsv3.RateLimitRequest) (reason, msg string) {
 			if e.GetKey() == "" {
 				return "empty_key", "descriptor entry key must not be empty"
 			}
-			if len(e.GetKey()) > maxKeyLength || !utf8.ValidString(e.GetKey()) {
+			if len(e.GetKey()) > maxKeyLength || !utf8.ValidString(e.GetKey()) || keyEscaped(e) {
 				return "bad_key", "descriptor entry key must be valid UTF-8 of at most 256 bytes"
 			}
 		}

@@ -13,13 +13,13 @@ type limits struct {
 	snap   *policy.Snapshot // what both were built from
 }
 
-// newLimits parses the snapshot's envoyproxy/ratelimit domain files (the
-// policy is already parsed and validated by the loader). Every problem is
-// reported, each naming its file.
-func newLimits(snap *policy.Snapshot) (*limits, error) {
+// newLimits parses the snapshot's envoyproxy/ratelimit domain files with
+// opts (the policy is already parsed and validated by the loader). Every
+// problem is reported, each naming its file.
+func newLimits(snap *policy.Snapshot, opts rules.Options) (*limits, error) {
 	l := &limits{policy: snap.Policy(), snap: snap}
 	if other := snap.Others(); len(other) > 0 {
-		set, err := rules.NewSet(other)
+		set, err := rules.NewSetWith(other, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -29,11 +29,12 @@ func newLimits(snap *policy.Snapshot) (*limits, error) {
 }
 
 // loadLimits loads path with the policy loader (policy.Load: "" is the
-// embedded example policy, else a file or a directory of files).
-func loadLimits(path string) (*limits, error) {
+// embedded example policy, else a file or a directory of files) and its
+// rule files with opts.
+func loadLimits(path string, opts rules.Options) (*limits, error) {
 	snap, err := policy.Load(path)
 	if err != nil {
 		return nil, err
 	}
-	return newLimits(snap)
+	return newLimits(snap, opts)
 }

@@ -7,6 +7,7 @@ import (
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/policy"
@@ -26,6 +27,9 @@ type plan struct {
 	// without a store call.
 	zero      bool
 	unlimited bool // an unlimited rule: OK, remaining MaxUint32, no counter
+	// metadata is the matched rule's metadata (envoyproxy/ratelimit
+	// domains), for the response's dynamic_metadata; nil for none.
+	metadata *structpb.Struct
 	// allowance is the descriptor's quota (leaky-tokens user and org
 	// descriptors), decided with the buckets; nil for none.
 	allowance *quotaPlan

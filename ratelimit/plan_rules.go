@@ -44,10 +44,12 @@ func planRules(c *rules.Config, req *rlsv3.RateLimitRequest, plans []plan) {
 			pl.noRule = true
 			continue
 		case l.Unlimited:
+			// No status: envoyproxy/ratelimit answers an unlimited
+			// descriptor without current_limit.
 			pl.unlimited = true
-			pl.status = &rlsv3.RateLimitResponse_RateLimit{Name: l.Name, Unit: rlsv3.RateLimitResponse_RateLimit_UNKNOWN}
 			continue
 		}
+		pl.metadata = l.Metadata
 		// The metric label is the descriptor's keys: never request values
 		// (an override's or value_to_metric's FullKey carries them), so the
 		// series count cannot grow with users.

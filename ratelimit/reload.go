@@ -41,7 +41,7 @@ func (s *Service) applyConfig(snap *policy.Snapshot) error {
 	if cur := s.limits.Load(); cur.snap != nil && cur.snap.Digest() == snap.Digest() {
 		return nil
 	}
-	l, err := newLimits(snap)
+	l, err := newLimits(snap, s.cfg.ruleOptions())
 	if err != nil {
 		return err
 	}

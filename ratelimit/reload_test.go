@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+
+	"github.com/leakytokens/leaky/ratelimit/rules"
 )
 
 func limitOf(t *testing.T, s *server) uint32 {
@@ -103,11 +105,11 @@ func TestConfigDirectoryLayouts(t *testing.T) {
 	if err := os.Symlink("..data/policy.yaml", filepath.Join(dir, "policy.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	l, err := loadLimits(dir)
+	l, err := loadLimits(dir, rules.Options{})
 	if err != nil || l.policy == nil {
 		t.Fatalf("loadLimits(symlinked) = %v, %v; want the policy", l, err)
 	}
-	if _, err := loadLimits(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no *.yaml") {
+	if _, err := loadLimits(t.TempDir(), rules.Options{}); err == nil || !strings.Contains(err.Error(), "no *.yaml") {
 		t.Errorf("loadLimits(empty dir) = %v, want an error", err)
 	}
 }

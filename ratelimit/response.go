@@ -34,7 +34,7 @@ func descriptorStatus(p *plan, r *store.Result, admitted bool) *rlsv3.RateLimitR
 	}
 	if !p.hasItem {
 		if p.unlimited {
-			st.CurrentLimit, st.LimitRemaining = p.status, math.MaxUint32 // unlimited
+			st.LimitRemaining = math.MaxUint32 // and no current_limit
 		}
 		return st
 	}

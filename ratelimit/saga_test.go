@@ -12,6 +12,7 @@ import (
 	"github.com/leakytokens/leaky/internal/contract"
 	providersstub "github.com/leakytokens/leaky/providers-stub"
 	"github.com/leakytokens/leaky/ratelimit/ledger"
+	"github.com/leakytokens/leaky/ratelimit/rules"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
@@ -213,7 +214,7 @@ func TestSagaRecovery(t *testing.T) {
 func testSagaRecovery(t *testing.T, kind string, left, want ledger.Status) {
 	led := newLedger(t, kind)
 	st := &flakyStore{Memory: store.NewMemory(store.MemoryOptions{MaxKeys: 1 << 16})}
-	lim, err := loadLimits(examplePolicyWith(t, purchasePolicy))
+	lim, err := loadLimits(examplePolicyWith(t, purchasePolicy), rules.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

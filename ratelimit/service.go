@@ -68,7 +68,7 @@ func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 		closeStore(st)
 		return nil, err
 	}
-	l, err := loadLimits(cfg.ConfigPath)
+	l, err := loadLimits(cfg.ConfigPath, cfg.ruleOptions())
 	if err != nil {
 		closeStore(st)
 		return nil, err

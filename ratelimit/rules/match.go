@@ -3,6 +3,8 @@ package rules
 import (
 	"slices"
 	"strings"
+
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Entry is one (key, value) pair of a request descriptor, as Envoy sends it in
@@ -42,6 +44,11 @@ type Limit struct {
 	// DetailedMetric is the detailed_metric flag of the rule that holds the
 	// limit; it already shaped FullKey.
 	DetailedMetric bool
+	// Metadata is the metadata of the rule that holds the limit (nil when
+	// it has none, and for an Override): envoyproxy/ratelimit returns it
+	// to Envoy in the response's dynamic_metadata. It is shared by every
+	// Limit of that rule and must not be modified.
+	Metadata *structpb.Struct
 	// Override is true when the limit is the request's own
 	// RateLimitDescriptor.limit rather than a configured rule.
 	Override bool
@@ -69,24 +76,31 @@ type Config struct {
 	// Domain is the file's domain, the value Envoy sends in
 	// RateLimitRequest.domain.
 	Domain string
-	// File is the name the Config was parsed under, for messages.
+	// File is the name the Config was parsed under, for messages; with
+	// domains merged (Options.MergeDomains), the first of its files in name
+	// order.
 	File string
+	// Name is the file's optional root name, which Envoy Gateway writes
+	// (equal to the domain); it only labels the file.
+	Name string
 
-	root level
+	root  level
+	names map[string]bool // rate_limit names, for replaces
 }
 
 // level holds the sibling rules of one descriptors list.
 type level struct {
 	exact     map[Entry]*rule  // rules with a non-empty value (wildcards too)
-	wildcards []*rule          // rules whose value ends in '*', in file order
+	wildcards []*rule          // rules whose value holds a '*', in load order
 	defaults  map[string]*rule // rules without a value, by key
 }
 
 type rule struct {
 	key, value string
-	prefix     string // value without its trailing '*'; wildcard rules only
+	parts      []string // value split at every '*'; wildcard rules only
 	wildcard   bool
 	line       int
+	file       string // the file the rule is in, for messages
 
 	limit         *ruleLimit // nil without a rate_limit block
 	shadow        bool
@@ -94,6 +108,7 @@ type rule struct {
 	detailed      bool
 	valueToMetric bool
 	share         bool
+	metadata      *structpb.Struct // nil when the rule has none
 
 	children level
 }
@@ -110,7 +125,7 @@ type matchKind uint8
 
 const (
 	byValue    matchKind = iota + 1 // key and value equal
-	byWildcard                      // key equal, value has the rule's prefix
+	byWildcard                      // key equal, value matches the rule's pattern
 	byDefault                       // key equal, rule has no value
 )
 
@@ -124,7 +139,7 @@ func (l *level) empty() bool {
 }
 
 // find picks the rule for e among l's rules: key and value equal first, then
-// the first wildcard rule in file order whose prefix the value starts with,
+// the first wildcard rule in load order whose pattern matches the value,
 // then the rule for the key without a value.
 func (l *level) find(e Entry) (*rule, matchKind) {
 	if e.Value != "" {
@@ -133,7 +148,7 @@ func (l *level) find(e Entry) (*rule, matchKind) {
 		}
 	}
 	for _, r := range l.wildcards {
-		if r.key == e.Key && strings.HasPrefix(e.Value, r.prefix) {
+		if r.key == e.Key && glob(r.parts, e.Value) {
 			return r, byWildcard
 		}
 	}
@@ -146,8 +161,8 @@ func (l *level) find(e Entry) (*rule, matchKind) {
 // Match returns the configured limit for one request descriptor, or nil when
 // no rule applies. It walks the rule tree one entry per level, choosing at
 // each level the rule for the entry by exact key and value, else the first
-// wildcard rule (value "prefix*", file order) whose prefix the entry's value
-// starts with, else the rule with the entry's key and no value. The walk never
+// wildcard rule (a value holding '*', load order) whose pattern matches the
+// entry's value, else the rule with the entry's key and no value. The walk never
 // backtracks: if the chosen rule lacks the nested rules the next entry needs,
 // there is no match. A limit applies only when the request has exactly as many
 // entries as the depth of the rule that holds it; a rule without rate_limit
@@ -193,6 +208,7 @@ func (c *Config) limitFor(entries []Entry, path []step) *Limit {
 		ShadowMode:      leaf.shadow,
 		QuotaMode:       leaf.quota,
 		DetailedMetric:  leaf.detailed,
+		Metadata:        leaf.metadata,
 		Counter:         make([]Entry, len(entries)),
 	}
 	for i, e := range entries {
@@ -204,6 +220,29 @@ func (c *Config) limitFor(entries []Entry, path []step) *Limit {
 	}
 	l.FullKey = fullKey(c.Domain, entries, path, leaf.detailed, l.ShareThreshold)
 	return l
+}
+
+// glob reports whether s matches the pattern split at its '*'s into parts:
+// s starts with the first part, ends with the last, and holds the others in
+// order between them, not overlapping. Each '*' stands for any run of bytes,
+// empty included; a pattern without '*' (one part) matches itself only.
+func glob(parts []string, s string) bool {
+	if len(parts) == 1 {
+		return s == parts[0]
+	}
+	first, last := parts[0], parts[len(parts)-1]
+	if len(s) < len(first)+len(last) || !strings.HasPrefix(s, first) || !strings.HasSuffix(s, last) {
+		return false
+	}
+	mid := s[len(first) : len(s)-len(last)]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(mid, p)
+		if i < 0 {
+			return false
+		}
+		mid = mid[i+len(p):]
+	}
+	return true
 }
 
 func shared(s step) bool { return s.how == byWildcard && s.r.share }

@@ -2,9 +2,12 @@ package rules
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 func mustParse(t testing.TB, path string) *Config {
@@ -45,7 +48,7 @@ func runMatch(t *testing.T, c *Config, tests []matchCase) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := c.Match(tt.entries)
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			if diff := cmp.Diff(tt.want, got, protocmp.Transform()); diff != "" {
 				t.Errorf("Match(%v) mismatch (-want +got):\n%s", tt.entries, diff)
 			}
 		})
@@ -113,8 +116,10 @@ func TestMatchWildcard(t *testing.T) {
 			lim(5, Minute, "wild-domain.path", e("path", "/other"))},
 		{"literal pattern text matches the wildcard rule exactly", e("path", "/api/*"),
 			lim(20, Minute, "wild-domain.path_/api/*", e("path", "/api/*"))},
-		{"a star inside a value is literal", e("mid", "a*b"), lim(6, Minute, "wild-domain.mid_a*b", e("mid", "a*b"))},
-		{"no mid-value wildcard", e("mid", "axxb"), nil},
+		{"the pattern's own text matches exactly", e("mid", "a*b"), lim(6, Minute, "wild-domain.mid_a*b", e("mid", "a*b"))},
+		{"mid-value wildcard", e("mid", "axxb"), lim(6, Minute, "wild-domain.mid_a*b", e("mid", "axxb"))},
+		{"mid-value wildcard, empty middle", e("mid", "ab"), lim(6, Minute, "wild-domain.mid_a*b", e("mid", "ab"))},
+		{"mid-value wildcard, wrong suffix", e("mid", "axxc"), nil},
 		{"lone star matches anything", e("any", "anything"), lim(7, Minute, "wild-domain.any_*", e("any", "anything"))},
 		{"lone star matches the empty value", e("any", ""), lim(7, Minute, "wild-domain.any_*", e("any", ""))},
 		{"nested wildcards", e("tenant", "t-1", "user", "admin-bob"),
@@ -203,4 +208,114 @@ func BenchmarkResolve(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestMatchGlob(t *testing.T) {
+	c := mustParse(t, "testdata/glob.yaml")
+	shared := func(l *Limit, counter []Entry) *Limit { l.ShareThreshold = true; l.Counter = counter; return l }
+	runMatch(t, c, []matchCase{
+		{"middle wildcard", e("path", "/api/123/v1"), lim(11, Minute, "glob.path_/api/*/v1", e("path", "/api/123/v1"))},
+		{"middle wildcard spans slashes", e("path", "/api/a/b/v1"), lim(11, Minute, "glob.path_/api/*/v1", e("path", "/api/a/b/v1"))},
+		{"middle wildcard, empty middle", e("path", "/api//v1"), lim(11, Minute, "glob.path_/api/*/v1", e("path", "/api//v1"))},
+		{"middle wildcard, other suffix", e("path", "/api/123/v2"), nil},
+		{"two wildcards", e("path", "/api/1/resource/2/action"),
+			lim(12, Minute, "glob.path_/api/*/resource/*/action", e("path", "/api/1/resource/2/action"))},
+		{"two wildcards, other suffix", e("path", "/api/1/resource/2/other"), nil},
+		{"foo*bar*baz", e("multi", "foo123bar456baz"), lim(13, Minute, "glob.multi_foo*bar*baz", e("multi", "foo123bar456baz"))},
+		{"foo*bar*baz, empty middles", e("multi", "foobarbaz"), lim(13, Minute, "glob.multi_foo*bar*baz", e("multi", "foobarbaz"))},
+		{"foo*bar*baz without bar", e("multi", "foo123baz"), nil},
+		{"foo*bar*baz without foo", e("multi", "bar456baz"), nil},
+		{"foo*bar*baz, bar only inside the suffix", e("multi", "foobaz"), nil},
+		{"prefix and suffix may not overlap", e("overlap", "a"), nil},
+		{"prefix and suffix", e("overlap", "aa"), lim(14, Minute, "glob.overlap_a*a", e("overlap", "aa"))},
+		{"two stars are one", e("stars", "xy"), lim(15, Minute, "glob.stars_x**y", e("stars", "xy"))},
+		{"exact value first", e("order", "/a/b/c"), lim(22, Minute, "glob.order_/a/b/c", e("order", "/a/b/c"))},
+		{"first wildcard in load order", e("order", "/a/x/c"), lim(20, Minute, "glob.order_/a/*/c", e("order", "/a/x/c"))},
+		{"first wildcard in load order, not the most specific", e("order", "/a/b/x/c"),
+			lim(20, Minute, "glob.order_/a/*/c", e("order", "/a/b/x/c"))},
+		{"second wildcard", e("order", "/a/b/x"), lim(21, Minute, "glob.order_/a/b/*", e("order", "/a/b/x"))},
+		{"no wildcard: the rule without a value", e("order", "/z"), lim(23, Minute, "glob.order", e("order", "/z"))},
+		{"empty value: the rule without a value", e("order", ""), lim(23, Minute, "glob.order", e("order", ""))},
+		{"shared middle wildcard", e("share", "/t/a/v2"), shared(lim(30, Minute, "glob.share_/t/*/v2", nil), e("share", "/t/*/v2"))},
+		{"shared middle wildcard, another value, same counter", e("share", "/t/bb/v2"),
+			shared(lim(30, Minute, "glob.share_/t/*/v2", nil), e("share", "/t/*/v2"))},
+		{"the pattern's own text matches exactly and is not shared", e("share", "/t/*/v2"),
+			lim(30, Minute, "glob.share_/t/*/v2", e("share", "/t/*/v2"))},
+		{"shared nested wildcards", e("tenant", "t-1-prod", "resource", "res-a-v2"),
+			shared(lim(31, Minute, "glob.tenant_t*prod.resource_res*v2", nil), e("tenant", "t*prod", "resource", "res*v2"))},
+		{"a star in a key is literal", e("key*", "x"), lim(40, Minute, "glob.key*", e("key*", "x"))},
+		{"no key wildcards", e("keyz", "x"), nil},
+	})
+}
+
+func TestGlob(t *testing.T) {
+	tests := []struct {
+		pattern, s string
+		want       bool
+	}{
+		{"bar*b", "barab", true},
+		{"bar*b", "bar123b", true},
+		{"bar*b", "barb", true},
+		{"bar*b", "bara", false},
+		{"bar*b", "xbarb", false},
+		{"foo*", "foo1", true},
+		{"foo*", "bar", false},
+		{"*", "", true},
+		{"*x", "x", true},
+		{"*x*", "axb", true},
+		{"*x*", "ab", false},
+		{"a*b*c", "abbc", true},
+		{"a*bc*c", "abc", false},
+		{"foo", "foo1", false},
+		{"é*ü", "éaü", true},
+	}
+	for _, tt := range tests {
+		if got := glob(strings.Split(tt.pattern, "*"), tt.s); got != tt.want {
+			t.Errorf("glob(%q, %q) = %v, want %v", tt.pattern, tt.s, got, tt.want)
+		}
+	}
+}
+
+func TestMatchMetadata(t *testing.T) {
+	c := mustParse(t, "testdata/metadata.yaml")
+	st := func(m map[string]any) *structpb.Struct {
+		s, err := structpb.NewStruct(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	withMeta := func(l *Limit, m map[string]any) *Limit { l.Metadata = st(m); return l }
+	quota := map[string]any{"name": "service_2", "ports": []any{80, 443}, "weight": 0.5, "enabled": true, "owner": nil, "1": "one"}
+	runMatch(t, c, []matchCase{
+		{"nested rule", e("key1", "value1", "subkey1", "something"),
+			withMeta(lim(5, Second, "meta.key1_value1.subkey1", e("key1", "value1", "subkey1", "something")), map[string]any{"name": "service_1"})},
+		{"nested mappings, lists and scalars", e("key2", "x"),
+			withMeta(lim(20, Minute, "meta.key2", e("key2", "x")), map[string]any{"service_with_quota": quota})},
+		{"merge key", e("key3", "x"),
+			withMeta(lim(30, Minute, "meta.key3", e("key3", "x")), map[string]any{"service_with_quota": quota, "extra": true})},
+		{"an ancestor's metadata does not apply", e("parent", "p", "child", "c"),
+			lim(40, Minute, "meta.parent.child", e("parent", "p", "child", "c"))},
+		{"empty metadata is none", e("empty", "x"), lim(50, Minute, "meta.empty", e("empty", "x"))},
+	})
+}
+
+// Envoy Gateway's rendering (root name, explicit nulls and empty lists)
+// loads and decides like the equivalent terse file.
+func TestMatchGatewayShape(t *testing.T) {
+	c := mustParse(t, "testdata/gateway.yaml")
+	if c.Name != "default/eg/http" || c.Domain != "default/eg/http" {
+		t.Errorf("Parse(gateway.yaml) name, domain = %q, %q; want default/eg/http twice", c.Name, c.Domain)
+	}
+	route := "httproute/default/backend/rule/0/match/0"
+	shadow := func(l *Limit) *Limit { l.ShadowMode = true; return l }
+	runMatch(t, c, []matchCase{
+		{"header match, key only", e(route, route, "rule-0-match-0", "anything"),
+			lim(3, Minute, "default/eg/http."+route+"_"+route+".rule-0-match-0", e(route, route, "rule-0-match-0", "anything"))},
+		{"CIDR then distinct address", e(route, route, "masked_remote_address", "10.0.0.0/8", "remote_address", "10.1.2.3"),
+			shadow(lim(1, Second, "default/eg/http."+route+"_"+route+".masked_remote_address_10.0.0.0/8.remote_address",
+				e(route, route, "masked_remote_address", "10.0.0.0/8", "remote_address", "10.1.2.3")))},
+		{"placeholder with rate_limit null", e(route, route), nil},
+		{"other route", e("x", "x", "rule-0-match-0", "a"), nil},
+	})
 }

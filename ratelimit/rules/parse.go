@@ -33,9 +33,9 @@ func (e *ParseError) Error() string {
 // Keys each YAML mapping of a rule file may hold. Parse rejects any other key
 // ("misspelled" keys), at the level where it appears.
 var (
-	rootKeys       = []string{"domain", "descriptors"}
+	rootKeys       = []string{"domain", "descriptors", "name"}
 	descriptorKeys = []string{"key", "value", "rate_limit", "descriptors", "shadow_mode",
-		"detailed_metric", "value_to_metric", "share_threshold", "quota_mode"}
+		"detailed_metric", "value_to_metric", "share_threshold", "quota_mode", "metadata"}
 	rateLimitKeys = []string{"unit", "requests_per_unit", "unlimited", "name", "replaces"}
 	replacesKeys  = []string{"name"}
 )
@@ -52,31 +52,65 @@ const (
 // finds, each as a *ParseError naming filename, joined with errors.Join. On
 // error the Config is nil.
 func Parse(filename string, data []byte) (*Config, error) {
+	c, refs, errs := parseFile(filename, data)
+	errs = append(errs, c.unknownNames(refs)...)
+	if err := joinByLine(errs); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// parseFile reads one rule file without checking that the names its
+// replaces entries refer to exist (a merged domain checks them across its
+// files). The Config is partial when there are errors, nil only when the
+// file is not YAML.
+func parseFile(filename string, data []byte) (*Config, []nameRef, []*ParseError) {
 	p := &parser{file: filename, names: map[string]bool{}}
 	root, extra, err := decodeOne(data)
 	if err != nil {
-		return nil, &ParseError{File: filename, Msg: "error loading config file: " + err.Error()}
+		return nil, nil, []*ParseError{{File: filename, Msg: "error loading config file: " + err.Error()}}
 	}
 	if extra > 0 {
-		return nil, &ParseError{File: filename, Line: extra,
-			Msg: "error loading config file: a rule file holds one YAML document, found a second"}
+		return nil, nil, []*ParseError{{File: filename, Line: extra,
+			Msg: "error loading config file: a rule file holds one YAML document, found a second"}}
 	}
 	c := &Config{File: filename}
 	p.root(c, root)
-	for _, ref := range p.refs {
-		if !p.names[ref.name] {
-			p.errorf(ref.line, "replaces names '%s', but no rate_limit in domain '%s' has that name", ref.name, c.Domain)
+	c.names = p.names
+	if p.overflow {
+		return c, nil, p.errs // the walk was cut short: its names are incomplete
+	}
+	return c, p.refs, p.errs
+}
+
+// unknownNames reports each ref naming no rate_limit of c.
+func (c *Config) unknownNames(refs []nameRef) []*ParseError {
+	var errs []*ParseError
+	for _, ref := range refs {
+		if c == nil || !c.names[ref.name] {
+			domain := ""
+			if c != nil {
+				domain = c.Domain
+			}
+			errs = append(errs, &ParseError{File: ref.file, Line: ref.line,
+				Msg: fmt.Sprintf("replaces names '%s', but no rate_limit in domain '%s' has that name", ref.name, domain)})
 		}
 	}
-	if len(p.errs) > 0 {
-		slices.SortStableFunc(p.errs, func(a, b *ParseError) int { return cmp.Compare(a.Line, b.Line) })
-		errs := make([]error, len(p.errs))
-		for i, e := range p.errs {
-			errs[i] = e
-		}
-		return nil, errors.Join(errs...)
+	return errs
+}
+
+// joinByLine joins errs sorted by line (stable: one file's problems in the
+// order found), nil when there are none.
+func joinByLine(errs []*ParseError) error {
+	if len(errs) == 0 {
+		return nil
 	}
-	return c, nil
+	slices.SortStableFunc(errs, func(a, b *ParseError) int { return cmp.Compare(a.Line, b.Line) })
+	out := make([]error, len(errs))
+	for i, e := range errs {
+		out[i] = e
+	}
+	return errors.Join(out...)
 }
 
 // decodeOne returns the content node of the file's YAML document, nil for a
@@ -116,8 +150,10 @@ type parser struct {
 	refs     []nameRef       // replaces entries, checked against names at the end
 }
 
+// nameRef is a replaces entry: the name it refers to, where it is.
 type nameRef struct {
 	name string
+	file string
 	line int
 }
 
@@ -286,16 +322,26 @@ func (p *parser) bool(raw *yaml.Node, field string) (v, ok bool) {
 		if n.ShortTag() == "!!bool" && n.Decode(&v) == nil {
 			return v, true
 		}
-		if n.Style == 0 && n.ShortTag() == "!!str" {
-			switch n.Value {
-			case "y", "Y", "yes", "Yes", "YES", "on", "On", "ON":
-				return true, true
-			case "n", "N", "no", "No", "NO", "off", "Off", "OFF":
-				return false, true
-			}
+		if v, ok := yaml11Bool(n); ok {
+			return v, true
 		}
 	}
 	p.errorf(n.Line, "config error, %s must be true or false, found %s", field, describe(n))
+	return false, false
+}
+
+// yaml11Bool reads the unquoted YAML 1.1 booleans (yes, no, on, off, y, n in
+// their three cases) that YAML 1.2 reads as strings.
+func yaml11Bool(n *yaml.Node) (v, ok bool) {
+	if n.Style != 0 || n.ShortTag() != "!!str" {
+		return false, false
+	}
+	switch n.Value {
+	case "y", "Y", "yes", "Yes", "YES", "on", "On", "ON":
+		return true, true
+	case "n", "N", "no", "No", "NO", "off", "Off", "OFF":
+		return false, true
+	}
 	return false, false
 }
 

@@ -12,7 +12,7 @@ import (
 
 const (
 	wantUnits = " (want second, minute, hour, day, week, month or year)"
-	descKeys  = " (a descriptor takes key, value, rate_limit, descriptors, shadow_mode, detailed_metric, value_to_metric, share_threshold, quota_mode)"
+	descKeys  = " (a descriptor takes key, value, rate_limit, descriptors, shadow_mode, detailed_metric, value_to_metric, share_threshold, quota_mode, metadata)"
 	rlKeys    = " (rate_limit takes unit, requests_per_unit, unlimited, name, replaces)"
 )
 
@@ -63,12 +63,17 @@ var badFiles = map[string][]problem{
 	"replaces_empty.yaml":          {{8, "should not have an empty replaces entry"}},
 	"replaces_unknown.yaml":        {{13, "replaces names 'limit2', but no rate_limit in domain 'test-domain' has that name"}},
 	"share_threshold_no_wildcard.yaml": {
-		{5, "share_threshold can only be used with wildcard values (ending with '*'), but found key 'files_files/a'"},
+		{5, "share_threshold can only be used with wildcard values (containing '*'), but found key 'files_files/a'"},
 	},
 	"bad_bool.yaml": {
 		{4, `config error, shadow_mode must be true or false, found "true"`},
 		{5, "config error, quota_mode must be true or false, found maybe"},
 		{7, "config error, unlimited must be true or false, found a list"},
+	},
+	"bad_metadata.yaml": {
+		{4, "error parsing metadata: metadata must be a mapping, found a list"},
+		{7, "error parsing metadata: a key must be a scalar, found a list"},
+		{12, "error parsing metadata: duplicate key 'x' (first at line 11)"},
 	},
 	"merge_not_mapping.yaml": {{4, "a merge key (<<) must refer to a mapping or a list of mappings"}},
 	"alias_bomb.yaml":        {{5, "config too large or too deeply nested (aliases included)"}},

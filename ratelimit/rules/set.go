@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -16,36 +17,104 @@ type Set struct {
 	domains map[string]*Config
 }
 
-// NewSet parses every file (name → contents) and indexes the results by
-// domain. Files are processed in name order. Two files with the same domain
-// are an error (envoyproxy/ratelimit's default; its MERGE_DOMAIN_CONFIG is not
-// supported), reported against the later name. All problems of all files are
-// returned together (errors.Join of *ParseError), and then the Set is nil.
+// Options changes how NewSetWith builds a Set. The zero value is NewSet's
+// behaviour.
+type Options struct {
+	// MergeDomains merges files that declare the same domain
+	// (envoyproxy/ratelimit's MERGE_DOMAIN_CONFIG): the top-level
+	// descriptors of each later file, in name order, join those of the
+	// first; a top-level key and value already present is an error
+	// ("duplicate descriptor composite key", reported against the later
+	// file), nested lists are never merged, and wildcards are tried in
+	// file-name order, then line order. Without it a second file of a
+	// domain is an error.
+	MergeDomains bool
+}
+
+// NewSet is NewSetWith(files, Options{}): two files with the same domain
+// are an error.
 func NewSet(files map[string][]byte) (*Set, error) {
+	return NewSetWith(files, Options{})
+}
+
+// NewSetWith parses every file (name → contents; a name only labels
+// messages, so a control plane can pass resources by name) and indexes the
+// results by domain. Files are processed in name order. Two files with the
+// same domain are an error reported against the later name
+// (envoyproxy/ratelimit's default) unless opts.MergeDomains merges them.
+// The names a replaces entry refers to must exist in the entry's domain,
+// across all of its files. All problems of all files are returned together
+// (errors.Join of *ParseError), and then the Set is nil.
+func NewSetWith(files map[string][]byte, opts Options) (*Set, error) {
 	names := make([]string, 0, len(files))
 	for name := range files {
 		names = append(names, name)
 	}
 	slices.Sort(names)
 	s := &Set{domains: make(map[string]*Config, len(files))}
+	refs := map[string][]nameRef{} // by domain
 	var errs []error
 	for _, name := range names {
-		c, err := Parse(name, files[name])
-		if err != nil {
-			errs = append(errs, err)
+		c, crefs, perrs := parseFile(name, files[name])
+		if len(perrs) > 0 {
+			perrs = append(perrs, c.unknownNames(crefs)...)
+			errs = append(errs, joinByLine(perrs))
 			continue
 		}
-		if prev := s.domains[c.Domain]; prev != nil {
+		prev := s.domains[c.Domain]
+		switch {
+		case prev == nil:
+			s.domains[c.Domain] = c
+		case !opts.MergeDomains:
 			errs = append(errs, &ParseError{File: name,
 				Msg: fmt.Sprintf("duplicate domain '%s' in config file (also in %s)", c.Domain, prev.File)})
 			continue
+		default:
+			if err := joinByLine(prev.merge(c)); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
-		s.domains[c.Domain] = c
+		refs[c.Domain] = append(refs[c.Domain], crefs...)
+	}
+	for _, domain := range slices.Sorted(maps.Keys(refs)) {
+		if err := joinByLine(s.domains[domain].unknownNames(refs[domain])); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return s, nil
+}
+
+// merge adds the top-level rules of later, a file of the same domain, to c
+// in later's line order, and returns a problem for each rule whose key and
+// value c already has (that rule is left out). c must not be in use yet.
+func (c *Config) merge(later *Config) []*ParseError {
+	var top []*rule
+	for _, r := range later.root.exact {
+		top = append(top, r)
+	}
+	for _, r := range later.root.defaults {
+		top = append(top, r)
+	}
+	slices.SortFunc(top, func(a, b *rule) int { return a.line - b.line })
+	var errs []*ParseError
+	for _, r := range top {
+		if prev := c.root.add(r); prev != nil {
+			final := r.key
+			if r.value != "" {
+				final += "_" + r.value
+			}
+			errs = append(errs, &ParseError{File: later.File, Line: r.line,
+				Msg: fmt.Sprintf("duplicate descriptor composite key '%s.%s' (first in %s:%d)", c.Domain, final, prev.file, prev.line)})
+		}
+	}
+	for name := range later.names {
+		c.names[name] = true
+	}
+	return errs
 }
 
 // LoadFS reads every regular file named *.yaml or *.yml directly in dir of

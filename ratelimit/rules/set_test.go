@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -102,5 +104,74 @@ func TestLoadFS(t *testing.T) {
 	}
 	if _, err := LoadFS(fsys, "missing"); err == nil {
 		t.Errorf("LoadFS(missing dir) error = nil, want an error")
+	}
+}
+
+// readFiles reads the named files under testdata/merge, keyed by base name.
+func readFiles(t *testing.T, names ...string) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	for _, n := range names {
+		data, err := os.ReadFile(filepath.Join("testdata", "merge", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[n] = data
+	}
+	return files
+}
+
+func TestNewSetWithMergeDomains(t *testing.T) {
+	s, err := NewSetWith(readFiles(t, "two.yaml", "one.yaml"), Options{MergeDomains: true})
+	if err != nil {
+		t.Fatalf("NewSetWith(merge) error: %v", err)
+	}
+	c := s.Domain("test-domain")
+	if c == nil || c.File != "one.yaml" {
+		t.Fatalf("Domain(test-domain) = %+v, want the merged Config named after one.yaml", c)
+	}
+	runMatch(t, c, []matchCase{
+		{"first file", e("key1", "value1"), lim(10, Minute, "test-domain.key1_value1", e("key1", "value1"))},
+		{"second file", e("key2", "value2"), lim(20, Minute, "test-domain.key2_value2", e("key2", "value2"))},
+		{"first file's wildcard first", e("path", "/a/bc"),
+			&Limit{RequestsPerUnit: 1, Unit: Minute, Name: "base", FullKey: "test-domain.path_/a/*", Counter: e("path", "/a/bc")}},
+		{"second file's wildcard", e("path", "/b/c"), lim(3, Minute, "test-domain.path_/b/*", e("path", "/b/c"))},
+	})
+	got, err := Resolve(c, []Descriptor{d(e("path", "/a/x")), d(e("premium", "p"))})
+	if err != nil || got[0] != nil || got[1] == nil {
+		t.Errorf("Resolve(base, premium) = %v, %v; want base replaced by premium across the merged files", got, err)
+	}
+}
+
+func TestNewSetWithErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		files []string
+		opts  Options
+		want  []string
+	}{
+		{"same domain, merge off", []string{"one.yaml", "two.yaml"}, Options{},
+			[]string{"two.yaml: duplicate domain 'test-domain' in config file (also in one.yaml)"}},
+		{"duplicate top-level key after merging", []string{"one.yaml", "dup.yaml"}, Options{MergeDomains: true},
+			[]string{"one.yaml:3: duplicate descriptor composite key 'test-domain.key1_value1' (first in dup.yaml:5)"}},
+		{"replaces names a limit of no file of the domain", []string{"one.yaml", "unknown_name.yaml"}, Options{MergeDomains: true},
+			[]string{"unknown_name.yaml:7: replaces names 'nowhere', but no rate_limit in domain 'test-domain' has that name"}},
+		{"replaces names a limit of another file, merge off", []string{"two.yaml"}, Options{},
+			[]string{"two.yaml:18: replaces names 'base', but no rate_limit in domain 'test-domain' has that name"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := NewSetWith(readFiles(t, tt.files...), tt.opts)
+			if s != nil || err == nil {
+				t.Fatalf("NewSetWith() = %v, %v, want nil and an error", s, err)
+			}
+			var got []string
+			for _, pe := range parseErrors(err) {
+				got = append(got, pe.Error())
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("NewSetWith() errors mismatch (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -25,6 +25,7 @@ func (p *parser) root(c *Config, raw *yaml.Node) {
 	}
 	f := p.fields(n, "the file", rootKeys)
 	c.Domain = p.str(f["domain"], "domain")
+	c.Name = p.str(f["name"], "name")
 	if c.Domain == "" {
 		p.errorf(lineOf(f["domain"], n), "config file cannot have empty domain")
 	}
@@ -71,6 +72,7 @@ func (p *parser) descriptor(lvl *level, raw *yaml.Node, parentKey string) {
 	f := p.fields(n, "a descriptor", descriptorKeys)
 	r := &rule{
 		line:          n.Line,
+		file:          p.file,
 		key:           p.str(f["key"], "key"),
 		value:         p.str(f["value"], "value"),
 		shadow:        p.flag(f, "shadow_mode"),
@@ -78,6 +80,7 @@ func (p *parser) descriptor(lvl *level, raw *yaml.Node, parentKey string) {
 		detailed:      p.flag(f, "detailed_metric"),
 		valueToMetric: p.flag(f, "value_to_metric"),
 		share:         p.flag(f, "share_threshold"),
+		metadata:      p.metadata(f["metadata"]),
 	}
 	if r.key == "" {
 		p.errorf(lineOf(f["key"], n), "descriptor has empty key")
@@ -86,13 +89,13 @@ func (p *parser) descriptor(lvl *level, raw *yaml.Node, parentKey string) {
 	if r.value != "" {
 		final += "_" + r.value
 	}
-	if strings.HasSuffix(r.value, "*") {
+	if strings.Contains(r.value, "*") {
 		r.wildcard = true
-		r.prefix = strings.TrimSuffix(r.value, "*")
+		r.parts = strings.Split(r.value, "*")
 	}
 	if r.share && !r.wildcard {
 		p.errorf(lineOf(f["share_threshold"], n),
-			"share_threshold can only be used with wildcard values (ending with '*'), but found key '%s'", final)
+			"share_threshold can only be used with wildcard values (containing '*'), but found key '%s'", final)
 	}
 	r.limit = p.rateLimit(f["rate_limit"])
 	r.children = p.level(f["descriptors"], parentKey+final+".")
@@ -103,31 +106,34 @@ func (p *parser) descriptor(lvl *level, raw *yaml.Node, parentKey string) {
 
 // add registers r in lvl, rejecting a second rule with the same key and value.
 func (p *parser) add(lvl *level, r *rule, fullKey string) {
-	var prev *rule
-	if r.value == "" {
-		if lvl.defaults == nil {
-			lvl.defaults = map[string]*rule{}
-		}
-		prev = lvl.defaults[r.key]
-		if prev == nil {
-			lvl.defaults[r.key] = r
-		}
-	} else {
-		if lvl.exact == nil {
-			lvl.exact = map[Entry]*rule{}
-		}
-		e := Entry{r.key, r.value}
-		prev = lvl.exact[e]
-		if prev == nil {
-			lvl.exact[e] = r
-			if r.wildcard {
-				lvl.wildcards = append(lvl.wildcards, r)
-			}
-		}
-	}
-	if prev != nil {
+	if prev := lvl.add(r); prev != nil {
 		p.errorf(r.line, "duplicate descriptor composite key '%s' (first at line %d)", fullKey, prev.line)
 	}
+}
+
+// add registers r in l unless l holds a rule with the same key and value,
+// which it returns. Wildcard rules are tried in the order added.
+func (l *level) add(r *rule) (prev *rule) {
+	if r.value == "" {
+		if l.defaults == nil {
+			l.defaults = map[string]*rule{}
+		}
+		if prev = l.defaults[r.key]; prev == nil {
+			l.defaults[r.key] = r
+		}
+		return prev
+	}
+	if l.exact == nil {
+		l.exact = map[Entry]*rule{}
+	}
+	e := Entry{r.key, r.value}
+	if prev = l.exact[e]; prev == nil {
+		l.exact[e] = r
+		if r.wildcard {
+			l.wildcards = append(l.wildcards, r)
+		}
+	}
+	return prev
 }
 
 // rateLimit reads a rate_limit block; nil when absent or null.
@@ -216,7 +222,7 @@ func (p *parser) replaces(raw *yaml.Node, own string) []string {
 			p.errorf(item.Line, "replaces should not contain name of same descriptor")
 		default:
 			names = append(names, name)
-			p.refs = append(p.refs, nameRef{name, item.Line})
+			p.refs = append(p.refs, nameRef{name, p.file, item.Line})
 		}
 		p.leave()
 	}
