@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/leakytokens/leaky/controlplane/model"
+	"github.com/leakytokens/leaky/ratelimit/rules"
 )
 
 // runtime is the Runtime resource that carries every configuration file
@@ -39,8 +40,7 @@ func runtime(m *model.Model) (*runtimev3.Runtime, error) {
 }
 
 // errInexpressible marks a valid envoyproxy/ratelimit file that the
-// RateLimitConfig resource cannot carry: the units week, month and year,
-// value_to_metric, share_threshold, quota_mode.
+// RateLimitConfig resource cannot carry: value_to_metric, share_threshold.
 var errInexpressible = errors.New("RateLimitConfig cannot express it")
 
 // rateLimitConfigs converts each envoyproxy/ratelimit domain file of the
@@ -53,7 +53,7 @@ func rateLimitConfigs(m *model.Model) ([]types.Resource, error) {
 	others := m.Config.Others()
 	byDomain := map[string]*rlconfv3.RateLimitConfig{}
 	for _, name := range slices.Sorted(maps.Keys(others)) {
-		c, err := rateLimitConfig(others[name])
+		c, err := rateLimitConfig(name, others[name])
 		if errors.Is(err, errInexpressible) {
 			continue
 		}
@@ -80,7 +80,7 @@ func RateLimitConfigGaps(m *model.Model) []error {
 	others := m.Config.Others()
 	var gaps []error
 	for _, name := range slices.Sorted(maps.Keys(others)) {
-		if _, err := rateLimitConfig(others[name]); errors.Is(err, errInexpressible) {
+		if _, err := rateLimitConfig(name, others[name]); errors.Is(err, errInexpressible) {
 			gaps = append(gaps, fmt.Errorf("ratelimit domain file %s: %w", name, err))
 		}
 	}
@@ -89,6 +89,7 @@ func RateLimitConfigGaps(m *model.Model) []error {
 
 // rlFile is an envoyproxy/ratelimit domain file as YAML writes it.
 type rlFile struct {
+	Name        string         `yaml:"name"` // Envoy Gateway's dumps carry one; not part of the resource
 	Domain      string         `yaml:"domain"`
 	Descriptors []rlDescriptor `yaml:"descriptors"`
 }
@@ -100,11 +101,12 @@ type rlDescriptor struct {
 	Descriptors    []rlDescriptor `yaml:"descriptors"`
 	ShadowMode     bool           `yaml:"shadow_mode"`
 	DetailedMetric bool           `yaml:"detailed_metric"`
+	QuotaMode      bool           `yaml:"quota_mode"`
+	Metadata       yaml.Node      `yaml:"metadata"`
 	// Keys the file format has and RateLimitConfig has not: a file that
-	// sets one is refused rather than translated into other limits.
+	// sets one is left out rather than translated into other limits.
 	ValueToMetric  bool `yaml:"value_to_metric"`
 	ShareThreshold bool `yaml:"share_threshold"`
-	QuotaMode      bool `yaml:"quota_mode"`
 }
 
 type rlLimit struct {
@@ -117,10 +119,10 @@ type rlLimit struct {
 	} `yaml:"replaces"`
 }
 
-// rateLimitConfig converts one domain file. Unknown keys are errors, and so
-// is anything RateLimitConfig cannot express (the units week, month and
-// year; value_to_metric, share_threshold, quota_mode), naming where.
-func rateLimitConfig(data []byte) (*rlconfv3.RateLimitConfig, error) {
+// rateLimitConfig converts one domain file, named name. Unknown keys are
+// errors, and so is anything RateLimitConfig cannot express
+// (value_to_metric, share_threshold), naming where.
+func rateLimitConfig(name string, data []byte) (*rlconfv3.RateLimitConfig, error) {
 	var f rlFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -130,7 +132,7 @@ func rateLimitConfig(data []byte) (*rlconfv3.RateLimitConfig, error) {
 	if f.Domain == "" {
 		return nil, fmt.Errorf("no domain")
 	}
-	ds, err := descriptors("descriptors", f.Descriptors)
+	ds, err := descriptors(name, "descriptors", f.Descriptors)
 	if err != nil {
 		return nil, err
 	}
@@ -138,19 +140,19 @@ func rateLimitConfig(data []byte) (*rlconfv3.RateLimitConfig, error) {
 }
 
 // descriptors converts a list of descriptors found at path.
-func descriptors(path string, in []rlDescriptor) ([]*rlconfv3.RateLimitDescriptor, error) {
+func descriptors(file, path string, in []rlDescriptor) ([]*rlconfv3.RateLimitDescriptor, error) {
 	out := make([]*rlconfv3.RateLimitDescriptor, 0, len(in))
 	for i, d := range in {
 		at := fmt.Sprintf("%s[%d]", path, i)
 		for _, unsupported := range []struct {
 			key string
 			set bool
-		}{{"value_to_metric", d.ValueToMetric}, {"share_threshold", d.ShareThreshold}, {"quota_mode", d.QuotaMode}} {
+		}{{"value_to_metric", d.ValueToMetric}, {"share_threshold", d.ShareThreshold}} {
 			if unsupported.set {
 				return nil, fmt.Errorf("%s.%s: RateLimitConfig has no such field: %w", at, unsupported.key, errInexpressible)
 			}
 		}
-		nested, err := descriptors(at+".descriptors", d.Descriptors)
+		nested, err := descriptors(file, at+".descriptors", d.Descriptors)
 		if err != nil {
 			return nil, err
 		}
@@ -158,10 +160,15 @@ func descriptors(path string, in []rlDescriptor) ([]*rlconfv3.RateLimitDescripto
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &rlconfv3.RateLimitDescriptor{
+		meta, err := rules.Metadata(file, &d.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("%s.metadata: %w", at, err)
+		}
+		md := &rlconfv3.RateLimitDescriptor{
 			Key: d.Key, Value: d.Value, RateLimit: limit, Descriptors: nested,
-			ShadowMode: d.ShadowMode, DetailedMetric: d.DetailedMetric,
-		})
+			ShadowMode: d.ShadowMode, DetailedMetric: d.DetailedMetric, QuotaMode: d.QuotaMode, Metadata: meta,
+		}
+		out = append(out, md)
 	}
 	return out, nil
 }
@@ -174,10 +181,6 @@ func ratePolicy(path string, l *rlLimit) (*rlconfv3.RateLimitPolicy, error) {
 	p := &rlconfv3.RateLimitPolicy{RequestsPerUnit: l.RequestsPerUnit, Unlimited: l.Unlimited, Name: l.Name}
 	if l.Unit != "" {
 		u, ok := rlconfv3.RateLimitUnit_value[strings.ToUpper(l.Unit)]
-		switch strings.ToLower(l.Unit) {
-		case "week", "month", "year":
-			return nil, fmt.Errorf("%s.unit %q: RateLimitConfig has only second, minute, hour and day: %w", path, l.Unit, errInexpressible)
-		}
 		if !ok || u == int32(rlconfv3.RateLimitUnit_UNKNOWN) {
 			return nil, fmt.Errorf("%s.unit %q: not a unit (second, minute, hour, day, week, month, year)", path, l.Unit)
 		}

@@ -14,9 +14,11 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	rlconfv3 "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/leakytokens/leaky/controlplane/model"
 	"github.com/leakytokens/leaky/envoy/validate"
@@ -403,6 +405,7 @@ func TestRateLimitConfigErrors(t *testing.T) {
 		{"unknown unit", "domain: d\ndescriptors: [{key: k, rate_limit: {unit: fortnight, requests_per_unit: 1}}]\n", `d.yaml: descriptors[0].rate_limit.unit "fortnight": not a unit`},
 		{"unknown key", "domain: d\ndescriptors: [{key: k, colour: blue}]\n", "colour"},
 		{"negative requests", "domain: d\ndescriptors: [{key: k, rate_limit: {unit: second, requests_per_unit: -1}}]\n", "cannot unmarshal"},
+		{"metadata not a mapping", "domain: d\ndescriptors: [{key: k, metadata: [a]}]\n", "descriptors[0].metadata: d.yaml:2: error parsing metadata"},
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
@@ -413,8 +416,6 @@ func TestRateLimitConfigErrors(t *testing.T) {
 		})
 	}
 	left := []struct{ name, file, want string }{
-		{"week", "domain: d\ndescriptors: [{key: k, rate_limit: {unit: week, requests_per_unit: 1}}]\n", `d.yaml: descriptors[0].rate_limit.unit "week": RateLimitConfig has only second, minute, hour and day`},
-		{"quota mode nested", "domain: d\ndescriptors: [{key: a, descriptors: [{key: k, quota_mode: true}]}]\n", "descriptors[0].descriptors[0].quota_mode: RateLimitConfig has no such field"},
 		{"share threshold", "domain: d\ndescriptors: [{key: k, value: a*, share_threshold: true}]\n", "descriptors[0].share_threshold"},
 		{"value to metric", "domain: d\ndescriptors: [{key: k, value_to_metric: true}]\n", "descriptors[0].value_to_metric"},
 	}
@@ -458,4 +459,44 @@ func withFiles(t *testing.T, files map[string]string) *model.Model {
 	}
 	m.Config = cfg
 	return m
+}
+
+// The fields the bumped RateLimitConfig carries translate: quota_mode,
+// metadata (nested, as the rule loader reads it), the units week, month and
+// year; an Envoy Gateway dump's root name is accepted and not carried.
+func TestRateLimitConfigCarriesQuotaModeMetadataUnits(t *testing.T) {
+	file := `name: first-listener
+domain: d
+descriptors:
+  - key: k
+    value: v
+    quota_mode: true
+    metadata: {name: svc1, nested: {n: 2, on: true}}
+    rate_limit: {unit: week, requests_per_unit: 3}
+  - key: m
+    rate_limit: {unit: month, requests_per_unit: 4}
+  - key: y
+    rate_limit: {unit: year, requests_per_unit: 5}
+`
+	snap, err := Translate(withFiles(t, map[string]string{"d.yaml": file}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, ok := snap.GetResources(resourcev3.RateLimitConfigType)["d"].(*rlconfv3.RateLimitConfig)
+	if !ok {
+		t.Fatalf("no RateLimitConfig d in %v", snap.GetResources(resourcev3.RateLimitConfigType))
+	}
+	meta, err := structpb.NewStruct(map[string]any{"name": "svc1", "nested": map[string]any{"n": 2, "on": true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &rlconfv3.RateLimitConfig{Name: "d", Domain: "d", Descriptors: []*rlconfv3.RateLimitDescriptor{
+		{Key: "k", Value: "v", QuotaMode: true, Metadata: meta,
+			RateLimit: &rlconfv3.RateLimitPolicy{Unit: rlconfv3.RateLimitUnit_WEEK, RequestsPerUnit: 3}, Descriptors: []*rlconfv3.RateLimitDescriptor{}},
+		{Key: "m", RateLimit: &rlconfv3.RateLimitPolicy{Unit: rlconfv3.RateLimitUnit_MONTH, RequestsPerUnit: 4}, Descriptors: []*rlconfv3.RateLimitDescriptor{}},
+		{Key: "y", RateLimit: &rlconfv3.RateLimitPolicy{Unit: rlconfv3.RateLimitUnit_YEAR, RequestsPerUnit: 5}, Descriptors: []*rlconfv3.RateLimitDescriptor{}},
+	}}
+	if diff := cmp.Diff(want, res, protocmp.Transform()); diff != "" {
+		t.Errorf("RateLimitConfig (-want +got):\n%s", diff)
+	}
 }

@@ -167,3 +167,19 @@ func scalarValue(n *yaml.Node) *structpb.Value {
 	}
 	return structpb.NewStringValue(n.Value)
 }
+
+// Metadata converts a descriptor's metadata node as a rule file's loader
+// does (nil for null, absent or empty), for callers that read rule files
+// with their own decoder, such as the control plane's RateLimitConfig
+// translation. The error names file and line.
+func Metadata(file string, n *yaml.Node) (*structpb.Struct, error) {
+	if n == nil || n.Kind == 0 { // absent: a zero Node
+		return nil, nil
+	}
+	p := &parser{file: file, names: map[string]bool{}}
+	s := p.metadata(n)
+	if len(p.errs) > 0 {
+		return nil, p.errs[0]
+	}
+	return s, nil
+}
