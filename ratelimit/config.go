@@ -41,7 +41,7 @@ type Config struct {
 	// every other field, but the service never acts on them: cmd/leaky
 	// opens the store they name and hands it to New.
 	Store    string // "memory" or "redis"
-	RedisURL string // redis://[user:password@]host:port/db, for Store "redis"
+	RedisURL string // redis://[user:password@]host:port/db or redis+cluster://host:port,…, for Store "redis"
 	// RedisTimeout bounds every Redis call (server side, below Envoy's 20 ms).
 	RedisTimeout  time.Duration
 	RedisPoolSize int    // connections; 0 = 10 per CPU
@@ -111,7 +111,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often the config path is checked for changes")
 	fs.StringVar(&c.ConfigXDS, "config-xds", c.ConfigXDS, "host:port of the control plane's ADS server to take the configuration from (then -config is the start configuration, not watched)")
 	fs.StringVar(&c.Store, "store", c.Store, "bucket store: memory or redis")
-	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "Redis URL for -store redis (redis://[user:password@]host:port/db)")
+	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "Redis URL for -store redis (redis://[user:password@]host:port/db), or a Redis Cluster's (redis+cluster://host:port,host:port)")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", c.RedisTimeout, "deadline of every Redis call; keep it below Envoy's 20 ms rate-limit timeout")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", c.RedisPrefix, "prefix of every Redis key the service writes")
 	fs.IntVar(&c.RedisPoolSize, "redis-pool-size", c.RedisPoolSize, "Redis connections (0 = 10 per CPU)")

@@ -9,6 +9,8 @@ import (
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+
+	"github.com/leakytokens/leaky/internal/testenv"
 )
 
 // hammer sends requests of 1 token on one user's bucket from 64 goroutines
@@ -56,15 +58,25 @@ func TestExactUnderContention(t *testing.T) {
 	}
 }
 
-// Two service instances sharing one Redis never admit more than the
-// capacity together.
+// Two service instances sharing one Redis, or one Redis Cluster, never
+// admit more than the capacity together. On the cluster the request's
+// buckets (user, provider) are in two slots: a decision is two script
+// calls, and a refusal at the second refunds the first.
 func TestExactAcrossInstancesSharingRedis(t *testing.T) {
-	cfg := testConfig(t, "redis", "policy.yaml")
-	cfg.RedisTimeout = 5 * time.Second
-	a := start(t, cfg)
-	cfg2 := cfg
-	b := start(t, cfg2)
-	if got := hammer(t, []*server{a, b}, 40); got != 1000 {
-		t.Errorf("admitted %d across two instances, want exactly 1000", got)
+	for _, backend := range []struct {
+		name string
+		url  func(testing.TB) string
+	}{{"redis", testenv.RedisURL}, {"redis cluster", testenv.RedisClusterURL}} {
+		t.Run(backend.name, func(t *testing.T) {
+			cfg := testConfig(t, "redis", "policy.yaml")
+			cfg.RedisURL = backend.url(t)
+			cfg.RedisTimeout = 5 * time.Second
+			a := start(t, cfg)
+			cfg2 := cfg
+			b := start(t, cfg2)
+			if got := hammer(t, []*server{a, b}, 40); got != 1000 {
+				t.Errorf("admitted %d across two instances, want exactly 1000", got)
+			}
+		})
 	}
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need when it is missing: Debian's redis-server, PostgreSQL, curl and kcat (and make),
+# Installs what the tests need when it is missing: Debian's redis-server and redis-cli, PostgreSQL, curl and kcat (and make),
 # and the Consul agent built from tools/consul (scripts/consul-path.sh says where). Safe to run
 # again; installs and builds nothing that is already there. The packages' own services are not
 # started: the tests start their own servers on free ports.
@@ -14,6 +14,8 @@ have_pg() {
 missing=()
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# redis-cli: `redis-cli --cluster create` joins the test run's Redis Cluster.
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 # curl: the test that pastes `leaky dev`'s walk-through into bash runs it, as a new user would.
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 # kcat: the test that reads the token-usage topic with an independent Kafka client, and the walk-through.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# make test: install what the tests need, start Redis, PostgreSQL and a Consul agent on free ports
-# in temporary directories, run every test with the race detector, and stop what was started (also
-# on failure or interrupt).
+# make test: install what the tests need, start Redis, a 3-master Redis Cluster, PostgreSQL and a
+# Consul agent on free ports in temporary directories, run every test with the race detector, and
+# stop what was started (also on failure or interrupt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,38 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
 pids+=($!)
 wait_port "$redis_port"
 export LEAKY_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+
+# Redis Cluster: three masters (no replicas) on free ports, each with a free cluster bus port, joined
+# by redis-cli; tests that kill a node start a private cluster (testenv.StartRedisCluster).
+cluster_addrs=()
+taken=" $redis_port "
+for i in 1 2 3; do
+	port=$(free_port)
+	while [[ $taken == *" $port "* ]]; do port=$(free_port); done
+	bus=$(free_port)
+	while [[ "$taken $port " == *" $bus "* ]]; do bus=$(free_port); done
+	taken+="$port $bus "
+	mkdir -p "$work/cluster/$i"
+	redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-port "$bus" \
+		--cluster-config-file "$work/cluster/$i/nodes.conf" --cluster-node-timeout 2000 \
+		--cluster-require-full-coverage no --save '' --appendonly no \
+		--dir "$work/cluster/$i" --logfile "$work/cluster/$i/redis.log" --daemonize no &
+	pids+=($!)
+	cluster_addrs+=("127.0.0.1:$port")
+done
+for a in "${cluster_addrs[@]}"; do wait_port "${a#*:}"; done
+redis-cli --cluster create "${cluster_addrs[@]}" --cluster-replicas 0 --cluster-yes >"$work/cluster/create.log" 2>&1 ||
+	{ cat "$work/cluster/create.log" >&2; exit 1; }
+for a in "${cluster_addrs[@]}"; do
+	ready=""
+	for _ in $(seq 1 600); do
+		redis-cli -h 127.0.0.1 -p "${a#*:}" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && { ready=1; break; }
+		sleep 0.1
+	done
+	[ -n "$ready" ] || { echo "test: the redis cluster node $a is not ok:" >&2; tail -n 20 "$work/cluster/"*/redis.log >&2; exit 1; }
+done
+LEAKY_TEST_REDIS_CLUSTER_URL="redis+cluster://$(IFS=,; echo "${cluster_addrs[*]}")"
+export LEAKY_TEST_REDIS_CLUSTER_URL
 
 # PostgreSQL (it refuses to run as root, so run it as the postgres user)
 pgbin=$(dirname "$(readlink -f "$(command -v postgres 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -n1)")")
@@ -79,7 +111,7 @@ done
 [ -n "$ready" ] || { echo "test: the consul agent has no leader:" >&2; tail -n 30 "$work/consul/consul.log" >&2; exit 1; }
 export LEAKY_TEST_CONSUL_ADDR="127.0.0.1:${consul_ports[0]}" LEAKY_TEST_CONSUL_BIN="$consul_bin"
 
-echo "test: redis on 127.0.0.1:$redis_port, postgresql on 127.0.0.1:$pg_port, consul on $LEAKY_TEST_CONSUL_ADDR" >&2
+echo "test: redis on 127.0.0.1:$redis_port, redis cluster on ${cluster_addrs[*]}, postgresql on 127.0.0.1:$pg_port, consul on $LEAKY_TEST_CONSUL_ADDR" >&2
 # In the background, in a process group of its own, so that a TERM from CI stops go test and
 # every test binary too (bash runs a trap only once the foreground command ends).
 setsid go test -race -count=1 -timeout 25m "$@" ./... &

@@ -191,17 +191,29 @@ func startProcess(t *testing.T, bin string, env []string) string {
 	}
 }
 
-// Two `leaky ratelimit` processes sharing one Redis (configured through
-// LEAKY_* variables) admit exactly a bucket's capacity together under 64
-// concurrent callers.
+// Two `leaky ratelimit` processes sharing one Redis, or one Redis Cluster
+// (-redis-url redis+cluster://…), configured through LEAKY_* variables,
+// admit exactly a bucket's capacity together under 64 concurrent callers.
 func TestTwoProcessesShareRedisExactly(t *testing.T) {
-	redisURL := testenv.RedisURL(t)
 	bin := buildLeaky(t)
 	policy, _ := filepath.Abs("testdata/policy.yaml")
-	env := []string{
-		"LEAKY_STORE=redis", "LEAKY_REDIS_URL=" + redisURL, "LEAKY_REDIS_PREFIX=" + testenv.Prefix(t),
-		"LEAKY_REDIS_TIMEOUT=5s", "LEAKY_CONFIG=" + policy,
+	for _, backend := range []struct {
+		name string
+		url  func(testing.TB) string
+	}{{"redis", testenv.RedisURL}, {"redis cluster", testenv.RedisClusterURL}} {
+		t.Run(backend.name, func(t *testing.T) {
+			env := []string{
+				"LEAKY_STORE=redis", "LEAKY_REDIS_URL=" + backend.url(t), "LEAKY_REDIS_PREFIX=" + testenv.Prefix(t),
+				"LEAKY_REDIS_TIMEOUT=5s", "LEAKY_CONFIG=" + policy,
+			}
+			twoProcessesExactly(t, bin, env)
+		})
 	}
+}
+
+// twoProcessesExactly starts two processes of bin with env and hammers one
+// user's bucket (capacity 1000) through both.
+func twoProcessesExactly(t *testing.T, bin string, env []string) {
 	var clients []rlsv3.RateLimitServiceClient
 	for range 2 {
 		conn, err := grpc.NewClient(startProcess(t, bin, env), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -53,7 +53,9 @@ func startRatelimit(ctx context.Context, cfg ratelimit.Config, logger *slog.Logg
 	return svc, rec, nil
 }
 
-// openRatelimitStore returns Redis for -store redis, else the memory store.
+// openRatelimitStore returns Redis for -store redis (one Redis, or a Redis
+// Cluster for a redis+cluster:// or rediss+cluster:// -redis-url), else the
+// memory store.
 func openRatelimitStore(ctx context.Context, cfg ratelimit.Config) (rlstore.Store, error) {
 	if cfg.Store != "redis" {
 		return rlstore.NewMemory(rlstore.MemoryOptions{MaxKeys: cfg.MemoryMaxKeys}), nil

@@ -1,14 +1,16 @@
-// Package testenv starts or finds the backends a test needs: Redis,
-// PostgreSQL and a Consul agent, real servers on free loopback ports in
-// temporary directories.
+// Package testenv starts or finds the backends a test needs: Redis, a
+// 3-master Redis Cluster, PostgreSQL and a Consul agent, real servers on
+// free loopback ports in temporary directories.
 //
-// `make test` starts one Redis, one PostgreSQL and one Consul agent for the
-// whole run and exports LEAKY_TEST_REDIS_URL, LEAKY_TEST_DATABASE_URL and
+// `make test` starts one Redis, one Redis Cluster, one PostgreSQL and one
+// Consul agent for the whole run and exports LEAKY_TEST_REDIS_URL,
+// LEAKY_TEST_REDIS_CLUSTER_URL, LEAKY_TEST_DATABASE_URL and
 // LEAKY_TEST_CONSUL_ADDR (with LEAKY_TEST_CONSUL_BIN, the agent's binary); a
 // test binary run without them starts its own shared servers on first use
 // and stops them when the binary exits (via TestMain calling Main, or at
 // process exit where the OS reaps them). Tests that kill or hang a backend
-// get a private server from StartRedis, StartPostgres or StartConsul.
+// get a private server from StartRedis, StartRedisCluster, StartPostgres or
+// StartConsul.
 //
 // When a backend cannot be had, the test fails if CI is set and skips with a
 // message otherwise.
@@ -32,13 +34,15 @@ import (
 // shared holds the servers a test binary started for itself; a harness
 // needs process-wide state because tests of one binary share a server.
 var shared struct {
-	mu        sync.Mutex
-	redis     *Server
-	postgres  *Server
-	consul    *ConsulAgent
-	errRedis  error
-	errPG     error
-	errConsul error
+	mu         sync.Mutex
+	redis      *Server
+	postgres   *Server
+	consul     *ConsulAgent
+	errRedis   error
+	errPG      error
+	errConsul  error
+	cluster    *Cluster
+	errCluster error
 }
 
 // Main runs the tests of a package and then stops the shared servers the
@@ -54,6 +58,9 @@ func Main(m *testing.M) int {
 	}
 	if shared.consul != nil {
 		shared.consul.shutdown()
+	}
+	if shared.cluster != nil {
+		shared.cluster.shutdown()
 	}
 	return code
 }

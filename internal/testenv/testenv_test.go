@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -74,5 +76,45 @@ func TestWithDatabase(t *testing.T) {
 				t.Errorf("withDatabase(%q, %q) = %q, want %q", tt.base, tt.db, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestRedisClusterKillRestart: a private cluster serves every slot; a
+// killed master comes back on its port with its slots (cluster_state:ok).
+func TestRedisClusterKillRestart(t *testing.T) {
+	c := StartRedisCluster(t)
+	if len(c.Nodes) != ClusterMasters {
+		t.Fatalf("cluster has %d nodes, want %d", len(c.Nodes), ClusterMasters)
+	}
+	n := c.Nodes[1]
+	n.Kill()
+	if conn, err := net.Dial("tcp", n.Addr); err == nil {
+		conn.Close()
+		t.Fatalf("dial %s after Kill succeeded", n.Addr)
+	}
+	if err := n.Restart(); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	if err := c.WaitOK(60 * time.Second); err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+}
+
+// TestRedisClusterURLShared: the shared cluster's URL names three nodes
+// that each report cluster_state:ok.
+func TestRedisClusterURLShared(t *testing.T) {
+	u := RedisClusterURL(t)
+	hosts, ok := strings.CutPrefix(u, "redis+cluster://")
+	if !ok {
+		t.Fatalf("RedisClusterURL = %q, want redis+cluster://…", u)
+	}
+	addrs := strings.Split(hosts, ",")
+	if len(addrs) != ClusterMasters {
+		t.Fatalf("RedisClusterURL names %d nodes, want %d", len(addrs), ClusterMasters)
+	}
+	for _, a := range addrs {
+		if err := waitClusterOK(a, time.Now().Add(30*time.Second)); err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -17,7 +17,8 @@ import (
 //   - "timeout": the deadline passed or the caller gave up (context deadline
 //     or cancellation, a network timeout, no free connection in time);
 //   - "connection": Redis cannot be reached or dropped the connection
-//     (refused, reset, EOF, a closed client, a server still loading);
+//     (refused, reset, EOF, a closed client, a server still loading, a
+//     cluster that does not serve the slot yet);
 //   - "oom": Redis is at maxmemory and refuses writes;
 //   - "script": the script failed or answered in an unexpected shape;
 //   - "other": anything else, including invalid items.
@@ -63,7 +64,7 @@ func serverErrorKind(msg string) string {
 		return "oom"
 	case "NOSCRIPT", "BUSY":
 		return "script"
-	case "LOADING", "MASTERDOWN":
+	case "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN":
 		return "connection"
 	}
 	if strings.Contains(msg, "script") || strings.Contains(msg, "user_script") {

@@ -44,6 +44,7 @@ func TestErrorKind(t *testing.T) {
 		{"eof", wrap(io.EOF), "connection"},
 		{"closed client", wrap(redis.ErrClosed), "connection"},
 		{"loading", wrap(serverError("LOADING Redis is loading the dataset in memory")), "connection"},
+		{"cluster down", wrap(serverError("CLUSTERDOWN The cluster is down")), "connection"},
 		{"oom", wrap(serverError("OOM command not allowed when used memory > 'maxmemory'. script: 7a9d, on @user_script:76.")), "oom"},
 		{"noscript", wrap(redis.ErrNoScript), "script"},
 		{"busy", wrap(serverError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT.")), "script"},

@@ -21,12 +21,22 @@ var quotaPrelude = fmt.Sprintf("local QUOTA_GRACE_MS, BALANCE_TTL_MS, ONCE_TTL_M
 
 // balanceKey is the Redis key of a Quota item's purchased balance. A
 // window's counter is under "q:" (see key), a Once key under "qo:".
-func (s *Store) balanceKey(it store.Item) string { return s.prefix + "qb:" + it.Purchased }
+func (s *Store) balanceKey(it store.Item) string {
+	if s.cluster {
+		return s.prefix + "qb:" + s.tagged(it, it.Purchased)
+	}
+	return s.prefix + "qb:" + it.Purchased
+}
 
 // genKey is the Redis key of a Quota item's pool's seed generation (see
 // store.Seeder): absent is 0; a credit that finds no balance INCRs it and
 // sets its TTL to the balance's.
-func (s *Store) genKey(it store.Item) string { return s.prefix + "qg:" + it.Purchased }
+func (s *Store) genKey(it store.Item) string {
+	if s.cluster {
+		return s.prefix + "qg:" + s.tagged(it, it.Purchased)
+	}
+	return s.prefix + "qg:" + it.Purchased
+}
 
 // Generations implements store.Seeder with one MGET.
 func (s *Store) Generations(ctx context.Context, items []store.Item) ([]int64, error) {
@@ -43,7 +53,11 @@ func (s *Store) Generations(ctx context.Context, items []store.Item) ([]int64, e
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	vals, err := s.c.MGet(ctx, keys...).Result()
+	mget := s.c.MGet
+	if s.cluster {
+		mget = s.getBySlot // MGET cannot span slots
+	}
+	vals, err := mget(ctx, keys...).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis seed generations: %w", err)
 	}
@@ -86,6 +100,11 @@ func (s *Store) Seed(ctx context.Context, seeds []store.Seed) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if s.cluster && len(seeds) > 1 {
+		if groups := s.seedSlots(seeds); len(groups) > 1 {
+			return s.seedBySlot(ctx, seeds, groups)
+		}
+	}
 	keys := make([]string, 0, 3*len(seeds))
 	args := make([]any, 0, 1+8*len(seeds))
 	args = append(args, s.time())
@@ -112,10 +131,10 @@ func (s *Store) Seed(ctx context.Context, seeds []store.Seed) error {
 			balOnce = nil
 		}
 		for _, o := range winOnce {
-			keys = append(keys, s.onceKey(o))
+			keys = append(keys, s.onceKey(it, o))
 		}
 		for _, o := range balOnce {
-			keys = append(keys, s.onceKey(o))
+			keys = append(keys, s.onceKey(it, o))
 		}
 		args = append(args, sd.Used, sd.Purchased, it.Period, win, bal, len(winOnce), len(balOnce), sd.Generation)
 	}
@@ -129,13 +148,19 @@ func (s *Store) Seed(ctx context.Context, seeds []store.Seed) error {
 		return fmt.Errorf("redis seed: %w", err)
 	}
 	if len(stale) > 0 {
-		for i := range stale {
-			stale[i]--
+		se := &staleSeeds{idx: make([]int, len(stale))}
+		for i, v := range stale {
+			se.idx[i] = int(v) - 1
 		}
-		return fmt.Errorf("redis seeds %v: %w", stale, store.ErrStaleSeed)
+		return fmt.Errorf("redis %w", se)
 	}
 	return nil
 }
 
-// onceKey is the Redis key of an Adjustment.Once key.
-func (s *Store) onceKey(once string) string { return s.prefix + "qo:" + once }
+// onceKey is the Redis key of an Adjustment.Once key of it.
+func (s *Store) onceKey(it store.Item, once string) string {
+	if s.cluster {
+		return s.prefix + "qo:" + s.tagged(it, "") + once
+	}
+	return s.prefix + "qo:" + once
+}

@@ -17,8 +17,10 @@
 // Options.Prefix + "w:" + item key for fixed windows. Every key written
 // carries a TTL that ends once the bucket is idle (equal to a fresh one), so
 // memory is bounded by the active keys. All keys of one decision are sent
-// as KEYS, but they are not hash-tagged: the store expects a single Redis,
-// not a cluster.
+// as KEYS. On a Redis Cluster (a redis+cluster:// URL, cluster.go) every
+// key of one item carries one hash tag, so each item lives in one slot,
+// and a decision over several slots is one script call per slot with
+// compensation (cluster_decide.go).
 package redisstore
 
 import (
@@ -66,8 +68,10 @@ const settleCap = time.Minute
 // Options configures New.
 type Options struct {
 	// URL is the Redis URL: redis://[user:password@]host:port/db, or
-	// rediss:// for TLS. Timeout, retry and pool settings in its query are
-	// overridden by the fields below.
+	// rediss:// for TLS; or a Redis Cluster's,
+	// redis+cluster://[user:password@]host:port,host:port[/][?…] (or
+	// rediss+cluster://), naming one or more of its nodes. Timeout, retry
+	// and pool settings in its query are overridden by the fields below.
 	URL string
 	// Prefix starts every key; "" means DefaultPrefix.
 	Prefix string
@@ -84,7 +88,8 @@ type Options struct {
 
 // Store is a store.Store in Redis. It is safe for concurrent use.
 type Store struct {
-	c       *redis.Client
+	c       redis.UniversalClient // a *redis.Client, or a *redis.ClusterClient when cluster
+	cluster bool
 	prefix  string
 	timeout time.Duration
 	now     func() int64
@@ -93,7 +98,7 @@ type Store struct {
 	seed    *redis.Script
 	reserve *redis.Script
 	pipe    *pipeliner
-	settle  *redis.Client // s.c with settleCap for its read and write timeouts
+	settle  redis.UniversalClient // s.c with settleCap for its read and write timeouts
 }
 
 var (
@@ -107,11 +112,6 @@ var (
 // by itself: connections are redialled, and a script missing from the cache
 // is sent again with EVAL, which caches it anew.
 func New(ctx context.Context, opts Options) (*Store, error) {
-	ro, err := redis.ParseURL(opts.URL)
-	if err != nil {
-		// The parse error quotes the URL, which may hold a password.
-		return nil, errors.New("redis url: cannot parse it (redis://[user:password@]host:port/db; not shown, it may hold a password)")
-	}
 	s := &Store{
 		prefix:  opts.Prefix,
 		timeout: opts.Timeout,
@@ -127,6 +127,31 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if s.timeout <= 0 {
 		s.timeout = DefaultTimeout
 	}
+	loader, err := s.dial(opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, sc := range []*redis.Script{s.decide, s.adjust, s.seed, s.reserve} {
+		if err := sc.Load(ctx, loader).Err(); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("redis script load: %w", err)
+		}
+	}
+	s.pipe = newPipeliner(s)
+	return s, nil
+}
+
+// dial sets s's clients for opts.URL, a cluster's (dialCluster) or one
+// Redis's, and returns the client that loads the scripts.
+func (s *Store) dial(opts Options) (redis.Scripter, error) {
+	if isClusterURL(opts.URL) {
+		return s.dialCluster(opts)
+	}
+	ro, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		// The parse error quotes the URL, which may hold a password.
+		return nil, errors.New("redis url: cannot parse it (redis://[user:password@]host:port/db; not shown, it may hold a password)")
+	}
 	ro.MaxRetries = -1
 	ro.ContextTimeoutEnabled = true
 	ro.DialerRetries = 1
@@ -138,24 +163,19 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if opts.PoolSize > 0 {
 		ro.PoolSize = opts.PoolSize
 	}
-	s.c = redis.NewClient(ro)
-	s.settle = s.c.WithTimeout(settleCap)
+	c := redis.NewClient(ro)
+	s.c, s.settle = c, c.WithTimeout(settleCap)
 	// Loading the scripts is a start-up step bounded by ctx, not a decision:
 	// the per-call deadline (15 ms) would fail a start on a busy machine.
-	loader := s.c.WithTimeout(startTimeout)
-	for _, sc := range []*redis.Script{s.decide, s.adjust, s.seed, s.reserve} {
-		if err := sc.Load(ctx, loader).Err(); err != nil {
-			s.c.Close()
-			return nil, fmt.Errorf("redis script load: %w", err)
-		}
-	}
-	s.pipe = newPipeliner(s)
-	return s, nil
+	return c.WithTimeout(startTimeout), nil
 }
 
 // Decide implements store.Store with one script call. The error, if any,
 // is wrapped once; ErrorKind classifies it.
 func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision, error) {
+	if s.cluster {
+		return s.decideBySlot(ctx, items)
+	}
 	return s.runDecide(ctx, items, nil)
 }
 
@@ -239,6 +259,11 @@ func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if s.cluster && len(adj) > 1 {
+		if groups := s.adjustmentSlots(adj); len(groups) > 1 {
+			return s.adjustBySlot(ctx, adj, groups)
+		}
+	}
 	keys := make([]string, 0, len(adj))
 	args := make([]any, 0, 1+8*len(adj))
 	args = append(args, s.time())
@@ -254,7 +279,7 @@ func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
 			keys, flags[1] = append(keys, s.balanceKey(a.Item)), 1
 		}
 		if a.Once != "" {
-			keys, flags[2] = append(keys, s.onceKey(a.Once)), 1
+			keys, flags[2] = append(keys, s.onceKey(a.Item, a.Once)), 1
 			if flags[1] == 1 {
 				keys = append(keys, s.genKey(a.Item))
 			}
@@ -301,7 +326,12 @@ func (s *Store) settleContext(ctx context.Context) (context.Context, context.Can
 // Close stops the pipeline workers and closes the connections. Calls after
 // Close fail.
 func (s *Store) Close() error {
-	s.pipe.stop()
+	if s.pipe != nil {
+		s.pipe.stop()
+	}
+	if s.cluster { // its own connections (a cluster client has no WithTimeout)
+		s.settle.Close()
+	}
 	return s.c.Close()
 }
 
@@ -313,6 +343,9 @@ func (s *Store) key(it store.Item) string {
 		alg = "w:"
 	case store.Quota:
 		alg = "q:"
+	}
+	if s.cluster {
+		return s.prefix + alg + s.tagged(it, it.Key)
 	}
 	return s.prefix + alg + it.Key
 }

@@ -30,16 +30,19 @@ import (
 
 var _ store.Reserver = (*Store)(nil)
 
-func (s *Store) recordKey(id string) string { return s.prefix + "r:" + id }
-func (s *Store) indexKey() string           { return s.prefix + "rx" }
+func (s *Store) recordKey(id string) string { return s.prefix + s.rxTag() + "r:" + id }
+func (s *Store) indexKey() string           { return s.prefix + s.rxTag() + "rx" }
 func (s *Store) leaseKey(id, nonce string) string {
-	return s.prefix + "rt:" + nonce + ":" + id
+	return s.prefix + s.rxTag() + "rt:" + nonce + ":" + id
 }
 
 // DecideReserve implements store.Reserver with one decide.lua call.
 func (s *Store) DecideReserve(ctx context.Context, items []store.Item, id string, rec []byte, ttl time.Duration) (store.Decision, error) {
 	if err := store.ValidateDecideReserve(id, rec, len(items), ttl); err != nil {
 		return store.Decision{}, err
+	}
+	if s.cluster {
+		return s.decideReserveBySlot(ctx, items, id, rec, ttl)
 	}
 	return s.runDecide(ctx, items, &reserveArgs{
 		keys: [2]string{s.recordKey(id), s.indexKey()},
