@@ -53,6 +53,12 @@ type Config struct {
 	// INVALID_ARGUMENT.
 	MaxDescriptors int
 
+	// EnvoyFailureModeDeny says Envoy's rate-limit filter for domains other
+	// than leaky-tokens has failure_mode_deny set (default false, as
+	// Envoy's): their decisions then fail closed, and one that misses its
+	// deadline charges nothing (README "Deadlines and phantom charges").
+	EnvoyFailureModeDeny bool
+
 	// The durable record (ledger) and its outbox's relay, opened by
 	// cmd/leaky like the store. DatabaseURL empty = the in-memory ledger.
 	DatabaseURL  string
@@ -109,6 +115,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RedisPoolSize, "redis-pool-size", c.RedisPoolSize, "Redis connections (0 = 10 per CPU)")
 	fs.IntVar(&c.MemoryMaxKeys, "memory-max-keys", c.MemoryMaxKeys, "bound on buckets kept by the memory store")
 	fs.IntVar(&c.MaxDescriptors, "max-descriptors", c.MaxDescriptors, "most descriptors one request may carry")
+	fs.BoolVar(&c.EnvoyFailureModeDeny, "envoy-failure-mode-deny", c.EnvoyFailureModeDeny, "Envoy's rate-limit filter has failure_mode_deny for domains other than leaky-tokens: their decisions fail closed (a late one charges nothing)")
 	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL URL of the ledger (usage, purchases, outbox); empty: DATABASE_URL, or the in-memory ledger")
 	fs.StringVar(&c.LedgerSchema, "ledger-schema", c.LedgerSchema, "PostgreSQL schema of the ledger's tables (created if absent)")
 	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", c.KafkaBrokers, "Kafka bootstrap servers (host:port,...) the outbox relay publishes to; empty: KAFKA_BROKERS, or no relay")
