@@ -152,7 +152,11 @@ func (p *pipeliner) send(batch []*call) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	retry := p.pipeline(ctx, live)
+	client := p.s.c
+	if !lateWait.IsZero() {
+		client = p.s.settle // the read timeout is the deadline's, not Options.Timeout
+	}
+	retry := p.pipeline(ctx, client, live)
 	if len(retry) > 0 {
 		// Redis lost the script: load it once, then send those calls again.
 		if err := p.s.decide.Load(ctx, p.s.c).Err(); err != nil {
@@ -160,7 +164,7 @@ func (p *pipeliner) send(batch []*call) {
 				c.err = err
 			}
 		} else {
-			p.pipeline(ctx, retry) // a second NOSCRIPT keeps its error
+			p.pipeline(ctx, client, retry) // a second NOSCRIPT keeps its error
 		}
 	}
 	for _, c := range live {
@@ -176,9 +180,9 @@ func (p *pipeliner) send(batch []*call) {
 
 // pipeline sends calls as EVALSHA commands in one pipeline, sets each
 // call's answer, and returns the calls that met NOSCRIPT.
-func (p *pipeliner) pipeline(ctx context.Context, calls []*call) (noScript []*call) {
+func (p *pipeliner) pipeline(ctx context.Context, client *redis.Client, calls []*call) (noScript []*call) {
 	cmds := make([]*redis.Cmd, len(calls))
-	_, _ = p.s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	_, _ = client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, c := range calls {
 			cmds[i] = pipe.EvalSha(ctx, p.s.decide.Hash(), c.keys, c.args...)
 		}
