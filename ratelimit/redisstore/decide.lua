@@ -1,5 +1,6 @@
 -- One all-or-nothing decision. KEYS[i] is item i's bucket for i = 1..n;
--- after ARGV[1] (the time) and ARGV[2] (the deadline) come five values per item: algorithm (0 GCRA, 1
+-- after ARGV[1] (the time) and ARGV[2] (the deadline) come five values
+-- per item: algorithm (0 GCRA, 1
 -- fixed window, 2 quota with a purchased balance, 3 quota without), limit,
 -- period, hits, shadow (1 or 0). After the n items' keys come the balance
 -- keys of the algorithm-2 items, in order. Items are decided in order

@@ -11,7 +11,8 @@
 // caller one deadline, not go-redis's default retries and dial back-offs
 // (about 1.7 s). A call that times out may or may not have been applied; it
 // is never applied twice (TakeReservation's nonce makes its caller's retry
-// safe).
+// safe). A fail-closed decision (store.WithFailClosed) is the exception: it
+// charges nothing past its deadline (late.go).
 //
 // Keys are Options.Prefix + "g:" + item key for GCRA buckets and
 // Options.Prefix + "w:" + item key for fixed windows. Every key written
