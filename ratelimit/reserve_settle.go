@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"syscall"
 	"time"
 
@@ -30,11 +31,12 @@ const (
 // again, up to settleAttempts times within settleTimeout of a context that
 // outlives ctx (the caller's deadline is what lost the reply). The Once
 // keys make every attempt after the one that applied a no-op: the
-// settlement is applied exactly once, or the error is returned. A store
-// not reached (ECONNREFUSED) ran nothing and is returned at once.
+// settlement is applied exactly once, or the error is returned. Any other
+// failure (a store not reached, ECONNREFUSED, ran nothing) is returned at
+// once.
 func (r *Reservations) adjustOnce(ctx context.Context, adj []store.Adjustment) error {
 	err := r.store.Adjust(ctx, adj)
-	if err == nil || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, store.ErrInvalidItem) {
+	if !replyLost(err) {
 		return err
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
@@ -54,4 +56,12 @@ func (r *Reservations) adjustOnce(ctx context.Context, adj []store.Adjustment) e
 		}
 	}
 	return err
+}
+
+// replyLost reports whether err is a call that may have run but whose
+// answer did not come: its context ended or its connection timed out.
+func replyLost(err error) bool {
+	var ne net.Error
+	return err != nil && !errors.Is(err, syscall.ECONNREFUSED) &&
+		(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || (errors.As(err, &ne) && ne.Timeout()))
 }
