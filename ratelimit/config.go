@@ -60,6 +60,11 @@ type Config struct {
 	// ResponseDynamicMetadata adds envoyproxy/ratelimit's dynamic_metadata
 	// (its RESPONSE_DYNAMIC_METADATA) to every RateLimitResponse.
 	ResponseDynamicMetadata bool
+	// EnvoyFailureModeDeny says Envoy's rate-limit filter for domains other
+	// than leaky-tokens has failure_mode_deny set (default false, as
+	// Envoy's): their decisions then fail closed, and one that misses its
+	// deadline charges nothing (README "Deadlines and phantom charges").
+	EnvoyFailureModeDeny bool
 
 	// The durable record (ledger) and its outbox's relay, opened by
 	// cmd/leaky like the store. DatabaseURL empty = the in-memory ledger.
@@ -119,6 +124,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxDescriptors, "max-descriptors", c.MaxDescriptors, "most descriptors one request may carry")
 	fs.BoolVar(&c.MergeDomainConfig, "merge-domain-config", c.MergeDomainConfig, "merge envoyproxy/ratelimit files of one domain (top-level descriptors, file-name order) instead of refusing the second")
 	fs.BoolVar(&c.ResponseDynamicMetadata, "response-dynamic-metadata", c.ResponseDynamicMetadata, "return envoyproxy/ratelimit's dynamic_metadata (domain, descriptors, matched rules' metadata) in every answer")
+	fs.BoolVar(&c.EnvoyFailureModeDeny, "envoy-failure-mode-deny", c.EnvoyFailureModeDeny, "Envoy's rate-limit filter has failure_mode_deny for domains other than leaky-tokens: their decisions fail closed (a late one charges nothing)")
 	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL URL of the ledger (usage, purchases, outbox); empty: DATABASE_URL, or the in-memory ledger")
 	fs.StringVar(&c.LedgerSchema, "ledger-schema", c.LedgerSchema, "PostgreSQL schema of the ledger's tables (created if absent)")
 	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", c.KafkaBrokers, "Kafka bootstrap servers (host:port,...) the outbox relay publishes to; empty: KAFKA_BROKERS, or no relay")

@@ -37,6 +37,11 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	l := s.limits.Load()
 	domain := req.GetDomain()
 	plans := s.plan(l, req)
+	if s.failsClosed(l, domain) {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(store.WithFailClosed(ctx), s.cfg.RedisTimeout)
+		defer cancel()
+	}
 
 	items, quotas := planItems(plans)
 	zero := false
@@ -256,6 +261,9 @@ func (s *Service) failure(l *limits, domain string, plans []plan, err error) (*r
 		return nil, status.Error(codes.InvalidArgument, "descriptor cannot be decided")
 	}
 	kind := s.errorKind(err)
+	if errors.Is(err, store.ErrLate) {
+		kind = "late" // executed (or due) past its deadline: nothing charged
+	}
 	s.metrics.backendErrs.WithLabelValues(kind).Inc()
 	s.health.storeFailed()
 	// At most one line a second: an outage fails every call.
@@ -299,3 +307,24 @@ func quotasExhausted(plans []plan, results []store.Result) bool {
 }
 
 func microseconds(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
+
+// failsClosed reports whether Envoy refuses a request of domain when its
+// decision fails: the policy's failure mode deny for leaky-tokens, or
+// error with the gateway's ratelimit_failure_mode deny (Envoy's
+// failure_mode_deny); for other domains, which answer errors,
+// -envoy-failure-mode-deny. Such a decision runs on a fail-closed context
+// (store.WithFailClosed) bounded by the service's decision deadline
+// (-redis-timeout, on every store): one the store executes past it charges
+// nothing. See README "Deadlines and phantom charges".
+func (s *Service) failsClosed(l *limits, domain string) bool {
+	if domain == policy.Domain && l.policy != nil {
+		switch l.policy.FailureMode {
+		case policy.FailDeny:
+			return true
+		case policy.FailError:
+			return l.policy.Gateway.RatelimitFailureMode == policy.FailDeny
+		}
+		return false
+	}
+	return s.cfg.EnvoyFailureModeDeny
+}

@@ -218,8 +218,9 @@ func (r *Reservations) ReserveAs(ctx context.Context, id string, owner Owner, it
 // store calls run within ctx's deadline (settleTimeout when ctx has none).
 // A store call that failed without running leaves the reservation open, to
 // be settled again (when it cannot be reopened it is recorded expired, at
-// its estimate); one that timed out (it may have run) closes it at its
-// estimate rather than risk applying twice.
+// its estimate); one that timed out (it may have run) is tried again past
+// ctx's deadline, idempotent by its Once keys (adjustOnce), and only when
+// every attempt failed is it closed at its estimate.
 func (r *Reservations) Settle(ctx context.Context, id string, actual int64, kind ledger.Kind) (Settlement, error) {
 	if actual < 0 {
 		return Settlement{}, fmt.Errorf("actual %d: must not be negative", actual)
@@ -241,14 +242,14 @@ func (r *Reservations) Settle(ctx context.Context, id string, actual int64, kind
 		if it.Hits == 0 || actual == it.Hits {
 			continue
 		}
-		a := store.Adjustment{Item: it, Delta: actual - it.Hits}
+		a := store.Adjustment{Item: it, Delta: actual - it.Hits, Once: settleOnce(id, i)}
 		if it.Algorithm == store.Quota {
 			a.ToPurchased = res.results[i].FromPurchased
 		}
 		adj = append(adj, a)
 	}
 	if len(adj) > 0 {
-		if err := r.store.Adjust(ctx, adj); err != nil {
+		if err := r.adjustOnce(ctx, adj); err != nil {
 			if errors.Is(err, syscall.ECONNREFUSED) {
 				// The store was not reached, so nothing ran: settle again
 				// later. A reservation that cannot be reopened exists
@@ -259,8 +260,8 @@ func (r *Reservations) Settle(ctx context.Context, id string, actual int64, kind
 				return Settlement{}, fmt.Errorf("settle reservation: %w", err)
 			}
 			// Any other failure may have been applied (a timeout after the
-			// write); applying it again could refund or debit twice, so the
-			// reservation stays at its estimate, and is recorded so.
+			// write) and was retried (adjustOnce) until its time ran out;
+			// not knowing, the reservation is recorded at its estimate.
 			actual = res.estimate()
 			st := res.settlement(id, kind, actual, r.now())
 			if record != nil {

@@ -97,7 +97,7 @@ func parseClusterURL(raw string) (*redis.ClusterOptions, error) {
 // timeouts, s.settle with settleCap (a second set of connections: a
 // ClusterClient has no WithTimeout). It returns the client that loads the
 // scripts, on every master.
-func (s *Store) dialCluster(opts Options) (redis.Scripter, error) {
+func (s *Store) dialCluster(opts Options) (redis.UniversalClient, error) {
 	if strings.ContainsAny(s.prefix, "{}") {
 		return nil, errors.New("redis cluster: the key prefix may not hold '{' or '}' (they would change the keys' hash slots)")
 	}

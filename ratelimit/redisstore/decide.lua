@@ -1,5 +1,6 @@
 -- One all-or-nothing decision. KEYS[i] is item i's bucket for i = 1..n;
--- after ARGV[1] (the time) come five values per item: algorithm (0 GCRA, 1
+-- after ARGV[1] (the time) and ARGV[2] (the deadline) come five values
+-- per item: algorithm (0 GCRA, 1
 -- fixed window, 2 quota with a purchased balance, 3 quota without), limit,
 -- period, hits, shadow (1 or 0). After the n items' keys come the balance
 -- keys of the algorithm-2 items, in order. Items are decided in order
@@ -9,10 +10,15 @@
 -- where remaining and reset_after describe the bucket after the whole
 -- decision (untouched if refused); or {-1, indexes...} (0-based) naming the
 -- quota items whose balance key is missing, having changed nothing.
+--
+-- The deadline (µs, on the script's clock; empty = none) is a fail-closed
+-- decision's (store.WithFailClosed): a run that starts at or after it
+-- returns {-3}, having read and changed nothing, so a decision whose caller
+-- has given up charges nothing even though it reached Redis.
 
 --
 -- Reserving (store.Reserver's DecideReserve) adds four ARGV after the
--- items' (so (#ARGV - 1) % 5 == 4): the id, the record, its TTL (µs) and
+-- items' (so (#ARGV - 2) % 5 == 4): the id, the record, its TTL (µs) and
 -- the grace (ms); and two KEYS after the balance keys: the record's key and
 -- the index, as reserve.lua's open takes them. The reply is then {-2} when
 -- the record's key exists, having decided and changed nothing; and when the
@@ -20,8 +26,12 @@
 -- from_purchased, comma-separated) is stored and its id indexed, as open
 -- does. A decision without those arguments does none of this.
 
-local reserving = (#ARGV - 1) % 5 == 4
-local n = idiv(#ARGV - 1, 5)
+local deadline = tonumber(ARGV[2])
+if deadline and now >= deadline then
+  return {-3}
+end
+local reserving = (#ARGV - 2) % 5 == 4
+local n = idiv(#ARGV - 2, 5)
 local nkeys = #KEYS
 if reserving then
   nkeys = nkeys - 2
@@ -32,7 +42,7 @@ end
 if nkeys > n then
   local missing, j = {-1}, n
   for i = 1, n do
-    if ARGV[2 + (i - 1) * 5] == '2' then
+    if ARGV[3 + (i - 1) * 5] == '2' then
       j = j + 1
       if redis.call('EXISTS', KEYS[j]) == 0 then
         missing[#missing + 1] = i - 1
@@ -134,7 +144,7 @@ local ok, retry = {}, {}
 local allowed = true
 local quotas = false
 for i = 1, n do
-  local key, a = KEYS[i], 2 + (i - 1) * 5
+  local key, a = KEYS[i], 3 + (i - 1) * 5
   local alg, limit, period, hits = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   if alg >= 2 then
     quotas = true
@@ -159,7 +169,7 @@ end
 
 local out = {allowed and 1 or 0}
 for i = 1, n do
-  local key, a = KEYS[i], 2 + (i - 1) * 5
+  local key, a = KEYS[i], 3 + (i - 1) * 5
   local alg, limit, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local remaining, reset
   if alg >= 2 then
@@ -189,7 +199,7 @@ for i = 1, n do
 end
 if quotas then
   for i = 1, n do
-    if tonumber(ARGV[2 + (i - 1) * 5]) >= 2 then
+    if tonumber(ARGV[3 + (i - 1) * 5]) >= 2 then
       out[#out + 1] = allowed and from_p[i] or 0
     end
   end
@@ -207,10 +217,10 @@ if allowed then
     end
   end
   if reserving then
-    local a, fp = 2 + n * 5, {}
+    local a, fp = 3 + n * 5, {}
     for i = 1, n do
       fp[i] = '0'
-      if tonumber(ARGV[2 + (i - 1) * 5]) >= 2 then
+      if tonumber(ARGV[3 + (i - 1) * 5]) >= 2 then
         fp[i] = int(from_p[i])
       end
     end

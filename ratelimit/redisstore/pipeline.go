@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/leakytokens/leaky/ratelimit/store"
 )
 
 // Implicit pipelining: concurrent decisions are queued and a few workers
@@ -18,7 +21,10 @@ import (
 // A call whose caller has given up (its context is done) before its batch
 // is sent is dropped, never sent: the caller has already answered without
 // it, so charging it later would charge a request that was not admitted. A
-// batch's deadline is the earliest of its callers'. When Redis has lost the
+// batch's deadline is the earliest of its fail-open callers'; with
+// fail-closed calls in it, it also waits up to lateReplyWait past their
+// deadlines, so the reply of one whose caller left is read and its charge,
+// if any, refunded (late.go). When Redis has lost the
 // script (NOSCRIPT, after a restart or SCRIPT FLUSH), the worker loads it
 // once and sends the failed calls again.
 const (
@@ -35,6 +41,12 @@ type call struct {
 	vals []int64
 	err  error
 	done chan struct{}
+
+	state      atomic.Int32 // callPending, callAnswered or callAbandoned
+	failClosed bool         // store.FailClosed(ctx)
+	items      []store.Item // what a refund of an abandoned call undoes
+	quotas     int          // quota items among items
+	reserveID  string       // the record an abandoned call opened, "" for none
 }
 
 type pipeliner struct {
@@ -50,6 +62,9 @@ func newPipeliner(s *Store) *pipeliner {
 		p.wg.Add(1)
 		go p.work()
 	}
+	if s.now == nil {
+		p.wg.Go(func() { s.clock.run(s.c, max(s.timeout, 100*time.Millisecond), p.quit) })
+	}
 	return p
 }
 
@@ -59,9 +74,12 @@ func (p *pipeliner) stop() {
 	p.wg.Wait()
 }
 
-// do queues a decision and waits for it or for ctx.
-func (p *pipeliner) do(ctx context.Context, keys []string, args []any) ([]int64, error) {
-	c := &call{ctx: ctx, keys: keys, args: args, done: make(chan struct{})}
+// do queues the decision c (keys, args and the refund fields set) and
+// waits for it or for its ctx. A caller that leaves first hands the reply
+// to the worker (abandoned).
+func (p *pipeliner) do(c *call) ([]int64, error) {
+	ctx := c.ctx
+	c.done = make(chan struct{})
 	select {
 	case p.in <- c:
 	case <-ctx.Done():
@@ -73,7 +91,11 @@ func (p *pipeliner) do(ctx context.Context, keys []string, args []any) ([]int64,
 	case <-c.done:
 		return c.vals, c.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		if c.state.CompareAndSwap(callPending, callAbandoned) {
+			return nil, ctx.Err()
+		}
+		<-c.done // answered at the same moment: take the answer
+		return c.vals, c.err
 	}
 }
 
@@ -104,23 +126,37 @@ func (p *pipeliner) work() {
 func (p *pipeliner) send(batch []*call) {
 	live := batch[:0:0]
 	deadline := time.Now().Add(p.s.timeout)
+	var lateWait time.Time // the latest fail-closed deadline + lateReplyWait
 	for _, c := range batch {
 		if err := c.ctx.Err(); err != nil {
 			c.err = err
 			close(c.done)
 			continue
 		}
-		if d, ok := c.ctx.Deadline(); ok && d.Before(deadline) {
+		d, ok := c.ctx.Deadline()
+		switch {
+		case ok && c.failClosed:
+			if w := d.Add(lateReplyWait); w.After(lateWait) {
+				lateWait = w
+			}
+		case ok && d.Before(deadline):
 			deadline = d
 		}
 		live = append(live, c)
+	}
+	if lateWait.After(deadline) {
+		deadline = lateWait
 	}
 	if len(live) == 0 {
 		return
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	retry := p.pipeline(ctx, live)
+	client := p.s.c
+	if !lateWait.IsZero() {
+		client = p.s.settle // the read timeout is the deadline's, not Options.Timeout
+	}
+	retry := p.pipeline(ctx, client, live)
 	if len(retry) > 0 {
 		// Redis lost the script: load it once, then send those calls again.
 		if err := p.s.decide.Load(ctx, p.s.c).Err(); err != nil {
@@ -128,12 +164,15 @@ func (p *pipeliner) send(batch []*call) {
 				c.err = err
 			}
 		} else {
-			p.pipeline(ctx, retry) // a second NOSCRIPT keeps its error
+			p.pipeline(ctx, client, retry) // a second NOSCRIPT keeps its error
 		}
 	}
 	for _, c := range live {
 		if c.err != nil {
 			c.err = fmt.Errorf("pipelined: %w", c.err)
+		}
+		if !c.state.CompareAndSwap(callPending, callAnswered) {
+			p.abandoned(c)
 		}
 		close(c.done)
 	}
@@ -141,9 +180,9 @@ func (p *pipeliner) send(batch []*call) {
 
 // pipeline sends calls as EVALSHA commands in one pipeline, sets each
 // call's answer, and returns the calls that met NOSCRIPT.
-func (p *pipeliner) pipeline(ctx context.Context, calls []*call) (noScript []*call) {
+func (p *pipeliner) pipeline(ctx context.Context, client redis.UniversalClient, calls []*call) (noScript []*call) {
 	cmds := make([]*redis.Cmd, len(calls))
-	_, _ = p.s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	_, _ = client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, c := range calls {
 			cmds[i] = pipe.EvalSha(ctx, p.s.decide.Hash(), c.keys, c.args...)
 		}

@@ -60,7 +60,7 @@ func TestPipelineReloadsLostScript(t *testing.T) {
 		batch = append(batch, &call{
 			ctx:  context.Background(),
 			keys: []string{s.key(store.Item{Key: key})},
-			args: []any{"", int(store.GCRA), 2, 3600 * sec, 1, 0},
+			args: []any{"", "", int(store.GCRA), 2, 3600 * sec, 1, 0},
 			done: make(chan struct{}),
 		})
 	}
@@ -83,7 +83,7 @@ func TestAbandonedCallIsNotSent(t *testing.T) {
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
 	it := store.Item{Key: "abandoned", Limit: 1, Period: 3600 * sec, Hits: 1}
-	c := &call{ctx: gone, keys: []string{s.key(it)}, args: []any{"", int(store.GCRA), 1, 3600 * sec, 1, 0}, done: make(chan struct{})}
+	c := &call{ctx: gone, keys: []string{s.key(it)}, args: []any{"", "", int(store.GCRA), 1, 3600 * sec, 1, 0}, done: make(chan struct{})}
 	s.pipe.send([]*call{c})
 	<-c.done
 	if c.err == nil {

@@ -11,7 +11,8 @@
 // caller one deadline, not go-redis's default retries and dial back-offs
 // (about 1.7 s). A call that times out may or may not have been applied; it
 // is never applied twice (TakeReservation's nonce makes its caller's retry
-// safe).
+// safe). A fail-closed decision (store.WithFailClosed) is the exception: it
+// charges nothing past its deadline (late.go).
 //
 // Keys are Options.Prefix + "g:" + item key for GCRA buckets and
 // Options.Prefix + "w:" + item key for fixed windows. Every key written
@@ -29,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -99,6 +101,10 @@ type Store struct {
 	reserve *redis.Script
 	pipe    *pipeliner
 	settle  redis.UniversalClient // s.c with settleCap for its read and write timeouts
+	// clock bounds Redis's clock minus the process's (late.go); lostLate
+	// counts abandoned fail-closed decisions left charged.
+	clock    redisClock
+	lostLate atomic.Uint64
 }
 
 var (
@@ -137,13 +143,21 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("redis script load: %w", err)
 		}
 	}
+	if s.now == nil {
+		for range clockSamples {
+			if err := s.clock.sample(ctx, loader); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
+	}
 	s.pipe = newPipeliner(s)
 	return s, nil
 }
 
 // dial sets s's clients for opts.URL, a cluster's (dialCluster) or one
 // Redis's, and returns the client that loads the scripts.
-func (s *Store) dial(opts Options) (redis.Scripter, error) {
+func (s *Store) dial(opts Options) (redis.UniversalClient, error) {
 	if isClusterURL(opts.URL) {
 		return s.dialCluster(opts)
 	}
@@ -181,17 +195,48 @@ func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision,
 
 // runDecide runs decide.lua on items, with rsv's record opened in the same
 // run when rsv is not nil, within the store's timeout.
+//
+// On a fail-closed ctx (store.WithFailClosed) the deadline (the earlier of
+// ctx's and the timeout's) goes into the script on Redis's clock (late.go):
+// run at or after it, the script charges nothing and the decision returns
+// store.ErrLate, wrapped.
 func (s *Store) runDecide(ctx context.Context, items []store.Item, rsv *reserveArgs) (store.Decision, error) {
+	if err := store.Late(ctx, time.Now()); err != nil {
+		return store.Decision{}, err
+	}
 	if err := ctx.Err(); err != nil {
 		return store.Decision{}, err
 	}
+	if rsv == nil && len(items) == 0 {
+		return store.Decision{Allowed: true, Results: []store.Result{}}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	c, err := s.decideCall(ctx, items, rsv)
+	if err != nil {
+		return store.Decision{}, err
+	}
+	vals, err := s.pipe.do(c)
+	if err != nil {
+		if c.failClosed {
+			// Given up: a reply still to come is refunded (late.go).
+			return store.Decision{}, fmt.Errorf("redis decide: %w: %w", store.ErrLate, err)
+		}
+		return store.Decision{}, fmt.Errorf("redis decide: %w", err)
+	}
+	return decodeDecision(items, c.quotas, vals)
+}
+
+// decideCall is the pipelined decide.lua call deciding items on ctx (its
+// deadline final), opening rsv's record when rsv is not nil.
+func (s *Store) decideCall(ctx context.Context, items []store.Item, rsv *reserveArgs) (*call, error) {
 	keys := make([]string, len(items), len(items)+2)
-	args := make([]any, 0, 1+5*len(items)+4)
-	args = append(args, s.time())
-	quotas := 0
+	args := make([]any, 0, 2+5*len(items)+4)
+	args = append(args, s.time(), "")
+	c := &call{ctx: ctx, failClosed: store.FailClosed(ctx), items: items}
 	for i, it := range items {
 		if err := validateDecide(it); err != nil {
-			return store.Decision{}, fmt.Errorf("item %d: %w", i, err)
+			return nil, fmt.Errorf("item %d: %w", i, err)
 		}
 		keys[i] = s.key(it)
 		shadow := 0
@@ -200,7 +245,7 @@ func (s *Store) runDecide(ctx context.Context, items []store.Item, rsv *reserveA
 		}
 		alg := int(it.Algorithm)
 		if it.Algorithm == store.Quota {
-			quotas++
+			c.quotas++
 			alg = algQuotaNoBalance
 			if it.Purchased != "" {
 				alg = algQuotaBalance
@@ -215,16 +260,19 @@ func (s *Store) runDecide(ctx context.Context, items []store.Item, rsv *reserveA
 	}
 	if rsv != nil {
 		keys, args = append(keys, rsv.keys[:]...), append(args, rsv.args[:]...)
-	} else if len(items) == 0 {
-		return store.Decision{Allowed: true, Results: []store.Result{}}, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	vals, err := s.pipe.do(ctx, keys, args)
-	if err != nil {
-		return store.Decision{}, fmt.Errorf("redis decide: %w", err)
+	if c.failClosed {
+		d, err := s.deadlineArg(ctx)
+		if err != nil {
+			return nil, err
+		}
+		args[1] = d
+		if rsv != nil {
+			c.reserveID = rsv.args[0].(string)
+		}
 	}
-	return decodeDecision(items, quotas, vals)
+	c.keys, c.args = keys, args
+	return c, nil
 }
 
 // decodeDecision reads decide.lua's reply for items (quotas of them quota
@@ -232,6 +280,9 @@ func (s *Store) runDecide(ctx context.Context, items []store.Item, rsv *reserveA
 func decodeDecision(items []store.Item, quotas int, vals []int64) (store.Decision, error) {
 	if len(vals) == 1 && vals[0] == -2 {
 		return store.Decision{}, store.ErrReservationExists
+	}
+	if len(vals) == 1 && vals[0] == -3 {
+		return store.Decision{}, fmt.Errorf("redis decide: %w", store.ErrLate)
 	}
 	if len(vals) > 1 && vals[0] == -1 {
 		return store.Decision{}, unseeded(vals[1:])

@@ -150,7 +150,15 @@ func (m *Memory) Run(ctx context.Context) error {
 // decision: charged when it is allowed, untouched when it is refused. Items
 // sharing a key should share its limit and period; if they do not, the
 // bucket ends in the state the last of them leaves.
+//
+// On a fail-closed ctx (WithFailClosed) the deadline is checked inside the
+// critical section, with every shard of the decision locked: a decision
+// that gets there at or after ctx's deadline charges nothing and returns
+// ErrLate, wrapped.
 func (m *Memory) Decide(ctx context.Context, items []Item) (Decision, error) {
+	if err := Late(ctx, time.Now()); err != nil {
+		return Decision{}, err
+	}
 	if err := ctx.Err(); err != nil {
 		return Decision{}, err
 	}
@@ -176,6 +184,9 @@ func (m *Memory) Decide(ctx context.Context, items []Item) (Decision, error) {
 	locked := m.lock(ps, sbuf[:0])
 	now := m.now()
 	defer m.unlock(locked, now)
+	if err := Late(ctx, time.Now()); err != nil {
+		return Decision{}, err // a wait for the locks (or the clock) made it late
+	}
 	var qt *qtxn
 	if hasQuota(items) {
 		// Taken after the shards, always: the lock order stays fixed.

@@ -11,6 +11,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -173,3 +174,46 @@ var ErrStaleSeed = errors.New("quota seed stale: a credit found the pool unseede
 // ErrInvalidItem is returned, wrapped, for an item a store cannot decide: an
 // empty or oversize key, or a limit or period below 1.
 var ErrInvalidItem = errors.New("invalid item")
+
+// ErrLate is returned, wrapped, by a decision (Decide, DecideReserve) on a
+// fail-closed context (WithFailClosed) that the store executed, or would
+// have executed, after its deadline: the earlier of the context's deadline
+// and the store's own timeout. Nothing was charged. The caller answers it
+// by its failure mode, like any store failure.
+var ErrLate = errors.New("the decision reached the store after its deadline; nothing was charged")
+
+// failClosedKey marks a fail-closed context.
+type failClosedKey struct{}
+
+// WithFailClosed returns ctx marked fail-closed: its caller refuses the
+// request when the decision fails, so a decision the store executes after
+// ctx's deadline (or the store's own timeout) must charge nothing and
+// return ErrLate, wrapped. A decision on an unmarked (fail-open) context
+// charges whenever the store executes it, as the request goes through
+// either way.
+func WithFailClosed(ctx context.Context) context.Context {
+	return context.WithValue(ctx, failClosedKey{}, true)
+}
+
+// FailClosed reports whether ctx was marked by WithFailClosed.
+func FailClosed(ctx context.Context) bool {
+	v, _ := ctx.Value(failClosedKey{}).(bool)
+	return v
+}
+
+// Late reports, for a fail-closed ctx whose deadline is at or before now,
+// an error wrapping ErrLate (and ctx's error, if any); nil otherwise. A
+// store calls it where it commits a decision, inside its critical section.
+func Late(ctx context.Context, now time.Time) error {
+	if !FailClosed(ctx) {
+		return nil
+	}
+	d, ok := ctx.Deadline()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrLate, err)
+	}
+	if ok && !now.Before(d) {
+		return fmt.Errorf("%w: %w", ErrLate, context.DeadlineExceeded)
+	}
+	return nil
+}

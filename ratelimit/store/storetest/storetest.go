@@ -74,6 +74,7 @@ func Run(t *testing.T, open Opener) {
 	}
 	cases = append(cases, quotaCases...)
 	cases = append(cases, creditCases...)
+	cases = append(cases, lateCases...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e := &env{t: t, clock: &Clock{}, open: open, ns: "storetest:" + c.name + ":"}
