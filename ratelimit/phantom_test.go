@@ -36,6 +36,7 @@ type phantomBackend struct {
 var phantomBackends = []phantomBackend{
 	{"memory", openPhantomMemory},
 	{"redis", openPhantomRedis},
+	{"redis cluster", openPhantomCluster},
 }
 
 // openPhantomMemory shares one Memory; its stall is a delay hook in the
@@ -78,6 +79,44 @@ func openPhantomRedis(t *testing.T) (a, b store.Store, stall func(time.Duration)
 		cont.Go(func() {
 			time.Sleep(d)
 			srv.Cont()
+		})
+	}
+	read = func() store.Store {
+		cont.Wait()
+		opts.Timeout = 5 * time.Second
+		s := openOne()
+		t.Cleanup(func() { closeStore(s) })
+		return s
+	}
+	return openOne(), openOne(), stall, read
+}
+
+// openPhantomCluster is openPhantomRedis on a private 3-master cluster:
+// the request's buckets (user, provider) sit in different slots, so a
+// decision is one script per group, and the stall stops every node.
+func openPhantomCluster(t *testing.T) (a, b store.Store, stall func(time.Duration), read func() store.Store) {
+	c := testenv.StartRedisCluster(t)
+	opts := redisstore.Options{URL: c.URL, Prefix: testenv.Prefix(t), Timeout: phantomDecisionTimeout}
+	openOne := func() store.Store {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s, err := redisstore.New(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	var cont sync.WaitGroup
+	t.Cleanup(cont.Wait)
+	stall = func(d time.Duration) {
+		for _, n := range c.Nodes {
+			n.Stop()
+		}
+		cont.Go(func() {
+			time.Sleep(d)
+			for _, n := range c.Nodes {
+				n.Cont()
+			}
 		})
 	}
 	read = func() store.Store {

@@ -77,6 +77,9 @@ func (s *Service) ReserveAs(ctx context.Context, id string, r contract.Request, 
 	items, quotas := planItems(plans)
 	owner := Owner{UserID: r.User, OrgID: r.Org, Provider: r.Provider, Tier: r.Tier}
 	var res Reservation
+	// A reservation the store could not make in time is refused (503), so
+	// it fails closed: one the store runs after its deadline charges nothing.
+	ctx = store.WithFailClosed(ctx)
 	dec, err := s.decideSeeded(ctx, items, quotas, func() (store.Decision, error) {
 		var (
 			d   store.Decision
