@@ -36,6 +36,17 @@ type Config struct {
 	// the configuration comes from the Runtime resource the control plane
 	// pushes (package xdsconfig), applied as it arrives.
 	ConfigXDS string
+	// With ConfigXDS the service also takes envoyproxy/ratelimit's
+	// RateLimitConfig resources (as Envoy Gateway serves them). XDSNodeID
+	// is the node id it subscribes as (empty: ratelimit-<host>-<pid>;
+	// Envoy Gateway answers only envoy-ratelimit). XDSTLSCA turns TLS on,
+	// verifying the control plane against it (and XDSTLSServerName when
+	// set); XDSTLSCert and XDSTLSKey are the client certificate for mTLS.
+	XDSNodeID        string
+	XDSTLSCA         string
+	XDSTLSCert       string
+	XDSTLSKey        string
+	XDSTLSServerName string
 
 	// The store settings are the operator's, flags and environment like
 	// every other field, but the service never acts on them: cmd/leaky
@@ -115,6 +126,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ConfigPath, "config", c.ConfigPath, "policy file, envoyproxy/ratelimit YAML file, or a directory of them; empty = embedded example policy")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often the config path is checked for changes")
 	fs.StringVar(&c.ConfigXDS, "config-xds", c.ConfigXDS, "host:port of the control plane's ADS server to take the configuration from (then -config is the start configuration, not watched)")
+	fs.StringVar(&c.XDSNodeID, "xds-node-id", c.XDSNodeID, "node id of the -config-xds subscription (empty: ratelimit-<host>-<pid>; Envoy Gateway serves envoy-ratelimit)")
+	fs.StringVar(&c.XDSTLSCA, "xds-tls-ca", c.XDSTLSCA, "PEM CA file the -config-xds server is verified with; turns TLS on (empty: plain gRPC)")
+	fs.StringVar(&c.XDSTLSCert, "xds-tls-cert", c.XDSTLSCert, "PEM client certificate for -config-xds over mutual TLS (with -xds-tls-key)")
+	fs.StringVar(&c.XDSTLSKey, "xds-tls-key", c.XDSTLSKey, "PEM private key of -xds-tls-cert")
+	fs.StringVar(&c.XDSTLSServerName, "xds-tls-server-name", c.XDSTLSServerName, "name the -config-xds server's certificate must carry (empty: the host of -config-xds)")
 	fs.StringVar(&c.Store, "store", c.Store, "bucket store: memory or redis")
 	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "Redis URL for -store redis (redis://[user:password@]host:port/db), or a Redis Cluster's (redis+cluster://host:port,host:port)")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", c.RedisTimeout, "deadline of every Redis call; keep it below Envoy's 20 ms rate-limit timeout")
@@ -177,6 +193,11 @@ func (c Config) Validate() error {
 		if err := xdsconfig.ValidateAddr(c.ConfigXDS); err != nil {
 			errs = append(errs, fmt.Errorf("config-xds: %w", err))
 		}
+		if t := c.xdsTLS(); t != nil {
+			if err := t.Check(); err != nil {
+				errs = append(errs, fmt.Errorf("xds-tls-*: %w", err))
+			}
+		}
 	}
 	if c.ReloadInterval <= 0 {
 		errs = append(errs, errors.New("reload-interval: must be positive"))
@@ -197,14 +218,19 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// CheckConfig validates cfg and loads its configuration path as New will,
-// opening and binding nothing. cmd/leaky calls it before it opens the store
+// CheckConfig validates cfg and loads its configuration path (and the
+// -config-xds TLS files) as New will, opening and binding nothing. cmd/leaky calls it before it opens the store
 // cfg names, so that a configuration the service would refuse is reported
 // as such, with its file and problem, never as a store it could not reach;
 // New checks again.
 func CheckConfig(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	if t := cfg.xdsTLS(); t != nil && cfg.ConfigXDS != "" {
+		if _, err := t.Config(); err != nil {
+			return err
+		}
 	}
 	_, err := loadLimits(cfg.ConfigPath, cfg.ruleOptions())
 	return err

@@ -78,8 +78,7 @@ func New(cfg Config, logger *slog.Logger, st store.Store) (*Service, error) {
 	s.metrics = newMetrics(s.evictions)
 	s.metrics.configOK.Inc()
 	if cfg.ConfigXDS != "" {
-		s.xds, err = xdsconfig.New(cfg.ConfigXDS, s.applyConfig, xdsconfig.Options{
-			Node: xdsconfig.NodeFor("ratelimit"), Logger: logger, Registerer: s.metrics.reg})
+		s.xds, err = s.newSubscriber(l.snap)
 		if err != nil {
 			closeStore(st)
 			return nil, err

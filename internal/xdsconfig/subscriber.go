@@ -2,9 +2,13 @@
 // service and authz: an ADS client (state of the world) of the control
 // plane that asks for the one Runtime resource model.RuntimeName, reads the
 // configuration files of its layer, validates them with the policy loader
-// and hands the snapshot to the service. A configuration that fails is
-// NACKed with the reason and the last good one keeps serving; a broken
-// stream is reopened with jittered exponential backoff.
+// and hands the snapshot to the service. With Options.RateLimitConfigs it
+// also takes envoyproxy/ratelimit's RateLimitConfig resources on the same
+// stream, each converted to the rule file it stands for (rls.go), so that
+// a control plane built for envoyproxy/ratelimit (Envoy Gateway's) drives
+// the ratelimit service unchanged. A configuration that fails is NACKed
+// with the reason and the last good one keeps serving; a broken stream is
+// reopened with jittered exponential backoff.
 package xdsconfig
 
 import (
@@ -12,7 +16,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -21,12 +24,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	statuspb "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/leakytokens/leaky/controlplane/model"
 	"github.com/leakytokens/leaky/internal/policy"
@@ -38,6 +36,7 @@ const (
 	keyAddr    = "xds_addr" // the control plane's ADS address
 	keyVersion = "version"  // a response's version_info
 	keyRetryIn = "retry_in" // the wait before the next connection attempt
+	keyType    = "type_url" // the resource type of a response
 )
 
 // maxRecvMsg bounds one response: the configuration files travel in it,
@@ -81,10 +80,21 @@ type Options struct {
 	Registerer prometheus.Registerer // the service's registry; nil: metrics not exported
 	MinBackoff time.Duration         // first reconnection wait; 0: 100 ms
 	MaxBackoff time.Duration         // longest reconnection wait; 0: 5 s
+	TLS        *TLSFiles             // nil: plain gRPC
+	// RateLimitConfigs subscribes to RateLimitConfigType too (wildcard:
+	// every resource of the type). The configuration handed to apply is
+	// then the Runtime's files, or Start's until a Runtime arrives, plus
+	// one rule file per RateLimitConfig (see compose).
+	RateLimitConfigs bool
+	// Start is the configuration the service started on, by file name
+	// (policy.Snapshot.Files): the base of the RateLimitConfigs' files
+	// until a Runtime arrives. Used only with RateLimitConfigs.
+	Start map[string][]byte
 }
 
-// Subscriber follows the Runtime resource of one control plane. Build it
-// with New and call Run once.
+// Subscriber follows the Runtime resource of one control plane, and its
+// RateLimitConfig resources when asked to. Build it with New and call Run
+// once.
 type Subscriber struct {
 	addr   string
 	source string // the snapshots' source: "xds " + addr
@@ -92,18 +102,36 @@ type Subscriber struct {
 	apply  func(*policy.Snapshot) error
 	log    *slog.Logger
 	m      *metrics
+	tls    *TLSFiles
+	start  map[string][]byte
 
 	minBackoff, maxBackoff time.Duration
 
+	// The subscriptions, in the order of the first requests: the Runtime,
+	// then the RateLimitConfigs (nil unless Options.RateLimitConfigs).
+	runtime, rls *subscription
+
 	// Owned by Run's goroutine.
-	digest          [sha256.Size]byte // of the configuration last applied
-	applied         bool              // whether digest is set
-	rejectedVersion string            // the version last rejected, and why
+	digest       [sha256.Size]byte // of the configuration last applied
+	applied      bool              // whether digest is set
+	runtimeFiles map[string][]byte // of the Runtime last applied; nil before the first
+	rlsFiles     []rlsFile         // of the RateLimitConfigs last applied
+
+	mu sync.Mutex // guards the subscriptions' version
+}
+
+// subscription is one resource type the subscriber asks for.
+type subscription struct {
+	typeURL string
+	names   []string // resource_names; nil: wildcard
+	info    *prometheus.GaugeVec
+
+	version string // version_info of the response last applied; guarded by Subscriber.mu
+
+	// Owned by Run's goroutine.
+	rejectedVersion string // the version last rejected, and why
 	rejectedErr     string
 	repeats         int // how often that version came back since
-
-	mu      sync.Mutex
-	version string // version_info of the configuration last applied
 }
 
 // ValidateAddr checks an ADS address: host:port with a port 1-65535.
@@ -112,8 +140,9 @@ func ValidateAddr(addr string) error {
 	return err
 }
 
-// New returns a subscriber of the ADS server at addr (host:port, plain
-// gRPC) that hands every configuration it receives, validated, to apply.
+// New returns a subscriber of the ADS server at addr (host:port; plain
+// gRPC, or TLS with opts.TLS, whose files are read here once to fail
+// early) that hands every configuration it receives, validated, to apply.
 // apply installs a snapshot in the service or refuses it with an error
 // (the refusal is NACKed); it is called from Run's goroutine only. The
 // metrics are registered in opts.Registerer here.
@@ -127,14 +156,24 @@ func New(addr string, apply func(*policy.Snapshot) error, opts Options) (*Subscr
 	if opts.Node.ID == "" {
 		return nil, errors.New("xds subscriber: node id required")
 	}
-	m, err := newMetrics(opts.Registerer)
+	if opts.TLS != nil {
+		if _, err := opts.TLS.Config(); err != nil {
+			return nil, err
+		}
+	}
+	m, err := newMetrics(opts.Registerer, opts.RateLimitConfigs)
 	if err != nil {
 		return nil, err
 	}
 	s := &Subscriber{
-		addr: addr, source: "xds " + addr, apply: apply, log: opts.Logger, m: m,
+		addr: addr, source: "xds " + addr, apply: apply, log: opts.Logger, m: m, tls: opts.TLS,
 		node:       &corev3.Node{Id: opts.Node.ID, Cluster: opts.Node.Cluster},
 		minBackoff: opts.MinBackoff, maxBackoff: opts.MaxBackoff,
+		runtime: &subscription{typeURL: RuntimeType, names: []string{model.RuntimeName}, info: m.info},
+	}
+	if opts.RateLimitConfigs {
+		s.rls = &subscription{typeURL: RateLimitConfigType, info: m.rlsInfo}
+		s.start = opts.Start
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -149,12 +188,30 @@ func New(addr string, apply func(*policy.Snapshot) error, opts Options) (*Subscr
 	return s, nil
 }
 
-// Version is the version_info of the configuration last applied from
-// xDS, "" before the first. Safe for concurrent use.
-func (s *Subscriber) Version() string {
+// Version is the version_info of the Runtime last applied from xDS, ""
+// before the first. Safe for concurrent use.
+func (s *Subscriber) Version() string { return s.versionOf(s.runtime) }
+
+// RateLimitConfigVersion is the version_info of the RateLimitConfigs last
+// applied, "" before the first or without Options.RateLimitConfigs. Safe
+// for concurrent use.
+func (s *Subscriber) RateLimitConfigVersion() string { return s.versionOf(s.rls) }
+
+func (s *Subscriber) versionOf(sub *subscription) string {
+	if sub == nil {
+		return ""
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.version
+	return sub.version
+}
+
+// subscriptions are the types asked for, the Runtime first.
+func (s *Subscriber) subscriptions() []*subscription {
+	if s.rls == nil {
+		return []*subscription{s.runtime}
+	}
+	return []*subscription{s.runtime, s.rls}
 }
 
 // Degraded is what the service's /readyz says of its configuration: until
@@ -163,17 +220,18 @@ func (s *Subscriber) Version() string {
 // example). Nil for a nil Subscriber, so a service without -config-xds can
 // pass s.xds.Degraded as it is.
 func (s *Subscriber) Degraded() []string {
-	if s == nil || s.Version() != "" {
+	if s == nil || s.Version() != "" || s.RateLimitConfigVersion() != "" {
 		return nil
 	}
 	return []string{"config: no configuration from the control plane at " + s.addr + " yet; serving the start configuration"}
 }
 
-func (s *Subscriber) setVersion(v string) {
+func (s *Subscriber) setVersion(sub *subscription, v string) {
 	s.mu.Lock()
-	s.version = v
+	sub.version = v
 	s.mu.Unlock()
-	s.m.appliedVersion(v)
+	sub.info.Reset()
+	sub.info.WithLabelValues(v).Set(1)
 }
 
 // Run subscribes until ctx ends, reopening the stream after any error with
@@ -231,71 +289,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// session runs one stream: the first request, then a response and its ACK
-// or NACK at a time, until the stream fails or ctx ends. It reports
-// whether any response arrived.
-func (s *Subscriber) session(ctx context.Context) (received bool, err error) {
-	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsg)))
-	if err != nil {
-		return false, fmt.Errorf("dial %s: %w", s.addr, err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		return false, fmt.Errorf("open stream: %w", err)
-	}
-	if err := stream.Send(s.request(s.Version(), "", nil)); err != nil {
-		return false, fmt.Errorf("send: %w", streamErr(stream, err))
-	}
-	s.m.connected.Set(1)
-	defer s.m.connected.Set(0)
-	s.log.Info("xds config stream open", keyAddr, s.addr, keyVersion, s.Version())
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			return received, fmt.Errorf("receive: %w", err)
-		}
-		received = true
-		req, pause := s.handle(resp)
-		if req == nil {
-			continue
-		}
-		if pause > 0 && !sleep(ctx, pause) {
-			return received, ctx.Err()
-		}
-		if err := stream.Send(req); err != nil {
-			return received, fmt.Errorf("send: %w", streamErr(stream, err))
-		}
-	}
-}
-
-// streamErr is the stream's status when Send reports only io.EOF.
-func streamErr(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient, err error) error {
-	if errors.Is(err, io.EOF) {
-		if _, rerr := stream.Recv(); rerr != nil {
-			return rerr
-		}
-	}
-	return err
-}
-
-// request is the subscription for the Runtime resource: the first request
-// (nonce empty), an ACK (nack nil) or a NACK carrying nack's text.
-func (s *Subscriber) request(version, nonce string, nack error) *discoveryv3.DiscoveryRequest {
-	r := &discoveryv3.DiscoveryRequest{
-		VersionInfo:   version,
-		Node:          s.node,
-		ResourceNames: []string{model.RuntimeName},
-		TypeUrl:       RuntimeType,
-		ResponseNonce: nonce,
-	}
-	if nack != nil {
-		r.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
-	}
-	return r
 }

@@ -30,6 +30,7 @@ type service struct {
 	mu      sync.Mutex
 	applied []*policy.Snapshot
 	refuse  error
+	check   func(*policy.Snapshot) error // nil: accept all
 }
 
 func (f *service) apply(s *policy.Snapshot) error {
@@ -37,6 +38,11 @@ func (f *service) apply(s *policy.Snapshot) error {
 	defer f.mu.Unlock()
 	if f.refuse != nil {
 		return f.refuse
+	}
+	if f.check != nil {
+		if err := f.check(s); err != nil {
+			return err
+		}
 	}
 	f.applied = append(f.applied, s)
 	return nil

@@ -1,8 +1,11 @@
 // Package xdstest runs a real ADS server for tests of xDS consumers:
 // go-control-plane v0.14's snapshot cache and server/v3 on a loopback
-// port, one snapshot for every node (as the control plane serves it), and
-// a record of every request its callbacks saw, so a test can wait for an
-// ACK or a NACK.
+// port, one snapshot for every node (as the control plane serves it) or,
+// with Options.NodeID, for that node only (as Envoy Gateway serves its
+// ratelimit), optionally behind mutual TLS, and a record of every request
+// its callbacks saw, so a test can wait for an ACK or a NACK. Each
+// resource type keeps its own version: setting one type leaves the
+// others' resources and versions as they were.
 package xdstest
 
 import (
@@ -14,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"crypto/tls"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	runtimev3 "github.com/envoyproxy/go-control-plane/envoy/service/runtime/v3"
@@ -21,7 +26,9 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	rlconfv3 "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -32,11 +39,28 @@ import (
 type Server struct {
 	Addr  string // host:port it listens on
 	cache cachev3.SnapshotCache
+	key   string // the snapshot's key in cache
 	grpc  *grpc.Server
 	done  chan struct{}
 
-	mu       sync.Mutex
+	mu       sync.Mutex // guards requests
 	requests []*discoveryv3.DiscoveryRequest
+
+	// setMu serialises the Set methods; a separate lock, since SetSnapshot
+	// may wait on a stream that is in the request callback.
+	setMu  sync.Mutex
+	served map[string]cachev3.Resources // by type URL
+}
+
+// Options shape a Server beyond its address.
+type Options struct {
+	// NodeID, when set, keys the cache by node id (go-control-plane's
+	// IDHash) and serves the snapshot to that node only: others get no
+	// response. Empty: every node gets the one snapshot.
+	NodeID string
+	// TLS, when set, serves over TLS with it (e.g. ClientAuth
+	// tls.RequireAndVerifyClientCert, as Envoy Gateway does).
+	TLS *tls.Config
 }
 
 // everyNode hashes every node alike: one snapshot serves them all.
@@ -46,16 +70,31 @@ func (everyNode) ID(*corev3.Node) string { return "all" }
 
 // Start listens on addr ("127.0.0.1:0" for a free port, or the Addr of a
 // stopped Server to start its successor on the same port) and serves until
-// Stop or the end of the test. It has no snapshot until SetFiles or
-// SetRuntime.
+// Stop or the end of the test, plain gRPC, one snapshot for every node. It
+// has no snapshot until a Set method is called.
 func Start(t testing.TB, addr string) *Server {
+	t.Helper()
+	return StartWith(t, addr, Options{})
+}
+
+// StartWith is Start with opts.
+func StartWith(t testing.TB, addr string, opts Options) *Server {
 	t.Helper()
 	lis, err := listen(addr)
 	if err != nil {
 		t.Fatalf("xdstest: listen %s: %v", addr, err)
 	}
-	s := &Server{Addr: lis.Addr().String(), cache: cachev3.NewSnapshotCache(false, everyNode{}, nil),
-		grpc: grpc.NewServer(), done: make(chan struct{})}
+	var hash cachev3.NodeHash = everyNode{}
+	key := "all"
+	if opts.NodeID != "" {
+		hash, key = cachev3.IDHash{}, opts.NodeID
+	}
+	var gopts []grpc.ServerOption
+	if opts.TLS != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(opts.TLS)))
+	}
+	s := &Server{Addr: lis.Addr().String(), cache: cachev3.NewSnapshotCache(false, hash, nil), key: key,
+		grpc: grpc.NewServer(gopts...), done: make(chan struct{}), served: map[string]cachev3.Resources{}}
 	cb := serverv3.CallbackFuncs{StreamRequestFunc: func(_ int64, r *discoveryv3.DiscoveryRequest) error {
 		s.mu.Lock()
 		s.requests = append(s.requests, proto.Clone(r).(*discoveryv3.DiscoveryRequest))
@@ -116,11 +155,33 @@ func (s *Server) SetFiles(t testing.TB, version string, files map[string]string)
 // pass off as one) under the Runtime type at version.
 func (s *Server) SetRuntime(t testing.TB, version string, res ...types.Resource) {
 	t.Helper()
-	snap, err := cachev3.NewSnapshot(version, map[resourcev3.Type][]types.Resource{resourcev3.RuntimeType: res})
-	if err != nil {
-		t.Fatalf("xdstest: snapshot: %v", err)
+	s.Set(t, resourcev3.RuntimeType, version, res...)
+}
+
+// SetRateLimitConfigs serves cfgs as the whole set of RateLimitConfig
+// resources at version (none: an empty set at that version).
+func (s *Server) SetRateLimitConfigs(t testing.TB, version string, cfgs ...*rlconfv3.RateLimitConfig) {
+	t.Helper()
+	res := make([]types.Resource, len(cfgs))
+	for i, c := range cfgs {
+		res[i] = c
 	}
-	if err := s.cache.SetSnapshot(context.Background(), "all", snap); err != nil {
+	s.Set(t, resourcev3.RateLimitConfigType, version, res...)
+}
+
+// Set serves res under typeURL at version, the other types' resources
+// and versions unchanged. go-control-plane names each resource by its
+// proto's name field (types it does not know: ""), one resource per name.
+func (s *Server) Set(t testing.TB, typeURL, version string, res ...types.Resource) {
+	t.Helper()
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
+	s.served[typeURL] = cachev3.NewResources(version, res)
+	snap := &cachev3.Snapshot{}
+	for typ, r := range s.served {
+		snap.Resources[cachev3.GetResponseType(typ)] = r
+	}
+	if err := s.cache.SetSnapshot(context.Background(), s.key, snap); err != nil {
 		t.Fatalf("xdstest: set snapshot: %v", err)
 	}
 }
