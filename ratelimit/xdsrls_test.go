@@ -6,6 +6,8 @@ import (
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	rlconfv3 "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/leakytokens/leaky/internal/xdsconfig/xdstest"
 )
@@ -137,5 +139,39 @@ func TestXDSTLSValidated(t *testing.T) {
 				t.Errorf("CheckConfig = %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// With -merge-domain-config two RateLimitConfig resources of one domain
+// merge (envoyproxy/ratelimit's MERGE_DOMAIN_CONFIG over xDS), a key in
+// both is NACKed naming the later resource, and a descriptor's metadata
+// reaches the answer's dynamic_metadata with -response-dynamic-metadata.
+func TestRateLimitConfigsMergeAndMetadataFromXDS(t *testing.T) {
+	ads := xdstest.Start(t, "127.0.0.1:0")
+	cfg := testConfig(t, "memory")
+	cfg.ConfigXDS, cfg.MergeDomainConfig, cfg.ResponseDynamicMetadata = ads.Addr, true, true
+	s := start(t, cfg)
+
+	k := rlsLimit("k", "", 1)
+	meta, err := structpb.NewStruct(map[string]any{"name": "svc1", "nested": map[string]any{"n": 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Metadata = meta
+	ads.SetRateLimitConfigs(t, "1", rlsConfig("foo-1", "foo", k), rlsConfig("foo-2", "foo", rlsLimit("j", "", 2)))
+	eventually(t, "both files of domain foo", func() bool {
+		return limitFor(t, s, "foo", "k=v") == 1 && limitFor(t, s, "foo", "j=v") == 2
+	})
+	r := s.ask(t, "foo", 1, desc("k=a"))
+	got := r.GetDynamicMetadata().AsMap()["metadata"]
+	if diff := cmp.Diff(map[string]any{"name": "svc1", "nested": map[string]any{"n": 2.0}}, got); diff != "" {
+		t.Errorf("dynamic_metadata.metadata (-want +got):\n%s", diff)
+	}
+
+	ads.SetRateLimitConfigs(t, "2", rlsConfig("foo-1", "foo", rlsLimit("k", "", 1)), rlsConfig("foo-2", "foo", rlsLimit("k", "", 3)))
+	ads.WaitRequest(t, "the NACK of 2", xdstest.NACK("RateLimitConfig/foo-2"))
+	ads.WaitRequest(t, "the NACK of 2 names the key", xdstest.NACK("duplicate descriptor composite key 'foo.k'"))
+	if got := limitFor(t, s, "foo", "j=v"); got != 2 {
+		t.Errorf("after the NACK: j's limit %d, want the last good 2", got)
 	}
 }
