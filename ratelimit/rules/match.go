@@ -93,6 +93,7 @@ type level struct {
 	exact     map[Entry]*rule  // rules with a non-empty value (wildcards too)
 	wildcards []*rule          // rules whose value holds a '*', in load order
 	defaults  map[string]*rule // rules without a value, by key
+	order     []*rule          // every rule of the level, in load order
 }
 
 type rule struct {

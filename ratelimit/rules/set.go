@@ -89,19 +89,13 @@ func NewSetWith(files map[string][]byte, opts Options) (*Set, error) {
 }
 
 // merge adds the top-level rules of later, a file of the same domain, to c
-// in later's line order, and returns a problem for each rule whose key and
-// value c already has (that rule is left out). c must not be in use yet.
+// in later's load order (so its wildcards follow c's, in their file's
+// order, even several on one line), and returns a problem for each rule
+// whose key and value c already has (that rule is left out). c must not be
+// in use yet.
 func (c *Config) merge(later *Config) []*ParseError {
-	var top []*rule
-	for _, r := range later.root.exact {
-		top = append(top, r)
-	}
-	for _, r := range later.root.defaults {
-		top = append(top, r)
-	}
-	slices.SortFunc(top, func(a, b *rule) int { return a.line - b.line })
 	var errs []*ParseError
-	for _, r := range top {
+	for _, r := range later.root.order {
 		if prev := c.root.add(r); prev != nil {
 			final := r.key
 			if r.value != "" {

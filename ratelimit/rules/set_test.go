@@ -175,3 +175,24 @@ func TestNewSetWithErrors(t *testing.T) {
 		})
 	}
 }
+
+// A merged file's wildcards keep their file order even when they share a
+// line (flow style): the first in the file matches, on every load.
+func TestNewSetWithMergeKeepsWildcardOrderOnOneLine(t *testing.T) {
+	files := map[string][]byte{
+		"a.yaml": []byte("domain: d\ndescriptors: [{key: x, value: \"z*\", rate_limit: {unit: minute, requests_per_unit: 9}}]\n"),
+		"b.yaml": []byte("domain: d\ndescriptors: [{key: k, value: \"a*\", rate_limit: {unit: minute, requests_per_unit: 1}}, " +
+			"{key: k, value: \"*b\", rate_limit: {unit: minute, requests_per_unit: 2}}, " +
+			"{key: k, value: \"*\", rate_limit: {unit: minute, requests_per_unit: 3}}]\n"),
+	}
+	for range 20 { // map order changes between loads
+		s, err := NewSetWith(files, Options{MergeDomains: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runMatch(t, s.Domain("d"), []matchCase{
+			{"first of the line", e("k", "ab"), lim(1, Minute, "d.k_a*", e("k", "ab"))},
+			{"second of the line", e("k", "cb"), lim(2, Minute, "d.k_*b", e("k", "cb"))},
+		})
+	}
+}

@@ -120,6 +120,7 @@ func (l *level) add(r *rule) (prev *rule) {
 		}
 		if prev = l.defaults[r.key]; prev == nil {
 			l.defaults[r.key] = r
+			l.order = append(l.order, r)
 		}
 		return prev
 	}
@@ -129,6 +130,7 @@ func (l *level) add(r *rule) (prev *rule) {
 	e := Entry{r.key, r.value}
 	if prev = l.exact[e]; prev == nil {
 		l.exact[e] = r
+		l.order = append(l.order, r)
 		if r.wildcard {
 			l.wildcards = append(l.wildcards, r)
 		}
