@@ -1,7 +1,9 @@
 -- Adjustments outside a decision, applied in order. After ARGV[1] (the
 -- time) come eight values per adjustment: algorithm (0 GCRA, 1 fixed
 -- window, 2 quota), limit, period, delta (already clamped to ±MAXSPAN),
--- to_purchased, then three flags (1 or 0): it has a window key, a balance
+-- to_purchased (for a fixed window: the start of the window the
+-- adjustment is for, skipped once that window is over; 0 = the current
+-- one), then three flags (1 or 0): it has a window key, a balance
 -- key, a Once key. KEYS holds those keys, adjustment by adjustment, in
 -- that order, and after them, for a quota with both a balance and a Once
 -- key, the pool's seed generation key. A bucket adjusted down to empty is
@@ -19,7 +21,10 @@ local function nextkey(flag)
   return KEYS[k]
 end
 
-local function adjust_bucket(alg, key, period, delta)
+local function adjust_bucket(alg, key, period, delta, for_window)
+  if alg == 1 and for_window > 0 and window(period) ~= for_window then
+    return
+  end
   local st = load(alg, key)
   if alg == 0 then
     local span = idiv(MAXSPAN, period)
@@ -92,7 +97,7 @@ for i = 1, (#ARGV - 1) / 8 do
     if alg == 2 then
       adjust_quota(win, bal, period, delta, to_p, once ~= nil)
     else
-      adjust_bucket(alg, win, period, delta)
+      adjust_bucket(alg, win, period, delta, to_p)
     end
   end
 end

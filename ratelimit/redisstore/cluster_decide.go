@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -44,7 +45,7 @@ func (s *Store) compensateTimeout() time.Duration {
 
 // decideBySlot is Decide on a cluster.
 func (s *Store) decideBySlot(ctx context.Context, items []store.Item) (store.Decision, error) {
-	if err := ctx.Err(); err != nil {
+	if err := entryErr(ctx); err != nil {
 		return store.Decision{}, err
 	}
 	for i, it := range items {
@@ -60,32 +61,48 @@ func (s *Store) decideBySlot(ctx context.Context, items []store.Item) (store.Dec
 	return d, err
 }
 
-// decideGroups decides items group by group (see above). charged is how
-// many groups stand charged when the decision is admitted (all of them),
-// 0 otherwise.
-func (s *Store) decideGroups(ctx context.Context, items []store.Item, groups [][]int) (d store.Decision, charged int, err error) {
+// entryErr is what a decision returns without running: ErrLate for a
+// fail-closed ctx already past its deadline, ctx's error when done.
+func entryErr(ctx context.Context) error {
+	if err := store.Late(ctx, time.Now()); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// charges are the groups a decision charged and each one's script time,
+// for their compensation.
+type charges struct {
+	groups [][]int
+	at     []int64
+}
+
+// decideGroups decides items group by group (see above). When the
+// decision is admitted, c holds every group's charge; otherwise nothing
+// stands charged (c is empty).
+func (s *Store) decideGroups(ctx context.Context, items []store.Item, groups [][]int) (d store.Decision, c charges, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	d = store.Decision{Allowed: true, Results: make([]store.Result, len(items))}
+	c.at = make([]int64, 0, len(groups))
 	for g, idx := range groups {
-		gd, err := s.runDecide(ctx, pick(items, idx), nil)
+		gd, at, err := s.runDecideAt(ctx, pick(items, idx), nil)
 		if err != nil {
-			s.compensate(ctx, items, d.Results, groups[:g])
-			return store.Decision{}, 0, s.unseededAfter(ctx, items, groups, g, groupError(err, idx))
+			s.compensate(ctx, items, d.Results, c)
+			return store.Decision{}, charges{}, s.unseededAfter(ctx, items, groups, g, groupError(err, idx))
 		}
 		for j, i := range idx {
 			d.Results[i] = gd.Results[j]
 		}
 		if !gd.Allowed {
-			s.compensate(ctx, items, d.Results, groups[:g])
+			s.compensate(ctx, items, d.Results, c)
 			d.Allowed = false
-			if err := s.dryRun(ctx, items, d.Results, groups, g); err != nil {
-				return store.Decision{}, 0, err
-			}
-			return d, 0, nil
+			s.dryRun(ctx, items, d.Results, groups, g)
+			return d, charges{}, nil
 		}
+		c.groups, c.at = groups[:g+1], append(c.at, at)
 	}
-	return d, len(groups), nil
+	return d, c, nil
 }
 
 // groupError is a group's error with the indexes of an UnseededError
@@ -123,17 +140,14 @@ func (s *Store) unseededAfter(ctx context.Context, items []store.Item, groups []
 	return fmt.Errorf("redis decide: %w", &store.UnseededError{Items: all})
 }
 
-// compensate refunds what the groups charged: each allowed item's hits,
-// its FromPurchased back to the balance. It runs to its own deadline even
-// when ctx is done; a failure leaves the charge standing (an over-charge).
-func (s *Store) compensate(ctx context.Context, items []store.Item, results []store.Result, groups [][]int) {
+// compensate refunds what the groups of c charged (refunds: each allowed
+// item's hits, its FromPurchased back to the balance, a fixed window's
+// only within the window charged). It runs to its own deadline even when
+// ctx is done; a failure leaves the charge standing (an over-charge).
+func (s *Store) compensate(ctx context.Context, items []store.Item, results []store.Result, c charges) {
 	var adj []store.Adjustment
-	for _, idx := range groups {
-		for _, i := range idx {
-			if results[i].Allowed && items[i].Hits > 0 {
-				adj = append(adj, store.Adjustment{Item: items[i], Delta: -items[i].Hits, ToPurchased: results[i].FromPurchased})
-			}
-		}
+	for g, idx := range c.groups {
+		adj = refunds(adj, pick(items, idx), pick(results, idx), c.at[g])
 	}
 	if len(adj) == 0 {
 		return
@@ -146,9 +160,20 @@ func (s *Store) compensate(ctx context.Context, items []store.Item, results []st
 // dryRun fills the results of every group but refused with what its
 // items would get now, charging nothing: each group's call carries one
 // more item in its slot that never fits (more hits than its limit), so the
-// script refuses and writes nothing. The groups run concurrently.
-func (s *Store) dryRun(ctx context.Context, items []store.Item, results []store.Result, groups [][]int, refused int) error {
-	return errors.Join(s.dryRunGroups(ctx, items, results, groups, 0, refused)...)
+// script refuses and writes nothing. The groups run concurrently. The
+// refusal stands whatever they answer: a group that fails (its node down,
+// a pool unseeded) keeps the results it had, or none (allowed, nothing
+// remaining) if it never ran.
+func (s *Store) dryRun(ctx context.Context, items []store.Item, results []store.Result, groups [][]int, refused int) {
+	errs := s.dryRunGroups(ctx, items, results, groups, 0, refused)
+	for g, err := range errs {
+		if err == nil || g <= refused {
+			continue
+		}
+		for _, i := range groups[g] {
+			results[i] = store.Result{Allowed: true}
+		}
+	}
 }
 
 // dryRunGroups is dryRun of the groups from first on but those in skip;
@@ -203,7 +228,7 @@ func (s *Store) probeKey(it store.Item) string {
 // decision's charges were compensated. Any other failure to open leaves
 // the charges standing, as the record may have been stored.
 func (s *Store) decideReserveBySlot(ctx context.Context, items []store.Item, id string, rec []byte, ttl time.Duration) (store.Decision, error) {
-	if err := ctx.Err(); err != nil {
+	if err := entryErr(ctx); err != nil {
 		return store.Decision{}, err
 	}
 	for i, it := range items {
@@ -214,17 +239,50 @@ func (s *Store) decideReserveBySlot(ctx context.Context, items []store.Item, id 
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	groups := bySlot(len(items), func(i int) int { return s.itemSlot(items[i]) })
+	// An id already held charges nothing, as on one Redis (where the
+	// script checks it first); one taken between this check and the open
+	// is compensated below.
+	if n, err := s.c.Exists(ctx, s.recordKey(id)).Result(); err != nil {
+		return store.Decision{}, fmt.Errorf("redis decide reserve: %w", err)
+	} else if n > 0 {
+		return store.Decision{}, store.ErrReservationExists
+	}
 	d, charged, err := s.decideGroups(ctx, items, groups)
 	if err != nil || !d.Allowed {
 		return d, err
 	}
-	err = s.OpenReservation(ctx, id, store.ReservedRecord(rec, d.Results), ttl)
-	if errors.Is(err, store.ErrReservationExists) {
-		s.compensate(ctx, items, d.Results, groups[:charged])
+	full := store.ReservedRecord(rec, d.Results)
+	switch err := s.openCharged(ctx, id, full, ttl); {
+	case errors.Is(err, store.ErrReservationExists):
+		s.compensate(ctx, items, d.Results, charged)
 		return store.Decision{}, store.ErrReservationExists
-	}
-	if err != nil {
+	case err != nil:
+		// The record is not there (or not known to be): without it nothing
+		// would ever settle the charges, so they are refunded.
+		s.compensate(ctx, items, d.Results, charged)
 		return store.Decision{}, fmt.Errorf("redis decide reserve: %w", err)
 	}
 	return d, nil
+}
+
+// openCharged opens the record of a decision that charged: on ctx, then,
+// when that fails otherwise than by a held id, once more past the
+// caller's deadline (the charges stand either way). A held id whose record
+// is rec is the first attempt's: opened.
+func (s *Store) openCharged(ctx context.Context, id string, rec []byte, ttl time.Duration) error {
+	err := s.OpenReservation(ctx, id, rec, ttl)
+	if err == nil || errors.Is(err, store.ErrReservationExists) {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.compensateTimeout())
+	defer cancel()
+	err = s.OpenReservation(cctx, id, rec, ttl)
+	if !errors.Is(err, store.ErrReservationExists) {
+		return err
+	}
+	got, gerr := s.settle.Get(cctx, s.recordKey(id)).Bytes()
+	if gerr == nil && bytes.Equal(got, rec) {
+		return nil
+	}
+	return err
 }

@@ -155,3 +155,23 @@ func TestClusterNodeKill(t *testing.T) {
 		t.Errorf("decisions off the killed node failed: %d and %d", l.failed[away].Load(), l.failed[3].Load())
 	}
 }
+
+// TestClusterRefusalStandsWhenALaterNodeIsDown: a decision refused at its
+// first group stays a refusal when a later group's master is down (its
+// dry run fails), rather than becoming a store error that a fail-open
+// domain would answer by admitting the request.
+func TestClusterRefusalStandsWhenALaterNodeIsDown(t *testing.T) {
+	c := testenv.StartRedisCluster(t)
+	s := open(t, Options{URL: c.URL, Prefix: testenv.Prefix(t), Timeout: time.Second})
+	keys := keysInSlots(s, 3, "down")
+	full := store.Item{Key: keys[0], Limit: 1, Period: 3600 * sec, Hits: 1}
+	if d, err := s.Decide(context.Background(), []store.Item{full}); err != nil || !d.Allowed {
+		t.Fatalf("filling the first bucket: %+v, %v", d, err)
+	}
+	c.Nodes[2].Kill()
+	later := store.Item{Key: keys[2], Limit: 10, Period: 3600 * sec, Hits: 1}
+	d, err := s.Decide(context.Background(), []store.Item{full, later})
+	if err != nil || d.Allowed || d.Results[0].Allowed {
+		t.Errorf("Decide(full bucket, bucket on a dead master) = %+v, %v; want refused by the first, no error", d, err)
+	}
+}

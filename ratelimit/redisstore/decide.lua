@@ -7,7 +7,7 @@
 -- against the state earlier items left; keys are written only when every
 -- non-shadow item is allowed. Returns {allowed, then per item: allowed,
 -- remaining, retry_after, reset_after, then per quota item: from_purchased},
--- where remaining and reset_after describe the bucket after the whole
+-- and last the script's time (µs), where remaining and reset_after describe the bucket after the whole
 -- decision (untouched if refused); or {-1, indexes...} (0-based) naming the
 -- quota items whose balance key is missing, having changed nothing.
 --
@@ -234,4 +234,5 @@ if allowed then
     end
   end
 end
+out[#out + 1] = now
 return out

@@ -169,9 +169,9 @@ func (p *pipeliner) abandoned(c *call) {
 	if len(c.vals) == 0 || c.vals[0] != 1 {
 		return // refused, late (-3), held id (-2) or unseeded (-1): nothing charged
 	}
-	dec, err := decodeDecision(c.items, c.quotas, c.vals)
+	dec, at, err := decodeDecision(c.items, c.quotas, c.vals)
 	if err == nil {
-		err = p.s.refund(c, dec)
+		err = p.s.refund(c, dec, at)
 	}
 	if err != nil {
 		p.s.lostLate.Add(1)
@@ -180,7 +180,7 @@ func (p *pipeliner) abandoned(c *call) {
 
 // refund undoes an admitted decision whose caller gave up: its record (if
 // it opened one) is taken first, so no expiry scan charges it again.
-func (s *Store) refund(c *call, dec store.Decision) error {
+func (s *Store) refund(c *call, dec store.Decision, at int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), lateReplyWait)
 	defer cancel()
 	if c.reserveID != "" {
@@ -188,12 +188,25 @@ func (s *Store) refund(c *call, dec store.Decision) error {
 			return fmt.Errorf("take late reservation: ok %v: %w", ok, err)
 		}
 	}
-	adj := make([]store.Adjustment, 0, len(c.items))
-	for i, it := range c.items {
-		r := dec.Results[i]
-		if r.Allowed && it.Hits > 0 {
-			adj = append(adj, store.Adjustment{Item: it, Delta: -it.Hits, ToPurchased: r.FromPurchased})
+	return s.Adjust(ctx, refunds(nil, c.items, dec.Results, at))
+}
+
+// refunds appends to adj what undoes a decision made at at (µs, the
+// script's time) that charged items with results: each allowed item's
+// hits, its FromPurchased back to the balance, a fixed window's only while
+// the window it charged lasts (a refund after it ends would take from the
+// next window's count).
+func refunds(adj []store.Adjustment, items []store.Item, results []store.Result, at int64) []store.Adjustment {
+	for i, it := range items {
+		r := results[i]
+		if !r.Allowed || it.Hits <= 0 {
+			continue
 		}
+		a := store.Adjustment{Item: it, Delta: -it.Hits, ToPurchased: r.FromPurchased}
+		if it.Algorithm == store.FixedWindow && at > 0 {
+			a.Window = at / it.Period * it.Period
+		}
+		adj = append(adj, a)
 	}
-	return s.Adjust(ctx, adj)
+	return adj
 }

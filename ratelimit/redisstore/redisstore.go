@@ -201,28 +201,35 @@ func (s *Store) Decide(ctx context.Context, items []store.Item) (store.Decision,
 // run at or after it, the script charges nothing and the decision returns
 // store.ErrLate, wrapped.
 func (s *Store) runDecide(ctx context.Context, items []store.Item, rsv *reserveArgs) (store.Decision, error) {
+	d, _, err := s.runDecideAt(ctx, items, rsv)
+	return d, err
+}
+
+// runDecideAt is runDecide that also returns the script's time (µs; 0
+// when it did not run), which names the windows it charged.
+func (s *Store) runDecideAt(ctx context.Context, items []store.Item, rsv *reserveArgs) (store.Decision, int64, error) {
 	if err := store.Late(ctx, time.Now()); err != nil {
-		return store.Decision{}, err
+		return store.Decision{}, 0, err
 	}
 	if err := ctx.Err(); err != nil {
-		return store.Decision{}, err
+		return store.Decision{}, 0, err
 	}
 	if rsv == nil && len(items) == 0 {
-		return store.Decision{Allowed: true, Results: []store.Result{}}, nil
+		return store.Decision{Allowed: true, Results: []store.Result{}}, 0, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	c, err := s.decideCall(ctx, items, rsv)
 	if err != nil {
-		return store.Decision{}, err
+		return store.Decision{}, 0, err
 	}
 	vals, err := s.pipe.do(c)
 	if err != nil {
 		if c.failClosed {
 			// Given up: a reply still to come is refunded (late.go).
-			return store.Decision{}, fmt.Errorf("redis decide: %w: %w", store.ErrLate, err)
+			return store.Decision{}, 0, fmt.Errorf("redis decide: %w: %w", store.ErrLate, err)
 		}
-		return store.Decision{}, fmt.Errorf("redis decide: %w", err)
+		return store.Decision{}, 0, fmt.Errorf("redis decide: %w", err)
 	}
 	return decodeDecision(items, c.quotas, vals)
 }
@@ -276,19 +283,19 @@ func (s *Store) decideCall(ctx context.Context, items []store.Item, rsv *reserve
 }
 
 // decodeDecision reads decide.lua's reply for items (quotas of them quota
-// items).
-func decodeDecision(items []store.Item, quotas int, vals []int64) (store.Decision, error) {
+// items): the decision and the script's time.
+func decodeDecision(items []store.Item, quotas int, vals []int64) (store.Decision, int64, error) {
 	if len(vals) == 1 && vals[0] == -2 {
-		return store.Decision{}, store.ErrReservationExists
+		return store.Decision{}, 0, store.ErrReservationExists
 	}
 	if len(vals) == 1 && vals[0] == -3 {
-		return store.Decision{}, fmt.Errorf("redis decide: %w", store.ErrLate)
+		return store.Decision{}, 0, fmt.Errorf("redis decide: %w", store.ErrLate)
 	}
 	if len(vals) > 1 && vals[0] == -1 {
-		return store.Decision{}, unseeded(vals[1:])
+		return store.Decision{}, 0, unseeded(vals[1:])
 	}
-	if len(vals) != 1+4*len(items)+quotas {
-		return store.Decision{}, fmt.Errorf("redis decide: %w: %d values for %d items", errBadReply, len(vals), len(items))
+	if len(vals) != 2+4*len(items)+quotas {
+		return store.Decision{}, 0, fmt.Errorf("redis decide: %w: %d values for %d items", errBadReply, len(vals), len(items))
 	}
 	d := store.Decision{Allowed: vals[0] == 1, Results: make([]store.Result, len(items))}
 	fromP := vals[1+4*len(items):]
@@ -299,7 +306,7 @@ func decodeDecision(items []store.Item, quotas int, vals []int64) (store.Decisio
 			d.Results[i].FromPurchased, fromP = fromP[0], fromP[1:]
 		}
 	}
-	return d, nil
+	return d, vals[len(vals)-1], nil
 }
 
 // Adjust implements store.Store with one script call that applies the
@@ -336,7 +343,11 @@ func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
 			}
 		}
 		delta := min(max(a.Delta, -gcra.MaxSpan), gcra.MaxSpan)
-		args = append(args, int(a.Item.Algorithm), a.Item.Limit, a.Item.Period, delta, a.ToPurchased, flags[0], flags[1], flags[2])
+		toP := a.ToPurchased
+		if a.Item.Algorithm == store.FixedWindow {
+			toP = a.Window // adjust.lua reads a fixed window's in that slot
+		}
+		args = append(args, int(a.Item.Algorithm), a.Item.Limit, a.Item.Period, delta, toP, flags[0], flags[1], flags[2])
 	}
 	if len(adj) == 0 {
 		return nil

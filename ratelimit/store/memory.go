@@ -288,6 +288,12 @@ func (m *Memory) Adjust(ctx context.Context, adj []Adjustment) error {
 		if b := s.buckets[key]; b != nil {
 			st = b.state
 		}
+		if a.Item.Algorithm == FixedWindow && a.Window != 0 {
+			if start, _ := window(now, a.Item.Period); start != a.Window {
+				s.mu.Unlock()
+				continue // the window it is for is over
+			}
+		}
 		st = adjustItem(now, st, a.Item, a.Delta)
 		if st.idleAt <= now || (a.Item.Algorithm == FixedWindow && st.count == 0) {
 			s.remove(key)

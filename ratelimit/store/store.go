@@ -98,6 +98,11 @@ type Adjustment struct {
 	// Once, when set, makes the adjustment idempotent: a store applies an
 	// adjustment with the same Once at most once within OnceTTL.
 	Once string
+	// Window, on a FixedWindow item, is the start (µs) of the window the
+	// adjustment is for: once that window is over the adjustment is
+	// skipped, so a refund never lands in the next window. 0 = the current
+	// window.
+	Window int64
 }
 
 // OnceTTL is how long a store remembers an Adjustment.Once key.

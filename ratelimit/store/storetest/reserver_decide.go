@@ -41,6 +41,11 @@ func testDecideReserve(e *rsvEnv) {
 	if !errors.Is(err, store.ErrReservationExists) {
 		e.t.Fatalf("DecideReserve of a held id = %v, want ErrReservationExists", err)
 	}
+	// A held id is that, not a refusal, even when its items would not fit.
+	_, err = e.rv.DecideReserve(ctx, []store.Item{win(5), other(1)}, e.id(1), []byte("again"), time.Minute)
+	if !errors.Is(err, store.ErrReservationExists) {
+		e.t.Fatalf("DecideReserve of a held id over a full window = %v, want ErrReservationExists", err)
+	}
 	// The duplicate charged nothing: 6 + 4 fit the window of 10.
 	if d := e.decideReserve(e.id(2), "r2", win(4), other(1)); !d.Allowed {
 		e.t.Fatalf("DecideReserve(id 2) after the duplicate = %+v, want admitted (the duplicate charged nothing)", d)

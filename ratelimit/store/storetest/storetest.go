@@ -64,6 +64,7 @@ func Run(t *testing.T, open Opener) {
 		{"FixedWindowBoundary", testFixedWindowBoundary},
 		{"AdjustGCRA", testAdjustGCRA},
 		{"AdjustFixedWindow", testAdjustFixedWindow},
+		{"AdjustNamedWindow", testAdjustNamedWindow},
 		{"DuplicateKeys", testDuplicateKeys},
 		{"AlgorithmsDoNotShareAKey", testAlgorithmsDoNotShareAKey},
 		{"EmptyDecision", testEmptyDecision},
@@ -328,6 +329,28 @@ func testAdjustFixedWindow(e *env) {
 	e.expect(one(ok(2, reset)), check)
 	// The adjustment belongs to the current window only.
 	e.clock.Set(end)
+	e.expect(one(ok(5, period)), check)
+}
+
+// An adjustment naming its window (a refund of that window's charge)
+// applies while that window lasts and is skipped after it: it never takes
+// from the next window's count.
+func testAdjustNamedWindow(e *env) {
+	const period = 3600 * second
+	start, end := windowOf(e.clock.Now(), period)
+	check := e.windowItem("w", 5, period, 0)
+	refund := func(window int64) store.Adjustment {
+		return store.Adjustment{Item: e.windowItem("w", 5, period, 0), Delta: -3, Window: window}
+	}
+	e.decide(e.windowItem("w", 5, period, 3))
+	e.adjust(refund(start))
+	e.expect(one(ok(5, end-e.clock.Now())), check)
+	e.decide(e.windowItem("w", 5, period, 3))
+	e.clock.Set(end)
+	e.decide(e.windowItem("w", 5, period, 2))
+	e.adjust(refund(start)) // the window charged is over
+	e.expect(one(ok(3, period)), check)
+	e.adjust(refund(end)) // the current one's
 	e.expect(one(ok(5, period)), check)
 }
 
