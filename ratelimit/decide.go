@@ -38,9 +38,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	domain := req.GetDomain()
 	plans := s.plan(l, req)
 	if s.failsClosed(l, domain) {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(store.WithFailClosed(ctx), s.cfg.RedisTimeout)
-		defer cancel()
+		ctx = store.WithFailClosedBy(ctx, start.Add(s.cfg.RedisTimeout))
 	}
 
 	items, quotas := planItems(plans)

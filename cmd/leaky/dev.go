@@ -92,6 +92,7 @@ func runDev(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
+	tuneGC(e)
 	d := &dev{e: e}
 	defer d.close()
 	if err := d.start(ctx, f); err != nil {

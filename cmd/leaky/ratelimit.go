@@ -20,6 +20,7 @@ func runRatelimit(ctx context.Context, e env, args []string) error {
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
+	tuneGC(e)
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = e.getenv("DATABASE_URL")
 	}

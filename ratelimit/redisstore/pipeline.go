@@ -133,7 +133,7 @@ func (p *pipeliner) send(batch []*call) {
 			close(c.done)
 			continue
 		}
-		d, ok := c.ctx.Deadline()
+		d, ok := store.Deadline(c.ctx)
 		switch {
 		case ok && c.failClosed:
 			if w := d.Add(lateReplyWait); w.After(lateWait) {
