@@ -19,11 +19,13 @@ import (
 // in ascending slot order, stopping at the first group that refuses,
 // fails or is late. Then every earlier group, which was charged, is
 // compensated: adjust.lua refunds exactly what each item took (a quota's
-// FromPurchased back to its balance via ToPurchased). A refusal's results
+// FromPurchased back to its balance via ToPurchased; a fixed window's only
+// within the window it charged, Adjustment.Window). A refusal's results
 // look like a single Redis's: the refusing group's reply, and for every
 // other group a dry run (its items and one item that never fits, so the
-// script changes nothing) read after the compensation. A decision in one
-// slot is exactly the single-Redis call.
+// script changes nothing) read after the compensation; a group that
+// cannot answer then leaves the refusal standing. A decision in one slot
+// is exactly the single-Redis call.
 //
 // Bounds. Admission never exceeds a bucket's capacity: each group is
 // atomic and a decision is admitted only once every group charged. But
