@@ -44,9 +44,11 @@ func importChains(t *testing.T, pkg string) map[string][]string {
 // matches reports whether path matches pattern: an import path, or a tree
 // of them when it ends in "/..." (as the go command reads patterns).
 // sharedPure lists the sub-packages of a service that are pure code other
-// parts of the module build on (internal/policy sizes buckets with gcra), so
-// the other service may reach them.
-var sharedPure = []string{module + "/ratelimit/gcra/..."}
+// parts of the module build on (internal/policy sizes buckets with gcra; the
+// control plane reads envoyproxy/ratelimit rule files' metadata with rules
+// when it translates them into RateLimitConfig resources), so the other
+// service may reach them.
+var sharedPure = []string{module + "/ratelimit/gcra/...", module + "/ratelimit/rules"}
 
 // forbiddenImport reports whether path matches one of forbidden and is not
 // shared pure code.
