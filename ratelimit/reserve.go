@@ -242,7 +242,7 @@ func (r *Reservations) Settle(ctx context.Context, id string, actual int64, kind
 		if it.Hits == 0 || actual == it.Hits {
 			continue
 		}
-		a := store.Adjustment{Item: it, Delta: actual - it.Hits, Once: settleOnce(id, i)}
+		a := store.Adjustment{Item: it, Delta: actual - it.Hits, Once: settleOnce(id, i), OnceTTL: settleOnceTTL}
 		if it.Algorithm == store.Quota {
 			a.ToPurchased = res.results[i].FromPurchased
 		}

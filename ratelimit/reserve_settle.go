@@ -20,6 +20,11 @@ import (
 // item i: the same on every attempt, so a retry is applied at most once.
 func settleOnce(id string, i int) string { return fmt.Sprintf("settle:%s:%d", id, i) }
 
+// settleOnceTTL is how long a store keeps a settlement's Once key: past
+// every retry of adjustOnce (settleTimeout), not store.OnceTTL's week — a
+// key per settled item would pile up.
+const settleOnceTTL = time.Minute
+
 // Settle's retries of an adjustment whose answer was lost.
 const (
 	settleAttempts   = 5
@@ -39,6 +44,7 @@ func (r *Reservations) adjustOnce(ctx context.Context, adj []store.Adjustment) e
 	if !replyLost(err) {
 		return err
 	}
+	lost := err // that attempt may have been applied
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	wait := settleRetryAfter
@@ -47,13 +53,24 @@ func (r *Reservations) adjustOnce(ctx context.Context, adj []store.Adjustment) e
 		select {
 		case <-rctx.Done():
 			t.Stop()
-			return err
+			return mayHaveRun(err, lost)
 		case <-t.C:
 		}
 		wait *= 2
 		if err = r.store.Adjust(rctx, adj); err == nil {
 			return nil
 		}
+	}
+	return mayHaveRun(err, lost)
+}
+
+// mayHaveRun is the error of a retried adjustment whose first attempt,
+// lost, may have been applied: never one that says nothing ran (a later
+// ECONNREFUSED), which would have Settle put the reservation back while its
+// adjustment may stand.
+func mayHaveRun(err, lost error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%v, after an attempt that may have been applied: %w", err, lost)
 	}
 	return err
 }

@@ -1,10 +1,10 @@
 -- Adjustments outside a decision, applied in order. After ARGV[1] (the
--- time) come eight values per adjustment: algorithm (0 GCRA, 1 fixed
+-- time) come nine values per adjustment: algorithm (0 GCRA, 1 fixed
 -- window, 2 quota), limit, period, delta (already clamped to ±MAXSPAN),
 -- to_purchased (for a fixed window: the start of the window the
 -- adjustment is for, skipped once that window is over; 0 = the current
--- one), then three flags (1 or 0): it has a window key, a balance
--- key, a Once key. KEYS holds those keys, adjustment by adjustment, in
+-- one), three flags (1 or 0): it has a window key, a balance
+-- key, a Once key; then the Once key's lifetime in ms (0: ONCE_TTL_MS). KEYS holds those keys, adjustment by adjustment, in
 -- that order, and after them, for a quota with both a balance and a Once
 -- key, the pool's seed generation key. A bucket adjusted down to empty is
 -- deleted. An adjustment whose Once key is already set is skipped. A
@@ -81,18 +81,22 @@ local function adjust_quota(win, bal, period, delta, to_purchased, credit)
 end
 
 local applied = 0
-for i = 1, (#ARGV - 1) / 8 do
-  local a = 2 + (i - 1) * 8
+for i = 1, (#ARGV - 1) / 9 do
+  local a = 2 + (i - 1) * 9
   local alg, period, delta, to_p = tonumber(ARGV[a]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local win, bal, once = nextkey(ARGV[a + 5]), nextkey(ARGV[a + 6]), nextkey(ARGV[a + 7])
   local gen = nil
   if alg == 2 and bal and once then
     gen = nextkey('1')
   end
+  local once_ms = tonumber(ARGV[a + 8])
+  if once_ms <= 0 then
+    once_ms = ONCE_TTL_MS
+  end
   if gen and redis.call('EXISTS', once) == 0 and redis.call('EXISTS', bal) == 0 then
     redis.call('INCR', gen)
     redis.call('PEXPIRE', gen, BALANCE_TTL_MS)
-  elseif not once or redis.call('SET', once, '1', 'NX', 'PX', ONCE_TTL_MS) then
+  elseif not once or redis.call('SET', once, '1', 'NX', 'PX', once_ms) then
     applied = applied + 1
     if alg == 2 then
       adjust_quota(win, bal, period, delta, to_p, once ~= nil)

@@ -45,6 +45,15 @@ func (s *Store) compensateTimeout() time.Duration {
 	return max(4*s.timeout, 250*time.Millisecond)
 }
 
+// pastCaller is the context of a store call a decision makes for itself
+// after its caller may have left (a compensation, a dry run, a record's
+// second open or its drop): bounded by compensateTimeout, not by the
+// caller's deadline, and not fail-closed, so it runs even for a late
+// decision.
+func (s *Store) pastCaller() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.compensateTimeout())
+}
+
 // decideBySlot is Decide on a cluster.
 func (s *Store) decideBySlot(ctx context.Context, items []store.Item) (store.Decision, error) {
 	if err := entryErr(ctx); err != nil {
@@ -154,7 +163,7 @@ func (s *Store) compensate(ctx context.Context, items []store.Item, results []st
 	if len(adj) == 0 {
 		return
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.compensateTimeout())
+	cctx, cancel := s.pastCaller()
 	defer cancel()
 	_ = s.Adjust(cctx, adj)
 }
@@ -181,7 +190,7 @@ func (s *Store) dryRun(ctx context.Context, items []store.Item, results []store.
 // dryRunGroups is dryRun of the groups from first on but those in skip;
 // it returns each group's error.
 func (s *Store) dryRunGroups(ctx context.Context, items []store.Item, results []store.Result, groups [][]int, first int, skip ...int) []error {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.compensateTimeout())
+	cctx, cancel := s.pastCaller()
 	defer cancel()
 	errs := make([]error, len(groups))
 	var wg sync.WaitGroup
@@ -259,12 +268,34 @@ func (s *Store) decideReserveBySlot(ctx context.Context, items []store.Item, id 
 		s.compensate(ctx, items, d.Results, charged)
 		return store.Decision{}, store.ErrReservationExists
 	case err != nil:
-		// The record is not there (or not known to be): without it nothing
-		// would ever settle the charges, so they are refunded.
-		s.compensate(ctx, items, d.Results, charged)
+		// Without a record nothing would ever settle the charges: they are
+		// refunded once no record is left (one whose write landed without
+		// an answer is taken first).
+		if s.dropRecord(ctx, id) {
+			s.compensate(ctx, items, d.Results, charged)
+		}
 		return store.Decision{}, fmt.Errorf("redis decide reserve: %w", err)
 	}
+	if err := store.Late(ctx, time.Now()); err != nil {
+		// Opened past a fail-closed deadline (the open was retried): the
+		// caller refuses the request, so neither record nor charge stays.
+		if s.dropRecord(ctx, id) {
+			s.compensate(ctx, items, d.Results, charged)
+		}
+		return store.Decision{}, err
+	}
 	return d, nil
+}
+
+// dropRecord takes id's record, if there is one, so that no settlement or
+// expiry charges it: true when none is left. When the take fails the
+// record may stand, and with it the charges (an over-charge its expiry
+// records at the estimate, never a refund of something charged).
+func (s *Store) dropRecord(ctx context.Context, id string) bool {
+	cctx, cancel := s.pastCaller()
+	defer cancel()
+	_, _, err := s.TakeReservation(cctx, id, newNonce())
+	return err == nil
 }
 
 // openCharged opens the record of a decision that charged: on ctx, then,
@@ -276,7 +307,7 @@ func (s *Store) openCharged(ctx context.Context, id string, rec []byte, ttl time
 	if err == nil || errors.Is(err, store.ErrReservationExists) {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.compensateTimeout())
+	cctx, cancel := s.pastCaller()
 	defer cancel()
 	err = s.OpenReservation(cctx, id, rec, ttl)
 	if !errors.Is(err, store.ErrReservationExists) {

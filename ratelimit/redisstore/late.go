@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"sync"
 	"time"
@@ -184,11 +185,15 @@ func (s *Store) refund(c *call, dec store.Decision, at int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), lateReplyWait)
 	defer cancel()
 	if c.reserveID != "" {
-		if _, ok, err := s.TakeReservation(ctx, c.reserveID, "late"); err != nil || !ok {
+		if _, ok, err := s.TakeReservation(ctx, c.reserveID, newNonce()); err != nil || !ok {
 			return fmt.Errorf("take late reservation: ok %v: %w", ok, err)
 		}
 	}
-	return s.Adjust(ctx, refunds(nil, c.items, dec.Results, at))
+	if err := s.Adjust(ctx, refunds(nil, c.items, dec.Results, at)); err != nil {
+		return err
+	}
+	s.refunded.Add(1)
+	return nil
 }
 
 // refunds appends to adj what undoes a decision made at at (µs, the
@@ -210,3 +215,7 @@ func refunds(adj []store.Adjustment, items []store.Item, results []store.Result,
 	}
 	return adj
 }
+
+// newNonce is a fresh TakeReservation nonce for a take of the store's own
+// (a constant one would get back an earlier take's lease of the same id).
+func newNonce() string { return "own-" + rand.Text() }

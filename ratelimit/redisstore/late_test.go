@@ -24,8 +24,10 @@ func remaining(t *testing.T, url, prefix, key string) int64 {
 }
 
 // A fail-closed decision that Redis runs after its deadline (all clients
-// paused well past it) charges nothing, and its caller gets ErrLate.
-// Without the deadline in the script, it would charge once the pause ends.
+// paused well past it) charges nothing, and its caller gets ErrLate: the
+// script refuses it (its reply charged nothing, so no refund was made;
+// without the deadline in the script it would charge once the pause ends,
+// and only the abandoned-reply refund would undo it).
 func TestLateDecisionChargesNothing(t *testing.T) {
 	srv := testenv.StartRedis(t)
 	prefix := testenv.Prefix(t)
@@ -44,12 +46,17 @@ func TestLateDecisionChargesNothing(t *testing.T) {
 	if _, err := s.Decide(ctx, []store.Item{it}); !errors.Is(err, store.ErrLate) {
 		t.Errorf("Decide(fail-closed, Redis paused past the deadline) = %v, want ErrLate", err)
 	}
-	if _, err := s.DecideReserve(ctx, []store.Item{it}, "late-id", []byte("rec"), time.Minute); !errors.Is(err, store.ErrLate) {
+	ctx2, cancel2 := context.WithTimeout(store.WithFailClosed(context.Background()), 100*time.Millisecond)
+	defer cancel2()
+	if _, err := s.DecideReserve(ctx2, []store.Item{it}, "late-id", []byte("rec"), time.Minute); !errors.Is(err, store.ErrLate) {
 		t.Errorf("DecideReserve(fail-closed, Redis paused past the deadline) = %v, want ErrLate", err)
 	}
 	s.Close() // waits for the replies, after the pause
 	if got := remaining(t, srv.URL, prefix, "late"); got != 10 {
 		t.Errorf("after late fail-closed decisions the bucket has %d of 10 left, want 10 (nothing charged)", got)
+	}
+	if got := s.refunded.Load(); got != 0 {
+		t.Errorf("%d late decisions were refunded, want 0: the script should have charged nothing", got)
 	}
 	if got := s.LostLate(); got != 0 {
 		t.Errorf("LostLate = %d, want 0", got)
@@ -81,6 +88,7 @@ func TestAbandonedChargeIsRefunded(t *testing.T) {
 			t.Fatalf("abandoned call: reply %v, %v; want an admitted decision", c.vals, c.err)
 		}
 	}
+	s.pipe.refunds.Wait() // refunds run beside the workers
 	d, err := s.Decide(context.Background(), []store.Item{
 		{Key: "a", Limit: 10, Period: 3600 * sec},
 		{Key: "b", Limit: 10, Period: 3600 * sec, Algorithm: store.FixedWindow},

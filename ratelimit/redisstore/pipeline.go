@@ -54,6 +54,9 @@ type pipeliner struct {
 	in   chan *call
 	quit chan struct{}
 	wg   sync.WaitGroup
+	// refunds are the abandoned calls being settled (late.go), each on
+	// its own goroutine so that no worker waits for one.
+	refunds sync.WaitGroup
 }
 
 func newPipeliner(s *Store) *pipeliner {
@@ -72,6 +75,7 @@ func newPipeliner(s *Store) *pipeliner {
 func (p *pipeliner) stop() {
 	close(p.quit)
 	p.wg.Wait()
+	p.refunds.Wait()
 }
 
 // do queues the decision c (keys, args and the refund fields set) and
@@ -172,7 +176,7 @@ func (p *pipeliner) send(batch []*call) {
 			c.err = fmt.Errorf("pipelined: %w", c.err)
 		}
 		if !c.state.CompareAndSwap(callPending, callAnswered) {
-			p.abandoned(c)
+			p.refunds.Go(func() { p.abandoned(c) })
 		}
 		close(c.done)
 	}

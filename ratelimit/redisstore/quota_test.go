@@ -99,3 +99,28 @@ func TestQuotaLostKeysUnseeded(t *testing.T) {
 		t.Fatalf("Decide after the seed = %+v, %v, want refused with 4 remaining", d, err)
 	}
 }
+
+// A Once key lives its adjustment's OnceTTL (a settlement's minute), or
+// store.OnceTTL when the adjustment names none.
+func TestOnceKeyLifetime(t *testing.T) {
+	url := testenv.RedisURL(t)
+	s := open(t, Options{URL: url, Prefix: testenv.Prefix(t), Timeout: 5 * time.Second})
+	c := raw(t, url)
+	ctx := context.Background()
+	g := store.Item{Key: "once-life", Algorithm: store.GCRA, Limit: 10, Period: sec}
+	err := s.Adjust(ctx, []store.Adjustment{
+		{Item: g, Delta: 1, Once: "settle:a:0", OnceTTL: time.Minute},
+		{Item: g, Delta: 1, Once: "saga:a"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := c.PTTL(ctx, s.onceKey(g, "settle:a:0")).Val()
+	long := c.PTTL(ctx, s.onceKey(g, "saga:a")).Val()
+	if short <= 0 || short > time.Minute {
+		t.Errorf("a settlement's Once key lives %v, want at most a minute", short)
+	}
+	if long < store.OnceTTL-time.Hour {
+		t.Errorf("a credit's Once key lives %v, want store.OnceTTL", long)
+	}
+}

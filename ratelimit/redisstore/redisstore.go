@@ -105,6 +105,7 @@ type Store struct {
 	// counts abandoned fail-closed decisions left charged.
 	clock    redisClock
 	lostLate atomic.Uint64
+	refunded atomic.Uint64 // abandoned fail-closed decisions refunded
 }
 
 var (
@@ -225,7 +226,7 @@ func (s *Store) runDecideAt(ctx context.Context, items []store.Item, rsv *reserv
 	}
 	vals, err := s.pipe.do(c)
 	if err != nil {
-		if c.failClosed {
+		if c.failClosed && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
 			// Given up: a reply still to come is refunded (late.go).
 			return store.Decision{}, 0, fmt.Errorf("redis decide: %w: %w", store.ErrLate, err)
 		}
@@ -323,7 +324,7 @@ func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
 		}
 	}
 	keys := make([]string, 0, len(adj))
-	args := make([]any, 0, 1+8*len(adj))
+	args := make([]any, 0, 1+9*len(adj))
 	args = append(args, s.time())
 	for i, a := range adj {
 		if err := a.Item.Validate(); err != nil {
@@ -347,7 +348,8 @@ func (s *Store) Adjust(ctx context.Context, adj []store.Adjustment) error {
 		if a.Item.Algorithm == store.FixedWindow {
 			toP = a.Window // adjust.lua reads a fixed window's in that slot
 		}
-		args = append(args, int(a.Item.Algorithm), a.Item.Limit, a.Item.Period, delta, toP, flags[0], flags[1], flags[2])
+		args = append(args, int(a.Item.Algorithm), a.Item.Limit, a.Item.Period, delta, toP, flags[0], flags[1], flags[2],
+			a.OnceTTL.Milliseconds())
 	}
 	if len(adj) == 0 {
 		return nil

@@ -274,7 +274,7 @@ func (m *Memory) Adjust(ctx context.Context, adj []Adjustment) error {
 		}
 		if a.Once != "" {
 			m.quotas.mu.Lock()
-			skip := m.quotas.seen(a.Once, m.now())
+			skip := m.quotas.seen(a.Once, m.now(), a.OnceTTL)
 			m.quotas.mu.Unlock()
 			if skip {
 				continue

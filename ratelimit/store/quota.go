@@ -59,11 +59,11 @@ func (it Item) validateDecide() error {
 // and its windows' counters, so the two are evicted together: an evicted
 // pool is unseeded, and the caller rebuilds it from the ledger.
 type quotaPools struct {
-	mu       sync.Mutex
-	pools    map[string]*qpool
-	max      int
-	once     map[string]int64 // Once key → when it is forgotten (µs)
-	onceFIFO []string
+	mu    sync.Mutex
+	pools map[string]*qpool
+	max   int
+	once  *onceSet // Once keys kept OnceTTL
+	short *onceSet // Once keys kept less (Adjustment.OnceTTL)
 }
 
 type qpool struct {
@@ -80,7 +80,7 @@ type qwindow struct {
 }
 
 func newQuotaPools(max int) *quotaPools {
-	return &quotaPools{pools: map[string]*qpool{}, max: max, once: map[string]int64{}}
+	return &quotaPools{pools: map[string]*qpool{}, max: max, once: newOnceSet(), short: newOnceSet()}
 }
 
 func poolName(it Item) string {
@@ -215,31 +215,27 @@ func (q *quotaPools) sweep(now int64) int {
 			n++
 		}
 	}
-	for len(q.onceFIFO) > 0 && q.once[q.onceFIFO[0]] <= now {
-		delete(q.once, q.onceFIFO[0])
-		q.onceFIFO = q.onceFIFO[1:]
-	}
+	q.once.prune(now)
+	q.short.prune(now)
 	return n
 }
 
-// applied reports whether Once key was applied within OnceTTL.
+// applied reports whether Once key was applied within its lifetime.
 func (q *quotaPools) applied(key string, now int64) bool {
-	until, ok := q.once[key]
-	return ok && until > now
+	return q.once.applied(key, now) || q.short.applied(key, now)
 }
 
-// seen reports whether Once key was applied within OnceTTL, and remembers
-// it otherwise.
-func (q *quotaPools) seen(key string, now int64) bool {
+// seen reports whether Once key was applied within its lifetime, and
+// remembers it otherwise, for ttl (0 = OnceTTL).
+func (q *quotaPools) seen(key string, now int64, ttl time.Duration) bool {
 	if q.applied(key, now) {
 		return true
 	}
-	if len(q.onceFIFO) >= maxOnceKeys {
-		delete(q.once, q.onceFIFO[0])
-		q.onceFIFO = q.onceFIFO[1:]
+	if ttl <= 0 || ttl >= OnceTTL {
+		q.once.add(key, now, OnceTTL)
+	} else {
+		q.short.add(key, now, ttl)
 	}
-	q.once[key] = now + OnceTTL.Microseconds()
-	q.onceFIFO = append(q.onceFIFO, key)
 	return false
 }
 
@@ -259,7 +255,7 @@ func (q *quotaPools) apply(m *Memory, now int64, a Adjustment) {
 				return
 			}
 		}
-		q.seen(a.Once, now)
+		q.seen(a.Once, now, a.OnceTTL)
 	}
 	q.adjust(m, now, a)
 }
@@ -320,7 +316,7 @@ func (q *quotaPools) seed(m *Memory, now int64, s Seed) {
 // mark remembers Once keys as applied (a seed counted their credits).
 func (q *quotaPools) mark(keys []string, now int64) {
 	for _, k := range keys {
-		q.seen(k, now)
+		q.seen(k, now, OnceTTL)
 	}
 }
 

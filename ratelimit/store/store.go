@@ -98,6 +98,10 @@ type Adjustment struct {
 	// Once, when set, makes the adjustment idempotent: a store applies an
 	// adjustment with the same Once at most once within OnceTTL.
 	Once string
+	// OnceTTL is how long the store remembers Once; 0 means OnceTTL (the
+	// package constant). A key that only has to outlive its caller's
+	// retries (a settlement's) asks for less, so such keys do not pile up.
+	OnceTTL time.Duration
 	// Window, on a FixedWindow item, is the start (µs) of the window the
 	// adjustment is for: once that window is over the adjustment is
 	// skipped, so a refund never lands in the next window. 0 = the current
