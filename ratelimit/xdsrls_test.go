@@ -44,8 +44,10 @@ func TestRateLimitConfigsFromXDS(t *testing.T) {
 
 	ads.SetRateLimitConfigs(t, "1", rlsConfig("foo", "foo", rlsLimit("k", "", 2)))
 	eventually(t, "domain foo", func() bool { return limitFor(t, s, "foo", "k=v") == 2 })
+	if r := s.ask(t, "foo", 1, desc("k=a")); r.GetOverallCode() != rlsv3.RateLimitResponse_OK {
+		t.Fatalf("first request of two per minute = %v, want OK", r.GetOverallCode())
+	}
 	r := s.ask(t, "foo", 1, desc("k=a"))
-	r = s.ask(t, "foo", 1, desc("k=a"))
 	if r.GetOverallCode() != rlsv3.RateLimitResponse_OK {
 		t.Fatalf("second request of two per minute = %v, want OK", r.GetOverallCode())
 	}

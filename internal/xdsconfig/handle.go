@@ -104,11 +104,9 @@ func (s *Subscriber) compose(runtime map[string][]byte, rls []rlsFile) (map[stri
 		return base, nil
 	}
 	shadow := map[string]bool{}
-	if runtime != nil {
-		for _, data := range runtime {
-			if d := domainOf(data); d != "" {
-				shadow[d] = true
-			}
+	for _, data := range runtime {
+		if d := domainOf(data); d != "" {
+			shadow[d] = true
 		}
 	}
 	files := maps.Clone(base)
