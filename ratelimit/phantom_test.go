@@ -57,46 +57,26 @@ func openPhantomMemory(t *testing.T) (a, b store.Store, stall func(time.Duration
 }
 
 // openPhantomRedis opens two Store values on a private Redis with the
-// production decision timeout. Its stall stops the Redis process (SIGSTOP)
-// and continues it d later: what was sent meanwhile waits in the socket
-// and runs after, even for a caller that closed its connection.
+// production decision timeout (phantomOnRedis).
 func openPhantomRedis(t *testing.T) (a, b store.Store, stall func(time.Duration), read func() store.Store) {
 	srv := testenv.StartRedis(t)
-	opts := redisstore.Options{URL: srv.URL, Prefix: testenv.Prefix(t), Timeout: phantomDecisionTimeout}
-	openOne := func() store.Store {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		s, err := redisstore.New(ctx, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	var cont sync.WaitGroup
-	t.Cleanup(cont.Wait)
-	stall = func(d time.Duration) {
-		srv.Stop()
-		cont.Go(func() {
-			time.Sleep(d)
-			srv.Cont()
-		})
-	}
-	read = func() store.Store {
-		cont.Wait()
-		opts.Timeout = 5 * time.Second
-		s := openOne()
-		t.Cleanup(func() { closeStore(s) })
-		return s
-	}
-	return openOne(), openOne(), stall, read
+	return phantomOnRedis(t, srv.URL, []*testenv.Server{srv})
 }
 
 // openPhantomCluster is openPhantomRedis on a private 3-master cluster:
 // the request's buckets (user, provider) sit in different slots, so a
-// decision is one script per group, and the stall stops every node.
+// decision is one script per group.
 func openPhantomCluster(t *testing.T) (a, b store.Store, stall func(time.Duration), read func() store.Store) {
 	c := testenv.StartRedisCluster(t)
-	opts := redisstore.Options{URL: c.URL, Prefix: testenv.Prefix(t), Timeout: phantomDecisionTimeout}
+	return phantomOnRedis(t, c.URL, c.Nodes)
+}
+
+// phantomOnRedis opens two Store values on url, served by nodes. Its stall
+// stops every node (SIGSTOP) and continues them d later: what was sent
+// meanwhile waits in the sockets and runs after, even for a caller that
+// closed its connection.
+func phantomOnRedis(t *testing.T, url string, nodes []*testenv.Server) (a, b store.Store, stall func(time.Duration), read func() store.Store) {
+	opts := redisstore.Options{URL: url, Prefix: testenv.Prefix(t), Timeout: phantomDecisionTimeout}
 	openOne := func() store.Store {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -109,12 +89,12 @@ func openPhantomCluster(t *testing.T) (a, b store.Store, stall func(time.Duratio
 	var cont sync.WaitGroup
 	t.Cleanup(cont.Wait)
 	stall = func(d time.Duration) {
-		for _, n := range c.Nodes {
+		for _, n := range nodes {
 			n.Stop()
 		}
 		cont.Go(func() {
 			time.Sleep(d)
-			for _, n := range c.Nodes {
+			for _, n := range nodes {
 				n.Cont()
 			}
 		})

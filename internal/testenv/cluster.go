@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -154,24 +153,12 @@ func startClusterNode(bin, dir string) (*Server, error) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	s := &Server{URL: "redis://" + addr + "/0", Addr: addr, Dir: dir}
 	s.start = func() (*exec.Cmd, error) {
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
+		return runRedis(bin, port, dir, "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
 			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
 			"--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no",
 			// A node killed with SIGKILL keeps what it acknowledged: Redis
 			// writes the AOF before it replies.
-			"--save", "", "--appendonly", "yes", "--appendfsync", "no",
-			"--dir", dir, "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return nil, err
-		}
-		if err := waitTCP(addr, 30*time.Second); err != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			return nil, fmt.Errorf("redis-server (cluster node) on %s: %w", addr, err)
-		}
-		return cmd, nil
+			"--save", "", "--appendonly", "yes", "--appendfsync", "no")
 	}
 	if s.cmd, err = s.start(); err != nil {
 		return nil, err

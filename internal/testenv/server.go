@@ -187,24 +187,31 @@ func startRedis(dir string) (*Server, error) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	s := &Server{URL: "redis://" + addr + "/0", Addr: addr, Dir: dir, ownDir: ownDir}
 	s.start = func() (*exec.Cmd, error) {
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return nil, err
-		}
-		// Generous: a loaded machine (a cold build beside the tests) is slow to exec.
-		if err := waitTCP(addr, 30*time.Second); err != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			return nil, fmt.Errorf("redis-server on %s: %w", addr, err)
-		}
-		return cmd, nil
+		return runRedis(bin, port, dir, "--save", "", "--appendonly", "no")
 	}
 	if s.cmd, err = s.start(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// runRedis starts redis-server bin on 127.0.0.1:port with its files and log
+// in dir and the extra args, and waits until it accepts connections.
+func runRedis(bin string, port int, dir string, args ...string) (*exec.Cmd, error) {
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cmd := exec.Command(bin, append(append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1"}, args...),
+		"--dir", dir, "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	// Generous: a loaded machine (a cold build beside the tests) is slow to exec.
+	if err := waitTCP(addr, 30*time.Second); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("redis-server on %s: %w", addr, err)
+	}
+	return cmd, nil
 }
 
 // pgBin finds a PostgreSQL server binary on PATH or in Debian's location.
