@@ -39,8 +39,15 @@ end
 
 -- load reads a bucket as {idle, start, count}: idle is the GCRA TAT or the
 -- window's end, after which the bucket equals a fresh one.
+-- prefetched, when a script sets it, holds keys' values read ahead in one
+-- MGET (false for a missing key); load reads a key not in it.
+local prefetched = {}
+
 local function load(alg, key)
-  local v = redis.call('GET', key)
+  local v = prefetched[key]
+  if v == nil then
+    v = redis.call('GET', key)
+  end
   if not v then
     return fresh()
   end

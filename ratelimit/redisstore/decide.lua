@@ -35,16 +35,27 @@ local n = idiv(#ARGV - 2, 5)
 local nkeys = #KEYS
 if reserving then
   nkeys = nkeys - 2
-  if redis.call('EXISTS', KEYS[nkeys + 1]) == 1 then
-    return {-2}
+end
+-- Every key the decision reads (and a reservation's record) in one MGET.
+local nread = nkeys
+if reserving then
+  nread = nkeys + 1
+end
+if nread > 0 then
+  local vals = redis.call('MGET', unpack(KEYS, 1, nread))
+  for i = 1, nread do
+    prefetched[KEYS[i]] = vals[i]
   end
+end
+if reserving and prefetched[KEYS[nkeys + 1]] then
+  return {-2}
 end
 if nkeys > n then
   local missing, j = {-1}, n
   for i = 1, n do
     if ARGV[3 + (i - 1) * 5] == '2' then
       j = j + 1
-      if redis.call('EXISTS', KEYS[j]) == 0 then
+      if not prefetched[KEYS[j]] then
         missing[#missing + 1] = i - 1
       end
     end
@@ -98,7 +109,11 @@ local qorig, qcur, qperiod, bkey_of, borig, bcur, from_p = {}, {}, {}, {}, {}, {
 local nbal = 0
 
 local function qget(key)
-  return tonumber(redis.call('GET', key) or '0') or 0
+  local v = prefetched[key]
+  if v == nil then
+    v = redis.call('GET', key)
+  end
+  return tonumber(v or '0') or 0
 end
 
 local function decide_quota(i, key, alg, limit, period, hits)
@@ -211,8 +226,15 @@ if allowed then
   for key, period in pairs(qperiod) do
     redis.call('SET', key, int(qcur[key]), 'PX', int(idiv(period + 999, 1000) + QUOTA_GRACE_MS))
   end
+  -- A balance is written when it changed, and its lifetime renewed when
+  -- a window counter of the decision starts (at most once a window): it
+  -- outlives every counter of its pool.
+  local started = false
+  for key in pairs(qperiod) do
+    started = started or not prefetched[key]
+  end
   for key, v in pairs(bcur) do
-    if v ~= borig[key] or next(qperiod) then
+    if v ~= borig[key] or started then
       redis.call('SET', key, int(v), 'PX', BALANCE_TTL_MS)
     end
   end

@@ -16,7 +16,9 @@ const (
 	// at most a day).
 	QuotaGrace = 25 * time.Hour
 	// BalanceTTL is how long a pool's purchased balance is kept after its
-	// last use. It outlives every calendar window's counter (a month and
+	// last use (a Redis store renews it when the balance changes and when a
+	// window counter of the pool starts, not on every charge: at most once
+	// a window). It outlives every calendar window's counter (a month and
 	// QuotaGrace), so a counter never outlives its balance in practice; a
 	// balance dropped anyway is rebuilt from the ledger (ErrUnseeded).
 	BalanceTTL = 35 * 24 * time.Hour
