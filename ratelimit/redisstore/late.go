@@ -17,12 +17,16 @@ import (
 // at or after it. The process's deadline is translated with a lower bound
 // of Redis's clock minus the process's: a TIME read sent at process time S
 // and answered at E with R lies in [R−E, R−S]; the bound is the largest
-// R−E of the last clockSamples reads (one every clockRefresh, and
+// R−E of the last clockSamples fast reads (one every clockRefresh, and
 // clockSamples at New), so the Redis-side deadline is never later than the
-// real one, and at most one read's round trip earlier (a decision on the
-// edge may be refused in time: a false refusal, never a phantom charge). A
-// clock step on either side is followed once the samples before it have
-// aged out, within clockSamples × clockRefresh.
+// real one, and at most one fast read's round trip earlier (a decision on
+// the edge may be refused in time: a false refusal, never a phantom
+// charge). A read whose round trip took longer than clockFastRTT (a busy
+// machine: the reply waited for a CPU) is a poor bound, up to its round
+// trip too early, which would refuse every decision of a 15 ms budget; it
+// is kept only while there is no fast one. A clock step on either side is
+// followed once the samples before it have aged out, within clockSamples
+// fast reads.
 //
 // A fail-closed decision whose reply is still on its way when its caller
 // gives up (executed in time, answered late: a reply held up behind a
@@ -35,6 +39,8 @@ import (
 const (
 	clockSamples  = 8
 	clockRefresh  = time.Second
+	clockFastRTT  = 2 * time.Millisecond
+	clockAttempts = 64 // reads New makes at most to find clockSamples fast ones
 	lateReplyWait = 2 * time.Second
 )
 
@@ -44,22 +50,42 @@ type redisClock struct {
 	mu      sync.Mutex
 	samples [clockSamples]int64
 	n, next int
+	fast    int // fast samples among them
 }
 
 // sample reads Redis TIME once and records its bound. On a cluster it
 // reads every master's and records the lowest bound: a deadline translated
 // with it is not later than the real one on any node.
 func (k *redisClock) sample(ctx context.Context, c redis.UniversalClient) error {
+	start := time.Now()
 	lower, err := clockBound(ctx, c)
 	if err != nil {
 		return err
 	}
+	fast := time.Since(start) <= clockFastRTT
 	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case fast && k.fast < k.n:
+		// The first fast read replaces every slow one.
+		k.n, k.next, k.fast = 0, 0, 0
+	case !fast && k.n > 0:
+		return nil // a slow read's bound is worse than what is kept
+	}
+	if fast {
+		k.fast = min(k.fast+1, clockSamples)
+	}
 	k.samples[k.next] = lower
 	k.next = (k.next + 1) % clockSamples
 	k.n = min(k.n+1, clockSamples)
-	k.mu.Unlock()
 	return nil
+}
+
+// fastSamples is how many fast reads the bound holds.
+func (k *redisClock) fastSamples() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.fast
 }
 
 // clockBound is R−E of one TIME read (the lowest of every master's on a

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/leakytokens/leaky/internal/testenv"
 	"github.com/leakytokens/leaky/ratelimit/store"
 )
@@ -153,5 +155,58 @@ func TestScriptRefusesPastDeadline(t *testing.T) {
 		if err != nil || d.Results[0].Remaining != tc.left {
 			t.Errorf("%s: after the run the bucket has %+v (%v), want %d left", tc.name, d, err, tc.left)
 		}
+	}
+}
+
+// slowTime delays every TIME reply by d, as a busy machine does.
+type slowTime struct{ d time.Duration }
+
+func (slowTime) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h slowTime) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if cmd.Name() == "time" {
+			time.Sleep(h.d)
+		}
+		return err
+	}
+}
+func (slowTime) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A slow TIME read (its reply waited 20 ms for the process) bounds the
+// clock 20 ms too early: it is kept only while there is nothing better,
+// and the first fast read replaces it.
+func TestClockKeepsFastReads(t *testing.T) {
+	url := testenv.RedisURL(t)
+	fast := raw(t, url)
+	slow := raw(t, url)
+	slow.AddHook(slowTime{20 * time.Millisecond})
+	ctx := context.Background()
+	var k redisClock
+	if err := k.sample(ctx, slow); err != nil {
+		t.Fatal(err)
+	}
+	if off, ok := k.lower(); !ok || off > -15_000 {
+		t.Fatalf("after one slow read: bound %d µs, %v; want it kept, about -20 ms", off, ok)
+	}
+	for i := 0; i < 200 && k.fastSamples() == 0; i++ { // a loaded machine may need a few
+		if err := k.sample(ctx, fast); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if k.fastSamples() == 0 {
+		t.Fatalf("no TIME read under %v in 200", clockFastRTT)
+	}
+	for range 4 {
+		if err := k.sample(ctx, slow); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Redis and the process share this machine's clock: a fast read bounds
+	// the offset within its round trip (and Redis TIME's µs truncation).
+	if off, ok := k.lower(); !ok || off < -int64(clockFastRTT/time.Microsecond)-1000 {
+		t.Errorf("after a fast read and slow ones: bound %d µs, %v; want within the fast read's round trip of 0", off, ok)
 	}
 }

@@ -145,7 +145,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		}
 	}
 	if s.now == nil {
-		for range clockSamples {
+		for i := 0; i < clockAttempts && s.clock.fastSamples() < clockSamples; i++ {
 			if err := s.clock.sample(ctx, loader); err != nil {
 				s.Close()
 				return nil, err
