@@ -38,7 +38,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	domain := req.GetDomain()
 	plans := s.plan(l, req)
 	if s.failsClosed(l, domain) {
-		ctx = store.WithFailClosedBy(ctx, start.Add(s.cfg.RedisTimeout))
+		ctx = store.WithFailClosed(ctx)
 	}
 
 	items, quotas := planItems(plans)
@@ -311,9 +311,11 @@ func microseconds(us int64) time.Duration { return time.Duration(us) * time.Micr
 // error with the gateway's ratelimit_failure_mode deny (Envoy's
 // failure_mode_deny); for other domains, which answer errors,
 // -envoy-failure-mode-deny. Such a decision runs on a fail-closed context
-// (store.WithFailClosed) bounded by the service's decision deadline
-// (-redis-timeout, on every store): one the store executes past it charges
-// nothing. See README "Deadlines and phantom charges".
+// (store.WithFailClosed): one the store executes past its deadline (the
+// caller's; on Redis also -redis-timeout, after which the service answers
+// by the failure mode) charges nothing. The memory store has no timeout of
+// its own: it answers whatever its decision took, so only the caller's
+// deadline bounds it. See README "Deadlines and phantom charges".
 func (s *Service) failsClosed(l *limits, domain string) bool {
 	if domain == policy.Domain && l.policy != nil {
 		switch l.policy.FailureMode {

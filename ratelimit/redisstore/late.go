@@ -158,7 +158,7 @@ func (k *redisClock) run(c redis.UniversalClient, timeout time.Duration, quit <-
 // fail-open ctx, else ctx's deadline on the script's clock (Options.Now's
 // when set: the time left, counted from its value now).
 func (s *Store) deadlineArg(ctx context.Context) (string, error) {
-	d, ok := store.Deadline(ctx)
+	d, ok := ctx.Deadline()
 	if !store.FailClosed(ctx) || !ok {
 		return "", nil
 	}

@@ -137,7 +137,7 @@ func (p *pipeliner) send(batch []*call) {
 			close(c.done)
 			continue
 		}
-		d, ok := store.Deadline(c.ctx)
+		d, ok := c.ctx.Deadline()
 		switch {
 		case ok && c.failClosed:
 			if w := d.Add(lateReplyWait); w.After(lateWait) {

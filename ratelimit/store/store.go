@@ -201,33 +201,13 @@ type failClosedKey struct{}
 // charges whenever the store executes it, as the request goes through
 // either way.
 func WithFailClosed(ctx context.Context) context.Context {
-	return context.WithValue(ctx, failClosedKey{}, time.Time{})
+	return context.WithValue(ctx, failClosedKey{}, true)
 }
 
-// WithFailClosedBy is WithFailClosed with a deadline of its own, by, for
-// the decision only: the earlier of it and ctx's is the decision's
-// (Deadline). Unlike context.WithDeadline it starts no timer (a decision
-// on the memory store takes microseconds; a timer per decision cost more
-// than the decision).
-func WithFailClosedBy(ctx context.Context, by time.Time) context.Context {
-	return context.WithValue(ctx, failClosedKey{}, by)
-}
-
-// FailClosed reports whether ctx was marked by WithFailClosed or
-// WithFailClosedBy.
+// FailClosed reports whether ctx was marked by WithFailClosed.
 func FailClosed(ctx context.Context) bool {
-	_, ok := ctx.Value(failClosedKey{}).(time.Time)
-	return ok
-}
-
-// Deadline is a decision's deadline on ctx: the earlier of ctx's and the
-// one WithFailClosedBy set.
-func Deadline(ctx context.Context) (time.Time, bool) {
-	d, ok := ctx.Deadline()
-	if by, _ := ctx.Value(failClosedKey{}).(time.Time); !by.IsZero() && (!ok || by.Before(d)) {
-		return by, true
-	}
-	return d, ok
+	v, _ := ctx.Value(failClosedKey{}).(bool)
+	return v
 }
 
 // Late reports, for a fail-closed ctx whose deadline is at or before now,
@@ -237,7 +217,7 @@ func Late(ctx context.Context, now time.Time) error {
 	if !FailClosed(ctx) {
 		return nil
 	}
-	d, ok := Deadline(ctx)
+	d, ok := ctx.Deadline()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrLate, err)
 	}
