@@ -47,17 +47,24 @@ func (f *faultyShared) Adjust(ctx context.Context, adj []store.Adjustment) error
 	return f.sharedStore.Adjust(ctx, adj)
 }
 
+// faultyReservations are Reservations on a faultyShared store, recording
+// their settlements.
+func faultyReservations() (*faultyShared, *Reservations, *recorder) {
+	clk := &clock{us: 1_700_000_000_000_000}
+	st := &faultyShared{sharedStore: newSharedStore(clk.micros)}
+	rs := NewReservations(st, clk.time, nil)
+	rec := &recorder{}
+	rs.SetRecorder(rec.record)
+	return st, rs, rec
+}
+
 // TestSharedReserveIsAtomic: with a shared store, an admitted reservation
 // always has its record, however a separate open would fail; before the
 // decision and the record were one store call, ReserveAs answered
 // admitted with no id and the charge stood unrecorded.
 func TestSharedReserveIsAtomic(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{us: 1_700_000_000_000_000}
-	st := &faultyShared{sharedStore: newSharedStore(clk.micros)}
-	rs := NewReservations(st, clk.time, nil)
-	var rec recorder
-	rs.SetRecorder(rec.record)
+	st, rs, rec := faultyReservations()
 	it := bucket(t, "u", 1000, 1, 300)
 	res, dec, err := rs.ReserveAs(ctx, "req-1", Owner{UserID: "u1"}, []store.Item{it}, nil, time.Minute)
 	if err != nil || !dec.Allowed || res.ID != "req-1" {
@@ -79,11 +86,7 @@ func TestSharedReserveIsAtomic(t *testing.T) {
 // was gone and the settlement never recorded.
 func TestSharedTakeRetried(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{us: 1_700_000_000_000_000}
-	st := &faultyShared{sharedStore: newSharedStore(clk.micros)}
-	rs := NewReservations(st, clk.time, nil)
-	var rec recorder
-	rs.SetRecorder(rec.record)
+	st, rs, rec := faultyReservations()
 	it := bucket(t, "u", 1000, 1, 300)
 	if _, _, err := rs.ReserveAs(ctx, "req-1", Owner{}, []store.Item{it}, nil, time.Minute); err != nil {
 		t.Fatal(err)
@@ -107,11 +110,7 @@ func TestSharedTakeRetried(t *testing.T) {
 // nothing recorded).
 func TestSharedReopenFails(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{us: 1_700_000_000_000_000}
-	st := &faultyShared{sharedStore: newSharedStore(clk.micros)}
-	rs := NewReservations(st, clk.time, nil)
-	var rec recorder
-	rs.SetRecorder(rec.record)
+	st, rs, rec := faultyReservations()
 	it := bucket(t, "u", 1000, 1, 300)
 	if _, _, err := rs.ReserveAs(ctx, "req-1", Owner{UserID: "u1"}, []store.Item{it}, nil, time.Minute); err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,17 +55,9 @@ func raw(t testing.TB, url string) *redis.Client {
 // machine from turning contention into errors.
 func TestContract(t *testing.T) {
 	url := testenv.RedisURL(t)
-	var mu sync.Mutex
-	prefixes := map[*testing.T]string{}
+	prefix := prefixPerTest()
 	storetest.Run(t, func(t *testing.T, now func() int64) store.Store {
-		mu.Lock()
-		p, ok := prefixes[t]
-		if !ok {
-			p = testenv.Prefix(t)
-			prefixes[t] = p
-		}
-		mu.Unlock()
-		return open(t, Options{URL: url, Prefix: p, Timeout: 5 * time.Second, Now: now})
+		return open(t, Options{URL: url, Prefix: prefix(t), Timeout: 5 * time.Second, Now: now})
 	})
 }
 
@@ -74,17 +65,9 @@ func TestContract(t *testing.T) {
 // two-scanner case opens two stores on one prefix, as two instances.
 func TestReserverContract(t *testing.T) {
 	url := testenv.RedisURL(t)
-	var mu sync.Mutex
-	prefixes := map[*testing.T]string{}
+	prefix := prefixPerTest()
 	storetest.RunReserver(t, func(t *testing.T, now func() int64) store.Reserver {
-		mu.Lock()
-		p, ok := prefixes[t]
-		if !ok {
-			p = testenv.Prefix(t)
-			prefixes[t] = p
-		}
-		mu.Unlock()
-		return open(t, Options{URL: url, Prefix: p, Timeout: 5 * time.Second, Now: now})
+		return open(t, Options{URL: url, Prefix: prefix(t), Timeout: 5 * time.Second, Now: now})
 	})
 }
 
