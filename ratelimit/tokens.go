@@ -6,13 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/leakytokens/leaky/internal/contract"
 	"github.com/leakytokens/leaky/internal/jwks"
 	"github.com/leakytokens/leaky/internal/serve"
 )
@@ -138,10 +138,6 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) ([]byte, *apiError)
 	return body, nil
 }
 
-// orgIDPattern is authz's organisation id: 2 to 63 lower-case letters,
-// digits or '-', starting with a letter or digit.
-var orgIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,62}$`)
-
 // validUserID reports whether id is a user id as authz issues them: a
 // UUID in its canonical form.
 func validUserID(id string) bool {
@@ -157,7 +153,7 @@ func checkOwner(c Caller, userID, orgID string) *apiError {
 		return badInput("userId is required")
 	case !validUserID(userID):
 		return badInput("invalid userId")
-	case orgID != "" && !orgIDPattern.MatchString(orgID):
+	case orgID != "" && !contract.ValidOrgID(orgID):
 		return badInput("invalid orgId")
 	case !c.MayUser(userID):
 		return apiErr(http.StatusForbidden, "forbidden", "you may act only for your own user id")

@@ -47,7 +47,7 @@ func (a *tokenAPI) orgQuota(w http.ResponseWriter, r *http.Request, c Caller) {
 	switch {
 	case orgID == "":
 		e = badInput("orgId is required")
-	case !orgIDPattern.MatchString(orgID):
+	case !contract.ValidOrgID(orgID):
 		e = badInput("invalid orgId")
 	case !c.MayOrg(orgID):
 		e = apiErr(http.StatusForbidden, "forbidden", "you are not a member of that organisation")

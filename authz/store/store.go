@@ -8,10 +8,10 @@ package store
 import (
 	"context"
 	"errors"
-	"regexp"
 	"time"
 
 	"github.com/leakytokens/leaky/authz/apikey"
+	"github.com/leakytokens/leaky/internal/contract"
 )
 
 // Store errors. Implementations wrap them so errors.Is finds them.
@@ -52,12 +52,9 @@ type APIKey struct {
 	ExpiresAt time.Time // zero: never
 }
 
-// orgIDPattern is the form of an organisation id.
-var orgIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,62}$`)
-
-// ValidOrgID reports whether id has the form of an organisation id: 2 to
-// 63 lower-case letters, digits and '-', not starting with '-'.
-func ValidOrgID(id string) bool { return orgIDPattern.MatchString(id) }
+// ValidOrgID reports whether id has the form of an organisation id
+// (contract.ValidOrgID: the token API checks the same form).
+func ValidOrgID(id string) bool { return contract.ValidOrgID(id) }
 
 // Org is an organisation. Its ID is a short slug chosen at creation; it is
 // what x-leaky-org names and x-leaky-org-id carries.

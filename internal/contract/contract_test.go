@@ -225,3 +225,14 @@ func TestQuotaKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestValidOrgID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"acme": true, "a1": true, "0-team": true, strings.Repeat("a", 63): true,
+		"": false, "a": false, "-acme": false, "Acme": false, "ac_me": false, strings.Repeat("a", 64): false,
+	} {
+		if got := contract.ValidOrgID(id); got != want {
+			t.Errorf("ValidOrgID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}

@@ -36,14 +36,22 @@ import (
 // clusterRedirects bounds the MOVED/ASK redirects one call follows.
 const clusterRedirects = 2
 
-// clusterSchemes maps a cluster URL's scheme to the scheme go-redis parses.
-var clusterSchemes = map[string]string{"redis+cluster": "redis", "rediss+cluster": "rediss"}
+// clusterScheme is the scheme go-redis parses for a cluster URL's scheme,
+// "" when it is not a cluster's.
+func clusterScheme(scheme string) string {
+	switch strings.ToLower(scheme) {
+	case "redis+cluster":
+		return "redis"
+	case "rediss+cluster":
+		return "rediss"
+	}
+	return ""
+}
 
 // isClusterURL reports whether u names a Redis Cluster.
 func isClusterURL(u string) bool {
 	scheme, _, ok := strings.Cut(u, "://")
-	_, cluster := clusterSchemes[strings.ToLower(scheme)]
-	return ok && cluster
+	return ok && clusterScheme(scheme) != ""
 }
 
 // errClusterURL never quotes the URL: it may hold a password.
@@ -78,7 +86,7 @@ func parseClusterURL(raw string) (*redis.ClusterOptions, error) {
 		}
 		addrs = append(addrs, h)
 	}
-	u := clusterSchemes[strings.ToLower(scheme)] + "://" + userinfo + addrs[0]
+	u := clusterScheme(scheme) + "://" + userinfo + addrs[0]
 	if query != "" {
 		u += "?" + query
 	}

@@ -3,7 +3,9 @@ package redisstore
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -163,13 +165,13 @@ func (s *Store) deadlineArg(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	if s.now != nil {
-		return fmt.Sprint(s.now() + time.Until(d).Microseconds()), nil
+		return strconv.FormatInt(s.now()+time.Until(d).Microseconds(), 10), nil
 	}
 	off, ok := s.clock.lower()
 	if !ok {
 		return "", fmt.Errorf("redis decide: %w: no Redis clock sample yet", store.ErrLate)
 	}
-	return fmt.Sprint(d.UnixMicro() + off), nil
+	return strconv.FormatInt(d.UnixMicro()+off, 10), nil
 }
 
 // LostLate is how many fail-closed decisions were abandoned by their
@@ -211,8 +213,11 @@ func (s *Store) refund(c *call, dec store.Decision, at int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), lateReplyWait)
 	defer cancel()
 	if c.reserveID != "" {
-		if _, ok, err := s.TakeReservation(ctx, c.reserveID, newNonce()); err != nil || !ok {
-			return fmt.Errorf("take late reservation: ok %v: %w", ok, err)
+		switch _, ok, err := s.TakeReservation(ctx, c.reserveID, newNonce()); {
+		case err != nil:
+			return fmt.Errorf("take late reservation: %w", err)
+		case !ok:
+			return errors.New("take late reservation: no record")
 		}
 	}
 	if err := s.Adjust(ctx, refunds(nil, c.items, dec.Results, at)); err != nil {
