@@ -1,5 +1,5 @@
 # Leaky Tokens. `make run` runs every service on embedded defaults; `make test` installs and
-# starts what the tests need (Redis, PostgreSQL, a Consul agent), runs every test with the race detector, and
+# starts what the tests need (Redis, a Redis Cluster, PostgreSQL, a Consul agent), runs every test with the race detector, and
 # stops what it started.
 GO          ?= go
 BIN         := bin

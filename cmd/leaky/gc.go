@@ -15,9 +15,9 @@ import "runtime/debug"
 // the environment override it.
 const gcPercent = 400
 
-// tuneGC sets gcPercent unless the operator set GOGC.
+// tuneGC sets gcPercent unless the operator set GOGC or GOMEMLIMIT.
 func tuneGC(e env) {
-	if e.getenv("GOGC") == "" {
+	if e.getenv("GOGC") == "" && e.getenv("GOMEMLIMIT") == "" {
 		debug.SetGCPercent(gcPercent)
 	}
 }

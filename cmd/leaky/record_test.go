@@ -191,7 +191,7 @@ func call(t *testing.T, method, url string, header map[string]string, body strin
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req) // a stuck call fails the test, not the run
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -139,17 +139,11 @@ func startClusterNode(bin, dir string) (*Server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
+	ps, err := freePorts(2) // held open together: two distinct ports
 	if err != nil {
 		return nil, err
 	}
-	bus, err := FreePort()
-	for err == nil && bus == port {
-		bus, err = FreePort()
-	}
-	if err != nil {
-		return nil, err
-	}
+	port, bus := ps[0], ps[1]
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	s := &Server{URL: "redis://" + addr + "/0", Addr: addr, Dir: dir}
 	s.start = func() (*exec.Cmd, error) {
